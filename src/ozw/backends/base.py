@@ -1,0 +1,92 @@
+"""The backend contract.
+
+A backend is anyio-compatible: plain ``async`` methods, no Trio-only calls, so it
+runs under Trio (and could under asyncio). It never sees the connection or the wire
+types: it gets :class:`~ozw.params.TaskParams` and either returns an
+:class:`ExecuteResult` or raises :class:`~ozw.failures.TaskFailure`.
+
+The lifecycle drives one :class:`TaskRun` per task::
+
+    run = backend.open_task(params, log)
+    await run.setup()        # cancellable: image, sidecars, workspace, setup script
+    await run.execute()      # cancellable: the agent; COMPLETED or HANDED_OFF
+    await run.teardown()     # always, once setup started; shielded, with a deadline
+
+Cancellation is the caller's cancel scope: a backend stops its child processes /
+containers when cancelled and re-raises. :meth:`Backend.cancel` exists only for
+work that lives outside this process (the command backend's hand-offs).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from types import TracebackType
+from typing import ClassVar, Self
+
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+
+
+class ExecuteResult(enum.Enum):
+    """How a task's execution ended when it did not fail."""
+
+    COMPLETED = "completed"
+    """The agent ran and exited 0: report ``task_completed``."""
+    HANDED_OFF = "handed_off"
+    """Another runtime took the task and reports for itself: no terminal message."""
+
+
+class TaskRun(abc.ABC):
+    """One task on one backend."""
+
+    @abc.abstractmethod
+    async def setup(self) -> None:
+        """Prepare everything the agent needs. Raises TaskFailure."""
+
+    @abc.abstractmethod
+    async def execute(self) -> ExecuteResult:
+        """Run the agent to its end. Raises TaskFailure."""
+
+    @abc.abstractmethod
+    async def teardown(self) -> None:
+        """Undo setup. Runs shielded under the backend's teardown deadline; its
+        failure is logged by the caller and never changes the task's result."""
+
+
+class Backend(abc.ABC):
+    """A way of running tasks; one instance per worker."""
+
+    name: ClassVar[str]
+    tasks_survive_shutdown: ClassVar[bool] = False
+    """True when a task, once handed off, lives on after the worker stops."""
+
+    teardown_timeout: float = 300.0
+    """The deadline of one task's teardown."""
+
+    async def check(self) -> None:
+        """Start-up check. Raises BackendUnavailable with one line for the operator."""
+
+    @abc.abstractmethod
+    def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
+        """Create the run of one task (no I/O here)."""
+
+    async def cancel(self, params: TaskParams) -> None:
+        """Best-effort cancel of work living elsewhere (after a hand-off)."""
+
+    def kill_all(self) -> None:
+        """Second Ctrl-C: stop every agent and script of this backend at once, no grace."""
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (e.g. lingering workspaces) at shutdown."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

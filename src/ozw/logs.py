@@ -1,0 +1,100 @@
+"""Operator-facing logging: one line per event, task id on every task line.
+
+``human`` is ``2026-11-24T13:50:36.123Z INFO  task=run-1 message``; ``json`` is one
+object per line with ``time``, ``level``, ``logger``, ``message`` and, on task
+lines, ``task_id`` (plus ``stream`` for relayed agent output).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import IO, Any, Final
+
+LOGGER_NAME: Final = "ozw"
+_STANDARD_ATTRS: Final = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+) | {"message", "asctime", "task_id", "stream"}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+class HumanFormatter(logging.Formatter):
+    """``time LEVEL [task=<id>] [stream] message``; exceptions stay one line unless debugging."""
+
+    def __init__(self, *, tracebacks: bool = False) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_timestamp(record), f"{record.levelname:<5}"]
+        task_id = getattr(record, "task_id", None)
+        if task_id is not None:
+            parts.append(f"task={task_id}")
+        stream = getattr(record, "stream", None)
+        if stream is not None:
+            parts.append(f"[{stream}]")
+        parts.append(record.getMessage())
+        line = " ".join(parts)
+        if record.exc_info and self.tracebacks:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("task_id", "stream"):
+            value = getattr(record, key, None)
+            if value is not None:
+                obj[key] = value
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                obj[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            obj["exception"] = self.formatException(record.exc_info)
+        return json.dumps(obj, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", fmt: str = "human", stream: IO[str] | None = None) -> None:
+    """Send the ``ozw`` loggers to ``stream`` (stderr by default) in the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    numeric = logging.getLevelName(level.upper())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(HumanFormatter(tracebacks=numeric == logging.DEBUG))
+    root = logging.getLogger(LOGGER_NAME)
+    root.handlers[:] = [handler]
+    root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
+    root.propagate = False
+
+
+class TaskLog(logging.LoggerAdapter[logging.Logger]):
+    """A logger that stamps every line with a task id (and optionally a stream name)."""
+
+    def __init__(self, task_id: str, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger(f"{LOGGER_NAME}.task"), {"task_id": task_id})
+        self.task_id = task_id
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+    def output(self, stream: str, line: str) -> None:
+        """Relay one line of a task's process output."""
+        self.info("%s", line, extra={"stream": stream})

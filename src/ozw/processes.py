@@ -1,0 +1,169 @@
+"""Child processes of a task: own session, live output relay, group-wide termination.
+
+Written against anyio so backends stay anyio-compatible. Every child starts in a new
+session (``start_new_session=True``): a terminal Ctrl-C reaches only ozw, and the
+child's whole process group can be signalled at once. Stopping a group is SIGTERM,
+then SIGKILL after the grace period, to the *group*, so grandchildren that ignore
+SIGTERM or linger after their parent exited are gone too.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+import anyio
+import anyio.abc
+
+from ozw.failures import normalise_exit_code
+from ozw.logs import TaskLog
+
+MAX_LINE = 16 * 1024
+"""Longer output lines are split: a chatty agent must not grow our memory."""
+
+PIPE_DRAIN_GRACE = 5.0
+"""How long to keep reading output after the group is gone (a daemon that left the
+group may hold our pipes open forever)."""
+
+GROUP_POLL_INTERVAL = 0.05
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still exists."""
+    return _signal_group(pgid, 0)  # type: ignore[arg-type]
+
+
+class ProcessRunner:
+    """Runs a backend's child processes and can stop all of them at once.
+
+    ``kill_grace`` is the pause between SIGTERM and SIGKILL when a run is cancelled.
+    :meth:`kill_all` is the second-Ctrl-C path: SIGKILL to every live group now.
+    """
+
+    def __init__(self, kill_grace: float = 10.0) -> None:
+        self.kill_grace = kill_grace
+        self._groups: set[int] = set()
+
+    @property
+    def live_groups(self) -> frozenset[int]:
+        return frozenset(self._groups)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process group this runner started and has not reaped."""
+        for pgid in list(self._groups):
+            _signal_group(pgid, signal.SIGKILL)
+
+    async def run(
+        self,
+        command: Sequence[str],
+        *,
+        log: TaskLog,
+        label: str,
+        env: Mapping[str, str],
+        cwd: str | os.PathLike[str] | None = None,
+        stdin: bytes | None = None,
+        stderr_tail: collections.deque[str] | None = None,
+    ) -> int:
+        """Run ``command`` to completion, relaying its output into ``log`` line by line.
+
+        Output lines are tagged ``<label> stdout`` / ``<label> stderr``. Returns the
+        normalised exit code (signal N → 128+N). On cancellation the whole group is
+        stopped (SIGTERM, ``kill_grace``, SIGKILL) before the cancellation propagates.
+        """
+        process = await anyio.open_process(
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        pgid = process.pid
+        self._groups.add(pgid)
+        try:
+            async with anyio.create_task_group() as tg:
+                assert process.stdout is not None and process.stderr is not None
+                tg.start_soon(_relay, process.stdout, log, f"{label} stdout", None)
+                tg.start_soon(_relay, process.stderr, log, f"{label} stderr", stderr_tail)
+                if stdin is not None:
+                    tg.start_soon(_feed, process, stdin)
+                returncode = await process.wait()
+                # The leader is gone; anything left of its group is a stray.
+                _signal_group(pgid, signal.SIGKILL)
+                tg.cancel_scope.deadline = anyio.current_time() + PIPE_DRAIN_GRACE
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.terminate(process)
+            raise
+        finally:
+            self._groups.discard(pgid)
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+        return normalise_exit_code(returncode)
+
+    async def terminate(self, process: anyio.abc.Process) -> None:
+        """SIGTERM the group, wait up to ``kill_grace`` for all of it to exit, then SIGKILL."""
+        pgid = process.pid
+        _signal_group(pgid, signal.SIGTERM)
+        with anyio.move_on_after(self.kill_grace):
+            await process.wait()
+            while group_alive(pgid):
+                await anyio.sleep(GROUP_POLL_INTERVAL)
+        _signal_group(pgid, signal.SIGKILL)
+        with anyio.move_on_after(self.kill_grace):
+            await process.wait()
+
+
+async def _feed(process: anyio.abc.Process, data: bytes) -> None:
+    assert process.stdin is not None
+    try:
+        await process.stdin.send(data)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass  # the child exited without reading everything: its exit status tells
+    finally:
+        await process.stdin.aclose()
+
+
+async def _relay(
+    stream: anyio.abc.ByteReceiveStream,
+    log: TaskLog,
+    label: str,
+    tail: collections.deque[str] | None,
+) -> None:
+    pending = b""
+
+    def emit(raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        log.output(label, line)
+        if tail is not None:
+            tail.append(line)
+
+    try:
+        async for chunk in stream:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                emit(raw)
+            while len(pending) > MAX_LINE:
+                emit(pending[:MAX_LINE])
+                pending = pending[MAX_LINE:]
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass
+    finally:
+        if pending:
+            emit(pending)
