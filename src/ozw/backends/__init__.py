@@ -1,1 +1,25 @@
 """Backends run tasks: in a container, on the host, or by handing them off."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ozw.failures import BackendUnavailable
+
+if TYPE_CHECKING:
+    from ozw.backends.base import Backend
+    from ozw.config import WorkerConfig
+
+
+def create_backend(config: WorkerConfig) -> Backend:
+    """The backend the configuration selects (imported lazily: each pulls its own deps)."""
+    from ozw.config import CommandConfig, DirectConfig, DockerConfig
+
+    match config.backend:
+        case DirectConfig():
+            from ozw.backends.direct import DirectBackend
+
+            return DirectBackend(config.backend, cleanup=config.cleanup)
+        case DockerConfig() | CommandConfig():
+            raise BackendUnavailable(f"the {config.backend_name} backend is not available yet")
+    raise BackendUnavailable(f"unknown backend {config.backend!r}")

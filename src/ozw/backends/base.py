@@ -74,7 +74,7 @@ class Backend(abc.ABC):
     async def cancel(self, params: TaskParams) -> None:
         """Best-effort cancel of work living elsewhere (after a hand-off)."""
 
-    def kill_all(self) -> None:
+    async def kill_all(self) -> None:
         """Second Ctrl-C: stop every agent and script of this backend at once, no grace."""
 
     async def aclose(self) -> None:

@@ -1,0 +1,238 @@
+"""The WebSocket session with the dispatch server (PROTOCOL.md 1).
+
+One :class:`Connection` dials, re-dials with exponential back-off, keeps the link
+alive with pings, declares it dead after a silence, and closes it with code 1000 on
+shutdown. Inside one session three tasks run: the reader (decodes frames and hands
+them to the worker), the single writer (drains the :class:`~ozw.outbox.Outbox`) and
+the heartbeat. The session lives inside a cancel scope whose deadline every frame
+and pong pushes forward: when it expires, the server has been silent too long.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Callable
+
+import attrs
+import trio
+import trio_websocket as tws
+
+from ozw.outbox import Outbox
+from ozw.protocol import ProtocolError, ServerMessage, decode_server_message, encode_message
+
+log = logging.getLogger("ozw.connection")
+
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""Assignments carry whole task definitions; 1 MiB (the library default) is too tight."""
+
+
+@attrs.frozen
+class ConnectionSettings:
+    """Where and how to connect. The timings are settings so tests run in milliseconds."""
+
+    websocket_url: str
+    worker_id: str
+    api_key: str = attrs.field(repr=False)
+    ping_interval: float = 30.0
+    dead_after: float = 60.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    connect_timeout: float = 30.0
+    close_timeout: float = 5.0
+
+
+def worker_url(websocket_url: str, worker_id: str) -> str:
+    """Add ``worker_id=<id>`` to whatever query the URL already has."""
+    parts = urllib.parse.urlsplit(websocket_url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query.append(("worker_id", worker_id))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def backoff_delays(initial: float, maximum: float) -> Callable[[], float]:
+    """A generator of back-off delays: initial, doubling, capped at maximum."""
+    delay = initial
+
+    def next_delay() -> float:
+        nonlocal delay
+        current = delay
+        delay = min(delay * 2, maximum)
+        return current
+
+    return next_delay
+
+
+class _SilentServer(Exception):
+    pass
+
+
+class Connection:
+    """Keeps the worker connected; hands every decoded server message to ``on_message``.
+
+    ``on_message`` is called synchronously from the reader task and must not block.
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        outbox: Outbox,
+        on_message: Callable[[ServerMessage], None],
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.on_message = on_message
+        self.connected = False
+        self.connects = 0
+        self.on_state_change: Callable[[bool, str], None] | None = None
+        self._closing = trio.Event()
+        self._closed = trio.Event()
+        self._state_changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stay connected until :meth:`close` is called."""
+        task_status.started()
+        url = worker_url(self.settings.websocket_url, self.settings.worker_id)
+        delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
+        try:
+            while not self._closing.is_set():
+                reason = await self._session(url)
+                if reason is None:
+                    # A session that ended because we are closing.
+                    break
+                if self.connected:
+                    delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
+                self._set_connected(False, reason)
+                delay = delays()
+                log.warning("connection: %s; reconnecting in %.3gs", reason, delay)
+                with trio.move_on_after(delay):
+                    await self._closing.wait()
+        finally:
+            self._set_connected(False, "closed")
+            self._closed.set()
+
+    async def close(self) -> None:
+        """Close the connection with code 1000 and stop re-dialling."""
+        self._closing.set()
+        await self._closed.wait()
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Wait until the connection is up (or, with False, down)."""
+        while self.connected != connected:
+            await self._state_changed.wait()
+
+    def _set_connected(self, connected: bool, reason: str) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+        if self.on_state_change is not None:
+            self.on_state_change(connected, reason)
+
+    async def _session(self, url: str) -> str | None:
+        """One connection's life. Returns why it ended (None: closed on purpose)."""
+        headers = [(b"Authorization", f"Bearer {self.settings.api_key}".encode())]
+        try:
+            async with tws.open_websocket_url(
+                url,
+                extra_headers=headers,
+                connect_timeout=self.settings.connect_timeout,
+                disconnect_timeout=self.settings.close_timeout,
+                message_queue_size=64,
+                max_message_size=MAX_MESSAGE_SIZE,
+            ) as ws:
+                self.connects += 1
+                self._set_connected(True, "connected")
+                log.info("connected to %s", self.settings.websocket_url)
+                return await self._serve(ws)
+        except BaseExceptionGroup as group:
+            # Every leaf must be a connection problem; anything else is a bug to surface.
+            _, rest = group.split(_CONNECTION_ERRORS)
+            if rest is not None:
+                raise
+            return _why_lost(_first_leaf(group), self.settings.dead_after)
+        except _CONNECTION_ERRORS as exc:
+            return _why_lost(exc, self.settings.dead_after)
+
+    async def _serve(self, ws: tws.WebSocketConnection) -> str | None:
+        silence = trio.CancelScope(deadline=trio.current_time() + self.settings.dead_after)
+
+        def heard() -> None:
+            silence.deadline = trio.current_time() + self.settings.dead_after
+
+        with silence:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read, ws, heard)
+                nursery.start_soon(self._write, ws, heard, nursery)
+                nursery.start_soon(self._heartbeat, ws, heard)
+                await self._closing.wait()
+                nursery.cancel_scope.cancel()
+            # Closing on purpose: a normal close, bounded so a dead peer cannot hold us.
+            with trio.move_on_after(self.settings.close_timeout):
+                await ws.aclose(code=1000, reason="worker shutting down")
+            log.info("connection closed")
+            return None
+        raise _SilentServer
+
+    async def _read(self, ws: tws.WebSocketConnection, heard: Callable[[], None]) -> None:
+        while True:
+            frame = await ws.get_message()
+            heard()
+            try:
+                message = decode_server_message(frame)
+            except ProtocolError as exc:
+                log.warning("skipped a malformed message: %s", exc)
+                continue
+            self.on_message(message)
+
+    async def _write(
+        self, ws: tws.WebSocketConnection, heard: Callable[[], None], nursery: trio.Nursery
+    ) -> None:
+        cursor = self.outbox.first_unconfirmed_seq()
+        while True:
+            entries = await self.outbox.wait_from(cursor)
+            for entry in entries:
+                await ws.send_message(encode_message(entry.message))
+                cursor = entry.seq + 1
+            nursery.start_soon(self._confirm, ws, heard, cursor - 1)
+
+    async def _confirm(self, ws: tws.WebSocketConnection, heard: Callable[[], None], seq: int) -> None:
+        # The pong comes after the server read every frame we wrote before the ping.
+        await ws.ping()
+        heard()
+        self.outbox.confirm_through(seq)
+
+    async def _heartbeat(self, ws: tws.WebSocketConnection, heard: Callable[[], None]) -> None:
+        while True:
+            await trio.sleep(self.settings.ping_interval)
+            await ws.ping()
+            heard()
+
+
+_CONNECTION_ERRORS = (tws.HandshakeError, tws.ConnectionClosed, _SilentServer, OSError, trio.BrokenResourceError)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _why_lost(exc: BaseException, dead_after: float) -> str:
+    """One line saying why a connection ended or could not be made."""
+    match exc:
+        case tws.ConnectionRejected():
+            return f"server refused the connection (HTTP {exc.status_code})"
+        case tws.HandshakeError():
+            return f"cannot connect: {_describe(exc)}"
+        case tws.ConnectionClosed():
+            return f"connection closed by the server ({exc.reason})"
+        case _SilentServer():
+            return f"no word from the server for {dead_after:g}s"
+    return f"cannot connect: {_describe(exc)}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,164 @@
+"""One task's life: setup → execute → teardown, and the message it ends with.
+
+Setup and execute run inside the task's cancel scope (a server cancellation, the
+worker's shutdown or the optional ``task_timeout`` cancel it). Teardown runs once
+setup has started, whatever happened, in a shielded scope with its own deadline;
+only a hard stop (second Ctrl-C) cancels it. Its failure is logged and counted and
+never changes the task's result.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+import trio
+
+from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.failures import FailureReason, TaskFailure, failure_message
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+from ozw.protocol import TASK_STATE_CANCELLED, TaskCompleted, TaskFailed, TerminalMessage
+
+COMPLETED_MESSAGE = "Task completed successfully"
+CANCELLED_MESSAGE = "Task cancelled"
+TEARDOWN_MARGIN = 15.0
+"""Our backstop beyond the backend's own teardown deadline (which kills its scripts)."""
+
+
+class StopCause(enum.Enum):
+    """Why the worker cancelled a task's scope."""
+
+    SERVER = "server"
+    SHUTDOWN = "shutdown"
+
+
+@attrs.define
+class TaskControl:
+    """The handles the supervisor holds on a running task."""
+
+    params: TaskParams
+    log: TaskLog
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    teardown_scope: trio.CancelScope = attrs.field(factory=lambda: trio.CancelScope(shield=True))
+    cause: StopCause | None = None
+    phase: str = "pending"
+    started_at: float = attrs.field(factory=trio.current_time)
+
+    def stop(self, cause: StopCause) -> None:
+        """Cancel the task (the first cause wins)."""
+        if self.cause is None:
+            self.cause = cause
+        self.scope.cancel()
+
+
+@attrs.frozen
+class TaskOutcome:
+    """How a task ended: the terminal message (None for a hand-off) and a summary."""
+
+    message: TerminalMessage | None
+    result: str
+    """completed, cancelled, handed_off or failed."""
+    reason: FailureReason | None = None
+    exit_code: int | None = None
+    teardown_failed: bool = False
+
+
+def completed(task_id: str) -> TaskOutcome:
+    return TaskOutcome(TaskCompleted(task_id, COMPLETED_MESSAGE), "completed")
+
+
+def cancelled(task_id: str) -> TaskOutcome:
+    return TaskOutcome(
+        TaskCompleted(task_id, CANCELLED_MESSAGE, task_state=TASK_STATE_CANCELLED), "cancelled"
+    )
+
+
+def failed(task_id: str, reason: FailureReason, cause: str, exit_code: int | None = None) -> TaskOutcome:
+    message = TaskFailed(task_id, failure_message(cause), reason.value, exit_code)
+    return TaskOutcome(message, "failed", reason, exit_code)
+
+
+def _outcome_of_stop(control: TaskControl, task_timeout: float | None) -> TaskOutcome:
+    task_id = control.params.task_id
+    match control.cause:
+        case StopCause.SERVER:
+            return cancelled(task_id)
+        case StopCause.SHUTDOWN:
+            return failed(task_id, FailureReason.GRACEFUL_SHUTDOWN, "the worker is shutting down")
+    return failed(task_id, FailureReason.TASK_TIMEOUT, f"task timed out after {task_timeout:g}s")
+
+
+async def run_task(
+    backend: Backend, control: TaskControl, *, task_timeout: float | None = None
+) -> TaskOutcome:
+    """Run one task to its end and return its outcome; never raises for task failures."""
+    params, log = control.params, control.log
+    run = backend.open_task(params, log)
+    outcome: TaskOutcome | None = None
+    setup_started = False
+    if task_timeout is not None:
+        control.scope.deadline = min(control.scope.deadline, trio.current_time() + task_timeout)
+    try:
+        with control.scope:
+            control.phase = "setup"
+            setup_started = True
+            log.info("setup started")
+            await run.setup()
+            control.phase = "execute"
+            log.info("agent started")
+            result = await run.execute()
+            if result is ExecuteResult.HANDED_OFF:
+                outcome = TaskOutcome(None, "handed_off")
+            else:
+                outcome = completed(params.task_id)
+        if control.scope.cancelled_caught or outcome is None:
+            outcome = _outcome_of_stop(control, task_timeout)
+    except Exception as exc:
+        failure = _task_failure_in(exc)
+        if failure is None:
+            log.exception("unexpected error in %s: %s", control.phase, exc)
+            outcome = failed(params.task_id, FailureReason.UNKNOWN, f"internal error: {exc}")
+        elif control.cause is not None:
+            # A backend that turned our own stop into a failure: the stop is the truth.
+            outcome = _outcome_of_stop(control, task_timeout)
+        else:
+            outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)
+    finally:
+        teardown_failed = False
+        if setup_started:
+            teardown_failed = not await _teardown(backend, run, control)
+    if teardown_failed:
+        outcome = attrs.evolve(outcome, teardown_failed=True)
+    return outcome
+
+
+def _task_failure_in(exc: BaseException) -> TaskFailure | None:
+    """The classified failure in ``exc``, also when a task group wrapped it."""
+    if isinstance(exc, TaskFailure):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _task_failure_in(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> bool:
+    """Run the backend's teardown, shielded and bounded; True when it succeeded."""
+    control.phase = "teardown"
+    log = control.log
+    with control.teardown_scope:
+        control.teardown_scope.deadline = min(
+            control.teardown_scope.deadline, trio.current_time() + backend.teardown_timeout + TEARDOWN_MARGIN
+        )
+        try:
+            await run.teardown()
+        except Exception as exc:
+            log.warning("teardown failed: %s", exc)
+            return False
+    if control.teardown_scope.cancelled_caught:
+        log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")
+        return False
+    return True

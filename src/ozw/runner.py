@@ -1,0 +1,199 @@
+"""The worker process: one Trio nursery tree from start-up check to exit code.
+
+::
+
+    Worker.run (root nursery)
+    ├── signals      first SIGINT/SIGTERM: graceful stop; second: immediate stop
+    ├── connection   dial, read, single writer, heartbeat; reconnects
+    └── supervisor   one child per task: setup → execute → teardown
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+
+from ozw.backends.base import Backend
+from ozw.config import WorkerConfig
+from ozw.connection import Connection, ConnectionSettings
+from ozw.failures import BackendUnavailable
+from ozw.outbox import Outbox
+from ozw.params import ParamSettings
+from ozw.worker import Supervisor, SupervisorSettings
+
+log = logging.getLogger("ozw")
+
+EXIT_OK = 0
+EXIT_STARTUP = 1
+EXIT_FORCED = 130
+FLUSH_TIMEOUT = 10.0
+"""How long a graceful stop waits for the server to take the last messages."""
+FORCED_WAIT = 5.0
+"""After a forced stop, how long to wait for killed tasks to unwind."""
+
+
+class Worker:
+    """A worker: connection + supervisor + signal handling, stopping gracefully."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        backend: Backend,
+        *,
+        connection_settings: ConnectionSettings | None = None,
+        flush_timeout: float = FLUSH_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.outbox = Outbox()
+        self.flush_timeout = flush_timeout
+        default_image = getattr(config.backend, "default_image", None)
+        self.supervisor = Supervisor(
+            SupervisorSettings(
+                worker_id=config.worker_id,
+                params=ParamSettings(
+                    server_root_url=config.server.root_url,
+                    default_image=default_image,
+                    idle_on_complete=config.idle_on_complete,
+                    session_sharing_server_url=config.server.session_sharing_server_url,
+                ),
+                max_concurrent_tasks=config.max_concurrent_tasks,
+                task_timeout=config.task_timeout,
+            ),
+            backend,
+            self.outbox,
+        )
+        self.connection = Connection(
+            connection_settings
+            or ConnectionSettings(
+                websocket_url=config.server.websocket_url,
+                worker_id=config.worker_id,
+                api_key=config.api_key or "",
+            ),
+            self.outbox,
+            self.supervisor.handle,
+        )
+        self.exit_code = EXIT_OK
+        self._stop = trio.Event()
+        self._forced = trio.Event()
+        self._shutdown_scope = trio.CancelScope()
+
+    def request_stop(self, why: str = "asked to stop") -> None:
+        """Graceful stop: no new work, cancel running tasks, let teardown run."""
+        if not self._stop.is_set():
+            log.info(
+                "%s: stopping gracefully (%d running; up to %gs for teardown)",
+                why,
+                len(self.supervisor.active),
+                self.config.shutdown_grace,
+            )
+            self._stop.set()
+
+    def force_stop(self, why: str = "asked again") -> None:
+        """Immediate stop: kill agents and containers now, exit 130."""
+        if self._forced.is_set():
+            return
+        log.warning("%s: stopping now, killing every task", why)
+        self.exit_code = EXIT_FORCED
+        self._forced.set()
+        self._stop.set()
+        self._shutdown_scope.cancel()
+
+    async def run(self, *, handle_signals: bool = True, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED) -> int:
+        """Run until stopped; returns the process exit code.
+
+        Raises:
+            BackendUnavailable: the backend's start-up check failed.
+        """
+        await self.backend.check()
+        log.info(
+            "worker %s starting: backend %s, max concurrent tasks %s",
+            self.config.worker_id,
+            self.backend.name,
+            self.config.max_concurrent_tasks or "unlimited",
+        )
+        async with trio.open_nursery() as root:
+            if handle_signals:
+                await root.start(self._watch_signals)
+            await root.start(self.supervisor.run)
+            await root.start(self.connection.run)
+            task_status.started(self)
+            await self._stop.wait()
+            await self._shutdown()
+            root.cancel_scope.cancel()
+        return self.exit_code
+
+    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._stop.is_set():
+                    self.request_stop(f"received {name}")
+                    log.info("press Ctrl-C again to stop at once")
+                else:
+                    self.force_stop(f"received {name} again")
+
+    async def _shutdown(self) -> None:
+        supervisor = self.supervisor
+        supervisor.stop_accepting()
+        with self._shutdown_scope:
+            if self.backend.tasks_survive_shutdown:
+                log.info("waiting for %d task(s) being handed off", len(supervisor.active))
+            else:
+                count = supervisor.cancel_all()
+                if count:
+                    log.info("cancelled %d running task(s); waiting for their teardown", count)
+            with trio.move_on_after(self.config.shutdown_grace) as grace:
+                await supervisor.wait_idle()
+            if grace.cancelled_caught:
+                log.warning(
+                    "%d task(s) still running after %gs; killing them",
+                    len(supervisor.active),
+                    self.config.shutdown_grace,
+                )
+                await self._kill_everything()
+            with trio.move_on_after(self.flush_timeout):
+                await self.outbox.wait_empty()
+        if self._forced.is_set():
+            await self._kill_everything()
+        if len(self.outbox):
+            log.error(
+                "%d message(s) could not be delivered before exit: %s",
+                len(self.outbox),
+                ", ".join(f"{type(m).__name__}({m.task_id})" for m in self.outbox.pending),
+            )
+        with trio.move_on_after(FORCED_WAIT, shield=True):
+            await self.connection.close()
+            await self.backend.aclose()
+        log.info("worker stopped")
+
+    async def _kill_everything(self) -> None:
+        with trio.move_on_after(FORCED_WAIT, shield=True):
+            await self.backend.kill_all()
+            self.supervisor.force_stop()
+            await self.supervisor.wait_idle()
+
+
+async def serve(config: WorkerConfig, backend: Backend) -> int:
+    """Run a worker with signal handling; the CLI's entry into Trio."""
+    try:
+        async with backend:
+            return await Worker(config, backend).run()
+    except BackendUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+
+
+def run(config: WorkerConfig) -> int:
+    """Run the worker for ``config`` until it is stopped; returns the exit code."""
+    from ozw.backends import create_backend
+
+    try:
+        backend = create_backend(config)
+    except BackendUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+    return trio.run(serve, config, backend)

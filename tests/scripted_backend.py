@@ -1,0 +1,86 @@
+"""An in-test backend whose behaviour each task names in its env var ``BEHAVIOUR``.
+
+Behaviours: ``ok``, ``fail:<exit code>``, ``setup-fail``, ``block`` (until cancelled),
+``gate`` (until the test releases the task's gate), ``handoff``, ``crash``,
+``slow-teardown`` (teardown blocks until the gate opens).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import trio
+
+from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.failures import FailureReason, TaskFailure
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+
+
+class ScriptedRun(TaskRun):
+    def __init__(self, backend: ScriptedBackend, params: TaskParams, log: TaskLog) -> None:
+        self.backend = backend
+        self.params = params
+        self.log = log
+        self.behaviour = params.env.get("BEHAVIOUR", "ok")
+
+    async def setup(self) -> None:
+        self.backend.calls.append(("setup", self.params.task_id))
+        if self.backend.on_setup is not None:
+            self.backend.on_setup(self.params)
+        if self.behaviour == "setup-fail":
+            raise TaskFailure(FailureReason.WORKSPACE_SETUP, "setup exploded")
+
+    async def execute(self) -> ExecuteResult:
+        task_id = self.params.task_id
+        self.backend.calls.append(("execute", task_id))
+        self.backend.started[task_id].set()
+        kind, _, arg = self.behaviour.partition(":")
+        match kind:
+            case "fail":
+                raise TaskFailure(FailureReason.AGENT_INVOCATION, "agent failed", int(arg))
+            case "block":
+                await trio.sleep_forever()
+            case "gate" | "slow-teardown":
+                if kind == "gate":
+                    await self.backend.gates[task_id].wait()
+            case "handoff":
+                return ExecuteResult.HANDED_OFF
+            case "crash":
+                raise RuntimeError("boom")
+        return ExecuteResult.COMPLETED
+
+    async def teardown(self) -> None:
+        self.backend.calls.append(("teardown", self.params.task_id))
+        if self.behaviour == "slow-teardown":
+            await self.backend.gates[self.params.task_id].wait()
+        self.backend.torn_down[self.params.task_id].set()
+
+
+class ScriptedBackend(Backend):
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.started: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
+        self.gates: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
+        self.torn_down: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
+        self.cancelled: list[str] = []
+        self.killed = False
+        self.closed = False
+        self.on_setup: collections.abc.Callable[[TaskParams], None] | None = None
+
+    def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
+        return ScriptedRun(self, params, log)
+
+    async def cancel(self, params: TaskParams) -> None:
+        self.cancelled.append(params.task_id)
+
+    async def kill_all(self) -> None:
+        self.killed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def executions(self, task_id: str) -> int:
+        return self.calls.count(("execute", task_id))

@@ -1,0 +1,193 @@
+"""The worker core against a real WebSocket server on 127.0.0.1, with an in-test backend."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio_websocket as tws
+
+from ozw.protocol import (
+    REJECT_AT_CAPACITY,
+    REJECT_SHUTTING_DOWN,
+    TaskCancellation,
+    TaskClaimed,
+    TaskCompleted,
+    TaskFailed,
+    TaskRejected,
+)
+from ozw.runner import Worker
+from tests.scripted_backend import ScriptedBackend
+from tests.worker_harness import (
+    API_KEY,
+    assignment,
+    fast_settings,
+    start_server,
+    start_worker,
+    terminal_for,
+)
+
+
+async def test_claim_is_queued_before_execution_and_completion_follows() -> None:
+    backend = ScriptedBackend()
+    claimed_at_setup: list[bool] = []
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend)
+        backend.on_setup = lambda params: claimed_at_setup.append(
+            any(isinstance(m, TaskClaimed) for m in worker.outbox.pending)
+            or any(isinstance(m, TaskClaimed) for m in server.messages_for(params.task_id))
+        )
+        with trio.fail_after(10):
+            await server.send(assignment("t1", "gate"))
+            await backend.started["t1"].wait()
+            # Claimed arrives while the agent is still running.
+            await server.wait_for(lambda m: isinstance(m, TaskClaimed))
+            backend.gates["t1"].set()
+            done = await server.wait_for(terminal_for("t1"))
+        assert claimed_at_setup == [True]
+        assert done == TaskCompleted("t1", "Task completed successfully")
+        assert server.messages_for("t1") == [TaskClaimed("t1", "w1"), done]
+        assert server.received[0].worker_id == "w1"
+        nursery.cancel_scope.cancel()
+
+
+async def test_hundred_mixed_tasks_each_get_exactly_one_terminal_message() -> None:
+    backend = ScriptedBackend()
+    kinds = ["ok", "fail:3", "cancel", "timeout"] * 25
+    random.Random(7).shuffle(kinds)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend, task_timeout=0.5)
+        with trio.fail_after(30):
+            for number, kind in enumerate(kinds):
+                behaviour = {"cancel": "block", "timeout": "block"}.get(kind, kind)
+                await server.send(assignment(f"t{number}", behaviour))
+            for number, kind in enumerate(kinds):
+                if kind == "cancel":
+                    await backend.started[f"t{number}"].wait()
+                    await server.send(TaskCancellation(f"t{number}"))
+            await server.wait_until(
+                lambda: all(
+                    any(isinstance(m, TaskCompleted | TaskFailed) for m in server.messages_for(f"t{n}"))
+                    for n in range(100)
+                )
+            )
+            await worker.supervisor.wait_idle()
+            await worker.outbox.wait_empty()
+        for number, kind in enumerate(kinds):
+            messages = server.messages_for(f"t{number}")
+            assert messages[0] == TaskClaimed(f"t{number}", "w1")
+            terminal = messages[1:]
+            assert len(terminal) == 1, (number, kind, messages)
+            match kind:
+                case "ok":
+                    assert terminal[0] == TaskCompleted(f"t{number}", "Task completed successfully")
+                case "fail:3":
+                    assert isinstance(terminal[0], TaskFailed)
+                    assert terminal[0].failure_reason == "agent_invocation"
+                    assert terminal[0].exit_code == 3
+                    assert terminal[0].message == "Failed to execute task: agent failed"
+                case "cancel":
+                    assert terminal[0] == TaskCompleted(f"t{number}", "Task cancelled", "CANCELLED")
+                case "timeout":
+                    assert isinstance(terminal[0], TaskFailed)
+                    assert terminal[0].failure_reason == "task_timeout"
+                    assert terminal[0].exit_code is None
+            # Teardown ran exactly once for every task.
+            assert backend.calls.count(("teardown", f"t{number}")) == 1
+        assert not worker.supervisor.active
+        nursery.cancel_scope.cancel()
+
+
+async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend, max_concurrent_tasks=2)
+        with trio.fail_after(10):
+            await server.send(assignment("a", "gate"))
+            await server.send(assignment("b", "block"))
+            await backend.started["a"].wait()
+            await backend.started["b"].wait()
+            await server.send(assignment("c"))
+            rejected = await server.wait_for(lambda m: isinstance(m, TaskRejected))
+            assert rejected == TaskRejected("c", REJECT_AT_CAPACITY)
+            assert backend.executions("c") == 0
+            # Free one slot by success, one by cancellation; a crash must free its slot too.
+            backend.gates["a"].set()
+            await server.send(TaskCancellation("b"))
+            await server.wait_for(terminal_for("a"))
+            await server.wait_for(terminal_for("b"))
+            await server.send(assignment("d", "crash"))
+            crashed = await server.wait_for(terminal_for("d"))
+            assert isinstance(crashed, TaskFailed) and crashed.failure_reason == "unknown"
+            await server.send(assignment("e", "gate"))
+            await server.send(assignment("f", "gate"))
+            await backend.started["e"].wait()
+            await backend.started["f"].wait()
+            assert len(worker.supervisor.active) == 2
+            backend.gates["e"].set()
+            backend.gates["f"].set()
+            await server.wait_for(terminal_for("f"))
+            await server.wait_for(terminal_for("e"))
+        assert [m for m in server.messages_for("c")] == [TaskRejected("c", REJECT_AT_CAPACITY)]
+        assert backend.cancelled == ["b"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_duplicate_assignment_is_ignored() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        await start_worker(nursery, server.url, backend)
+        with trio.fail_after(10):
+            await server.send(assignment("dup", "gate"))
+            await backend.started["dup"].wait()
+            await server.send(assignment("dup", "gate"))
+            # A later task proves the worker has read (and ignored) the duplicate.
+            await server.send(assignment("after"))
+            await server.wait_for(terminal_for("after"))
+            backend.gates["dup"].set()
+            await server.wait_for(terminal_for("dup"))
+        assert backend.executions("dup") == 1
+        assert [type(m) for m in server.messages_for("dup")] == [TaskClaimed, TaskCompleted]
+        nursery.cancel_scope.cancel()
+
+
+async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_reconnect() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        first_scope = trio.CancelScope()
+        first_ready = trio.Event()
+        servers = []
+
+        async def first_server() -> None:
+            with first_scope:
+                async with trio.open_nursery() as inner:
+                    servers.append(await start_server(inner))
+                    first_ready.set()
+                    await trio.sleep_forever()
+
+        nursery.start_soon(first_server)
+        await first_ready.wait()
+        first = servers[0]
+        worker = await start_worker(nursery, first.url, backend)
+        with trio.fail_after(10):
+            await first.send(assignment("r1", "gate"))
+            await first.wait_for(lambda m: isinstance(m, TaskClaimed))
+            first_scope.cancel()  # the server goes away mid-task
+            await worker.connection.wait_connected(False)
+            backend.gates["r1"].set()
+            await backend.torn_down["r1"].wait()
+            # Kept while disconnected (with the claim, unless a pong confirmed it).
+            assert worker.outbox.pending[-1] == TaskCompleted("r1", "Task completed successfully")
+            second = await start_server(nursery, port=first.port or 0)
+            done = await second.wait_for(terminal_for("r1"))
+            await worker.outbox.wait_empty()
+        assert done == TaskCompleted("r1", "Task completed successfully")
+        assert first.messages_for("r1") == [TaskClaimed("r1", "w1")]
+        # Delivered once, in order; an unconfirmed claim may be repeated before it.
+        assert second.messages_for("r1")[-1] == done
+        assert set(map(type, second.messages_for("r1")[:-1])) <= {TaskClaimed}
+        nursery.cancel_scope.cancel()
