@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import trio
-import trio_websocket as tws
 
+from ozw.config import WorkerConfig
+from ozw.connection import ConnectionSettings
 from ozw.protocol import (
     REJECT_AT_CAPACITY,
     REJECT_SHUTTING_DOWN,
@@ -190,4 +191,175 @@ async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_re
         # Delivered once, in order; an unconfirmed claim may be repeated before it.
         assert second.messages_for("r1")[-1] == done
         assert set(map(type, second.messages_for("r1")[:-1])) <= {TaskClaimed}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_server_is_declared_dead_and_the_worker_reconnects() -> None:
+    from tests.tcp_proxy import FreezableProxy
+
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        proxy = FreezableProxy(server.port or 0)
+        proxy_port = await nursery.start(proxy.serve)
+        url = f"ws://127.0.0.1:{proxy_port}/ws"
+        worker = await start_worker(nursery, url, backend, settings=fast_settings(url, dead_after=0.3))
+        with trio.fail_after(10):
+            await worker.connection.wait_connected()
+            proxy.freeze()
+            await worker.connection.wait_connected(False)
+            assert worker.connection.last_error == "no word from the server for 0.3s"
+            await worker.connection.wait_connected()
+            # The new connection works: a task runs end to end through it.
+            await server.send(assignment("after-silence"))
+            await server.wait_for(terminal_for("after-silence"))
+        assert worker.connection.connects == 2
+        assert proxy.accepted == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_malformed_frames_are_skipped_while_other_tasks_carry_on() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        await start_worker(nursery, server.url, backend)
+        with trio.fail_after(10):
+            await server.send(assignment("running", "gate"))
+            await backend.started["running"].wait()
+            for frame in [
+                "not json",
+                "[1, 2]",
+                '{"type": "task_assignment", "data": []}',
+                '{"type": "task_assignment", "data": {"task_id": "no-task"}}',
+                '{"type": "task_assignment", "data": {"task_id": 5, "task": {"id": "x"}}}',
+                '{"type": "task_cancellation", "data": {}}',
+                '{"type": "something_new", "data": {"task_id": "x"}}',
+                '{"type": "task_cancellation", "data": {"task_id": "not-here"}}',
+            ]:
+                await server.send(frame)
+            await server.send(assignment("next"))
+            await server.wait_for(terminal_for("next"))
+            backend.gates["running"].set()
+            await server.wait_for(terminal_for("running"))
+        assert server.messages_for("no-task") == []
+        assert server.messages_for("not-here") == []
+        assert backend.cancelled == []
+        assert [type(m) for m in server.messages_for("running")] == [TaskClaimed, TaskCompleted]
+        nursery.cancel_scope.cancel()
+
+
+async def test_handshake_carries_worker_id_query_and_bearer_key() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        url = server.url + "?region=eu"
+        # A wrong key is refused by the server; the worker keeps retrying.
+        wrong = Worker(
+            WorkerConfig(worker_id="bad"),
+            backend,
+            connection_settings=ConnectionSettings(
+                url, "bad", "wrong-key", backoff_initial=0.01, backoff_max=0.02
+            ),
+        )
+        wrong_scope = trio.CancelScope()
+
+        async def run_wrong() -> None:
+            with wrong_scope:
+                await wrong.run(handle_signals=False)
+
+        nursery.start_soon(run_wrong)
+        with trio.fail_after(10):
+            await server.wait_until(lambda: server.rejected_handshakes >= 2)
+            assert wrong.connection.last_error == "server refused the connection (HTTP 401)"
+            wrong_scope.cancel()
+            worker = await start_worker(nursery, url, backend, settings=fast_settings(url))
+            await worker.connection.wait_connected()
+        assert server.paths[0] == "/api/v1/selfhosted/worker/ws?region=eu&worker_id=bad"
+        assert server.paths[-1] == "/api/v1/selfhosted/worker/ws?region=eu&worker_id=w1"
+        assert API_KEY not in "".join(server.paths)
+        nursery.cancel_scope.cancel()
+
+
+async def test_worker_keeps_dialling_until_the_server_appears() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        # Reserve a free port, release it, and start the server there only later.
+        probe = trio.socket.socket()
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        url = f"ws://127.0.0.1:{port}/ws"
+        worker = await start_worker(nursery, url, backend, settings=fast_settings(url))
+        with trio.fail_after(10):
+            await worker.connection.wait_failed_attempt()
+            assert (worker.connection.last_error or "").startswith("cannot connect")
+            server = await start_server(nursery, port=port)
+            await worker.connection.wait_connected()
+            await server.send(assignment("late"))
+            await server.wait_for(terminal_for("late"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_handed_off_task_reports_nothing_and_a_later_cancel_reaches_the_backend() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend, max_concurrent_tasks=1)
+        with trio.fail_after(10):
+            await server.send(assignment("h", "handoff"))
+            await backend.torn_down["h"].wait()
+            await worker.supervisor.wait_idle()
+            # The slot is free at once: the next task is claimed, not rejected.
+            await server.send(assignment("n"))
+            await server.wait_for(terminal_for("n"))
+            await server.send(TaskCancellation("h"))
+            await server.send(assignment("n2"))
+            await server.wait_for(terminal_for("n2"))
+        assert server.messages_for("h") == [TaskClaimed("h", "w1")]
+        assert backend.cancelled == ["h"]
+        assert "h" not in worker.supervisor.handed_off
+        nursery.cancel_scope.cancel()
+
+
+async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_normally() -> None:
+    backend = ScriptedBackend()
+    close_codes: list[int] = []
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = Worker(
+            WorkerConfig(
+                worker_id="w1", api_key=API_KEY, shutdown_grace=10
+            ),
+            backend,
+            connection_settings=fast_settings(server.url),
+        )
+        exit_codes: list[int] = []
+        stopped = trio.Event()
+
+        async def run_worker() -> None:
+            exit_codes.append(await worker.run(handle_signals=False))
+            stopped.set()
+
+        nursery.start_soon(run_worker)
+        with trio.fail_after(10):
+            ws = await server.wait_connected()
+            await server.send(assignment("long", "block"))
+            await server.send(assignment("slow", "slow-teardown"))
+            await backend.started["long"].wait()
+            await backend.started["slow"].wait()
+            worker.request_stop("test")
+            # Teardown of "slow" is still running: new work is refused meanwhile.
+            await server.send(assignment("late"))
+            await server.wait_for(lambda m: isinstance(m, TaskRejected))
+            backend.gates["slow"].set()
+            await stopped.wait()
+            close_codes.append(ws.closed.code if ws.closed else -1)
+        assert exit_codes == [0]
+        long_msgs = server.messages_for("long")
+        assert isinstance(long_msgs[-1], TaskFailed)
+        assert long_msgs[-1].failure_reason == "graceful_shutdown"
+        assert backend.torn_down["long"].is_set() and backend.torn_down["slow"].is_set()
+        assert server.messages_for("late") == [TaskRejected("late", REJECT_SHUTTING_DOWN)]
+        assert close_codes == [1000]
+        assert backend.closed
         nursery.cancel_scope.cancel()

@@ -84,6 +84,8 @@ class Connection:
         self.on_message = on_message
         self.connected = False
         self.connects = 0
+        self.last_error: str | None = None
+        self.failed_attempts = 0
         self.on_state_change: Callable[[bool, str], None] | None = None
         self._closing = trio.Event()
         self._closed = trio.Event()
@@ -102,7 +104,10 @@ class Connection:
                     break
                 if self.connected:
                     delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
+                self.last_error = reason
+                self.failed_attempts += 1
                 self._set_connected(False, reason)
+                self._notify()
                 delay = delays()
                 log.warning("connection: %s; reconnecting in %.3gs", reason, delay)
                 with trio.move_on_after(delay):
@@ -121,12 +126,21 @@ class Connection:
         while self.connected != connected:
             await self._state_changed.wait()
 
+    async def wait_failed_attempt(self) -> None:
+        """Wait until the next dial fails or the next connection is lost."""
+        target = self.failed_attempts + 1
+        while self.failed_attempts < target:
+            await self._state_changed.wait()
+
+    def _notify(self) -> None:
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+
     def _set_connected(self, connected: bool, reason: str) -> None:
         if connected == self.connected:
             return
         self.connected = connected
-        self._state_changed.set()
-        self._state_changed = trio.Event()
+        self._notify()
         if self.on_state_change is not None:
             self.on_state_change(connected, reason)
 

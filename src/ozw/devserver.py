@@ -52,6 +52,7 @@ class DispatchServer:
         self.received: list[Received] = []
         self.bad_frames: list[str] = []
         self.rejected_handshakes = 0
+        self.paths: list[str] = []
         self.connections = 0
         self.port: int | None = None
         self.on_receive: list[Callable[[Received], None]] = []
@@ -90,11 +91,13 @@ class DispatchServer:
             task_status.started(server.port)
 
     async def _handle(self, request: tws.WebSocketRequest) -> None:
+        self.paths.append(request.path)
         auth = dict((k.lower(), v) for k, v in request.headers).get(b"authorization", b"")
         if auth != f"Bearer {self.api_key}".encode():
             self.rejected_handshakes += 1
             log.warning("rejected a worker with a wrong or missing API key")
             await request.reject(401, body=b"unauthorized")
+            self._notify()
             return
         worker_id = _query_value(request.path, "worker_id")
         ws = await request.accept()
