@@ -64,7 +64,9 @@ class ScriptedBackend(Backend):
         self.calls: list[tuple[str, str]] = []
         self.started: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
         self.gates: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
-        self.torn_down: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
+        self.torn_down: collections.defaultdict[str, trio.Event] = collections.defaultdict(
+            trio.Event
+        )
         self.cancelled: list[str] = []
         self.killed = False
         self.closed = False

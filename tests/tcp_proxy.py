@@ -34,13 +34,17 @@ class FreezableProxy:
         conn_id = self._next_id
         self._next_id += 1
         self.accepted += 1
-        async with client, await trio.open_tcp_stream("127.0.0.1", self.target_port) as upstream:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, conn_id, client, upstream, nursery)
-                nursery.start_soon(self._pump, conn_id, upstream, client, nursery)
+        upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        async with client, upstream, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, conn_id, client, upstream, nursery)
+            nursery.start_soon(self._pump, conn_id, upstream, client, nursery)
 
     async def _pump(
-        self, conn_id: int, source: trio.SocketStream, sink: trio.SocketStream, nursery: trio.Nursery
+        self,
+        conn_id: int,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        nursery: trio.Nursery,
     ) -> None:
         try:
             while data := await source.receive_some():

@@ -70,7 +70,10 @@ async def test_hundred_mixed_tasks_each_get_exactly_one_terminal_message() -> No
                     await server.send(TaskCancellation(f"t{number}"))
             await server.wait_until(
                 lambda: all(
-                    any(isinstance(m, TaskCompleted | TaskFailed) for m in server.messages_for(f"t{n}"))
+                    any(
+                        isinstance(m, TaskCompleted | TaskFailed)
+                        for m in server.messages_for(f"t{n}")
+                    )
                     for n in range(100)
                 )
             )
@@ -122,7 +125,8 @@ async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> 
             await server.wait_for(terminal_for("b"))
             await server.send(assignment("d", "crash"))
             crashed = await server.wait_for(terminal_for("d"))
-            assert isinstance(crashed, TaskFailed) and crashed.failure_reason == "unknown"
+            assert isinstance(crashed, TaskFailed)
+            assert crashed.failure_reason == "unknown"
             await server.send(assignment("e", "gate"))
             await server.send(assignment("f", "gate"))
             await backend.started["e"].wait()
@@ -203,7 +207,9 @@ async def test_a_silent_server_is_declared_dead_and_the_worker_reconnects() -> N
         proxy = FreezableProxy(server.port or 0)
         proxy_port = await nursery.start(proxy.serve)
         url = f"ws://127.0.0.1:{proxy_port}/ws"
-        worker = await start_worker(nursery, url, backend, settings=fast_settings(url, dead_after=0.3))
+        worker = await start_worker(
+            nursery, url, backend, settings=fast_settings(url, dead_after=0.3)
+        )
         with trio.fail_after(10):
             await worker.connection.wait_connected()
             proxy.freeze()
@@ -327,9 +333,7 @@ async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_norm
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         worker = Worker(
-            WorkerConfig(
-                worker_id="w1", api_key=API_KEY, shutdown_grace=10
-            ),
+            WorkerConfig(worker_id="w1", api_key=API_KEY, shutdown_grace=10),
             backend,
             connection_settings=fast_settings(server.url),
         )
@@ -358,7 +362,8 @@ async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_norm
         long_msgs = server.messages_for("long")
         assert isinstance(long_msgs[-1], TaskFailed)
         assert long_msgs[-1].failure_reason == "graceful_shutdown"
-        assert backend.torn_down["long"].is_set() and backend.torn_down["slow"].is_set()
+        assert backend.torn_down["long"].is_set()
+        assert backend.torn_down["slow"].is_set()
         assert server.messages_for("late") == [TaskRejected("late", REJECT_SHUTTING_DOWN)]
         assert close_codes == [1000]
         assert backend.closed

@@ -55,9 +55,7 @@ async def start_worker(
 
 
 def assignment(task_id: str, behaviour: str = "ok", **extra: Any) -> TaskAssignment:
-    return TaskAssignment(
-        task_id, Task(id=task_id), env_vars={"BEHAVIOUR": behaviour}, **extra
-    )
+    return TaskAssignment(task_id, Task(id=task_id), env_vars={"BEHAVIOUR": behaviour}, **extra)
 
 
 def terminal_for(task_id: str) -> Any:

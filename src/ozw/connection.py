@@ -103,7 +103,9 @@ class Connection:
                     # A session that ended because we are closing.
                     break
                 if self.connected:
-                    delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
+                    delays = backoff_delays(
+                        self.settings.backoff_initial, self.settings.backoff_max
+                    )
                 self.last_error = reason
                 self.failed_attempts += 1
                 self._set_connected(False, reason)
@@ -211,7 +213,9 @@ class Connection:
                 cursor = entry.seq + 1
             nursery.start_soon(self._confirm, ws, heard, cursor - 1)
 
-    async def _confirm(self, ws: tws.WebSocketConnection, heard: Callable[[], None], seq: int) -> None:
+    async def _confirm(
+        self, ws: tws.WebSocketConnection, heard: Callable[[], None], seq: int
+    ) -> None:
         # The pong comes after the server read every frame we wrote before the ping.
         await ws.ping()
         heard()
@@ -224,7 +228,13 @@ class Connection:
             heard()
 
 
-_CONNECTION_ERRORS = (tws.HandshakeError, tws.ConnectionClosed, _SilentServer, OSError, trio.BrokenResourceError)
+_CONNECTION_ERRORS = (
+    tws.HandshakeError,
+    tws.ConnectionClosed,
+    _SilentServer,
+    OSError,
+    trio.BrokenResourceError,
+)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

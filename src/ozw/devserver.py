@@ -11,10 +11,10 @@ import json
 import logging
 import math
 import sys
-from urllib.parse import parse_qs, urlsplit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
@@ -71,7 +71,11 @@ class DispatchServer:
         return self._current is not None
 
     async def serve(
-        self, host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen until cancelled; reports the bound port through ``task_status``."""
 
@@ -206,9 +210,11 @@ def serve_cli(
         print(f"ozw dev-server: error: {exc}", file=sys.stderr)
         return 2
 
+    # A small local file, appended line by line: blocking writes are fine here.
+    record_file = open(record, "a", encoding="utf-8") if record else None  # noqa: SIM115
+
     async def main() -> None:
         server = DispatchServer(api_key)
-        record_file = open(record, "a", encoding="utf-8") if record else None  # noqa: SIM115
 
         def write_record(item: Received) -> None:
             line = json.dumps({"worker_id": item.worker_id, **json.loads(item.frame)})
@@ -220,7 +226,11 @@ def serve_cli(
         server.on_receive.append(write_record)
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(server.serve, host, port)
-            print(f"ozw dev-server listening on ws://{host}:{bound}/api/v1/selfhosted/worker/ws", file=sys.stderr, flush=True)
+            print(
+                f"ozw dev-server listening on ws://{host}:{bound}/api/v1/selfhosted/worker/ws",
+                file=sys.stderr,
+                flush=True,
+            )
             for frame in frames:
                 await server.send(frame)
             await trio.sleep(math.inf)

@@ -68,7 +68,7 @@ def normalise_exit_code(returncode: int) -> int:
 
 
 def describe_exit(exit_code: int) -> str:
-    """Describe an exit code for people: ``exit code 3`` or ``killed by SIGKILL (exit code 137)``."""
+    """Describe an exit code for people: ``exit code 3``, ``killed by SIGKILL (exit code 137)``."""
     if exit_code > 128:
         try:
             name = signal.Signals(exit_code - 128).name

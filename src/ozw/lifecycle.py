@@ -74,7 +74,9 @@ def cancelled(task_id: str) -> TaskOutcome:
     )
 
 
-def failed(task_id: str, reason: FailureReason, cause: str, exit_code: int | None = None) -> TaskOutcome:
+def failed(
+    task_id: str, reason: FailureReason, cause: str, exit_code: int | None = None
+) -> TaskOutcome:
     message = TaskFailed(task_id, failure_message(cause), reason.value, exit_code)
     return TaskOutcome(message, "failed", reason, exit_code)
 
@@ -151,7 +153,8 @@ async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> boo
     log = control.log
     with control.teardown_scope:
         control.teardown_scope.deadline = min(
-            control.teardown_scope.deadline, trio.current_time() + backend.teardown_timeout + TEARDOWN_MARGIN
+            control.teardown_scope.deadline,
+            trio.current_time() + backend.teardown_timeout + TEARDOWN_MARGIN,
         )
         try:
             await run.teardown()

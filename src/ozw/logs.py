@@ -14,9 +14,12 @@ import time
 from typing import IO, Any, Final
 
 LOGGER_NAME: Final = "ozw"
-_STANDARD_ATTRS: Final = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
-) | {"message", "asctime", "task_id", "stream"}
+_STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "task_id",
+    "stream",
+}
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -68,7 +71,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(obj, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", fmt: str = "human", stream: IO[str] | None = None) -> None:
+def configure_logging(
+    level: str = "info", fmt: str = "human", stream: IO[str] | None = None
+) -> None:
     """Send the ``ozw`` loggers to ``stream`` (stderr by default) in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     numeric = logging.getLevelName(level.upper())

@@ -101,7 +101,12 @@ class Worker:
         self._stop.set()
         self._shutdown_scope.cancel()
 
-    async def run(self, *, handle_signals: bool = True, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED) -> int:
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
+    ) -> int:
         """Run until stopped; returns the process exit code.
 
         Raises:
@@ -125,7 +130,9 @@ class Worker:
             root.cancel_scope.cancel()
         return self.exit_code
 
-    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:

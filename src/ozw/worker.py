@@ -154,9 +154,7 @@ class Supervisor:
         params = control.params
         started = trio.current_time()
         try:
-            outcome = await run_task(
-                self.backend, control, task_timeout=self.settings.task_timeout
-            )
+            outcome = await run_task(self.backend, control, task_timeout=self.settings.task_timeout)
         finally:
             del self.active[params.task_id]
             if not self.active:
