@@ -87,6 +87,7 @@ class Connection:
         self.last_error: str | None = None
         self.failed_attempts = 0
         self.on_state_change: Callable[[bool, str], None] | None = None
+        """Called with (connected, why): why is "connected", "shutdown" or a Lost.kind."""
         self._closing = trio.Event()
         self._closed = trio.Event()
         self._state_changed = trio.Event()
@@ -98,24 +99,24 @@ class Connection:
         delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
         try:
             while not self._closing.is_set():
-                reason = await self._session(url)
-                if reason is None:
+                lost = await self._session(url)
+                if lost is None:
                     # A session that ended because we are closing.
                     break
                 if self.connected:
                     delays = backoff_delays(
                         self.settings.backoff_initial, self.settings.backoff_max
                     )
-                self.last_error = reason
+                self.last_error = lost.text
                 self.failed_attempts += 1
-                self._set_connected(False, reason)
+                self._set_connected(False, lost.kind)
                 self._notify()
                 delay = delays()
-                log.warning("connection: %s; reconnecting in %.3gs", reason, delay)
+                log.warning("connection: %s; reconnecting in %.3gs", lost.text, delay)
                 with trio.move_on_after(delay):
                     await self._closing.wait()
         finally:
-            self._set_connected(False, "closed")
+            self._set_connected(False, "shutdown")
             self._closed.set()
 
     async def close(self) -> None:
@@ -146,7 +147,7 @@ class Connection:
         if self.on_state_change is not None:
             self.on_state_change(connected, reason)
 
-    async def _session(self, url: str) -> str | None:
+    async def _session(self, url: str) -> Lost | None:
         """One connection's life. Returns why it ended (None: closed on purpose)."""
         headers = [(b"Authorization", f"Bearer {self.settings.api_key}".encode())]
         try:
@@ -161,7 +162,8 @@ class Connection:
                 self.connects += 1
                 self._set_connected(True, "connected")
                 log.info("connected to %s", self.settings.websocket_url)
-                return await self._serve(ws)
+                await self._serve(ws)
+                return None
         except BaseExceptionGroup as group:
             # Every leaf must be a connection problem; anything else is a bug to surface.
             _, rest = group.split(_CONNECTION_ERRORS)
@@ -171,7 +173,7 @@ class Connection:
         except _CONNECTION_ERRORS as exc:
             return _why_lost(exc, self.settings.dead_after)
 
-    async def _serve(self, ws: tws.WebSocketConnection) -> str | None:
+    async def _serve(self, ws: tws.WebSocketConnection) -> None:
         silence = trio.CancelScope(deadline=trio.current_time() + self.settings.dead_after)
 
         def heard() -> None:
@@ -188,7 +190,7 @@ class Connection:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose(code=1000, reason="worker shutting down")
             log.info("connection closed")
-            return None
+            return
         raise _SilentServer
 
     async def _read(self, ws: tws.WebSocketConnection, heard: Callable[[], None]) -> None:
@@ -243,18 +245,24 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _why_lost(exc: BaseException, dead_after: float) -> str:
-    """One line saying why a connection ended or could not be made."""
+@attrs.frozen
+class Lost:
+    """Why a connection ended or could not be made: a metric label and one line."""
+
+    kind: str
+    """refused, dial_failed, closed or silent."""
+    text: str
+
+
+def _why_lost(exc: BaseException, dead_after: float) -> Lost:
     match exc:
         case tws.ConnectionRejected():
-            return f"server refused the connection (HTTP {exc.status_code})"
-        case tws.HandshakeError():
-            return f"cannot connect: {_describe(exc)}"
+            return Lost("refused", f"server refused the connection (HTTP {exc.status_code})")
         case tws.ConnectionClosed():
-            return f"connection closed by the server ({exc.reason})"
+            return Lost("closed", f"connection closed by the server ({exc.reason})")
         case _SilentServer():
-            return f"no word from the server for {dead_after:g}s"
-    return f"cannot connect: {_describe(exc)}"
+            return Lost("silent", f"no word from the server for {dead_after:g}s")
+    return Lost("dial_failed", f"cannot connect: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:

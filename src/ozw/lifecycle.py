@@ -62,6 +62,8 @@ class TaskOutcome:
     reason: FailureReason | None = None
     exit_code: int | None = None
     teardown_failed: bool = False
+    phase: str = "execute"
+    """The phase the task was in when it ended (setup, execute)."""
 
 
 def completed(task_id: str) -> TaskOutcome:
@@ -116,6 +118,7 @@ async def run_task(
                 outcome = completed(params.task_id)
         if control.scope.cancelled_caught or outcome is None:
             outcome = _outcome_of_stop(control, task_timeout)
+        outcome = attrs.evolve(outcome, phase=control.phase)
     except Exception as exc:
         failure = _task_failure_in(exc)
         if failure is None:
@@ -126,6 +129,7 @@ async def run_task(
             outcome = _outcome_of_stop(control, task_timeout)
         else:
             outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)
+        outcome = attrs.evolve(outcome, phase=control.phase)
     finally:
         teardown_failed = False
         if setup_started:

@@ -19,6 +19,7 @@ from ozw.backends.base import Backend
 from ozw.config import WorkerConfig
 from ozw.connection import Connection, ConnectionSettings
 from ozw.failures import BackendUnavailable
+from ozw.metrics import WorkerMetrics, parse_address, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
 from ozw.worker import Supervisor, SupervisorSettings
@@ -75,6 +76,17 @@ class Worker:
             self.outbox,
             self.supervisor.handle,
         )
+        self.metrics = WorkerMetrics(
+            worker_id=config.worker_id,
+            backend=backend.name,
+            max_concurrent=config.max_concurrent_tasks,
+        )
+        events = self.supervisor.events
+        events.on_claimed.append(self.metrics.on_claimed)
+        events.on_rejected.append(self.metrics.on_rejected)
+        events.on_finished.append(self.metrics.on_finished)
+        self.connection.on_state_change = self.metrics.on_connection
+        self.metrics_port: int | None = None
         self.exit_code = EXIT_OK
         self._stop = trio.Event()
         self._forced = trio.Event()
@@ -123,6 +135,11 @@ class Worker:
             if handle_signals:
                 await root.start(self._watch_signals)
             await root.start(self.supervisor.run)
+            if self.config.metrics_addr:
+                host, port = parse_address(self.config.metrics_addr)
+                self.metrics_port = await root.start(
+                    serve_http, self.metrics, lambda: self.connection.connected, host, port
+                )
             await root.start(self.connection.run)
             task_status.started(self)
             await self._stop.wait()

@@ -1,0 +1,190 @@
+"""Prometheus metrics and the health endpoint.
+
+:class:`WorkerMetrics` owns its own registry (not the process-global one), so tests
+and the demo can run several workers side by side. :func:`serve_http` is a tiny
+HTTP/1.1 server on Trio for ``/metrics`` and ``/healthz``: a liveness probe gets
+200 while the worker is connected to the dispatch server and 503 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from importlib import metadata
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ozw.lifecycle import TaskOutcome
+from ozw.params import TaskParams
+
+log = logging.getLogger("ozw.metrics")
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
+"""Agent runs last seconds to hours."""
+
+
+def ozw_version() -> str:
+    try:
+        return metadata.version("ozw")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class WorkerMetrics:
+    """Every metric the worker exports, registered in a private registry."""
+
+    def __init__(self, *, worker_id: str, backend: str, max_concurrent: int) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connected = Gauge(
+            "oz_worker_connected", "1 while connected to the dispatch server", registry=r
+        )
+        self.tasks_active = Gauge("oz_worker_tasks_active", "Tasks running now", registry=r)
+        self.max_concurrent = Gauge(
+            "oz_worker_tasks_max_concurrent", "Configured task limit (0 = unlimited)", registry=r
+        )
+        self.rejected = Counter(
+            "oz_worker_tasks_rejected", "Assignments rejected", ["reason"], registry=r
+        )
+        self.completed = Counter(
+            "oz_worker_tasks_completed",
+            "Tasks finished, by result (completed, cancelled, failed, handed_off)",
+            ["result"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "oz_worker_task_duration_seconds",
+            "Task duration from claim to end of teardown",
+            ["result"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.failures = Counter(
+            "oz_worker_task_failures",
+            "Task failures by phase and reason",
+            ["phase", "reason"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "oz_worker_websocket_reconnects",
+            "Connections lost or refused, by why",
+            ["reason"],
+            registry=r,
+        )
+        self.info = Info("oz_worker", "Worker build and identity", registry=r)
+        self.info.info({"version": ozw_version(), "backend": backend, "worker_id": worker_id})
+        self.max_concurrent.set(max_concurrent)
+        self.connected.set(0)
+        self.tasks_active.set(0)
+
+    # Hooks the worker calls -------------------------------------------------------
+
+    def on_claimed(self, _params: TaskParams) -> None:
+        self.tasks_active.inc()
+
+    def on_rejected(self, _task_id: str, reason: str) -> None:
+        self.rejected.labels(reason=reason).inc()
+
+    def on_finished(self, _params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
+        self.tasks_active.dec()
+        self.completed.labels(result=outcome.result).inc()
+        self.duration.labels(result=outcome.result).observe(duration)
+        if outcome.reason is not None:
+            self.failures.labels(phase=outcome.phase, reason=outcome.reason.value).inc()
+        if outcome.teardown_failed:
+            self.failures.labels(phase="teardown", reason="teardown_command").inc()
+
+    def on_connection(self, connected: bool, why: str) -> None:
+        self.connected.set(1 if connected else 0)
+        if not connected and why != "shutdown":
+            self.reconnects.labels(reason=why).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:9090`` means all interfaces) → (host, port); ValueError if bad."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+async def serve_http(
+    metrics: WorkerMetrics,
+    is_healthy: Callable[[], bool],
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``/metrics`` and ``/healthz`` until cancelled; reports the bound port."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            with trio.move_on_after(10):
+                request = await _read_request_head(stream)
+                if request is None:
+                    return
+                method, path = request
+                if method not in ("GET", "HEAD"):
+                    await _respond(stream, 405, b"method not allowed\n", method == "HEAD")
+                elif path.split("?")[0] == "/metrics":
+                    await _respond(
+                        stream, 200, metrics.render(), method == "HEAD", CONTENT_TYPE_LATEST
+                    )
+                elif path.split("?")[0] == "/healthz":
+                    if is_healthy():
+                        await _respond(stream, 200, b"ok\n", method == "HEAD")
+                    else:
+                        await _respond(stream, 503, b"not connected\n", method == "HEAD")
+                else:
+                    await _respond(stream, 404, b"not found\n", method == "HEAD")
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, port, host=host))
+        bound = listeners[0].socket.getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", host, bound)
+        task_status.started(bound)
+
+
+async def _read_request_head(stream: trio.SocketStream) -> tuple[str, str] | None:
+    data = b""
+    while b"\r\n\r\n" not in data and b"\n\n" not in data:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > 16384:
+            return None
+    first = data.split(b"\n", 1)[0].decode("latin-1").strip().split()
+    if len(first) < 2:
+        return None
+    return first[0], first[1]
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+async def _respond(
+    stream: trio.SocketStream,
+    status: int,
+    body: bytes,
+    head_only: bool,
+    content_type: str = "text/plain; charset=utf-8",
+) -> None:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    try:
+        await stream.send_all(head if head_only else head + body)
+    except trio.BrokenResourceError:
+        pass
