@@ -8,6 +8,7 @@ HTTP/1.1 server on Trio for ``/metrics`` and ``/healthz``: a liveness probe gets
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -184,7 +185,5 @@ async def _respond(
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
-    try:
+    with contextlib.suppress(trio.BrokenResourceError):
         await stream.send_all(head if head_only else head + body)
-    except trio.BrokenResourceError:
-        pass

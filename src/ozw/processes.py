@@ -43,8 +43,36 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still exists."""
-    return _signal_group(pgid, 0)  # type: ignore[arg-type]
+    """Whether any process of the group is still running.
+
+    ``killpg(pgid, 0)`` also succeeds for zombies, and an orphaned grandchild stays a
+    zombie forever under an init that does not reap (a container's PID 1 often does
+    not): every cancellation would then wait the full grace period. On Linux the
+    group's members are therefore checked in /proc, zombies not counting.
+    """
+    if not _signal_group(pgid, 0):  # type: ignore[arg-type]
+        return False
+    running = _group_running_in_proc(pgid)
+    return True if running is None else running
+
+
+def _group_running_in_proc(pgid: int) -> bool | None:
+    """Whether a non-zombie member of the group exists per /proc; None without /proc."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stream:
+                stat = stream.read()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 class ProcessRunner:
@@ -97,7 +125,8 @@ class ProcessRunner:
         self._groups.add(pgid)
         try:
             async with anyio.create_task_group() as tg:
-                assert process.stdout is not None and process.stderr is not None
+                assert process.stdout is not None
+                assert process.stderr is not None
                 tg.start_soon(_relay, process.stdout, log, f"{label} stdout", None)
                 tg.start_soon(_relay, process.stderr, log, f"{label} stderr", stderr_tail)
                 if stdin is not None:
@@ -122,7 +151,8 @@ class ProcessRunner:
         _signal_group(pgid, signal.SIGTERM)
         with anyio.move_on_after(self.kill_grace):
             await process.wait()
-            while group_alive(pgid):
+            # No event tells when the last member of a group exits: poll.
+            while group_alive(pgid):  # noqa: ASYNC110
                 await anyio.sleep(GROUP_POLL_INTERVAL)
         _signal_group(pgid, signal.SIGKILL)
         with anyio.move_on_after(self.kill_grace):

@@ -31,7 +31,14 @@ TASK_STATE_CANCELLED: Final = "CANCELLED"
 
 
 class ProtocolError(Exception):
-    """A frame could not be decoded; the message says why, in one line."""
+    """A frame could not be decoded; the message says why, in one line.
+
+    The text quotes values from the frame, so control characters are escaped on
+    construction: whatever the server sent, the message stays one log line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(message))
 
 
 # --- server → worker ---------------------------------------------------------
@@ -191,37 +198,62 @@ _TYPE_NAMES: Final[dict[type[Any], str]] = {
 
 
 # --- the converter -------------------------------------------------------------
+#
+# cattrs' stock hooks coerce ("1" becomes 1) and its stock error text reads like
+# "invalid value for type, expected int | None @ $.x". The hooks below refuse
+# instead of coercing and raise _Invalid with text meant for an operator's log;
+# _problems() turns cattrs' exception groups into "path: problem" lines.
 
 
-def _strict_str(value: Any, _: type[Any]) -> str:
+class _Invalid(TypeError):
+    """A value of the wrong kind; the message is already fit for a log line."""
+
+
+def _strict_str(value: Any, _: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_json_kind(value)}")
+        raise _Invalid(f"expected a string, got {_json_kind(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800") is legal JSON but cannot become an argv entry,
+        # environment variable or log line: refuse it here rather than deep inside a
+        # backend.
+        raise _Invalid("expected a string, got invalid Unicode (a lone surrogate)") from None
     return value
 
 
-def _strict_int(value: Any, _: type[Any]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise TypeError(f"expected an integer, got {_json_kind(value)}")
-    return value
+def _strict_int(value: Any, _: Any) -> int:
+    if isinstance(value, bool):
+        raise _Invalid("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    # Some JSON encoders write whole numbers as 5.0; that is still an integer.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, float):
+        raise _Invalid("expected an integer, got a fractional number")
+    raise _Invalid(f"expected an integer, got {_json_kind(value)}")
 
 
-def _strict_float(value: Any, _: type[Any]) -> float:
+def _strict_float(value: Any, _: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {_json_kind(value)}")
-    return float(value)
+        raise _Invalid(f"expected a number, got {_json_kind(value)}")
+    try:
+        result = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise _Invalid("number out of range") from None
+    return result
 
 
-def _strict_bool(value: Any, _: type[Any]) -> bool:
+def _strict_bool(value: Any, _: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {_json_kind(value)}")
+        raise _Invalid(f"expected true or false, got {_json_kind(value)}")
     return value
 
 
-def _strict_object(value: Any, _: type[Any]) -> dict[str, Any]:
+def _strict_object(value: Any, _: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {_json_kind(value)}")
+        raise _Invalid(f"expected an object, got {_json_kind(value)}")
     return value
 
 
@@ -242,101 +274,175 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _item_error(exc: Exception, index: int | str, item_type: Any) -> Exception:
+    """Tag ``exc`` with where it happened, the way cattrs tags its own item errors."""
+    exc.add_note(cattrs.errors.IterableValidationNote(f"@ {index!r}", index, item_type))
+    return exc
+
+
+def _structure_str_map(value: Any, cls: Any) -> dict[str, str]:
+    obj = _strict_object(value, cls)
+    out: dict[str, str] = {}
+    errors: list[Exception] = []
+    for key, item in obj.items():
+        if item is None:
+            continue  # null means absent, as everywhere else
+        try:
+            out[key] = _strict_str(item, str)
+        except _Invalid as exc:
+            errors.append(_item_error(exc, key, str))
+    if errors:
+        raise cattrs.IterableValidationError("invalid entries", errors, cls)
+    return out
+
+
+def _attrs_hook_factory(cls: Any, conv: cattrs.Converter) -> Any:
+    """Structure hook for every wire class: object check, null-as-absent, renames."""
+    overrides: dict[str, Any] = {}
+    if cls is Owner:
+        # Owner uses Go-style capitalised keys on the wire.
+        overrides = {"type": override(rename="Type"), "id": override(rename="Id")}
+    if cls is Task:
+        overrides = {"raw": override(omit=True)}
+    generated = make_dict_structure_fn(cls, conv, **overrides)
+
+    def structure(value: Any, _: Any) -> Any:
+        obj = _strict_object(value, cls)
+        # null for a field means the same as the field being absent. Only this
+        # level is filtered: free-form JSON inside (mcp_servers, task_definition)
+        # and Task.raw keep their nulls.
+        result = generated({k: v for k, v in obj.items() if v is not None}, cls)
+        if cls is Task:
+            result = attrs.evolve(result, raw=obj)
+        return result
+
+    return structure
+
+
+def _attrs_unstructure_factory(cls: Any, conv: cattrs.Converter) -> Any:
+    # Optional fields left absent (None, empty list/object) are omitted, as on the
+    # wire; a plain default such as ``read_write: false`` is a value and stays.
+    overrides: dict[str, Any] = {
+        field.name: override(omit_if_default=False)
+        for field in attrs.fields(cls)
+        if field.default is not attrs.NOTHING
+        and field.default is not None
+        and not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+    }
+    if cls is Owner:
+        overrides = {"type": override(rename="Type"), "id": override(rename="Id")}
+    if cls is Task:
+        overrides["raw"] = override(omit=True)
+    generated = make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **overrides)
+    if cls is Task:
+        return lambda task: task.raw or generated(task)
+    return generated
+
+
 def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(omit_if_default=False)
+    conv = cattrs.Converter()
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(bool, _strict_bool)
+    # Free-form JSON objects pass through untouched (nulls included).
     conv.register_structure_hook_func(lambda cls: cls == dict[str, Any], _strict_object)
-
-    def structure_str_map(value: Any, _: type[Any]) -> dict[str, str]:
-        obj = _strict_object(value, dict)
-        for key, item in obj.items():
-            if not isinstance(item, str):
-                raise TypeError(f"{key}: expected a string, got {_json_kind(item)}")
-        return dict(obj)
-
-    conv.register_structure_hook_func(lambda cls: cls == dict[str, str], structure_str_map)
+    conv.register_structure_hook_func(lambda cls: cls == dict[str, str], _structure_str_map)
 
     def structure_list(value: Any, cls: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise TypeError(f"expected an array, got {_json_kind(value)}")
+            raise _Invalid(f"expected an array, got {_json_kind(value)}")
         (item_type,) = cls.__args__
-        return [conv.structure(item, item_type) for item in value]
+        out: list[Any] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                out.append(conv.structure(item, item_type))
+            except Exception as exc:  # collected and reported with its index
+                errors.append(_item_error(exc, index, item_type))
+        if errors:
+            raise cattrs.IterableValidationError("invalid items", errors, cls)
+        return out
 
     conv.register_structure_hook_func(
         lambda cls: getattr(cls, "__origin__", None) is list, structure_list
     )
-
-    # Owner uses Go-style capitalised keys on the wire.
-    conv.register_structure_hook(
-        Owner,
-        make_dict_structure_fn(
-            Owner, conv, type=override(rename="Type"), id=override(rename="Id")
-        ),
+    conv.register_structure_hook_factory(attrs.has, lambda cls: _attrs_hook_factory(cls, conv))
+    conv.register_unstructure_hook_factory(
+        attrs.has, lambda cls: _attrs_unstructure_factory(cls, conv)
     )
-    conv.register_unstructure_hook(
-        Owner,
-        make_dict_unstructure_fn(
-            Owner, conv, type=override(rename="Type"), id=override(rename="Id")
-        ),
-    )
-    task_structure = make_dict_structure_fn(Task, conv, raw=override(omit=True))
-
-    def structure_task(value: Any, _: type[Any]) -> Task:
-        obj = _strict_object(value, dict)
-        # Absent optional fields are fine; null is treated as absent.
-        task = task_structure({k: v for k, v in obj.items() if v is not None}, Task)
-        return attrs.evolve(task, raw=obj)
-
-    conv.register_structure_hook(Task, structure_task)
-    conv.register_unstructure_hook(Task, lambda task: task.raw or _unstructure_task(conv, task))
     return conv
-
-
-def _unstructure_task(conv: cattrs.Converter, task: Task) -> JsonObject:
-    out: JsonObject = {}
-    for field in attrs.fields(Task):
-        if field.name == "raw":
-            continue
-        value = getattr(task, field.name)
-        if value is not None:
-            out[field.name] = conv.unstructure(value)
-    return _drop_none(out)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
 
 
 _converter: Final = _make_converter()
 
-
-def _drop_nulls_shallow(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if v is not None}
-
-
-def _structure(data: Any, cls: type[Any]) -> Any:
-    return _converter.structure(_nulls_as_absent(data), cls)
+_MAX_PROBLEMS: Final = 5
+"""Problems listed in one error message; a hostile frame must not make a huge log line."""
 
 
-def _nulls_as_absent(value: Any) -> Any:
-    """JSON null for an optional field means the same as the field being absent."""
-    if isinstance(value, dict):
-        return {k: _nulls_as_absent(v) for k, v in value.items() if v is not None}
+def _wire_name(cls: Any, name: str) -> str:
+    return {"type": "Type", "id": "Id"}.get(name, name) if cls is Owner else name
+
+
+def _problems(exc: BaseException, path: str) -> list[str]:
+    """``path: problem`` for every leaf of a cattrs exception tree."""
+    if isinstance(exc, cattrs.ClassValidationError):
+        out: list[str] = []
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            out += _problems(sub, f"{path}.{_wire_name(exc.cl, note.name)}")
+        for sub in without:
+            out += _problems(sub, path)
+        return out
+    if isinstance(exc, cattrs.IterableValidationError):
+        out = []
+        items, others = exc.group_exceptions()
+        for sub, item_note in items:
+            index = item_note.index
+            # Keys are arbitrary text: JSON-quote them so the path stays one line.
+            label = str(index) if isinstance(index, int) else json.dumps(index)
+            out += _problems(sub, f"{path}[{label}]")
+        for sub in others:
+            out += _problems(sub, path)
+        return out
+    if isinstance(exc, KeyError):
+        return [f"{path}: required field missing"]
+    if isinstance(exc, _Invalid):
+        return [f"{path}: {exc}"]
+    return [f"{path}: invalid value ({type(exc).__name__}: {exc})"]
+
+
+def _describe_structure_error(exc: BaseException, what: str) -> str:
+    problems = _problems(exc, what)
+    text = "; ".join(problems[:_MAX_PROBLEMS])
+    if len(problems) > _MAX_PROBLEMS:
+        text += f"; and {len(problems) - _MAX_PROBLEMS} more"
+    return text
+
+
+def _one_line(text: str) -> str:
+    """Escape every non-printable character so a message can never span lines."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # e.g. 1e999: not a usable number
+        raise ValueError(f"number out of range: {text[:40]}")
     return value
 
 
-def _describe_structure_error(exc: Exception, what: str) -> str:
-    if isinstance(exc, cattrs.BaseValidationError):
-        problems = cattrs.transform_error(exc, path=what)
-        return "; ".join(problems)
-    return f"{what}: {exc}"
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and nothing good
+    # comes from a NaN CPU limit.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _label(kind: str) -> str:
+    """The message type as it may appear at the start of an error message."""
+    return kind if kind.isidentifier() else json.dumps(kind)
 
 
 # --- public API ----------------------------------------------------------------
@@ -344,25 +450,31 @@ def _describe_structure_error(exc: Exception, what: str) -> str:
 
 def _parse_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
     try:
-        frame = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        frame = json.loads(text, parse_float=_parse_float, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:  # a ValueError too, but its text is about codecs
+        raise ProtocolError("malformed JSON: not valid UTF-8") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise ProtocolError(f"frame is {_json_kind(frame)}, not an object")
     kind = frame.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError("frame has no string 'type'")
-    data = frame.get("data", {})
+        raise ProtocolError(f"frame 'type' is {_json_kind(kind)}, not a string")
+    # An absent or null "data" is an empty object: the message's own required
+    # fields then say what is missing.
+    data = frame.get("data")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ProtocolError(f"{kind}: 'data' is {_json_kind(data)}, not an object")
+        raise ProtocolError(f"{_label(kind)}.data: expected an object, got {_json_kind(data)}")
     return kind, data
 
 
 def _decode(kind: str, data: dict[str, Any], cls: type[Any]) -> Any:
     try:
-        return _structure(data, cls)
+        return _converter.structure(data, cls)
     except RecursionError:
         raise ProtocolError(f"{kind}: nested too deeply") from None
     except Exception as exc:  # cattrs raises several kinds; all mean "cannot decode"
@@ -372,9 +484,14 @@ def _decode(kind: str, data: dict[str, Any], cls: type[Any]) -> Any:
 def decode_server_message(text: str | bytes) -> ServerMessage:
     """Decode one frame from the dispatch server.
 
+    Unknown fields are ignored and absent optional ones take their defaults (the
+    server adds fields over time); a message type this worker does not know is an
+    :class:`UnknownMessage`, for the caller to log and skip.
+
     Raises:
         ProtocolError: the frame is not JSON, not an object, or a known message
             type whose data cannot be decoded (e.g. no ``task_id`` or ``task``).
+            Nothing else escapes, whatever the input.
     """
     kind, data = _parse_frame(text)
     cls = _SERVER_TYPES.get(kind)
@@ -382,31 +499,35 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
         return UnknownMessage(kind)
     message: ServerMessage = _decode(kind, data, cls)
     if isinstance(message, TaskAssignment) and not message.task_id:
-        raise ProtocolError(f"{kind}: task_id is empty")
+        # Results are reported by task_id: an assignment without one cannot be run.
+        raise ProtocolError(f"{kind}.task_id: must not be empty")
     return message
 
 
 def decode_worker_message(text: str | bytes) -> WorkerMessage:
-    """Decode one frame sent by a worker (used by the local dispatch server)."""
+    """Decode one frame sent by a worker (used by the local dispatch server and tests).
+
+    Raises:
+        ProtocolError: as :func:`decode_server_message`, and for an unknown type.
+    """
     kind, data = _parse_frame(text)
     cls = _WORKER_TYPES.get(kind)
     if cls is None:
-        raise ProtocolError(f"unknown worker message type {kind!r}")
+        raise ProtocolError(f"unknown worker message type {json.dumps(kind)}")
     message: WorkerMessage = _decode(kind, data, cls)
     return message
 
 
+def unstructure_task(task: Task) -> JsonObject:
+    """The task as a JSON object: exactly as received when it was decoded."""
+    result: JsonObject = _converter.unstructure(task, Task)
+    return result
+
+
 def unstructure(message: WorkerMessage | TaskAssignment | TaskCancellation) -> JsonObject:
     """The ``data`` object of a message, with absent optional fields omitted."""
-    if isinstance(message, TaskAssignment):
-        data = _converter.unstructure(message)
-        data["task"] = _converter.unstructure(message.task)
-        return {k: v for k, v in _drop_none(data).items() if v not in ({}, [])} | {
-            "task_id": message.task_id,
-            "task": data["task"],
-        }
-    data = _converter.unstructure(message)
-    return _drop_nulls_shallow(data)
+    result: JsonObject = _converter.unstructure(message, type(message))
+    return result
 
 
 def encode_message(message: WorkerMessage | TaskAssignment | TaskCancellation) -> str:
