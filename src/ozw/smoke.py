@@ -1,0 +1,175 @@
+"""``ozw smoke``: prove an operator's real configuration runs a task, in CI.
+
+An embedded dispatch server on 127.0.0.1 stands in for Oz; the configured backend
+runs one assignment (a built-in sample, or a JSON file holding an assignment's
+``data``). Exit 0 only when the task completed (or, on the command backend, was
+handed off); otherwise the outcome and the agent's last output lines are printed.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import trio
+
+from ozw.backends import create_backend
+from ozw.config import WorkerConfig
+from ozw.connection import ConnectionSettings
+from ozw.devserver import DispatchServer
+from ozw.failures import BackendUnavailable
+from ozw.lifecycle import TaskOutcome
+from ozw.params import TaskParams
+from ozw.protocol import ProtocolError, TaskAssignment, decode_server_message, encode_message
+from ozw.runner import Worker
+
+TAIL_LINES = 20
+SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"
+
+
+class SmokeError(Exception):
+    """The smoke run could not even start (bad task file, backend unavailable)."""
+
+
+def sample_assignment(config: WorkerConfig) -> TaskAssignment:
+    """A small task every backend can run; the stand-in agent reads its prompt from env."""
+    task_id = f"smoke-{secrets.token_hex(4)}"
+    data: dict[str, Any] = {
+        "task_id": task_id,
+        "execution_id": f"exec-{task_id}",
+        "task": {"id": task_id, "title": "ozw smoke test"},
+        "env_vars": {"OZ_STANDIN_PROMPT": SAMPLE_PROMPT},
+    }
+    return _decode_assignment(data, "the built-in sample")
+
+
+def load_assignment(path: Path) -> TaskAssignment:
+    """Read an assignment's ``data`` object (or a whole frame) from a JSON file."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SmokeError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise SmokeError(f"{path}: not JSON: {exc}") from None
+    if isinstance(obj, dict) and "type" in obj:
+        obj = obj.get("data")
+    return _decode_assignment(obj, str(path))
+
+
+def _decode_assignment(data: Any, where: str) -> TaskAssignment:
+    try:
+        message = decode_server_message(json.dumps({"type": "task_assignment", "data": data}))
+    except ProtocolError as exc:
+        raise SmokeError(f"{where}: {exc}") from None
+    assert isinstance(message, TaskAssignment)
+    return message
+
+
+class _TailHandler(logging.Handler):
+    """Keeps the last output lines of one task's processes."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.lines: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "task_id", None) == self.task_id and getattr(record, "stream", None):
+            self.lines.append(f"[{record.stream}] {record.getMessage()}")  # type: ignore[attr-defined]
+
+
+@attrs.define
+class SmokeResult:
+    outcome: TaskOutcome | None = None
+    duration: float = 0.0
+    tail: list[str] = attrs.field(factory=list)
+
+
+async def run_smoke(
+    config: WorkerConfig, assignment: TaskAssignment, timeout: float
+) -> SmokeResult:
+    """Run one assignment through a real worker and the configured backend."""
+    api_key = secrets.token_urlsafe(16)
+    server = DispatchServer(api_key)
+    result = SmokeResult()
+    finished = trio.Event()
+    tail = _TailHandler(assignment.task_id)
+    logging.getLogger("ozw").addHandler(tail)
+    try:
+        backend = create_backend(config)
+        async with trio.open_nursery() as nursery, backend:
+            await nursery.start(server.serve)
+            local = attrs.evolve(
+                config,
+                api_key=api_key,
+                server=attrs.evolve(config.server, websocket_url=server.url),
+            )
+            worker = Worker(
+                local,
+                backend,
+                connection_settings=ConnectionSettings(server.url, config.worker_id, api_key),
+            )
+
+            def on_finished(params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
+                if params.task_id == assignment.task_id:
+                    result.outcome, result.duration = outcome, duration
+                    finished.set()
+
+            worker.supervisor.events.on_finished.append(on_finished)
+            stopped = trio.Event()
+
+            async def run_worker() -> None:
+                await worker.run(handle_signals=True)
+                stopped.set()
+
+            nursery.start_soon(run_worker)
+            await worker.connection.wait_connected()
+            await server.send(encode_message(assignment))
+            with trio.move_on_after(timeout):
+                await finished.wait()
+            worker.request_stop("smoke run over" if finished.is_set() else "smoke run timed out")
+            await stopped.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger("ozw").removeHandler(tail)
+    result.tail = list(tail.lines)
+    return result
+
+
+def smoke_main(
+    config: WorkerConfig, *, task_file: str | None, timeout: float, out: IO[str] = sys.stdout
+) -> int:
+    """The ``ozw smoke`` command; returns the exit code."""
+    try:
+        assignment = load_assignment(Path(task_file)) if task_file else sample_assignment(config)
+        result = trio.run(functools.partial(run_smoke, config, assignment, timeout))
+    except (SmokeError, BackendUnavailable) as exc:
+        print(f"ozw smoke: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, SmokeError) else 1
+    outcome = result.outcome
+    task_id = assignment.task_id
+    if outcome is None:
+        print(f"smoke: FAILED: task {task_id} did not finish within {timeout:g}s", file=out)
+    elif outcome.result in ("completed", "handed_off"):
+        print(f"smoke: ok: task {task_id} {outcome.result} in {result.duration:.1f}s", file=out)
+        return 0
+    else:
+        detail = outcome.message.message if outcome.message is not None else ""
+        reason = f" ({outcome.reason.value})" if outcome.reason else ""
+        code = f", exit code {outcome.exit_code}" if outcome.exit_code is not None else ""
+        print(f"smoke: FAILED: task {task_id} {outcome.result}{reason}{code}: {detail}", file=out)
+    if result.tail:
+        print("last output lines:", file=out)
+        for line in result.tail:
+            print(f"  {line}", file=out)
+    return 1
+
+
+__all__ = ["SmokeError", "run_smoke", "smoke_main"]
