@@ -123,22 +123,33 @@ class ProcessRunner:
         )
         pgid = process.pid
         self._groups.add(pgid)
+        # The relays are shielded from cancellation: what a child writes while its group
+        # is being stopped (an agent's last words on SIGTERM) still reaches the log, and
+        # a chatty child cannot block on a full pipe through its grace period. Once the
+        # child is gone they get PIPE_DRAIN_GRACE to read what is left.
+        drains = (anyio.CancelScope(shield=True), anyio.CancelScope(shield=True))
         try:
             async with anyio.create_task_group() as tg:
                 assert process.stdout is not None
                 assert process.stderr is not None
-                tg.start_soon(_relay, process.stdout, log, f"{label} stdout", None)
-                tg.start_soon(_relay, process.stderr, log, f"{label} stderr", stderr_tail)
+                tg.start_soon(_drain, drains[0], process.stdout, log, f"{label} stdout", None)
+                tg.start_soon(
+                    _drain, drains[1], process.stderr, log, f"{label} stderr", stderr_tail
+                )
                 if stdin is not None:
                     tg.start_soon(_feed, process, stdin)
-                returncode = await process.wait()
-                # The leader is gone; anything left of its group is a stray.
-                _signal_group(pgid, signal.SIGKILL)
-                tg.cancel_scope.deadline = anyio.current_time() + PIPE_DRAIN_GRACE
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.terminate(process)
-            raise
+                try:
+                    returncode = await process.wait()
+                    # The leader is gone; anything left of its group is a stray.
+                    _signal_group(pgid, signal.SIGKILL)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await self.terminate(process)
+                    raise
+                finally:
+                    deadline = anyio.current_time() + PIPE_DRAIN_GRACE
+                    for scope in drains:
+                        scope.deadline = deadline
         finally:
             self._groups.discard(pgid)
             with anyio.CancelScope(shield=True):
@@ -167,6 +178,17 @@ async def _feed(process: anyio.abc.Process, data: bytes) -> None:
         pass  # the child exited without reading everything: its exit status tells
     finally:
         await process.stdin.aclose()
+
+
+async def _drain(
+    scope: anyio.CancelScope,
+    stream: anyio.abc.ByteReceiveStream,
+    log: TaskLog,
+    label: str,
+    tail: collections.deque[str] | None,
+) -> None:
+    with scope:
+        await _relay(stream, log, label, tail)
 
 
 async def _relay(

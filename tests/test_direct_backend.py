@@ -1,0 +1,755 @@
+"""The direct backend with real processes and the stand-in agent (examples/agent/oz)."""
+
+# The tests inspect small files under tmp_path synchronously on purpose: offloading a
+# stat() to a thread would only obscure them.
+# ruff: noqa: ASYNC240
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ozw.backends.base import ExecuteResult
+from ozw.backends.direct import ENV_FILE_NAME, ROOT_MARKER, DirectBackend
+from ozw.config import DirectConfig, EnvEntry
+from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+
+AGENT = Path(__file__).resolve().parents[1] / "examples" / "agent" / "oz"
+# The stand-in's `#!/usr/bin/env python3` must find a python on the agent's PATH.
+TEST_PATH = os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"])
+BASE_ARGS = (
+    "agent",
+    "run",
+    "--share",
+    "team:edit",
+    "--task-id",
+    "run-1",
+    "--sandboxed",
+    "--server-root-url",
+    "https://app.warp.dev",
+    "--mcp",
+    '{"github":{"command":"npx","args":["-y","x y"]}}',
+    "--foo",
+    "",
+    "two words",
+    "$HOME; rm -rf /",
+    "ünïcødé",
+    "--idle-on-complete",
+)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+class Lines(logging.Handler):
+    """Collects the ``ozw`` log records and fires events on exact messages."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._waiters: list[tuple[str, trio.Event]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        message = record.getMessage()
+        for text, event in self._waiters:
+            if message == text:
+                event.set()
+
+    def event(self, text: str) -> trio.Event:
+        event = trio.Event()
+        self._waiters.append((text, event))
+        return event
+
+    def output(self, task_id: str, stream: str) -> list[str]:
+        return [
+            r.getMessage()
+            for r in self.records
+            if getattr(r, "task_id", None) == task_id and getattr(r, "stream", None) == stream
+        ]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger("ozw")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def environ(home: Path, tmp_path: Path) -> dict[str, str]:
+    """The worker's environment: with secrets that must never reach the agent."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return {
+        "HOME": str(home),
+        "PATH": TEST_PATH,
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+        "WARP_API_KEY": "wk-very-secret",
+        "OTHER_SECRET": "s3cret",
+    }
+
+
+def make_backend(
+    tmp_path: Path,
+    environ: Mapping[str, str],
+    *,
+    cleanup: bool = True,
+    **config: Any,
+) -> DirectBackend:
+    settings: dict[str, Any] = {
+        "workspace_root": str(tmp_path / "ws"),
+        "oz_path": str(AGENT),
+        "kill_grace": 0.5,
+    }
+    settings.update(config)
+    return DirectBackend(DirectConfig(**settings), cleanup=cleanup, environ=environ)
+
+
+def make_params(
+    task_id: str = "run-1",
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: str | None = None,
+    harness: str | None = None,
+    base_args: tuple[str, ...] = BASE_ARGS,
+) -> TaskParams:
+    task_env = {"TASK_ID": task_id, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    if prompt is not None:
+        task_env["OZ_STANDIN_PROMPT"] = prompt
+    return TaskParams(
+        task_id=task_id,
+        run_id=task_id,
+        execution_id="exec-1",
+        env=task_env,
+        image="ubuntu:22.04",
+        sidecars=(),
+        base_args=base_args,
+        harness=harness,
+        environment_id=None,
+        server_root_url="https://app.warp.dev",
+        task={"id": task_id},
+    )
+
+
+async def run_task(backend: DirectBackend, params: TaskParams) -> ExecuteResult | TaskFailure:
+    """setup → execute → teardown (shielded), as the lifecycle drives them."""
+    run = backend.open_task(params, TaskLog(params.task_id))
+    try:
+        await run.setup()
+        return await run.execute()
+    except TaskFailure as failure:
+        return failure
+    finally:
+        with trio.CancelScope(shield=True):
+            await run.teardown()
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live (non-zombie) process; our init does not reap orphans."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def processes_carrying(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker``."""
+    found = []
+    needle = marker.encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ and running(int(name)):
+            found.append(int(name))
+    return found
+
+
+async def wait_until_gone(pids: list[int]) -> list[int]:
+    """SIGKILL is delivered asynchronously: give the kernel a bounded moment."""
+    with trio.move_on_after(2):
+        # No event fires when a process that is not our child dies: poll, bounded.
+        while any(running(pid) for pid in pids):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    return [pid for pid in pids if running(pid)]
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def failure(result: ExecuteResult | TaskFailure) -> TaskFailure:
+    assert isinstance(result, TaskFailure), result
+    return result
+
+
+# ----------------------------------------------------------------- start-up check
+
+
+async def test_check_accepts_a_good_setup_and_creates_the_root(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    backend = make_backend(tmp_path, environ)
+    await backend.check()
+    root = tmp_path / "ws"
+    assert root.is_dir()
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert (root / ROOT_MARKER).is_file()
+
+
+async def test_check_finds_oz_on_path(tmp_path: Path, environ: dict[str, str]) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "oz").symlink_to(AGENT)
+    environ["PATH"] = f"{bin_dir}{os.pathsep}{TEST_PATH}"
+    backend = make_backend(tmp_path, environ, oz_path=None)
+    await backend.check()
+    assert backend.oz_command() == str(bin_dir / "oz")
+
+
+def _not_executable(tmp_path: Path) -> str:
+    path = tmp_path / "oz-plain"
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o644)
+    return str(path)
+
+
+def _under_a_file(tmp_path: Path) -> str:
+    (tmp_path / "a-file").write_text("")
+    return str(tmp_path / "a-file" / "ws")
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (lambda t: {"oz_path": str(t / "missing" / "oz")}, "missing/oz does not exist"),
+        (lambda t: {"oz_path": _not_executable(t)}, "oz-plain is not executable"),
+        (lambda t: {"oz_path": None}, "no `oz` on PATH"),
+        (lambda t: {"workspace_root": _under_a_file(t)}, "cannot use workspace root"),
+        (lambda t: {"target_dir": str(t / "nope")}, "target_dir"),
+        (lambda t: {"target_dir": _not_executable(t)}, "is not a directory"),
+    ],
+    ids=[
+        "missing-oz",
+        "non-executable-oz",
+        "no-oz-on-path",
+        "root",
+        "target-missing",
+        "target-file",
+    ],
+)
+async def test_check_failures_are_one_clear_line(
+    tmp_path: Path, environ: dict[str, str], config: Any, expected: str
+) -> None:
+    environ["PATH"] = "/nonexistent"
+    backend = make_backend(tmp_path, environ, **config(tmp_path))
+    with pytest.raises(BackendUnavailable) as info:
+        await backend.check()
+    message = str(info.value)
+    assert message.startswith("direct backend: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+# ---------------------------------------------------------- the agent's process
+
+
+async def test_agent_argv_cwd_and_environment(
+    tmp_path: Path, environ: dict[str, str], home: Path
+) -> None:
+    record = tmp_path / "record.json"
+    setup = (
+        'printf "%s\\n" "FROM_FILE=file value" "CONFIGURED=overridden by file" '
+        '"TASK_VAR=overridden too" "GIT_CONFIG_GLOBAL=/tmp/evil" "BARE" >> "$OZ_ENVIRONMENT_FILE"'
+    )
+    backend = make_backend(
+        tmp_path,
+        environ,
+        setup_command=setup,
+        environment=(
+            EnvEntry("CONFIGURED", "configured"),
+            EnvEntry("PLAIN", "configured"),
+            EnvEntry("LANG"),
+            EnvEntry("NOT_IN_WORKER"),
+        ),
+    )
+    await backend.check()
+    params = make_params(env={"OZ_STANDIN_RECORD": str(record), "TASK_VAR": "task"})
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+
+    seen = read_record(record)
+    workspace = os.path.realpath(tmp_path / "ws" / "run-1")
+    assert seen["argv"] == [str(AGENT), *BASE_ARGS]
+    assert seen["cwd"] == workspace
+    env = seen["env"]
+    assert "WARP_API_KEY" not in env
+    assert "OTHER_SECRET" not in env
+    assert "wk-very-secret" not in json.dumps(env)
+    assert env["HOME"] == str(home)
+    assert env["PATH"] == TEST_PATH
+    assert env["TMPDIR"] == environ["TMPDIR"]
+    assert env["TASK_ID"] == "run-1"
+    assert env["LANG"] == "C.UTF-8"  # configured entry inheriting the worker's value
+    assert "NOT_IN_WORKER" not in env
+    assert env["PLAIN"] == "configured"
+    assert env["FROM_FILE"] == "file value"
+    assert env["CONFIGURED"] == "overridden by file"
+    assert env["TASK_VAR"] == "overridden too"
+    assert "BARE" not in env
+    assert env["GIT_CONFIG_GLOBAL"] == os.path.join(workspace, ".gitconfig")
+    assert "CLAUDE_CONFIG_DIR" not in env
+    assert "CODEX_HOME" not in env
+    # Nothing the worker did not put there on purpose.
+    expected = {"HOME", "PATH", "TMPDIR", "LANG", "PLAIN", "CONFIGURED", "FROM_FILE"}
+    expected |= set(params.env) | {"GIT_CONFIG_GLOBAL"}
+    assert set(env) - {"PWD", "SHLVL", "_"} == expected
+    # cleanup is on: the workspace went after teardown.
+    assert not os.path.exists(workspace)
+
+
+async def test_scripts_get_the_worker_environment_and_oz_variables(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    dump = "{ env; echo --; pwd; } > {out}"
+    backend = make_backend(
+        tmp_path,
+        environ,
+        setup_command=dump.replace("{out}", shlex.quote(str(tmp_path / "setup.txt"))),
+        teardown_command=dump.replace("{out}", shlex.quote(str(tmp_path / "teardown.txt"))),
+        environment=(EnvEntry("CONFIGURED", "yes"),),
+    )
+    params = make_params(env={"TASK_VAR": "task", "OZ_RUN_ID": "spoofed"})
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+
+    workspace = os.path.realpath(tmp_path / "ws" / "run-1")
+
+    def parse(name: str) -> tuple[dict[str, str], str]:
+        text, cwd = (tmp_path / name).read_text().split("--\n")
+        pairs = (line.partition("=") for line in text.splitlines() if "=" in line)
+        return {k: v for k, _, v in pairs}, cwd.strip()
+
+    for name in ("setup.txt", "teardown.txt"):
+        env, cwd = parse(name)
+        assert cwd == workspace
+        assert env["WARP_API_KEY"] == "wk-very-secret"  # operator scripts: worker env
+        assert env["TASK_VAR"] == "task"
+        assert env["CONFIGURED"] == "yes"
+        assert env["OZ_WORKSPACE_ROOT"] == workspace
+        assert env["OZ_WORKER_BACKEND"] == "direct"
+        assert env["OZ_RUN_ID"] == "run-1"
+        assert env["GIT_CONFIG_GLOBAL"] == os.path.join(workspace, ".gitconfig")
+    setup_env, _ = parse("setup.txt")
+    teardown_env, _ = parse("teardown.txt")
+    assert setup_env["OZ_ENVIRONMENT_FILE"] == os.path.join(workspace, ENV_FILE_NAME)
+    assert "OZ_ENVIRONMENT_FILE" not in teardown_env
+
+
+async def test_git_global_config_goes_to_the_task_not_home(
+    tmp_path: Path, environ: dict[str, str], home: Path
+) -> None:
+    backend = make_backend(tmp_path, environ, cleanup=False)
+    params = make_params(prompt="git config --global user.name X; git config --global user.name")
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    gitconfig = tmp_path / "ws" / "run-1" / ".gitconfig"
+    assert "name = X" in gitconfig.read_text()
+    assert not (home / ".gitconfig").exists()
+    assert not (home / ".config").exists()
+
+
+@pytest.mark.parametrize(
+    ("harness", "variable", "dirname"),
+    [("claude", "CLAUDE_CONFIG_DIR", ".claude"), ("codex", "CODEX_HOME", ".codex")],
+)
+async def test_harness_config_homes(
+    tmp_path: Path, environ: dict[str, str], harness: str, variable: str, dirname: str
+) -> None:
+    record = tmp_path / "record.json"
+    backend = make_backend(
+        tmp_path,
+        environ,
+        cleanup=False,
+        setup_command=f'echo {variable}=/elsewhere >> "$OZ_ENVIRONMENT_FILE"',
+    )
+    params = make_params(harness=harness, env={"OZ_STANDIN_RECORD": str(record)})
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    home = os.path.join(os.path.realpath(tmp_path / "ws" / "run-1"), dirname)
+    assert read_record(record)["env"][variable] == home
+    assert os.path.isdir(home)
+
+
+async def test_output_is_relayed_live_complete_and_in_order(
+    tmp_path: Path, environ: dict[str, str], lines: Lines
+) -> None:
+    backend = make_backend(tmp_path, environ, setup_command="echo provisioning; echo oops >&2")
+    params = make_params(prompt="print 10000 lines; stderr finished")
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    assert lines.output("run-1", "agent stdout") == [f"line {i}" for i in range(10000)]
+    assert lines.output("run-1", "agent stderr") == ["finished"]
+    assert lines.output("run-1", "setup stdout") == ["provisioning"]
+    assert lines.output("run-1", "setup stderr") == ["oops"]
+
+
+# ------------------------------------------------------------------- outcomes
+
+
+@pytest.mark.parametrize(("prompt", "code"), [("exit 3", 3), ("fail", 1)])
+async def test_agent_failure_carries_its_exit_code(
+    tmp_path: Path, environ: dict[str, str], lines: Lines, prompt: str, code: int
+) -> None:
+    backend = make_backend(tmp_path, environ)
+    result = failure(await run_task(backend, make_params(prompt=prompt)))
+    assert result.reason is FailureReason.AGENT_INVOCATION
+    assert result.exit_code == code
+    assert result.cause == f"agent exited with exit code {code}"
+    if prompt == "fail":
+        assert lines.output("run-1", "agent stderr") == [
+            "error: the stand-in agent was told to fail"
+        ]
+
+
+async def test_agent_that_cannot_start(tmp_path: Path, environ: dict[str, str]) -> None:
+    broken = tmp_path / "oz"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    backend = make_backend(tmp_path, environ, oz_path=str(broken))
+    await backend.check()  # it exists and is executable; exec still fails
+    result = failure(await run_task(backend, make_params()))
+    assert result.reason is FailureReason.AGENT_INVOCATION
+    assert result.exit_code is None
+    assert "could not start the agent" in result.cause
+
+
+async def test_agent_exit_takes_its_daemons_with_it(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    pidfile = tmp_path / "pids"
+    backend = make_backend(tmp_path, environ)
+    params = make_params(prompt="spawn daemon; exit 0", env={"OZ_STANDIN_PIDFILE": str(pidfile)})
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 2
+    assert await wait_until_gone(pids) == []
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+async def test_cancel_kills_the_whole_tree_then_teardown_runs(
+    tmp_path: Path, environ: dict[str, str], lines: Lines
+) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    pidfile = tmp_path / "pids"
+    teardown_marker = tmp_path / "teardown-ran"
+    backend = make_backend(
+        tmp_path, environ, teardown_command=f"touch {shlex.quote(str(teardown_marker))}"
+    )
+    params = make_params(
+        prompt="ignore sigterm; spawn child; spawn daemon; echo ready; sleep 100",
+        env={"OZ_STANDIN_PIDFILE": str(pidfile), "TEST_MARKER": marker},
+    )
+    ready = lines.event("ready")
+    run = backend.open_task(params, TaskLog(params.task_id))
+    await run.setup()
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.execute)
+        with trio.fail_after(10):
+            await ready.wait()
+        assert len(processes_carrying(marker)) == 3
+        nursery.cancel_scope.cancel()
+    # SIGTERM is ignored by all three: SIGKILL after kill_grace (0.5 s).
+    assert trio.current_time() - start < 5
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 3
+    assert await wait_until_gone(pids) == []
+    assert processes_carrying(marker) == []
+    assert backend.runner.live_groups == frozenset()
+
+    with trio.CancelScope(shield=True):
+        await run.teardown()
+    assert teardown_marker.exists()
+    assert backend.teardown_failures == 0
+    assert not (tmp_path / "ws" / "run-1").exists()
+
+
+async def test_cancel_during_setup_kills_the_setup_script(
+    tmp_path: Path, environ: dict[str, str], lines: Lines
+) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    backend = make_backend(
+        tmp_path,
+        environ,
+        setup_command="trap '' TERM; sleep 100 & echo started; wait",
+        environment=(EnvEntry("TEST_MARKER", marker),),
+    )
+    started = lines.event("started")
+    run = backend.open_task(make_params(), TaskLog("run-1"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.setup)
+        with trio.fail_after(10):
+            await started.wait()
+        nursery.cancel_scope.cancel()
+    assert await wait_until_gone(processes_carrying(marker)) == []
+    with trio.CancelScope(shield=True):
+        await run.teardown()
+    assert not (tmp_path / "ws" / "run-1").exists()
+
+
+async def test_setup_timeout_fails_with_setup_command_and_kills_the_group(
+    tmp_path: Path, environ: dict[str, str], lines: Lines
+) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    teardown_marker = tmp_path / "teardown-ran"
+    backend = make_backend(
+        tmp_path,
+        environ,
+        setup_command="sleep 100 & wait",
+        setup_timeout=0.3,
+        teardown_command=f"touch {shlex.quote(str(teardown_marker))}",
+        environment=(EnvEntry("TEST_MARKER", marker),),
+    )
+    result = failure(await run_task(backend, make_params()))
+    assert result.reason is FailureReason.SETUP_COMMAND
+    assert result.cause == "setup command timed out after 0.3s"
+    assert result.exit_code is None
+    assert await wait_until_gone(processes_carrying(marker)) == []
+    assert teardown_marker.exists()
+
+
+async def test_setup_failure_keeps_its_exit_code_and_teardown_still_runs(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    teardown_marker = tmp_path / "teardown-ran"
+    backend = make_backend(
+        tmp_path,
+        environ,
+        setup_command="exit 4",
+        teardown_command=f"touch {shlex.quote(str(teardown_marker))}",
+    )
+    result = failure(await run_task(backend, make_params()))
+    assert result.reason is FailureReason.SETUP_COMMAND
+    assert result.exit_code == 4
+    assert result.cause == "setup command exited with exit code 4"
+    assert teardown_marker.exists()
+    assert not (tmp_path / "ws" / "run-1").exists()
+
+
+async def test_teardown_runs_after_agent_failure(tmp_path: Path, environ: dict[str, str]) -> None:
+    teardown_marker = tmp_path / "teardown-ran"
+    backend = make_backend(
+        tmp_path, environ, teardown_command=f"touch {shlex.quote(str(teardown_marker))}"
+    )
+    result = failure(await run_task(backend, make_params(prompt="exit 3")))
+    assert result.exit_code == 3
+    assert teardown_marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout"), [("exit 5", 300.0), ("trap '' TERM; sleep 100", 0.2)]
+)
+async def test_teardown_failure_is_counted_not_raised(
+    tmp_path: Path, environ: dict[str, str], lines: Lines, command: str, timeout: float
+) -> None:
+    backend = make_backend(tmp_path, environ, teardown_command=command, teardown_timeout=timeout)
+    assert await run_task(backend, make_params()) is ExecuteResult.COMPLETED
+    assert backend.teardown_failures == 1
+    assert not (tmp_path / "ws" / "run-1").exists()
+    warnings = [r.getMessage() for r in lines.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("teardown command") for m in warnings)
+
+
+# ------------------------------------------------------------------- workspaces
+
+
+@pytest.mark.parametrize("task_id", ["", ".", "..", "a/b", "a\\b", "../escape", "/abs"])
+async def test_unsafe_task_ids_fail_workspace_setup(
+    tmp_path: Path, environ: dict[str, str], task_id: str
+) -> None:
+    backend = make_backend(tmp_path, environ)
+    await backend.check()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = failure(await run_task(backend, make_params(task_id)))
+    assert result.reason is FailureReason.WORKSPACE_SETUP
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert [p.name for p in (tmp_path / "ws").iterdir()] == [ROOT_MARKER]
+
+
+async def test_symlink_in_the_root_is_never_followed(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    backend = make_backend(tmp_path, environ)
+    await backend.check()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "ws" / "evil").symlink_to(outside)
+    result = failure(await run_task(backend, make_params("evil")))
+    assert result.reason is FailureReason.WORKSPACE_SETUP
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "ws" / "evil").is_symlink()
+
+
+async def test_target_dir_is_shared_kept_and_gets_no_files(
+    tmp_path: Path, environ: dict[str, str], home: Path
+) -> None:
+    target = tmp_path / "project"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    record = tmp_path / "record.json"
+    backend = make_backend(tmp_path, environ, target_dir=str(target))
+    await backend.check()
+    params = make_params(
+        prompt="git config --global user.name X", env={"OZ_STANDIN_RECORD": str(record)}
+    )
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    seen = read_record(record)
+    assert seen["cwd"] == str(target)
+    gitconfig = seen["env"]["GIT_CONFIG_GLOBAL"]
+    assert not gitconfig.startswith(str(target) + os.sep)
+    assert not os.path.exists(gitconfig)  # removed at teardown
+    assert not os.path.exists(os.path.dirname(gitconfig))
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert not (home / ".gitconfig").exists()
+    assert not (tmp_path / "ws").exists()  # the root is not used in this mode
+
+
+async def test_cleanup_off_keeps_the_workspace_and_aclose_leaves_it(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    backend = make_backend(tmp_path, environ, cleanup=False)
+    assert await run_task(backend, make_params(prompt="echo hi")) is ExecuteResult.COMPLETED
+    workspace = tmp_path / "ws" / "run-1"
+    assert (workspace / ".gitconfig").is_file()
+    assert (workspace / ENV_FILE_NAME).is_file()
+    await backend.aclose()
+    assert workspace.is_dir()
+
+
+async def test_leftover_workspace_of_the_same_task(tmp_path: Path, environ: dict[str, str]) -> None:
+    await make_backend(tmp_path, environ).check()
+    leftover = tmp_path / "ws" / "run-1"
+    leftover.mkdir()
+    (leftover / "stale").write_text("old")
+
+    kept = make_backend(tmp_path, environ, cleanup=False)
+    result = failure(await run_task(kept, make_params()))
+    assert result.reason is FailureReason.WORKSPACE_SETUP
+    assert (leftover / "stale").exists()
+
+    record = tmp_path / "record.json"
+    fresh = make_backend(tmp_path, environ, cleanup=False)
+    # With cleanup on, a leftover is replaced by a fresh workspace.
+    fresh.cleanup = True
+    params = make_params(env={"OZ_STANDIN_RECORD": str(record)})
+    assert await run_task(fresh, params) is ExecuteResult.COMPLETED
+    assert read_record(record)["cwd"] == os.path.realpath(leftover)
+    assert not leftover.exists()
+
+
+async def test_same_task_twice_at_once_is_refused(tmp_path: Path, environ: dict[str, str]) -> None:
+    backend = make_backend(tmp_path, environ)
+    first = backend.open_task(make_params(), TaskLog("run-1"))
+    await first.setup()
+    result = failure(await run_task(backend, make_params()))
+    assert result.reason is FailureReason.WORKSPACE_SETUP
+    assert (tmp_path / "ws" / "run-1" / ".gitconfig").is_file()  # the first is untouched
+    await first.teardown()
+    assert not (tmp_path / "ws" / "run-1").exists()
+
+
+async def test_aclose_removes_lingering_workspaces_and_crash_leftovers(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    backend = make_backend(tmp_path, environ)
+    await backend.check()
+    root = tmp_path / "ws"
+    crashed = root / "crashed-run"
+    crashed.mkdir()
+    (crashed / "file").write_text("x")
+    busy = root / "other-worker-run"
+    busy.mkdir()
+    busy_fd = os.open(busy, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(busy_fd, fcntl.LOCK_EX)  # as another live worker would hold it
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+
+    run = backend.open_task(make_params(), TaskLog("run-1"))
+    await run.setup()  # ... and the worker is stopped before teardown
+    assert backend.active_workspaces == {os.path.realpath(root / "run-1")}
+    try:
+        await backend.aclose()
+    finally:
+        os.close(busy_fd)
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [ROOT_MARKER, "other-worker-run", "link"]
+    )
+    assert outside.is_dir()
+    assert backend.active_workspaces == frozenset()
+
+
+async def test_aclose_never_sweeps_a_root_ozw_does_not_own(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "operator-files").mkdir()
+    backend = make_backend(tmp_path, environ)
+    await backend.check()
+    assert not (root / ROOT_MARKER).exists()
+    assert await run_task(backend, make_params()) is ExecuteResult.COMPLETED
+    await backend.aclose()
+    assert sorted(p.name for p in root.iterdir()) == ["operator-files"]
+
+
+async def test_kill_all_stops_a_running_agent_at_once(
+    tmp_path: Path, environ: dict[str, str], lines: Lines
+) -> None:
+    backend = make_backend(tmp_path, environ, kill_grace=30)
+    ready = lines.event("ready")
+    result: list[ExecuteResult | TaskFailure] = []
+
+    async def run() -> None:
+        result.append(
+            await run_task(backend, make_params(prompt="ignore sigterm; echo ready; sleep 100"))
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        with trio.fail_after(10):
+            await ready.wait()
+            await backend.kill_all()
+    assert failure(result[0]).exit_code == 137

@@ -1,0 +1,143 @@
+"""ProcessRunner: exit codes, live relay, group-wide termination, kill_all."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from ozw.logs import TaskLog
+from ozw.processes import MAX_LINE, ProcessRunner
+
+ENV = {"PATH": "/usr/bin:/bin"}
+
+
+class Lines(logging.Handler):
+    """Collects relayed output and fires events on exact lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._waiters: dict[str, trio.Event] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        event = self._waiters.get(record.getMessage())
+        if event is not None:
+            event.set()
+
+    def event(self, text: str) -> trio.Event:
+        return self._waiters.setdefault(text, trio.Event())
+
+    def stream(self, name: str) -> list[str]:
+        return [r.getMessage() for r in self.records if getattr(r, "stream", None) == name]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger("ozw")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+async def sh(runner: ProcessRunner, script: str, stdin: bytes | None = None) -> int:
+    return await runner.run(
+        ["/bin/sh", "-c", script], log=TaskLog("t-1"), label="x", env=ENV, stdin=stdin
+    )
+
+
+@pytest.mark.parametrize(("script", "code"), [("exit 0", 0), ("exit 3", 3), ("kill -9 $$", 137)])
+async def test_exit_codes_are_normalised(script: str, code: int) -> None:
+    assert await sh(ProcessRunner(), script) == code
+
+
+async def test_output_is_tagged_and_long_lines_are_split(lines: Lines) -> None:
+    script = f"echo out; echo err >&2; head -c {2 * MAX_LINE + 10} /dev/zero | tr '\\0' a"
+    assert await sh(ProcessRunner(), script) == 0
+    out = lines.stream("x stdout")
+    assert out[0] == "out"
+    assert [len(line) for line in out[1:]] == [MAX_LINE, MAX_LINE, 10]
+    assert lines.stream("x stderr") == ["err"]
+    assert all(getattr(r, "task_id", None) == "t-1" for r in lines.records)
+
+
+async def test_stdin_is_fed(lines: Lines) -> None:
+    assert await sh(ProcessRunner(), "cat", stdin=b"hello\nworld") == 0
+    assert lines.stream("x stdout") == ["hello", "world"]
+
+
+async def test_output_written_while_stopping_is_relayed(lines: Lines) -> None:
+    runner = ProcessRunner(kill_grace=5)
+    ready = lines.event("ready")
+    script = "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sh, runner, script)
+        with trio.fail_after(5):
+            await ready.wait()
+        nursery.cancel_scope.cancel()
+    assert lines.stream("x stdout") == ["ready", "bye"]
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """Make this process adopt orphans and not reap them: an init that never reaps
+    (a container's PID 1 often does not), made deterministic."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) is not available")
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] != 0:
+                pass
+
+
+@pytest.mark.usefixtures("subreaper")
+async def test_orphaned_zombies_do_not_hold_up_termination(lines: Lines) -> None:
+    # The orphaned sleep dies of SIGTERM and stays a zombie of the group: that must
+    # not count as "still running", or every cancel would wait the full grace period.
+    runner = ProcessRunner(kill_grace=5)
+    ready = lines.event("ready")
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sh, runner, "(sleep 100 &); echo ready; sleep 100")
+        with trio.fail_after(5):
+            await ready.wait()
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - start < 2
+    assert runner.live_groups == frozenset()
+
+
+async def test_kill_all_kills_every_group_at_once(lines: Lines) -> None:
+    runner = ProcessRunner(kill_grace=30)
+    ready = [lines.event("ready 0"), lines.event("ready 1")]
+    codes: list[int] = []
+
+    async def run(i: int) -> None:
+        codes.append(await sh(runner, f"trap '' TERM; echo ready {i}; sleep 100"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, 0)
+        nursery.start_soon(run, 1)
+        with trio.fail_after(5):
+            for event in ready:
+                await event.wait()
+            runner.kill_all()
+    assert codes == [137, 137]
