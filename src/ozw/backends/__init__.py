@@ -20,6 +20,10 @@ def create_backend(config: WorkerConfig) -> Backend:
             from ozw.backends.direct import DirectBackend
 
             return DirectBackend(config.backend, cleanup=config.cleanup)
-        case DockerConfig() | CommandConfig():
+        case CommandConfig():
+            from ozw.backends.command import CommandBackend
+
+            return CommandBackend(config.backend, worker_id=config.worker_id)
+        case DockerConfig():
             raise BackendUnavailable(f"the {config.backend_name} backend is not available yet")
     raise BackendUnavailable(f"unknown backend {config.backend!r}")

@@ -1,0 +1,352 @@
+"""The command backend: hand each task to the operator's own scheduler (PROTOCOL.md 5).
+
+For every task ozw runs ``dispatch_command`` with ``/bin/sh -c`` and writes one JSON
+document, the *dispatch payload* (:func:`dispatch_payload`), to its stdin::
+
+    {"version": 1, "run_id", "execution_id", "server_root_url", "worker_id",
+     "docker_image", "base_args", "env", "sidecars", "task"}
+
+Exit status 0 means the task was handed off: the remote runtime now owns it and
+reports for itself, so the worker sends no terminal message and frees the slot at
+once. A non-zero exit fails the task with ``dispatch_command`` (the exit code and the
+last stderr line in the message, the last stderr lines in the log); a command still
+running after ``dispatch_timeout`` has its whole process group killed and fails the
+task with ``dispatch_timeout``. A command that cannot be found is exit status 127 of
+the shell, so it is classified by its exit code like any other failure.
+
+A server cancellation of a handed-off task (or of one still dispatching) runs the
+optional ``cancel_command``, best effort: bounded by ``dispatch_timeout``, its failure
+logged and counted in :attr:`CommandBackend.cancel_failures`, never the task's
+result. Hand-offs survive the worker: shutdown runs no cancel command.
+
+Environment of both commands (later layers win; see :func:`command_environment`):
+
+1. the worker's environment, *without* ``WARP_API_KEY``: the worker's own Oz
+   credential has no business in an operator script (nor in whatever it starts);
+2. the configured ``environment`` (an entry without value inherits the worker's
+   variable, and is skipped when the worker has none). Listing ``WARP_API_KEY`` here
+   explicitly is the way to pass it on deliberately;
+3. forced, never overridable: ``OZ_RUN_ID``, ``OZ_EXECUTION_ID`` (empty when the
+   assignment had none), ``OZ_WORKER_BACKEND=command`` and, for the dispatch command
+   only, ``OZ_SERVER_ROOT_URL`` and ``OZ_DOCKER_IMAGE`` (:func:`dispatch_variables`).
+
+The task environment (``TaskParams.env``, which holds the task's secrets) travels
+only in the payload's ``env``: never in a command's environment or argv. The
+configured ``environment`` goes into the commands' process environment, not into
+the payload: it configures the operator's scripts, and a script forwards to the
+remote runtime whatever it chooses.
+
+Choices where the contract is silent:
+
+- The payload is compact JSON, ASCII-escaped (it survives any locale and a lone
+  surrogate), followed by one newline, keys in the order above.
+- ``cancel_command`` gets no stdin (the payload carries secrets a cancel does not need).
+- When a cancellation arrives while the task is still being dispatched, the task's
+  scope is cancelled (the dispatch command's group is stopped) and the cancel command
+  runs only once the dispatch command is gone, so a script that had already started
+  the remote work finds what it needs to stop it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Final
+
+import anyio
+
+from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.config import CommandConfig, EnvEntry
+from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+from ozw.processes import ProcessRunner
+
+logger = logging.getLogger("ozw.backends.command")
+
+SHELL: Final = "/bin/sh"
+PAYLOAD_VERSION: Final = 1
+BACKEND_NAME: Final = "command"
+STRIPPED_VARIABLES: Final = frozenset({"WARP_API_KEY"})
+"""Worker variables the commands do not inherit (unless configured explicitly)."""
+STDERR_TAIL_LINES: Final = 20
+"""How many of a failed dispatch command's last stderr lines are logged as a warning."""
+MAX_CAUSE_LINE: Final = 300
+"""The stderr line quoted in a failure message is cut to this many characters."""
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def dispatch_payload(params: TaskParams, *, worker_id: str) -> dict[str, Any]:
+    """The version-1 dispatch payload of a task, keys in the documented order."""
+    return {
+        "version": PAYLOAD_VERSION,
+        "run_id": params.run_id,
+        "execution_id": params.execution_id,
+        "server_root_url": params.server_root_url,
+        "worker_id": worker_id,
+        "docker_image": params.image,
+        "base_args": list(params.base_args),
+        "env": dict(params.env),
+        "sidecars": [
+            {"image": s.image, "mount_path": s.mount_path, "read_write": s.read_write}
+            for s in params.sidecars
+        ],
+        "task": params.task,
+    }
+
+
+def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    """The payload as written to stdin: compact ASCII JSON and a final newline."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def configured_environment(
+    entries: Iterable[EnvEntry], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The configured ``environment``; an entry without value inherits ``environ``'s
+    variable and is left out when ``environ`` has none."""
+    result: dict[str, str] = {}
+    for entry in entries:
+        if entry.value is not None:
+            result[entry.name] = entry.value
+        elif entry.name in environ:
+            result[entry.name] = environ[entry.name]
+    return result
+
+
+def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The worker's environment minus :data:`STRIPPED_VARIABLES`."""
+    return {name: value for name, value in environ.items() if name not in STRIPPED_VARIABLES}
+
+
+def cancel_variables(params: TaskParams) -> dict[str, str]:
+    """The variables ozw forces on ``cancel_command``."""
+    return {
+        "OZ_RUN_ID": params.run_id,
+        "OZ_EXECUTION_ID": params.execution_id or "",
+        "OZ_WORKER_BACKEND": BACKEND_NAME,
+    }
+
+
+def dispatch_variables(params: TaskParams) -> dict[str, str]:
+    """The five variables ozw forces on ``dispatch_command``."""
+    return {
+        **cancel_variables(params),
+        "OZ_SERVER_ROOT_URL": params.server_root_url or "",
+        "OZ_DOCKER_IMAGE": params.image,
+    }
+
+
+def command_environment(
+    *,
+    worker: Mapping[str, str],
+    configured: Iterable[EnvEntry],
+    forced: Mapping[str, str],
+) -> dict[str, str]:
+    """A command's environment: the worker's (stripped), the configured entries, then
+    ``forced`` last so nothing overrides it. See the module docstring."""
+    env = inherited_environment(worker)
+    env.update(configured_environment(configured, worker))
+    env.update(forced)
+    return env
+
+
+def invalid_variables(env: Mapping[str, str]) -> list[str]:
+    """Names no process can receive (``execve`` would refuse the whole environment)."""
+    return [
+        name
+        for name, value in env.items()
+        if not name or "=" in name or "\0" in name or "\0" in value
+    ]
+
+
+def last_line(lines: Iterable[str]) -> str | None:
+    """The last non-blank line, trimmed and cut to :data:`MAX_CAUSE_LINE` characters."""
+    found = None
+    for line in lines:
+        if line.strip():
+            found = line.strip()
+    if found is not None and len(found) > MAX_CAUSE_LINE:
+        found = found[: MAX_CAUSE_LINE - 3] + "..."
+    return found
+
+
+def dispatch_failure_cause(exit_code: int, stderr_tail: Iterable[str]) -> str:
+    """``dispatch command exited with exit code N[: <last stderr line>]``."""
+    cause = f"dispatch command exited with {describe_exit(exit_code)}"
+    line = last_line(stderr_tail)
+    return cause if line is None else f"{cause}: {line}"
+
+
+# ------------------------------------------------------------------------ backend
+
+
+class CommandBackend(Backend):
+    """Hands each task to ``dispatch_command`` (PROTOCOL.md 5, "command").
+
+    Args:
+        config: the ``[backend.command]`` table.
+        worker_id: written into every payload.
+        environ: the worker's environment (default ``os.environ``), read at construction.
+
+    ``dispatches`` counts successful hand-offs; ``cancel_failures`` counts cancel
+    commands that failed, timed out or could not start.
+    """
+
+    name: ClassVar[str] = BACKEND_NAME
+    tasks_survive_shutdown: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        config: CommandConfig,
+        *,
+        worker_id: str,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
+        self.runner = ProcessRunner(kill_grace=config.kill_grace)
+        self.dispatches = 0
+        self.cancel_failures = 0
+        self._dispatching: dict[str, anyio.Event] = {}
+
+    async def check(self) -> None:
+        """Start-up check: a dispatch command is configured and ``/bin/sh`` can run it."""
+        if not self.config.dispatch_command.strip():
+            raise BackendUnavailable("command backend: dispatch_command is empty")
+        if not os.access(SHELL, os.X_OK):
+            raise BackendUnavailable(f"command backend: {SHELL} is not available")
+
+    def open_task(self, params: TaskParams, log: TaskLog) -> CommandTaskRun:
+        """The run of one task (no I/O yet)."""
+        return CommandTaskRun(self, params, log)
+
+    async def cancel(self, params: TaskParams) -> None:
+        """Run ``cancel_command`` for a task, best effort; never raises for its failure.
+
+        Waits first (bounded) for a dispatch of the same task still in flight to end.
+        """
+        log = TaskLog(params.task_id)
+        command = self.config.cancel_command
+        if not command or not command.strip():
+            log.info("no cancel_command configured: the dispatched work is left alone")
+            return
+        in_flight = self._dispatching.get(params.task_id)
+        if in_flight is not None:
+            with anyio.move_on_after(self.config.dispatch_timeout + 2 * self.config.kill_grace):
+                await in_flight.wait()
+        env = self._environment(cancel_variables(params), log, "cancel command")
+        timeout = self.config.dispatch_timeout
+        code: int | None = None
+        with anyio.move_on_after(timeout):
+            try:
+                code = await self.runner.run(
+                    [SHELL, "-c", command], log=log, label="cancel", env=env
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("cancel command could not start: %s", _describe_error(exc))
+                self.cancel_failures += 1
+                return
+        if code is None:
+            log.warning("cancel command timed out after %gs", timeout)
+            self.cancel_failures += 1
+        elif code != 0:
+            log.warning("cancel command failed: %s", describe_exit(code))
+            self.cancel_failures += 1
+        else:
+            log.info("cancel command succeeded")
+
+    async def kill_all(self) -> None:
+        """SIGKILL every dispatch and cancel command still running."""
+        self.runner.kill_all()
+
+    # -- used by CommandTaskRun
+
+    def _environment(self, forced: Mapping[str, str], log: TaskLog, what: str) -> dict[str, str]:
+        env = command_environment(
+            worker=self.environ, configured=self.config.environment, forced=forced
+        )
+        bad = invalid_variables(env)
+        if bad:
+            # Names only: values may be secrets.
+            log.warning("dropping invalid %s environment variables: %s", what, ", ".join(bad))
+            for name in bad:
+                del env[name]
+        return env
+
+    async def dispatch(self, params: TaskParams, log: TaskLog) -> None:
+        """Run ``dispatch_command`` for a task. Raises TaskFailure unless it exits 0."""
+        payload = encode_payload(dispatch_payload(params, worker_id=self.worker_id))
+        env = self._environment(dispatch_variables(params), log, "dispatch command")
+        tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        timeout = self.config.dispatch_timeout
+        done = self._dispatching[params.task_id] = anyio.Event()
+        try:
+            with anyio.fail_after(timeout):
+                code = await self.runner.run(
+                    [SHELL, "-c", self.config.dispatch_command],
+                    log=log,
+                    label="dispatch",
+                    env=env,
+                    stdin=payload,
+                    stderr_tail=tail,
+                )
+        except TimeoutError as exc:
+            raise TaskFailure(
+                FailureReason.DISPATCH_TIMEOUT, f"dispatch command timed out after {timeout:g}s"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise TaskFailure(
+                FailureReason.DISPATCH_COMMAND,
+                f"dispatch command could not start: {_describe_error(exc)}",
+            ) from exc
+        finally:
+            if self._dispatching.get(params.task_id) is done:
+                del self._dispatching[params.task_id]
+            done.set()
+        if code != 0:
+            if tail:
+                log.warning(
+                    "dispatch command exited with %s; its last %d stderr line(s):",
+                    describe_exit(code),
+                    len(tail),
+                )
+                for line in tail:
+                    log.warning("%s", line, extra={"stream": "dispatch stderr"})
+            raise TaskFailure(
+                FailureReason.DISPATCH_COMMAND, dispatch_failure_cause(code, tail), exit_code=code
+            )
+        self.dispatches += 1
+        log.info("handed off by the dispatch command")
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+class CommandTaskRun(TaskRun):
+    """One task of the command backend: nothing to set up, one dispatch, nothing to undo."""
+
+    def __init__(self, backend: CommandBackend, params: TaskParams, log: TaskLog) -> None:
+        self.backend = backend
+        self.params = params
+        self.log = log
+
+    async def setup(self) -> None:
+        """Nothing to prepare: the remote runtime does its own setup."""
+
+    async def execute(self) -> ExecuteResult:
+        """Dispatch the task; HANDED_OFF when the dispatch command exited 0."""
+        await self.backend.dispatch(self.params, self.log)
+        return ExecuteResult.HANDED_OFF
+
+    async def teardown(self) -> None:
+        """Nothing to undo: a handed-off task lives on; a failed dispatch left nothing here."""

@@ -1,0 +1,754 @@
+"""The command backend: pure rules, real dispatch/cancel commands, and end to end.
+
+The end-to-end tests run a real WebSocket dispatch server and an in-process Worker;
+two of them use the example scripts in ``examples/command-backend`` with the stand-in
+agent ``examples/agent/oz``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ozw.backends.base import ExecuteResult
+from ozw.backends.command import (
+    STDERR_TAIL_LINES,
+    CommandBackend,
+    cancel_variables,
+    command_environment,
+    configured_environment,
+    dispatch_failure_cause,
+    dispatch_payload,
+    dispatch_variables,
+    encode_payload,
+    last_line,
+)
+from ozw.config import CommandConfig, EnvEntry
+from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.lifecycle import TaskOutcome
+from ozw.logs import TaskLog
+from ozw.params import ParamSettings, TaskParams, build_task_params
+from ozw.processes import group_alive
+from ozw.protocol import (
+    SidecarSpec,
+    Task,
+    TaskAssignment,
+    TaskCancellation,
+    TaskClaimed,
+    TaskFailed,
+)
+from tests.worker_harness import start_server, start_worker, terminal_for
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "command-backend"
+STANDIN_AGENT = ROOT / "examples" / "agent" / "oz"
+SECRET = "s3cr3t-9f8e7d6c5b4a"
+WORKER_KEY = "wk-worker-credential-123"
+ROOT_URL = "http://oz.example.test"
+PAYLOAD_KEYS = [
+    "version",
+    "run_id",
+    "execution_id",
+    "server_root_url",
+    "worker_id",
+    "docker_image",
+    "base_args",
+    "env",
+    "sidecars",
+    "task",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_params(
+    task_id: str = "run-1",
+    *,
+    execution_id: str | None = "exec-1",
+    env_vars: dict[str, str] | None = None,
+    **extra: Any,
+) -> TaskParams:
+    assignment = TaskAssignment(
+        task_id,
+        Task(id=task_id, title="Fix the flaky test"),
+        execution_id=execution_id,
+        env_vars={"GITHUB_ACCESS_TOKEN": SECRET} if env_vars is None else env_vars,
+        **extra,
+    )
+    return build_task_params(assignment, ParamSettings(server_root_url=ROOT_URL))
+
+
+class Recorder(logging.Handler):
+    """Keeps log records; sets ``events[text]`` when a line equal to ``text`` is logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.events: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        message = record.getMessage()
+        if message in self.events:
+            self.events[message].set()
+
+    def lines(self, level: int) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+
+def recording_log(task_id: str) -> tuple[TaskLog, Recorder]:
+    recorder = Recorder()
+    logger = logging.Logger(f"test.command.{task_id}", logging.DEBUG)
+    logger.addHandler(recorder)
+    return TaskLog(task_id, logger), recorder
+
+
+def worker_environ(**extra: str) -> dict[str, str]:
+    """A small worker environment: enough to run sh and python, plus the worker's key."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env["WARP_API_KEY"] = WORKER_KEY
+    env.update(extra)
+    return env
+
+
+def backend_for(
+    dispatch: str,
+    *,
+    cancel: str | None = None,
+    environment: tuple[EnvEntry, ...] = (),
+    timeout: float = 10.0,
+    kill_grace: float = 1.0,
+    environ: dict[str, str] | None = None,
+) -> CommandBackend:
+    config = CommandConfig(
+        dispatch_command=dispatch,
+        cancel_command=cancel,
+        dispatch_timeout=timeout,
+        environment=environment,
+        kill_grace=kill_grace,
+    )
+    return CommandBackend(
+        config, worker_id="w1", environ=worker_environ() if environ is None else environ
+    )
+
+
+def proc_environ(raw: bytes) -> dict[str, str]:
+    """Parse /proc/<pid>/environ (NUL-separated NAME=value)."""
+    pairs = (item.decode().partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def quote(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
+async def poll_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Bounded poll, only for files written by detached processes (no event exists)."""
+    with trio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+def kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+class ObservedBackend(CommandBackend):
+    """A CommandBackend that tells the test when a cancel has finished."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cancelled: collections.defaultdict[str, trio.Event] = collections.defaultdict(
+            trio.Event
+        )
+
+    async def cancel(self, params: TaskParams) -> None:
+        try:
+            await super().cancel(params)
+        finally:
+            self.cancelled[params.task_id].set()
+
+
+def finished_events(
+    outcomes: dict[str, TaskOutcome],
+) -> tuple[
+    collections.defaultdict[str, trio.Event], Callable[[TaskParams, TaskOutcome, float], None]
+]:
+    events: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
+
+    def hook(params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
+        outcomes[params.task_id] = outcome
+        events[params.task_id].set()
+
+    return events, hook
+
+
+# ----------------------------------------------------------------------- pure rules
+
+
+def test_payload_has_exactly_the_documented_fields_in_order() -> None:
+    params = make_params(
+        docker_image="debian:12",
+        sidecar_image="warpdotdev/warp-agent:latest",
+        additional_sidecars=[SidecarSpec("cache:1", "/mnt/cache", read_write=True)],
+        additional_oz_args=["--foo", "bar"],
+    )
+    payload = dispatch_payload(params, worker_id="w1")
+    assert list(payload) == PAYLOAD_KEYS
+    assert payload["version"] == 1
+    assert payload["run_id"] == "run-1"
+    assert payload["execution_id"] == "exec-1"
+    assert payload["server_root_url"] == ROOT_URL
+    assert payload["worker_id"] == "w1"
+    assert payload["docker_image"] == "debian:12"
+    assert payload["base_args"] == list(params.base_args)
+    assert payload["base_args"][:2] == ["agent", "run"]
+    assert payload["env"] == params.env
+    assert payload["env"]["GITHUB_ACCESS_TOKEN"] == SECRET
+    assert payload["sidecars"] == [
+        {"image": "warpdotdev/warp-agent:latest", "mount_path": "/agent", "read_write": False},
+        {"image": "cache:1", "mount_path": "/mnt/cache", "read_write": True},
+    ]
+    assert [list(s) for s in payload["sidecars"]] == [["image", "mount_path", "read_write"]] * 2
+    assert payload["task"] == params.task
+
+
+def test_payload_without_execution_id_has_null() -> None:
+    payload = dispatch_payload(make_params(execution_id=None), worker_id="w1")
+    assert payload["execution_id"] is None
+    assert payload["sidecars"] == []
+
+
+def test_encoded_payload_is_one_ascii_json_line() -> None:
+    params = make_params(env_vars={"GREETING": "grüß dich \ud800"})
+    data = encode_payload(dispatch_payload(params, worker_id="w1"))
+    assert data.endswith(b"\n")
+    assert data.count(b"\n") == 1
+    data.decode("ascii")  # no UnicodeDecodeError: lone surrogates survive as escapes
+    decoded = json.loads(data)
+    assert list(decoded) == PAYLOAD_KEYS
+    assert decoded["env"]["GREETING"] == "grüß dich \ud800"
+
+
+def test_forced_variables() -> None:
+    params = make_params(docker_image="debian:12")
+    assert dispatch_variables(params) == {
+        "OZ_RUN_ID": "run-1",
+        "OZ_EXECUTION_ID": "exec-1",
+        "OZ_WORKER_BACKEND": "command",
+        "OZ_SERVER_ROOT_URL": ROOT_URL,
+        "OZ_DOCKER_IMAGE": "debian:12",
+    }
+    assert cancel_variables(make_params(execution_id=None)) == {
+        "OZ_RUN_ID": "run-1",
+        "OZ_EXECUTION_ID": "",
+        "OZ_WORKER_BACKEND": "command",
+    }
+
+
+def test_command_environment_layers() -> None:
+    worker = {"PATH": "/bin", "WARP_API_KEY": WORKER_KEY, "OZ_RUN_ID": "worker", "KEEP": "k"}
+    configured = (
+        EnvEntry("OZ_RUN_ID", "configured"),
+        EnvEntry("OZ_WORKER_BACKEND", "configured"),
+        EnvEntry("FOO", "bar"),
+        EnvEntry("KEEP"),  # inherits
+        EnvEntry("ABSENT"),  # inherits nothing: skipped
+        EnvEntry("PATH", "/opt/bin"),
+    )
+    env = command_environment(
+        worker=worker,
+        configured=configured,
+        forced={"OZ_RUN_ID": "run-1", "OZ_WORKER_BACKEND": "command"},
+    )
+    assert env == {
+        "PATH": "/opt/bin",
+        "OZ_RUN_ID": "run-1",
+        "OZ_WORKER_BACKEND": "command",
+        "KEEP": "k",
+        "FOO": "bar",
+    }
+
+
+def test_worker_key_passes_only_when_configured_explicitly() -> None:
+    worker = {"WARP_API_KEY": WORKER_KEY}
+    assert command_environment(worker=worker, configured=(), forced={}) == {}
+    explicit = command_environment(worker=worker, configured=(EnvEntry("WARP_API_KEY"),), forced={})
+    assert explicit == {"WARP_API_KEY": WORKER_KEY}
+
+
+def test_configured_environment_inherits() -> None:
+    entries = (EnvEntry("A", "1"), EnvEntry("B"), EnvEntry("C"))
+    assert configured_environment(entries, {"B": "2"}) == {"A": "1", "B": "2"}
+
+
+def test_failure_cause_quotes_the_last_stderr_line() -> None:
+    assert dispatch_failure_cause(3, ["first", "no capacity", "  ", ""]) == (
+        "dispatch command exited with exit code 3: no capacity"
+    )
+    assert dispatch_failure_cause(3, []) == "dispatch command exited with exit code 3"
+    assert dispatch_failure_cause(137, ["x"]) == (
+        "dispatch command exited with killed by SIGKILL (exit code 137): x"
+    )
+    long = last_line(["y" * 1000])
+    assert long is not None
+    assert len(long) == 300
+    assert long.endswith("...")
+
+
+# ------------------------------------------------------------ real dispatch commands
+
+RECORD_SCRIPT = (
+    'cat > "$OUT/stdin.json"; env > "$OUT/env.txt"; '
+    'cat /proc/$$/environ > "$OUT/environ"; cat /proc/$$/cmdline > "$OUT/cmdline"; '
+    "echo accepted"
+)
+
+
+async def test_dispatch_hands_off_with_the_payload_on_stdin_and_no_secret_elsewhere(
+    tmp_path: Path,
+) -> None:
+    environ = worker_environ(
+        OZ_RUN_ID="from-worker",
+        OZ_SERVER_ROOT_URL="from-worker",
+        INHERITED="from-worker",
+        GITHUB_TOKEN_NAME_ONLY="x",
+    )
+    environment = (
+        EnvEntry("OUT", str(tmp_path)),
+        EnvEntry("OZ_EXECUTION_ID", "from-config"),
+        EnvEntry("OZ_DOCKER_IMAGE", "from-config"),
+        EnvEntry("OZ_WORKER_BACKEND", "from-config"),
+        EnvEntry("INHERITED"),
+        EnvEntry("OPERATOR_SETTING", "on"),
+    )
+    backend = backend_for(RECORD_SCRIPT, environment=environment, environ=environ)
+    params = make_params(
+        docker_image="debian:12",
+        env_vars={"GITHUB_ACCESS_TOKEN": SECRET, "OZ_RUN_ID": "from-task"},
+        sidecar_image="warpdotdev/warp-agent:latest",
+    )
+    log, recorder = recording_log(params.task_id)
+    run = backend.open_task(params, log)
+    with trio.fail_after(10):
+        await run.setup()
+        assert await run.execute() is ExecuteResult.HANDED_OFF
+        await run.teardown()
+    assert backend.dispatches == 1
+    assert "accepted" in recorder.lines(logging.INFO)
+
+    stdin = (tmp_path / "stdin.json").read_bytes()
+    assert stdin == encode_payload(dispatch_payload(params, worker_id="w1"))
+    payload = json.loads(stdin)
+    assert list(payload) == PAYLOAD_KEYS
+    assert payload["env"]["GITHUB_ACCESS_TOKEN"] == SECRET
+
+    environ_raw = (tmp_path / "environ").read_bytes()
+    cmdline_raw = (tmp_path / "cmdline").read_bytes()
+    env_txt = (tmp_path / "env.txt").read_text()
+    for blob in (environ_raw, cmdline_raw, env_txt.encode()):
+        assert SECRET.encode() not in blob
+        assert WORKER_KEY.encode() not in blob
+    assert cmdline_raw.split(b"\0")[:2] == [b"/bin/sh", b"-c"]
+
+    env = proc_environ(environ_raw)
+    assert env["OZ_RUN_ID"] == "run-1"
+    assert env["OZ_EXECUTION_ID"] == "exec-1"
+    assert env["OZ_WORKER_BACKEND"] == "command"
+    assert env["OZ_SERVER_ROOT_URL"] == ROOT_URL
+    assert env["OZ_DOCKER_IMAGE"] == "debian:12"
+    assert "WARP_API_KEY" not in env
+    assert "GITHUB_ACCESS_TOKEN" not in env
+    assert env["INHERITED"] == "from-worker"
+    assert env["OPERATOR_SETTING"] == "on"
+    assert env["GITHUB_TOKEN_NAME_ONLY"] == "x"  # the rest of the worker's environment
+
+
+async def test_nonzero_exit_is_dispatch_command_with_the_stderr_tail(tmp_path: Path) -> None:
+    script = 'for i in $(seq 1 25); do echo "err $i" >&2; done; echo partial; exit 3'
+    backend = backend_for(script)
+    log, recorder = recording_log("run-1")
+    run = backend.open_task(make_params(), log)
+    with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
+        await run.execute()
+    failure = caught.value
+    assert failure.reason is FailureReason.DISPATCH_COMMAND
+    assert failure.exit_code == 3
+    assert failure.cause == "dispatch command exited with exit code 3: err 25"
+    assert (
+        failure.message
+        == "Failed to execute task: dispatch command exited with exit code 3: err 25"
+    )
+    warnings = recorder.lines(logging.WARNING)
+    assert warnings[0] == "dispatch command exited with exit code 3; its last 20 stderr line(s):"
+    assert warnings[1:] == [f"err {i}" for i in range(26 - STDERR_TAIL_LINES, 26)]
+    assert backend.dispatches == 0
+
+
+async def test_missing_dispatch_script_is_exit_127(tmp_path: Path) -> None:
+    backend = backend_for(quote(tmp_path / "no-such-dispatch.sh"))
+    log, _ = recording_log("run-1")
+    with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
+        await backend.open_task(make_params(), log).execute()
+    assert caught.value.reason is FailureReason.DISPATCH_COMMAND
+    assert caught.value.exit_code == 127
+    assert "not found" in caught.value.cause
+
+
+async def test_dispatch_killed_by_a_signal_reports_128_plus_n() -> None:
+    backend = backend_for("kill -KILL $$")
+    log, _ = recording_log("run-1")
+    with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
+        await backend.open_task(make_params(), log).execute()
+    assert caught.value.exit_code == 137
+    assert caught.value.reason is FailureReason.DISPATCH_COMMAND
+
+
+async def test_dispatch_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    # The shell and its child ignore SIGTERM: only the SIGKILL after kill_grace stops them.
+    script = "trap '' TERM; echo $$ > \"$OUT/pgid\"; sleep 60 & wait"
+    backend = backend_for(
+        script, environment=(EnvEntry("OUT", str(tmp_path)),), timeout=0.5, kill_grace=0.3
+    )
+    log, _ = recording_log("run-1")
+    with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
+        await backend.open_task(make_params(), log).execute()
+    assert caught.value.reason is FailureReason.DISPATCH_TIMEOUT
+    assert caught.value.cause == "dispatch command timed out after 0.5s"
+    assert caught.value.exit_code is None
+    pgid = int((tmp_path / "pgid").read_text())
+    assert not group_alive(pgid)
+    assert not backend.runner.live_groups
+
+
+async def test_cancelling_the_task_scope_stops_the_dispatch_command(tmp_path: Path) -> None:
+    script = 'echo $$ > "$OUT/pgid"; echo ready; sleep 60'
+    backend = backend_for(script, environment=(EnvEntry("OUT", str(tmp_path)),))
+    log, recorder = recording_log("run-1")
+    ready = recorder.events["ready"]
+    run = backend.open_task(make_params(), log)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def execute() -> None:
+                with scope:
+                    await run.execute()
+
+            nursery.start_soon(execute)
+            await ready.wait()
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert not group_alive(int((tmp_path / "pgid").read_text()))
+
+
+async def test_check() -> None:
+    await backend_for("true").check()
+    with pytest.raises(BackendUnavailable, match="dispatch_command is empty"):
+        await backend_for("   ").check()
+    assert CommandBackend.tasks_survive_shutdown is True
+    assert CommandBackend.name == "command"
+
+
+# -------------------------------------------------------------- real cancel commands
+
+CANCEL_RECORD = 'cat /proc/$$/environ > "$OUT/cancel-environ"; echo cancelled'
+
+
+async def test_cancel_command_gets_the_run_variables(tmp_path: Path) -> None:
+    backend = backend_for(
+        "true",
+        cancel=CANCEL_RECORD,
+        environment=(EnvEntry("OUT", str(tmp_path)), EnvEntry("OZ_RUN_ID", "from-config")),
+        environ=worker_environ(OZ_EXECUTION_ID="from-worker"),
+    )
+    await backend.cancel(make_params("run-7", execution_id=None))
+    env = proc_environ((tmp_path / "cancel-environ").read_bytes())
+    assert env["OZ_RUN_ID"] == "run-7"
+    assert env["OZ_EXECUTION_ID"] == ""
+    assert env["OZ_WORKER_BACKEND"] == "command"
+    assert "WARP_API_KEY" not in env
+    assert "GITHUB_ACCESS_TOKEN" not in env
+    assert SECRET not in (tmp_path / "cancel-environ").read_text()
+    assert backend.cancel_failures == 0
+
+
+async def test_cancel_failures_are_counted_never_raised(tmp_path: Path) -> None:
+    failing = backend_for("true", cancel="echo gone wrong >&2; exit 5")
+    await failing.cancel(make_params())
+    assert failing.cancel_failures == 1
+
+    slow = backend_for("true", cancel="sleep 60", timeout=0.3, kill_grace=0.3)
+    with trio.fail_after(10):
+        await slow.cancel(make_params())
+    assert slow.cancel_failures == 1
+    assert not slow.runner.live_groups
+
+    unset = backend_for("true")
+    await unset.cancel(make_params())
+    assert unset.cancel_failures == 0
+
+
+async def test_cancel_waits_for_an_in_flight_dispatch(tmp_path: Path) -> None:
+    # The dispatch command takes a moment to stop; the cancel command must come after it.
+    # "ready" comes once the background sleeper and the trap exist, so the SIGTERM
+    # cannot arrive in between and leave a sleeper for the SIGKILL after kill_grace.
+    dispatch = (
+        "sleep 60 & child=$!; "
+        "trap 'kill $child; sleep 0.3; echo dispatch-ended >> \"$OUT/order\"; exit 143' TERM; "
+        "echo ready; wait"
+    )
+    backend = backend_for(
+        dispatch,
+        cancel='echo cancel >> "$OUT/order"',
+        environment=(EnvEntry("OUT", str(tmp_path)),),
+        kill_grace=5.0,
+    )
+    params = make_params()
+    log, recorder = recording_log(params.task_id)
+    ready = recorder.events["ready"]
+    run = backend.open_task(params, log)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def execute() -> None:
+                with scope:
+                    await run.execute()
+
+            nursery.start_soon(execute)
+            await ready.wait()
+            scope.cancel()  # what the supervisor does, together with backend.cancel
+            await backend.cancel(params)
+    assert (tmp_path / "order").read_text().split() == ["dispatch-ended", "cancel"]
+    assert backend.cancel_failures == 0
+
+
+# ---------------------------------------------------------------- example scripts
+
+DISPATCH_EXAMPLE = quote(EXAMPLES / "dispatch.py")
+CANCEL_EXAMPLE = quote(EXAMPLES / "cancel.py")
+
+
+def example_backend(state: Path, *extra: EnvEntry) -> ObservedBackend:
+    config = CommandConfig(
+        dispatch_command=DISPATCH_EXAMPLE,
+        cancel_command=CANCEL_EXAMPLE,
+        dispatch_timeout=20.0,
+        environment=(
+            EnvEntry("OZ_COMMAND_STATE_DIR", str(state)),
+            EnvEntry("OZ_COMMAND_KILL_GRACE", "0.5"),
+            *extra,
+        ),
+    )
+    return ObservedBackend(config, worker_id="w1", environ=worker_environ())
+
+
+@pytest.fixture
+def stray_groups() -> Iterator[list[int]]:
+    """Process groups a test started detached; SIGKILLed afterwards whatever happened."""
+    groups: list[int] = []
+    yield groups
+    kill_groups(groups)
+
+
+def test_example_scripts_and_standin_agent_exist() -> None:
+    for path in (EXAMPLES / "dispatch.py", EXAMPLES / "cancel.py", STANDIN_AGENT):
+        assert os.access(path, os.X_OK), f"{path} must exist and be executable"
+    assert (EXAMPLES / "README.md").is_file()
+
+
+async def test_example_dispatch_failure_quotes_its_error(tmp_path: Path) -> None:
+    backend = example_backend(tmp_path, EnvEntry("OZ_COMMAND_AGENT", str(tmp_path / "nope")))
+    log, _ = recording_log("run-1")
+    with trio.fail_after(20), pytest.raises(TaskFailure) as caught:
+        await backend.open_task(make_params(), log).execute()
+    assert caught.value.reason is FailureReason.DISPATCH_COMMAND
+    assert caught.value.exit_code == 1
+    assert caught.value.cause == (
+        f"dispatch command exited with exit code 1: dispatch: cannot start the agent "
+        f"{tmp_path / 'nope'}: No such file or directory"
+    )
+
+
+async def test_example_cancel_of_an_unknown_run_succeeds(tmp_path: Path) -> None:
+    backend = example_backend(tmp_path)
+    with trio.fail_after(20):
+        await backend.cancel(make_params("never-dispatched"))
+    assert backend.cancel_failures == 0
+
+
+# ------------------------------------------------------------------------ end to end
+
+
+async def test_end_to_end_hand_off_failure_and_cancellation(tmp_path: Path) -> None:
+    recorder_script = tmp_path / "dispatch.py"
+    recorder_script.write_text(
+        "import json, os, sys\n"
+        "payload = json.load(sys.stdin)\n"
+        "out = os.path.join(os.environ['OUT'], payload['run_id'] + '.json')\n"
+        "with open(out, 'w') as f:\n"
+        "    json.dump(payload, f)\n"
+        "if payload['env'].get('BEHAVIOUR') == 'fail':\n"
+        "    print('no capacity for run ' + payload['run_id'], file=sys.stderr)\n"
+        "    sys.exit(4)\n"
+        "print('accepted')\n"
+    )
+    config = CommandConfig(
+        dispatch_command=f"{quote(Path(sys.executable))} {quote(recorder_script)}",
+        cancel_command=CANCEL_RECORD,
+        environment=(EnvEntry("OUT", str(tmp_path)),),
+    )
+    backend = ObservedBackend(config, worker_id="w1", environ=worker_environ())
+    outcomes: dict[str, TaskOutcome] = {}
+    finished, hook = finished_events(outcomes)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend)
+        worker.supervisor.events.on_finished.append(hook)
+        with trio.fail_after(20):
+            await server.send(
+                TaskAssignment(
+                    "h1",
+                    Task(id="h1"),
+                    execution_id="e1",
+                    env_vars={"GITHUB_ACCESS_TOKEN": SECRET, "BEHAVIOUR": "ok"},
+                )
+            )
+            await finished["h1"].wait()
+            assert outcomes["h1"].result == "handed_off"
+            assert outcomes["h1"].message is None
+            assert not worker.supervisor.active  # the slot is free at once
+            assert "h1" in worker.supervisor.handed_off
+
+            await server.send(TaskAssignment("f1", Task(id="f1"), env_vars={"BEHAVIOUR": "fail"}))
+            failed = await server.wait_for(terminal_for("f1"))
+            assert failed == TaskFailed(
+                "f1",
+                "Failed to execute task: dispatch command exited with exit code 4: "
+                "no capacity for run f1",
+                "dispatch_command",
+                4,
+            )
+            await worker.outbox.wait_empty()
+            # The hand-off was claimed and reported nothing after the claim.
+            assert server.messages_for("h1") == [TaskClaimed("h1", "w1")]
+
+            await server.send(TaskCancellation("h1"))
+            await backend.cancelled["h1"].wait()
+        payload = json.loads((tmp_path / "h1.json").read_text())
+        assert list(payload) == PAYLOAD_KEYS
+        assert payload["worker_id"] == "w1"
+        assert payload["execution_id"] == "e1"
+        assert payload["env"]["GITHUB_ACCESS_TOKEN"] == SECRET
+        env = proc_environ((tmp_path / "cancel-environ").read_bytes())
+        assert (env["OZ_RUN_ID"], env["OZ_EXECUTION_ID"], env["OZ_WORKER_BACKEND"]) == (
+            "h1",
+            "e1",
+            "command",
+        )
+        assert backend.cancel_failures == 0
+        assert server.messages_for("h1") == [TaskClaimed("h1", "w1")]
+        assert "h1" not in worker.supervisor.handed_off
+        nursery.cancel_scope.cancel()
+
+
+def standin_assignment(task_id: str, tmp_path: Path, prompt: str) -> TaskAssignment:
+    return TaskAssignment(
+        task_id,
+        Task(id=task_id),
+        execution_id=f"exec-{task_id}",
+        env_vars={
+            "GITHUB_ACCESS_TOKEN": SECRET,
+            "OZ_STANDIN_PROMPT": prompt,
+            "OZ_STANDIN_RECORD": str(tmp_path / f"{task_id}-record.json"),
+            "OZ_STANDIN_PIDFILE": str(tmp_path / f"{task_id}-pids"),
+        },
+    )
+
+
+async def test_end_to_end_example_dispatch_runs_the_agent_and_cancel_kills_it(
+    tmp_path: Path, stray_groups: list[int]
+) -> None:
+    state = tmp_path / "state"
+    backend = example_backend(state)
+    outcomes: dict[str, TaskOutcome] = {}
+    finished, hook = finished_events(outcomes)
+    pidfile = tmp_path / "x1-pids"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend)
+        worker.supervisor.events.on_finished.append(hook)
+        with trio.fail_after(30):
+            # A SIGTERM-proof child in the agent's group: cancel.py must escalate to SIGKILL.
+            await server.send(standin_assignment("x1", tmp_path, "spawn child; sleep 600"))
+            await finished["x1"].wait()
+            assert outcomes["x1"].result == "handed_off"
+            info = json.loads((state / "x1" / "agent.json").read_text())
+            stray_groups.append(info["pgid"])
+            assert info["pgid"] != os.getpgid(0)  # detached from the worker
+            await poll_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
+            pids = [int(p) for p in pidfile.read_text().split()]
+            assert pids[0] == info["pid"]
+            assert group_alive(info["pgid"])
+
+            record = json.loads((tmp_path / "x1-record.json").read_text())
+            assert record["argv"][1:3] == ["agent", "run"]
+            assert record["argv"][record["argv"].index("--task-id") + 1] == "x1"
+            assert record["cwd"] == str(state / "x1" / "workspace")
+            assert record["env"]["GITHUB_ACCESS_TOKEN"] == SECRET
+            assert "WARP_API_KEY" not in record["env"]
+            assert "OZ_COMMAND_STATE_DIR" not in record["env"]
+            assert "OZ_RUN_ID" not in record["env"]
+            assert SECRET not in (state / "x1" / "agent.json").read_text()
+
+            await server.send(TaskCancellation("x1"))
+            await backend.cancelled["x1"].wait()
+        assert backend.cancel_failures == 0
+        assert not group_alive(info["pgid"])
+        cancelled = json.loads((state / "x1" / "cancelled.json").read_text())
+        assert cancelled["execution_id"] == "exec-x1"
+        await worker.outbox.wait_empty()
+        assert server.messages_for("x1") == [TaskClaimed("x1", "w1")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_end_to_end_shutdown_leaves_handed_off_work_alone(
+    tmp_path: Path, stray_groups: list[int]
+) -> None:
+    state = tmp_path / "state"
+    backend = example_backend(state)
+    outcomes: dict[str, TaskOutcome] = {}
+    finished, hook = finished_events(outcomes)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as worker_nursery:
+                worker = await start_worker(worker_nursery, server.url, backend)
+                worker.supervisor.events.on_finished.append(hook)
+                await server.send(standin_assignment("s1", tmp_path, "sleep 600"))
+                await finished["s1"].wait()
+                info = json.loads((state / "s1" / "agent.json").read_text())
+                stray_groups.append(info["pgid"])
+                worker.request_stop()
+            # The worker has stopped (its run() returned).
+        assert group_alive(info["pgid"])
+        assert not backend.cancelled
+        assert not (state / "s1" / "cancelled.json").exists()
+        assert server.messages_for("s1") == [TaskClaimed("s1", "w1")]
+        nursery.cancel_scope.cancel()
