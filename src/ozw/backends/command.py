@@ -60,6 +60,7 @@ import anyio
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.config import CommandConfig, EnvEntry
+from ozw.environment import configured_environment, invalid_variables
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
@@ -105,20 +106,6 @@ def encode_payload(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
 
 
-def configured_environment(
-    entries: Iterable[EnvEntry], environ: Mapping[str, str]
-) -> dict[str, str]:
-    """The configured ``environment``; an entry without value inherits ``environ``'s
-    variable and is left out when ``environ`` has none."""
-    result: dict[str, str] = {}
-    for entry in entries:
-        if entry.value is not None:
-            result[entry.name] = entry.value
-        elif entry.name in environ:
-            result[entry.name] = environ[entry.name]
-    return result
-
-
 def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The worker's environment minus :data:`STRIPPED_VARIABLES`."""
     return {name: value for name, value in environ.items() if name not in STRIPPED_VARIABLES}
@@ -154,15 +141,6 @@ def command_environment(
     env.update(configured_environment(configured, worker))
     env.update(forced)
     return env
-
-
-def invalid_variables(env: Mapping[str, str]) -> list[str]:
-    """Names no process can receive (``execve`` would refuse the whole environment)."""
-    return [
-        name
-        for name, value in env.items()
-        if not name or "=" in name or "\0" in name or "\0" in value
-    ]
 
 
 def last_line(lines: Iterable[str]) -> str | None:

@@ -56,7 +56,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import ClassVar, Final, TypeAlias
 
@@ -65,7 +65,8 @@ import attrs
 from dotenv import dotenv_values
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.config import DirectConfig, EnvEntry
+from ozw.config import DirectConfig
+from ozw.environment import configured_environment, invalid_variables
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
@@ -108,19 +109,6 @@ def is_direct_child(path: str, root: str) -> bool:
     """Whether the (already resolved) ``path`` is an entry of the (resolved) ``root``."""
     parent, name = os.path.split(path)
     return parent == root and name not in ("", ".", "..")
-
-
-def configured_environment(
-    entries: Iterable[EnvEntry], environ: Mapping[str, str]
-) -> dict[str, str]:
-    """The backend's ``environment`` entries; one without value inherits ``environ``'s."""
-    result: dict[str, str] = {}
-    for entry in entries:
-        if entry.value is not None:
-            result[entry.name] = entry.value
-        elif entry.name in environ:
-            result[entry.name] = environ[entry.name]
-    return result
 
 
 def host_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -195,15 +183,6 @@ def forced_agent_variables(
         variable, dirname = home
         forced[variable] = os.path.join(private_dir, dirname)
     return forced
-
-
-def invalid_variables(env: Mapping[str, str]) -> list[str]:
-    """Names that no process can receive (``execve`` would refuse the whole environment)."""
-    return [
-        name
-        for name, value in env.items()
-        if not name or "=" in name or "\0" in name or "\0" in value
-    ]
 
 
 def dotenv_mapping(values: Mapping[str, str | None]) -> dict[str, str]:
