@@ -31,6 +31,9 @@ from ozw.protocol import (
 
 log = logging.getLogger("ozw.worker")
 
+MAX_HANDED_OFF = 10_000
+"""Hand-offs remembered for a later cancellation; the oldest are forgotten beyond this."""
+
 
 @attrs.frozen
 class SupervisorSettings:
@@ -164,6 +167,9 @@ class Supervisor:
             self.teardown_failures += 1
         if outcome.message is None:
             self.handed_off[params.task_id] = params
+            if len(self.handed_off) > MAX_HANDED_OFF:
+                # dicts keep insertion order: the first key is the oldest hand-off.
+                del self.handed_off[next(iter(self.handed_off))]
             control.log.info("handed off (%.1fs)", duration)
         else:
             self.outbox.put(outcome.message)
