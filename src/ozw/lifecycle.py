@@ -83,13 +83,18 @@ def failed(
     return TaskOutcome(message, "failed", reason, exit_code)
 
 
-def _outcome_of_stop(control: TaskControl, task_timeout: float | None) -> TaskOutcome:
+def _outcome_of_stop(
+    control: TaskControl, task_timeout: float | None, exit_code: int | None = None
+) -> TaskOutcome:
+    """The outcome of a task the worker stopped; ``exit_code`` when the agent's was seen."""
     task_id = control.params.task_id
     match control.cause:
         case StopCause.SERVER:
             return cancelled(task_id)
         case StopCause.SHUTDOWN:
-            return failed(task_id, FailureReason.GRACEFUL_SHUTDOWN, "the worker is shutting down")
+            return failed(
+                task_id, FailureReason.GRACEFUL_SHUTDOWN, "the worker is shutting down", exit_code
+            )
     return failed(task_id, FailureReason.TASK_TIMEOUT, f"task timed out after {task_timeout:g}s")
 
 
@@ -126,7 +131,7 @@ async def run_task(
             outcome = failed(params.task_id, FailureReason.UNKNOWN, f"internal error: {exc}")
         elif control.cause is not None:
             # A backend that turned our own stop into a failure: the stop is the truth.
-            outcome = _outcome_of_stop(control, task_timeout)
+            outcome = _outcome_of_stop(control, task_timeout, failure.exit_code)
         else:
             outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)
         outcome = attrs.evolve(outcome, phase=control.phase)
