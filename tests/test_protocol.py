@@ -249,6 +249,12 @@ def test_whole_number_floats_are_integers() -> None:
     assert isinstance(snapshot.idle_timeout_minutes, int)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32-le"])
+def test_json_in_any_standard_encoding_decodes(encoding: str) -> None:
+    text = frame("task_cancellation", {"task_id": "x"}).encode(encoding)
+    assert decode_server_message(text) == TaskCancellation("x")
+
+
 def test_bytes_frames_decode() -> None:
     assert decode_server_message(frame("task_cancellation", {"task_id": "x"}).encode()) == (
         TaskCancellation("x")
@@ -279,6 +285,10 @@ def test_cancellation_without_data_is_missing_task_id() -> None:
         ('{"type":"task_cancellation","data":{"task_id":NaN}}', "malformed JSON: NaN is not"),
         ('{"type":"x","data":Infinity}', "malformed JSON: Infinity is not valid JSON"),
         ('{"type":"x","data":1e999}', "malformed JSON: number out of range: 1e999"),
+        (
+            '{"type":"x","data":' + "9" * 5000 + "}",
+            "malformed JSON: number out of range: 5000 digits",
+        ),
         ("[1, 2]", "frame is an array, not an object"),
         ('"task_assignment"', "frame is a string, not an object"),
         ("null", "frame is null, not an object"),
@@ -417,6 +427,11 @@ def test_frame_errors(text: str | bytes, expected: str) -> None:
         (
             {"task_id": "a", "task": {"id": "a"}, "docker_image": "\ud800"},
             "task_assignment.docker_image: "
+            "expected a string, got invalid Unicode (a lone surrogate)",
+        ),
+        (
+            {"task_id": "a", "task": {"id": "a"}, "env_vars": {"\ud800": "x"}},
+            'task_assignment.env_vars["\\ud800"]: '
             "expected a string, got invalid Unicode (a lone surrogate)",
         ),
     ],

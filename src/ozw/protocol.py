@@ -288,6 +288,7 @@ def _structure_str_map(value: Any, cls: Any) -> dict[str, str]:
         if item is None:
             continue  # null means absent, as everywhere else
         try:
+            _strict_str(key, str)  # a lone surrogate in a name is as unusable as in a value
             out[key] = _strict_str(item, str)
         except _Invalid as exc:
             errors.append(_item_error(exc, key, str))
@@ -434,6 +435,13 @@ def _parse_float(text: str) -> float:
     return value
 
 
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits(); the stock text is a lecture
+        raise ValueError(f"number out of range: {len(text)} digits") from None
+
+
 def _refuse_constant(name: str) -> Any:
     # Python's json accepts NaN and Infinity; JSON does not, and nothing good
     # comes from a NaN CPU limit.
@@ -450,7 +458,9 @@ def _label(kind: str) -> str:
 
 def _parse_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
     try:
-        frame = json.loads(text, parse_float=_parse_float, parse_constant=_refuse_constant)
+        frame = json.loads(
+            text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_refuse_constant
+        )
     except UnicodeDecodeError:  # a ValueError too, but its text is about codecs
         raise ProtocolError("malformed JSON: not valid UTF-8") from None
     except RecursionError:
