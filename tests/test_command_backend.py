@@ -28,7 +28,6 @@ from ozw.backends.command import (
     CommandBackend,
     cancel_variables,
     command_environment,
-    configured_environment,
     dispatch_failure_cause,
     dispatch_payload,
     dispatch_variables,
@@ -36,6 +35,7 @@ from ozw.backends.command import (
     last_line,
 )
 from ozw.config import CommandConfig, EnvEntry
+from ozw.environment import configured_environment
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.lifecycle import TaskOutcome
 from ozw.logs import TaskLog

@@ -10,14 +10,12 @@ import pytest
 
 from ozw.backends.direct import (
     agent_environment,
-    configured_environment,
     dotenv_mapping,
     executable_problem,
     forced_agent_variables,
     format_duration,
     harness_home,
     host_environment,
-    invalid_variables,
     is_direct_child,
     oz_candidate,
     script_environment,
@@ -25,6 +23,7 @@ from ozw.backends.direct import (
     task_id_problem,
 )
 from ozw.config import EnvEntry
+from ozw.environment import configured_environment, invalid_variables
 
 
 @pytest.mark.parametrize("task_id", ["", ".", "..", "a/b", "/abs", "a\\b", "nul\0byte", "../x"])
