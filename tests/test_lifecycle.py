@@ -1,0 +1,217 @@
+"""One task's lifecycle, without a connection: outcomes, teardown rules, deadlines."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.failures import FailureReason, TaskFailure
+from ozw.lifecycle import StopCause, TaskControl, run_task
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+from ozw.protocol import TaskCompleted, TaskFailed
+
+
+def params(task_id: str = "t1") -> TaskParams:
+    return TaskParams(
+        task_id=task_id,
+        run_id=task_id,
+        execution_id=None,
+        env={},
+        image="ubuntu:22.04",
+        sidecars=(),
+        base_args=("agent", "run"),
+        harness=None,
+        environment_id=None,
+        server_root_url=None,
+        task={"id": task_id},
+    )
+
+
+class OneRun(TaskRun):
+    def __init__(self, backend: OneBackend) -> None:
+        self.backend = backend
+
+    async def setup(self) -> None:
+        self.backend.log.append("setup")
+        if self.backend.setup_error is not None:
+            raise self.backend.setup_error
+
+    async def execute(self) -> ExecuteResult:
+        self.backend.log.append("execute")
+        self.backend.executing.set()
+        if self.backend.execute_error is not None:
+            raise self.backend.execute_error
+        if self.backend.block:
+            await trio.sleep_forever()
+        return ExecuteResult.COMPLETED
+
+    async def teardown(self) -> None:
+        self.backend.log.append("teardown")
+        if self.backend.teardown_hangs:
+            await trio.sleep_forever()
+        if self.backend.teardown_error is not None:
+            raise self.backend.teardown_error
+        self.backend.log.append("teardown done")
+
+
+class OneBackend(Backend):
+    name = "one"
+    teardown_timeout = 5.0
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.executing = trio.Event()
+        self.setup_error: BaseException | None = None
+        self.execute_error: BaseException | None = None
+        self.teardown_error: BaseException | None = None
+        self.teardown_hangs = False
+        self.block = False
+
+    def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
+        return OneRun(self)
+
+
+def control() -> TaskControl:
+    return TaskControl(params(), TaskLog("t1"))
+
+
+async def test_success_completes_and_tears_down() -> None:
+    backend = OneBackend()
+    outcome = await run_task(backend, control())
+    assert outcome.message == TaskCompleted("t1", "Task completed successfully")
+    assert backend.log == ["setup", "execute", "teardown", "teardown done"]
+    assert not outcome.teardown_failed
+
+
+async def test_setup_failure_is_reported_and_teardown_still_runs() -> None:
+    backend = OneBackend()
+    backend.setup_error = TaskFailure(FailureReason.WORKSPACE_SETUP, "bad task id")
+    outcome = await run_task(backend, control())
+    assert outcome.message == TaskFailed(
+        "t1", "Failed to execute task: bad task id", "workspace_setup", None
+    )
+    assert outcome.phase == "setup"
+    assert backend.log == ["setup", "teardown", "teardown done"]
+
+
+async def test_teardown_failure_never_changes_the_result() -> None:
+    backend = OneBackend()
+    backend.teardown_error = RuntimeError("cleanup script exploded")
+    outcome = await run_task(backend, control())
+    assert outcome.result == "completed"
+    assert outcome.teardown_failed
+
+
+async def test_a_failure_wrapped_in_an_exception_group_is_still_classified() -> None:
+    backend = OneBackend()
+    backend.execute_error = ExceptionGroup(
+        "from a task group", [TaskFailure(FailureReason.CONTAINER_EXIT, "exit 2", 2)]
+    )
+    outcome = await run_task(backend, control())
+    assert outcome.message == TaskFailed(
+        "t1", "Failed to execute task: exit 2", "container_exit", 2
+    )
+
+
+async def test_unexpected_error_is_unknown_with_a_message_not_a_traceback() -> None:
+    backend = OneBackend()
+    backend.execute_error = KeyError("surprise")
+    outcome = await run_task(backend, control())
+    assert isinstance(outcome.message, TaskFailed)
+    assert outcome.message.failure_reason == "unknown"
+    assert "Traceback" not in outcome.message.message
+    assert backend.log[-1] == "teardown done"
+
+
+async def test_shutdown_stop_reports_graceful_shutdown_with_an_observed_exit_code() -> None:
+    backend = OneBackend()
+    backend.execute_error = TaskFailure(FailureReason.AGENT_INVOCATION, "agent died", 143)
+    task = control()
+    task.stop(StopCause.SHUTDOWN)  # stopped before the backend's failure arrives
+    outcome = await run_task(backend, task)
+    assert outcome.message == TaskFailed(
+        "t1", "Failed to execute task: the worker is shutting down", "graceful_shutdown", 143
+    )
+
+
+async def test_server_cancel_mid_execute_reports_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.block = True
+    task = control()
+    async with trio.open_nursery() as nursery:
+        results = []
+
+        async def run() -> None:
+            results.append(await run_task(backend, task))
+
+        nursery.start_soon(run)
+        await backend.executing.wait()
+        task.stop(StopCause.SERVER)
+    assert results[0].message == TaskCompleted("t1", "Task cancelled", "CANCELLED")
+    assert backend.log[-1] == "teardown done"
+
+
+async def test_task_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    backend = OneBackend()
+    backend.block = True
+    start = trio.current_time()
+    outcome = await run_task(backend, control(), task_timeout=90)
+    assert trio.current_time() - start == 90
+    assert outcome.message == TaskFailed(
+        "t1", "Failed to execute task: task timed out after 90s", "task_timeout", None
+    )
+
+
+async def test_hanging_teardown_is_bounded_and_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.teardown_hangs = True
+    start = trio.current_time()
+    outcome = await run_task(backend, control())
+    # The backend's teardown deadline plus the lifecycle's margin.
+    assert trio.current_time() - start == backend.teardown_timeout + 15
+    assert outcome.result == "completed"
+    assert outcome.teardown_failed
+
+
+async def test_teardown_runs_even_when_the_surrounding_scope_is_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.block = True
+    task = control()
+    with trio.CancelScope() as outer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_task, backend, task)
+            await backend.executing.wait()
+            outer.cancel()  # e.g. a crash elsewhere unwinding the whole tree
+    assert backend.log[-2:] == ["teardown", "teardown done"]
+
+
+async def test_forced_stop_cancels_a_hanging_teardown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.block = True
+    backend.teardown_hangs = True
+    task = control()
+    async with trio.open_nursery() as nursery:
+        results = []
+
+        async def run() -> None:
+            results.append(await run_task(backend, task))
+
+        nursery.start_soon(run)
+        await backend.executing.wait()
+        task.stop(StopCause.SHUTDOWN)
+        await trio.sleep(1)
+        task.teardown_scope.cancel()
+    assert trio.current_time() < 2
+    assert results[0].teardown_failed
+    assert isinstance(results[0].message, TaskFailed)
+    assert results[0].message.failure_reason == "graceful_shutdown"
