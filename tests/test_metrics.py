@@ -23,10 +23,8 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
 
 def sample(body: str, name: str) -> float:
     for line in body.splitlines():
-        if (
-            line.startswith(name + " ")
-            or (line.startswith(name + "{")
-            and line.split(" ")[0] == name)
+        if line.startswith(name + " ") or (
+            line.startswith(name + "{") and line.split(" ")[0] == name
         ):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in metrics:\n{body}")

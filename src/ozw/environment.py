@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-from ozw.config import EnvEntry
+from ozw.config import resolve_environment as configured_environment
 
-
-def configured_environment(
-    entries: Iterable[EnvEntry], environ: Mapping[str, str]
-) -> dict[str, str]:
-    """A backend's ``environment`` entries; one without a value inherits ``environ``'s
-    variable and is left out when ``environ`` has none. Later entries win."""
-    result: dict[str, str] = {}
-    for entry in entries:
-        if entry.value is not None:
-            result[entry.name] = entry.value
-        elif entry.name in environ:
-            result[entry.name] = environ[entry.name]
-    return result
+__all__ = ["configured_environment", "invalid_variables"]
 
 
 def invalid_variables(env: Mapping[str, str]) -> list[str]:

@@ -1,0 +1,8 @@
+"""``python -m ozw``: the same as the ``ozw`` command."""
+
+import sys
+
+from ozw.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

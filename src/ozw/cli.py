@@ -1,0 +1,285 @@
+"""The ``ozw`` command line: run the worker, inspect or start a config, a local server.
+
+Exit codes: 0 ok, 1 the worker could not start, 2 usage or configuration error,
+130 stopped by a second Ctrl-C. User mistakes are one ``ozw: error: ...`` line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Final, TextIO
+
+from ozw.config import (
+    API_KEY_ENV,
+    BACKEND_NAMES,
+    CliOverrides,
+    ConfigError,
+    WorkerConfig,
+    dump_config,
+    load_config,
+    starter_config,
+)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_CONFIG_OUTPUT: Final = "config/worker.toml"
+DEV_API_KEY_ENV: Final = "OZW_DEV_API_KEY"
+DEFAULT_DEV_API_KEY: Final = "dev-key"
+COMMANDS: Final = ("run", "config", "dev-server")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ozw")
+    except metadata.PackageNotFoundError:  # running from a tree that was never installed
+        return "unknown"
+
+
+def _error(message: str) -> int:
+    print(f"ozw: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that build a configuration (``run`` and ``config show``)."""
+    group = parser.add_argument_group("configuration (flags override the file)")
+    add = group.add_argument
+    add("--config", "--config-file", dest="config", metavar="FILE", help="TOML config file")
+    add("--backend", choices=BACKEND_NAMES, help="backend to run tasks with (default: docker)")
+    add("--worker-id", metavar="ID", help="this worker's id (required; not starting with 'warp')")
+    add("--api-key", metavar="KEY", help=f"Oz API key (default: ${API_KEY_ENV})")
+    add("--websocket-url", metavar="URL", help="dispatch server WebSocket URL (ws:// or wss://)")
+    add("--server-root-url", metavar="URL", help="Oz server root URL (http:// or https://)")
+    add("--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity")
+    add("--log-format", choices=("human", "json"), help="log line format")
+    add(
+        "--no-cleanup",
+        action="store_true",
+        help="keep containers / workspaces after tasks (debugging)",
+    )
+    add(
+        "-v",
+        "--volume",
+        dest="volumes",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro]",
+        help="extra bind for task containers (docker; repeatable)",
+    )
+    add(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="task variable: KEY inherits the worker's, KEY=VALUE sets (repeatable)",
+    )
+    add(
+        "--max-concurrent-tasks",
+        type=int,
+        metavar="N",
+        help="tasks run at once, 0 = unlimited",
+    )
+    add("--idle-on-complete", metavar="DURATION", help="how long the agent idles after finishing")
+    add("--target-dir", metavar="DIR", help="run every task in this directory (direct)")
+    add("--task-timeout", metavar="DURATION", help="fail tasks running longer (e.g. 2h)")
+    add(
+        "--shutdown-grace",
+        metavar="DURATION",
+        help="time tasks get to finish on Ctrl-C / SIGTERM",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ozw`` argument parser (``ozw [flags]`` is rewritten to ``ozw run [flags]``)."""
+    parser = argparse.ArgumentParser(
+        prog="ozw",
+        description="Self-hosted worker for Oz cloud agents.",
+        epilog="`ozw [flags]` is `ozw run [flags]`; see `ozw run --help` for the flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"ozw {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the worker (the default)", description="Run the worker until stopped."
+    )
+    _add_config_flags(run)
+
+    config = commands.add_parser("config", help="show or create a configuration file")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_commands.add_parser(
+        "show",
+        help="print the effective configuration",
+        description="Print the configuration the flags and file give, as TOML (no API key).",
+    )
+    _add_config_flags(show)
+    init = config_commands.add_parser(
+        "init", help="write a commented starter file", description="Write a starter config file."
+    )
+    init.add_argument(
+        "--backend", choices=BACKEND_NAMES, default="docker", help="backend of the starter file"
+    )
+    init.add_argument(
+        "--output",
+        "-o",
+        default=DEFAULT_CONFIG_OUTPUT,
+        metavar="PATH",
+        help=f"where to write it, '-' = stdout (default: {DEFAULT_CONFIG_OUTPUT})",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    dev = commands.add_parser(
+        "dev-server",
+        help="run a local dispatch server for trying the worker",
+        description="A local dispatch server speaking the worker protocol (Ctrl-C stops it).",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dev.add_argument("--port", type=int, default=8765, help="port to listen on (0 = any free)")
+    dev.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"key workers must present (default: ${DEV_API_KEY_ENV} or {DEFAULT_DEV_API_KEY!r})",
+    )
+    dev.add_argument(
+        "--assignments", metavar="FILE.jsonl", help="assignments to send to the first worker"
+    )
+    dev.add_argument("--record", metavar="FILE.jsonl", help="append every worker message here")
+    return parser
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """``ozw`` and ``ozw --flag ...`` mean ``ozw run ...``; help and version stay global."""
+    args = list(argv)
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
+        return ["run", *args]
+    return args
+
+
+def overrides_from_args(args: argparse.Namespace) -> CliOverrides:
+    """The configuration flags of ``args`` as :class:`CliOverrides`."""
+    return CliOverrides(
+        backend=args.backend,
+        worker_id=args.worker_id,
+        api_key=args.api_key,
+        websocket_url=args.websocket_url,
+        server_root_url=args.server_root_url,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        no_cleanup=args.no_cleanup,
+        volumes=tuple(args.volumes),
+        env=tuple(args.env),
+        max_concurrent_tasks=args.max_concurrent_tasks,
+        idle_on_complete=args.idle_on_complete,
+        target_dir=args.target_dir,
+        task_timeout=args.task_timeout,
+        shutdown_grace=args.shutdown_grace,
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> WorkerConfig:
+    return load_config(args.config, overrides_from_args(args), environ)
+
+
+def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Load the configuration, check the API key, set up logging and run the worker."""
+    try:
+        config = _load(args, environ)
+    except ConfigError as exc:
+        return _error(str(exc))
+    if not config.api_key:
+        return _error(f"no API key: pass --api-key KEY or set {API_KEY_ENV}")
+    from ozw.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
+    # Imported late so `ozw --help` and config errors stay fast and independent of Trio.
+    from ozw import runner
+
+    return runner.run(config)
+
+
+def cmd_config_show(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    """Print the effective configuration as TOML (the API key only as set / not set)."""
+    try:
+        config = _load(args, environ)
+    except ConfigError as exc:
+        return _error(str(exc))
+    out.write(dump_config(config))
+    return EXIT_OK
+
+
+def cmd_config_init(args: argparse.Namespace, out: TextIO) -> int:
+    """Write a commented starter file; refuse to overwrite one unless ``--force``."""
+    text = starter_config(args.backend)
+    if args.output == "-":
+        out.write(text)
+        return EXIT_OK
+    path = Path(args.output)
+    if path.exists() and not args.force:
+        return _error(f"{path} exists; pass --force to overwrite it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"ozw: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"wrote {path} ({args.backend} backend); edit worker_id before running", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run the local dispatch server (``ozw.devserver``) until Ctrl-C."""
+    if not 0 <= args.port <= 65535:
+        return _error(f"--port: {args.port} is not a port number (0-65535)")
+    api_key = args.api_key or environ.get(DEV_API_KEY_ENV) or DEFAULT_DEV_API_KEY
+    from ozw.devserver import serve_cli
+
+    return serve_cli(
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        assignments=args.assignments,
+        record=args.record,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ozw``; returns the exit code (also for ``--help`` and usage errors)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse has printed help, the version or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    environ = os.environ
+    try:
+        match args.command:
+            case "run":
+                return cmd_run(args, environ)
+            case "config" if args.config_command == "show":
+                return cmd_config_show(args, environ, sys.stdout)
+            case "config":
+                return cmd_config_init(args, sys.stdout)
+            case "dev-server":
+                return cmd_dev_server(args, environ)
+    except KeyboardInterrupt:  # Ctrl-C before the worker installed its own handling
+        return EXIT_INTERRUPTED
+    parser.print_usage(sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
