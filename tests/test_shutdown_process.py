@@ -1,0 +1,108 @@
+"""Ctrl-C of a real ``ozw`` process running real agents on the direct backend."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import trio
+
+from ozw.protocol import TaskClaimed, TaskFailed
+from tests.ozw_process import STANDIN_AGENT, OzwProcess, processes_with_marker
+from tests.worker_harness import API_KEY, assignment, start_server
+
+
+def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: str) -> Path:
+    markers = tmp_path / "teardown"
+    markers.mkdir()
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        f"""
+worker_id = "sigint-worker"
+shutdown_grace = "{shutdown_grace}"
+
+[server]
+websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
+root_url = "http://127.0.0.1:{port}"
+
+[backend.direct]
+workspace_root = "{tmp_path / "workspaces"}"
+oz_path = "{STANDIN_AGENT}"
+teardown_command = "echo torn-down > {markers}/$OZ_RUN_ID"
+kill_grace = "{kill_grace}"
+"""
+    )
+    return config
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
+    env["WARP_API_KEY"] = API_KEY
+    return env
+
+
+async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_path: Path) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(30):
+            ws = await server.wait_connected()
+            for task_id in ("one", "two"):
+                task = assignment(task_id)
+                task.env_vars.update(
+                    {"OZ_STANDIN_PROMPT": "echo ready; sleep 100", "OZW_TEST_MARKER": marker}
+                )
+                await server.send(task)
+                await ozw.wait_line(rf"task={task_id} \[agent stdout\] ready")
+            assert len(processes_with_marker(marker)) == 2
+            ozw.send_signal(signal.SIGINT)
+            assert await ozw.wait() == 0
+        for task_id in ("one", "two"):
+            assert (tmp_path / "teardown" / task_id).read_text().strip() == "torn-down"
+            messages = server.messages_for(task_id)
+            assert messages[0] == TaskClaimed(task_id, "sigint-worker")
+            assert len(messages) == 2
+            assert isinstance(messages[1], TaskFailed)
+            assert messages[1].failure_reason == "graceful_shutdown"
+        assert ws.closed is not None
+        assert ws.closed.code == 1000
+        assert processes_with_marker(marker) == []
+        assert "received SIGINT: stopping gracefully" in ozw.log
+        assert "Traceback" not in ozw.log
+        assert API_KEY not in ozw.log
+        nursery.cancel_scope.cancel()
+
+
+async def test_second_sigint_kills_at_once_and_exits_130(tmp_path: Path) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        # The agent ignores SIGTERM and the grace periods are long: only a forced stop is fast.
+        config = write_config(tmp_path, server.port or 0, kill_grace="60s", shutdown_grace="120s")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(30):
+            await server.wait_connected()
+            task = assignment("stubborn")
+            task.env_vars.update(
+                {
+                    "OZ_STANDIN_PROMPT": "ignore sigterm; spawn child; echo ready; sleep 100",
+                    "OZW_TEST_MARKER": marker,
+                }
+            )
+            await server.send(task)
+            await ozw.wait_line(r"task=stubborn \[agent stdout\] ready")
+            ozw.send_signal(signal.SIGINT)
+            await ozw.wait_line("stopping gracefully")
+            started = trio.current_time()
+            ozw.send_signal(signal.SIGINT)
+            assert await ozw.wait() == 130
+            elapsed = trio.current_time() - started
+        # A correctness bound (the kill grace is 60 s), not a benchmark.
+        assert elapsed < 15, elapsed
+        assert processes_with_marker(marker) == []
+        assert "stopping now, killing every task" in ozw.log
+        nursery.cancel_scope.cancel()
