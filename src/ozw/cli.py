@@ -23,6 +23,7 @@ from ozw.config import (
     WorkerConfig,
     dump_config,
     load_config,
+    parse_duration,
     starter_config,
 )
 
@@ -100,6 +101,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="time tasks get to finish on Ctrl-C / SIGTERM",
     )
+    add("--metrics-addr", metavar="HOST:PORT", help="serve /metrics and /healthz here")
+    add("--max-tasks", type=int, metavar="N", help="exit after N tasks finished (one-shot workers)")
+    add("--once", action="store_true", help="exit after one task (same as --max-tasks 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +143,35 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to write it, '-' = stdout (default: {DEFAULT_CONFIG_OUTPUT})",
     )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    demo = commands.add_parser(
+        "demo",
+        help="see the worker run sample tasks locally (nothing to set up)",
+        description="Start a local dispatch server and a direct-backend worker with the "
+        "stand-in agent, send sample tasks and show their outcomes.",
+    )
+    demo.add_argument("--log-file", metavar="PATH", help="append the worker's log here")
+
+    smoke = commands.add_parser(
+        "smoke",
+        help="run one task with a real configuration against an embedded server (CI)",
+        description="Run one assignment through the configured backend; exit 0 only "
+        "if it completed.",
+    )
+    _add_config_flags(smoke)
+    smoke.add_argument(
+        "--task", metavar="FILE.json", help="assignment data to run (default: a built-in sample)"
+    )
+    smoke.add_argument(
+        "--timeout", default="10m", metavar="DURATION", help="give up after this (default: 10m)"
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="validate the configuration and the backend's prerequisites",
+        description="One line per check; non-zero exit on any failure.",
+    )
+    _add_config_flags(check)
 
     dev = commands.add_parser(
         "dev-server",
@@ -185,6 +218,8 @@ def overrides_from_args(args: argparse.Namespace) -> CliOverrides:
         target_dir=args.target_dir,
         task_timeout=args.task_timeout,
         shutdown_grace=args.shutdown_grace,
+        metrics_addr=args.metrics_addr,
+        max_tasks=1 if args.once else args.max_tasks,
     )
 
 
@@ -257,6 +292,47 @@ def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the self-contained demo (``ozw.demo``)."""
+    from ozw.demo import demo_main
+
+    return demo_main(log_path=args.log_file)
+
+
+def cmd_smoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run one task through the configured backend against an embedded dispatch server."""
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as exc:
+        return _error(f"--timeout: {exc}")
+    try:
+        # The embedded server needs no Oz account: any API key will do.
+        config = load_config(
+            args.config, overrides_from_args(args), {**environ, API_KEY_ENV: "smoke"}
+        )
+    except ConfigError as exc:
+        return _error(str(exc))
+    from ozw.logs import configure_logging
+    from ozw.smoke import smoke_main
+
+    configure_logging(config.log_level, config.log_format)
+    return smoke_main(config, task_file=args.task, timeout=timeout)
+
+
+def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Validate the configuration and the backend's prerequisites, one line per check."""
+    try:
+        config = _load(args, environ)
+    except ConfigError as exc:
+        print(f"FAIL configuration  {exc}")
+        return EXIT_USAGE
+    from ozw.check import check_main
+    from ozw.logs import configure_logging
+
+    configure_logging("error", config.log_format)
+    return check_main(config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ozw``; returns the exit code (also for ``--help`` and usage errors)."""
     parser = build_parser()
@@ -275,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_config_init(args, sys.stdout)
             case "dev-server":
                 return cmd_dev_server(args, environ)
+            case "demo":
+                return cmd_demo(args)
+            case "smoke":
+                return cmd_smoke(args, environ)
+            case "check":
+                return cmd_check(args, environ)
     except KeyboardInterrupt:  # Ctrl-C before the worker installed its own handling
         return EXIT_INTERRUPTED
     parser.print_usage(sys.stderr)

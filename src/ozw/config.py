@@ -120,6 +120,8 @@ class WorkerConfig:
     log_level: LogLevel = "info"
     log_format: LogFormat = "human"
     metrics_addr: str | None = None
+    max_tasks: int | None = None
+    """Exit after this many tasks finished (one-shot and CI workers); None = never."""
     api_key: str | None = attrs.field(default=None, repr=False)
 
     @property
@@ -157,6 +159,8 @@ class CliOverrides:
     target_dir: str | None = None
     task_timeout: str | None = None
     shutdown_grace: str | None = None
+    metrics_addr: str | None = None
+    max_tasks: int | None = None
 
 
 # --------------------------------------------------------------------------- durations
@@ -323,6 +327,14 @@ def _count(value: object) -> int:
     return value
 
 
+def _task_limit(value: object) -> int:
+    _expect(value, int, "an integer")
+    assert isinstance(value, int)
+    if value < 1:
+        raise _Invalid(f"must be >= 1, got {value}")
+    return value
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[object], str]:
     def check(value: object) -> str:
         text = _text(value)
@@ -379,6 +391,7 @@ _FIELD_CHECKS: Final[dict[tuple[type, str], Callable[[object], object]]] = {
     (WorkerConfig, "task_timeout"): _positive_duration,
     (WorkerConfig, "shutdown_grace"): _duration,
     (WorkerConfig, "metrics_addr"): _address,
+    (WorkerConfig, "max_tasks"): _task_limit,
     (ServerConfig, "websocket_url"): _url(_WS),
     (ServerConfig, "root_url"): _url(_HTTP),
     (ServerConfig, "session_sharing_server_url"): _optional_url(_HTTP),
@@ -632,6 +645,8 @@ def _apply_overrides(
         ("idle_on_complete", flags.idle_on_complete, "--idle-on-complete"),
         ("task_timeout", flags.task_timeout, "--task-timeout"),
         ("shutdown_grace", flags.shutdown_grace, "--shutdown-grace"),
+        ("metrics_addr", flags.metrics_addr, "--metrics-addr"),
+        ("max_tasks", flags.max_tasks, "--max-tasks"),
         ("cleanup", False if flags.no_cleanup else None, "--no-cleanup"),
     ]
     for key, value, flag in top:
@@ -789,6 +804,9 @@ cleanup = true
 
 # On SIGINT/SIGTERM, how long running tasks get to finish before they are stopped.
 shutdown_grace = "30s"
+
+# Serve Prometheus /metrics and a /healthz liveness probe here (unset: off).
+# metrics_addr = "127.0.0.1:9090"
 
 log_level = "info"     # debug, info, warning, error
 log_format = "human"   # human, json

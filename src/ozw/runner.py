@@ -62,6 +62,7 @@ class Worker:
                 ),
                 max_concurrent_tasks=config.max_concurrent_tasks,
                 task_timeout=config.task_timeout,
+                max_tasks=config.max_tasks,
             ),
             backend,
             self.outbox,
@@ -86,11 +87,17 @@ class Worker:
         events.on_rejected.append(self.metrics.on_rejected)
         events.on_finished.append(self.metrics.on_finished)
         self.connection.on_state_change = self.metrics.on_connection
+        if config.max_tasks is not None:
+            events.on_finished.append(self._stop_after_max_tasks)
         self.metrics_port: int | None = None
         self.exit_code = EXIT_OK
         self._stop = trio.Event()
         self._forced = trio.Event()
         self._shutdown_scope = trio.CancelScope()
+
+    def _stop_after_max_tasks(self, *_: object) -> None:
+        if self.supervisor.finished >= (self.config.max_tasks or 0) and not self.supervisor.active:
+            self.request_stop(f"finished {self.supervisor.finished} task(s) (--max-tasks)")
 
     def request_stop(self, why: str = "asked to stop") -> None:
         """Graceful stop: no new work, cancel running tasks, let teardown run."""

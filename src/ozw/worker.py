@@ -41,6 +41,8 @@ class SupervisorSettings:
     params: ParamSettings
     max_concurrent_tasks: int = 0
     task_timeout: float | None = None
+    max_tasks: int | None = None
+    """Claim no more than this many tasks in the worker's life (one-shot workers)."""
 
 
 @attrs.define
@@ -63,6 +65,7 @@ class Supervisor:
         self.active: dict[str, TaskControl] = {}
         self.handed_off: dict[str, TaskParams] = {}
         self.finished = 0
+        self.claimed = 0
         self.teardown_failures = 0
         self.accepting = True
         self._nursery: trio.Nursery | None = None
@@ -112,6 +115,10 @@ class Supervisor:
             )
         control = TaskControl(params, tlog)
         self.active[task_id] = control
+        self.claimed += 1
+        if self.settings.max_tasks is not None and self.claimed >= self.settings.max_tasks:
+            # A one-shot worker takes nothing more: later assignments are re-queued.
+            self.accepting = False
         self.handed_off.pop(task_id, None)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))

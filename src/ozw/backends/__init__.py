@@ -25,5 +25,7 @@ def create_backend(config: WorkerConfig) -> Backend:
 
             return CommandBackend(config.backend, worker_id=config.worker_id)
         case DockerConfig():
-            raise BackendUnavailable(f"the {config.backend_name} backend is not available yet")
+            from ozw.backends.docker import DockerBackend
+
+            return DockerBackend(config.backend, worker_id=config.worker_id, cleanup=config.cleanup)
     raise BackendUnavailable(f"unknown backend {config.backend!r}")

@@ -1,0 +1,783 @@
+"""The docker backend against a real engine (see ``tests/docker/README.md``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ozw.backends.base import ExecuteResult
+from ozw.backends.docker import (
+    LABEL_EXECUTION,
+    LABEL_TASK,
+    LABEL_WORKER,
+    SUPPORTED_PLATFORMS,
+    DockerBackend,
+    DockerTaskRun,
+    volume_name,
+)
+from ozw.config import DockerConfig, EnvEntry, PullPolicy
+from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.logs import TaskLog
+from ozw.params import Sidecar, TaskParams
+from ozw.protocol import InstanceShape
+from tests.docker.conftest import Engine, Images, Registries
+
+KILL_GRACE = 2.0
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+class CapturedLog(logging.Handler):
+    """Collects one task's log lines (message and relayed stream)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[str | None, str]] = []
+        logger = logging.Logger(f"ozw.test.{task_id}", logging.DEBUG)
+        logger.addHandler(self)
+        self.log = TaskLog(task_id, logger)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((getattr(record, "stream", None), record.getMessage()))
+
+    def standin(self, prefix: str = "") -> list[str]:
+        """The stand-in agent's report lines (``standin: `` stripped) starting with prefix."""
+        lines = [
+            message.removeprefix("standin: ")
+            for stream, message in self.records
+            if stream == "agent stdout" and message.startswith("standin: ")
+        ]
+        return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+
+    def env(self) -> dict[str, str]:
+        return dict(line.partition("=")[::2] for line in self.standin("env="))
+
+    def messages(self) -> list[str]:
+        return [message for _, message in self.records]
+
+    async def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        with trio.fail_after(timeout):
+            while not any(text in message for _, message in self.records):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+
+def make_params(
+    task_id: str,
+    image: str,
+    *,
+    sidecars: Sequence[Sidecar] = (),
+    env: Mapping[str, str] | None = None,
+    base_args: Sequence[str] = ("agent", "run"),
+    shape: InstanceShape | None = None,
+    execution_id: str | None = "exec-1",
+) -> TaskParams:
+    return TaskParams(
+        task_id=task_id,
+        run_id=task_id,
+        execution_id=execution_id,
+        env={"TASK_ID": task_id, **(env or {})},
+        image=image,
+        sidecars=tuple(sidecars),
+        base_args=tuple(base_args),
+        harness=None,
+        environment_id=None,
+        server_root_url=None,
+        task={"id": task_id},
+        instance_shape=shape,
+    )
+
+
+def make_backend(
+    engine: Engine,
+    *,
+    pull_policy: PullPolicy = "never",
+    worker_id: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    docker: str = "docker",
+    **config: Any,
+) -> DockerBackend:
+    return DockerBackend(
+        DockerConfig(pull_policy=pull_policy, kill_grace=KILL_GRACE, **config),
+        worker_id=worker_id or f"w-{uuid.uuid4().hex[:8]}",
+        environ={**engine.env, **(environ or {})},
+        docker=docker,
+    )
+
+
+def new_task_id(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:6]}"
+
+
+def agent(images: Images, image: str | None = None) -> Sidecar:
+    return Sidecar(image or images.agent, "/agent")
+
+
+async def run_task(
+    backend: DockerBackend, params: TaskParams, captured: CapturedLog
+) -> tuple[ExecuteResult | TaskFailure, DockerTaskRun]:
+    """setup → execute → teardown as the lifecycle does; the result or the failure."""
+    run = backend.open_task(params, captured.log)
+    assert isinstance(run, DockerTaskRun)
+    outcome: ExecuteResult | TaskFailure
+    try:
+        await run.setup()
+        outcome = await run.execute()
+    except TaskFailure as failure:
+        outcome = failure
+    finally:
+        with trio.CancelScope(shield=True):
+            await run.teardown()
+    return outcome, run
+
+
+async def docker(engine: Engine, *args: str, check: bool = True) -> str:
+    result = await trio.run_process(
+        ["docker", *args], capture_stdout=True, capture_stderr=True, env=engine.env, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {args} failed: {result.stderr.decode()}")
+    return result.stdout.decode().strip()
+
+
+async def containers(engine: Engine, label: str, *, running_only: bool = False) -> list[str]:
+    args = ["ps", "--format={{.Names}}", f"--filter=label={label}"]
+    if not running_only:
+        args.insert(1, "--all")
+    return (await docker(engine, *args)).split()
+
+
+def failure_of(outcome: ExecuteResult | TaskFailure) -> TaskFailure:
+    assert isinstance(outcome, TaskFailure), f"expected a failure, got {outcome!r}"
+    return outcome
+
+
+def wrapper_docker(tmp_path: Path, body: str) -> str:
+    """A docker CLI wrapper script (a test seam: record calls, inject failures)."""
+    real = shutil.which("docker")
+    assert real is not None
+    path = tmp_path / "docker"
+    path.write_text(f'#!/bin/sh\nREAL={real}\n{textwrap.dedent(body)}\nexec $REAL "$@"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+# --- start-up --------------------------------------------------------------------------
+
+
+async def test_check_accepts_the_engine_and_refuses_an_unreachable_one(engine: Engine) -> None:
+    backend = make_backend(engine)
+    await backend.check()
+    assert backend.platform in SUPPORTED_PLATFORMS
+
+    unreachable = make_backend(engine, environ={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    with pytest.raises(BackendUnavailable) as caught:
+        await unreachable.check()
+    assert "cannot reach the Docker daemon" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+    missing = make_backend(engine, docker="/nonexistent/docker")
+    with pytest.raises(BackendUnavailable, match="was not found"):
+        await missing.check()
+
+
+async def test_leftovers_of_a_killed_worker_are_reaped_on_the_next_check(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    worker_id = f"w-killed-{uuid.uuid4().hex[:6]}"
+    script = textwrap.dedent(
+        """
+        import json, os, sys, trio
+        from ozw.backends.docker import DockerBackend
+        from ozw.config import DockerConfig
+        from ozw.logs import TaskLog
+        from ozw.params import Sidecar, TaskParams
+
+        spec = json.loads(sys.argv[1])
+        backend = DockerBackend(DockerConfig(pull_policy="never"), worker_id=spec["worker"])
+        params = TaskParams(
+            task_id="doomed", run_id="doomed", execution_id=None,
+            env={"STANDIN_BEHAVIOUR": "sleep:300"}, image=spec["image"],
+            sidecars=(Sidecar(spec["agent"], "/agent"),), base_args=("agent",),
+            harness=None, environment_id=None, server_root_url=None, task={},
+        )
+
+        async def main() -> None:
+            run = backend.open_task(params, TaskLog("doomed"))
+            await run.setup()
+            await run.execute()
+
+        trio.run(main)
+        """
+    )
+    spec = json.dumps({"worker": worker_id, "image": images.task, "agent": images.agent})
+    # An unrelated container of another worker must survive the reaping.
+    bystander = await docker(
+        engine, "create", f"--label={LABEL_WORKER}=someone-else", images.task, "true"
+    )
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", script, spec],
+        env={**engine.env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        start_new_session=True,
+    )
+    try:
+        with trio.fail_after(60):
+            while not await containers(engine, f"{LABEL_WORKER}={worker_id}", running_only=True):
+                assert process.poll() is None, "the doomed worker died before its task started"
+                await trio.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)  # a crash: no clean-up at all
+        await process.wait()
+        left = await containers(engine, f"{LABEL_WORKER}={worker_id}", running_only=True)
+        assert len(left) == 1, "killing the worker (and its docker CLI) leaves the container"
+
+        successor = make_backend(engine, worker_id=worker_id)
+        await successor.check()
+        assert await containers(engine, f"{LABEL_WORKER}={worker_id}") == []
+        assert await docker(engine, "ps", "--all", "--quiet", f"--filter=id={bystander}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        await docker(engine, "rm", "--force", bystander, check=False)
+
+
+# --- one task, everything it sees -------------------------------------------------------
+
+
+async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
+    engine: Engine, images: Images
+) -> None:
+    task_id = new_task_id("full")
+    base_args = (
+        "agent", "run", "--task-id", task_id, "--mcp", '{"a": "b c"}',
+        "--", "-e", "X=1", "$HOME", "", "quote'\"",
+    )  # fmt: skip
+    data, data_ro = f"{images.prefix}-data-{task_id}", f"{images.prefix}-dataro-{task_id}"
+    backend = DockerBackend(
+        DockerConfig(
+            pull_policy="never",
+            kill_grace=KILL_GRACE,
+            volumes=(f"{data}:/data", f"{data_ro}:/data-ro:ro"),
+            environment=(
+                EnvEntry("CONFIGURED", "from-config"),
+                EnvEntry("INHERITED"),
+                EnvEntry("ABSENT_IN_WORKER"),
+                EnvEntry("OVERRIDDEN", "by-config"),
+            ),
+        ),
+        worker_id=f"w-{uuid.uuid4().hex[:8]}",
+        cleanup=False,  # keep the container to inspect it
+        environ={**engine.env, "INHERITED": "from-worker"},
+    )
+    params = make_params(
+        task_id,
+        images.task,
+        sidecars=[
+            agent(images),
+            Sidecar(images.extra, "/extra"),
+            Sidecar(images.extra, "/rw", read_write=True),
+        ],
+        env={
+            "SECRET_TOKEN": "s3cr3t value",
+            "SPACES": " a  b ",
+            # CLI-sensitive names: they must reach the container, not steer the CLI.
+            "HOME": "/home/agent",
+            "DOCKER_HOST": "tcp://task-value.invalid:1",
+            "OVERRIDDEN": "by-task",
+            "STANDIN_TOUCH": "/agent /extra /rw /data /data-ro /workspace",
+            "STANDIN_CAT": "/extra/hello.txt",
+        },
+        base_args=base_args,
+        shape=InstanceShape(vcpus=1, memory_gb=0.25),
+    )
+    captured = CapturedLog(task_id)
+    outcome, run = await run_task(backend, params, captured)
+    try:
+        assert outcome is ExecuteResult.COMPLETED, captured.messages()
+        assert captured.standin("arg=") == list(base_args)
+        assert captured.standin("cwd=") == ["/workspace"]
+        env = captured.env()
+        expected = {
+            "TASK_ID": task_id,
+            "SECRET_TOKEN": "s3cr3t value",
+            "SPACES": " a  b ",
+            "HOME": "/home/agent",
+            "DOCKER_HOST": "tcp://task-value.invalid:1",
+            "CONFIGURED": "from-config",
+            "INHERITED": "from-worker",
+            "OVERRIDDEN": "by-config",
+        }
+        assert {name: env.get(name) for name in expected} == expected
+        assert "ABSENT_IN_WORKER" not in env
+        touched = dict(line.partition("=")[::2] for line in captured.standin("touch "))
+        assert touched == {
+            "/agent": "fail",
+            "/extra": "fail",
+            "/rw": "ok",
+            "/data": "ok",
+            "/data-ro": "fail",
+            "/workspace": "ok",
+        }
+        assert captured.standin("cat /extra/hello.txt=") == ["hello from extra"]
+
+        assert run.container is not None
+        info = json.loads(await docker(engine, "container", "inspect", run.container))[0]
+        host_config, config = info["HostConfig"], info["Config"]
+        assert host_config["NanoCpus"] == 1_000_000_000
+        assert host_config["Memory"] == host_config["MemorySwap"] == 256 * 1024 * 1024
+        assert config["WorkingDir"] == "/workspace"
+        assert config["Entrypoint"] == ["/agent/entrypoint.sh"]
+        assert config["Cmd"] == list(base_args)
+        labels = config["Labels"]
+        assert labels[LABEL_WORKER] == backend.worker_id
+        assert labels[LABEL_TASK] == task_id
+        assert labels[LABEL_EXECUTION] == "exec-1"
+        agent_volume, extra_volume = (s.volume for s in run.sidecars[:2])
+        # The CLI keeps -v flags in a map, so the engine's order is not the argv's
+        # (the argv order is checked in test_docker_rules; the engine sorts mounts by
+        # path depth itself, so the order never changes what the task sees).
+        assert sorted(host_config["Binds"]) == sorted(
+            [
+                f"{agent_volume}:/agent:ro",
+                f"{extra_volume}:/extra:ro",
+                f"{extra_volume}:/rw:rw",
+                f"{data}:/data",
+                f"{data_ro}:/data-ro:ro",
+            ]
+        )
+        assert backend.live_containers == frozenset()
+    finally:
+        if run.container is not None:
+            await docker(engine, "rm", "--force", run.container, check=False)
+        await docker(engine, "volume", "rm", "--force", data, data_ro, check=False)
+
+
+# --- exits ----------------------------------------------------------------------------
+
+
+async def test_non_zero_exit_is_container_exit_and_the_container_is_removed(
+    engine: Engine, images: Images
+) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("exit")
+    params = make_params(
+        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "exit:3"}
+    )
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(backend, params, captured)
+    failure = failure_of(outcome)
+    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_EXIT, 3)
+    assert failure.cause == "the agent exited with exit code 3"
+    assert captured.standin("arg=") == ["agent", "run"]  # output was relayed live
+    assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+    assert backend.live_containers == frozenset()
+
+
+async def test_memory_hog_under_a_small_shape_is_container_oom(
+    engine: Engine, images: Images
+) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("oom")
+    params = make_params(
+        task_id,
+        images.task,
+        sidecars=[agent(images)],
+        env={"STANDIN_BEHAVIOUR": "oom"},
+        shape=InstanceShape(memory_gb=0.02),
+    )
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(backend, params, captured)
+    failure = failure_of(outcome)
+    assert captured.standin("hogging") == [" memory"]
+    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_OOM, 137), failure
+    assert "ran out of memory" in failure.cause
+
+
+async def test_missing_entrypoint_is_container_start(engine: Engine, images: Images) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("nostart")
+    outcome, _ = await run_task(backend, make_params(task_id, images.task), CapturedLog(task_id))
+    failure = failure_of(outcome)
+    assert failure.reason is FailureReason.CONTAINER_START
+    assert failure.exit_code is None
+    assert "entrypoint.sh" in failure.cause
+    assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+
+
+async def test_a_value_the_engine_refuses_is_container_create(
+    engine: Engine, images: Images
+) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("create")
+    params = make_params(
+        task_id, images.task, sidecars=[agent(images)], shape=InstanceShape(memory_gb=0.001)
+    )
+    outcome, _ = await run_task(backend, params, CapturedLog(task_id))
+    failure = failure_of(outcome)
+    assert failure.reason is FailureReason.CONTAINER_CREATE
+    assert "Minimum memory limit" in failure.cause
+
+
+# --- sidecars -------------------------------------------------------------------------
+
+
+async def test_sidecar_volume_is_filled_once_and_reused(engine: Engine, images: Images) -> None:
+    sidecar = images.fresh_sidecar(engine, "reuse")
+    first = make_backend(engine)
+    for _ in range(2):
+        task_id = new_task_id("reuse")
+        outcome, _ = await run_task(
+            first, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
+            CapturedLog(task_id),
+        )  # fmt: skip
+        assert outcome is ExecuteResult.COMPLETED
+    assert first.fills == 1
+    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
+    volume = volume_name(sidecar, image_id)
+    assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == volume
+
+    # A restarted worker finds the marker and reuses the volume too.
+    restarted = make_backend(engine)
+    task_id = new_task_id("reuse")
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(
+        restarted, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]), captured
+    )
+    assert outcome is ExecuteResult.COMPLETED
+    assert restarted.fills == 0
+    assert f"reusing sidecar volume {volume}" in captured.messages()
+
+
+async def test_a_volume_without_marker_is_filled_before_use(engine: Engine, images: Images) -> None:
+    sidecar = images.fresh_sidecar(engine, "half")
+    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
+    volume = volume_name(sidecar, image_id)
+    await docker(engine, "volume", "create", volume)  # as a crash mid-fill leaves it
+    backend = make_backend(engine)
+    task_id = new_task_id("half")
+    outcome, _ = await run_task(
+        backend, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
+        CapturedLog(task_id),
+    )  # fmt: skip
+    assert outcome is ExecuteResult.COMPLETED
+    assert backend.fills == 1
+
+
+async def test_concurrent_tasks_with_one_new_sidecar_fill_it_once(
+    engine: Engine, images: Images
+) -> None:
+    sidecar = images.fresh_sidecar(engine, "concurrent")
+    backend = make_backend(engine)
+    outcomes: list[ExecuteResult | TaskFailure] = []
+
+    async def one() -> None:
+        task_id = new_task_id("concurrent")
+        params = make_params(task_id, images.task, sidecars=[agent(images, sidecar)])
+        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
+        outcomes.append(outcome)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+    assert outcomes == [ExecuteResult.COMPLETED] * 3
+    assert backend.fills == 1
+
+
+async def test_a_failed_fill_removes_the_volume(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    sidecar = images.fresh_sidecar(engine, "failfill")
+    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
+    failing = wrapper_docker(
+        tmp_path,
+        """
+        if [ "$1" = export ]; then echo "injected export failure" >&2; exit 1; fi
+        """,
+    )
+    backend = make_backend(engine, docker=failing)
+    task_id = new_task_id("failfill")
+    outcome, _ = await run_task(
+        backend, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
+        CapturedLog(task_id),
+    )  # fmt: skip
+    failure = failure_of(outcome)
+    assert failure.reason is FailureReason.SIDECAR_PREP
+    assert "injected export failure" in failure.cause
+    volume = volume_name(sidecar, image_id)
+    assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == ""
+    assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+
+
+async def test_bad_references_and_sidecars_are_refused_before_any_command(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    backend = make_backend(engine, docker=recording)
+    cases: list[tuple[TaskParams, FailureReason, str]] = [
+        (make_params("t", "-v"), FailureReason.IMAGE_PULL, "not a valid image reference"),
+        (make_params("t", "--help"), FailureReason.IMAGE_PULL, "not a valid image reference"),
+        (
+            make_params("t", images.task, sidecars=[Sidecar("--privileged", "/agent")]),
+            FailureReason.SIDECAR_PREP,
+            "not a valid image reference",
+        ),
+        (
+            make_params("t", images.task, sidecars=[Sidecar(" ", "/agent")]),
+            FailureReason.SIDECAR_PREP,
+            "empty image",
+        ),
+        (
+            make_params("t", images.task, sidecars=[Sidecar(images.agent, "")]),
+            FailureReason.SIDECAR_PREP,
+            "empty mount path",
+        ),
+        (
+            make_params(
+                "t",
+                images.task,
+                sidecars=[Sidecar(images.agent, "/agent"), Sidecar(images.extra, "/agent/")],
+            ),
+            FailureReason.SIDECAR_PREP,
+            "share the mount path /agent",
+        ),
+    ]
+    for params, reason, text in cases:
+        outcome, _ = await run_task(backend, params, CapturedLog("t"))
+        failure = failure_of(outcome)
+        assert (failure.reason, text in failure.cause) == (reason, True), failure
+    assert not calls.exists(), calls.read_text()
+
+
+# --- images and registries ---------------------------------------------------------------
+
+
+async def test_pull_always_from_an_open_registry(
+    engine: Engine, images: Images, registries: Registries
+) -> None:
+    backend = make_backend(engine, pull_policy="always")
+    task_id = new_task_id("pull")
+    params = make_params(
+        task_id,
+        registries.open.ref("ozw/task:1"),
+        sidecars=[agent(images, registries.open.ref("ozw/agent:1"))],
+    )
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(backend, params, captured)
+    assert outcome is ExecuteResult.COMPLETED, captured.messages()
+    assert any(m.startswith("pulled image") for m in captured.messages())
+
+
+async def test_pull_uses_the_docker_cli_credentials(
+    engine: Engine, images: Images, registries: Registries
+) -> None:
+    image = registries.auth.ref("ozw/task:1")
+    sidecars = [agent(images, registries.auth.ref("ozw/agent:1"))]
+
+    anonymous = make_backend(
+        engine, pull_policy="always", environ={"DOCKER_CONFIG": registries.empty_config}
+    )
+    task_id = new_task_id("noauth")
+    outcome, _ = await run_task(
+        anonymous, make_params(task_id, image, sidecars=sidecars), CapturedLog(task_id)
+    )
+    failure = failure_of(outcome)
+    assert failure.reason is FailureReason.IMAGE_PULL
+    assert image in failure.cause
+    assert "basic auth credentials" in failure.cause
+
+    logged_in = make_backend(
+        engine, pull_policy="always", environ={"DOCKER_CONFIG": registries.docker_config}
+    )
+    task_id = new_task_id("auth")
+    outcome, _ = await run_task(
+        logged_in, make_params(task_id, image, sidecars=sidecars), CapturedLog(task_id)
+    )
+    assert outcome is ExecuteResult.COMPLETED
+
+
+async def test_a_missing_image_is_a_clear_image_pull_failure(
+    engine: Engine, images: Images, registries: Registries
+) -> None:
+    missing = registries.open.ref("ozw/missing:1")
+    for policy in ("always", "if-not-present"):
+        backend = make_backend(engine, pull_policy=policy)
+        outcome, _ = await run_task(backend, make_params("m", missing), CapturedLog("m"))
+        failure = failure_of(outcome)
+        assert failure.reason is FailureReason.IMAGE_PULL
+        assert failure.cause.startswith(f"could not pull image {missing}: ")
+        assert "not found" in failure.cause or "unknown" in failure.cause
+
+    never = make_backend(engine, pull_policy="never")
+    outcome, _ = await run_task(never, make_params("m", missing), CapturedLog("m"))
+    failure = failure_of(outcome)
+    assert failure.cause == f"image {missing} is not present and pull_policy is 'never'"
+
+
+async def test_if_not_present_uses_a_local_image_without_pulling(
+    engine: Engine, images: Images
+) -> None:
+    # The test images exist in no registry: a pull would fail.
+    backend = make_backend(engine, pull_policy="if-not-present")
+    task_id = new_task_id("local")
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(
+        backend, make_params(task_id, images.task, sidecars=[agent(images)]), captured
+    )
+    assert outcome is ExecuteResult.COMPLETED
+    assert not any("pulling" in m for m in captured.messages())
+
+
+async def test_an_image_of_another_platform_is_refused_naming_both(
+    engine: Engine, images: Images
+) -> None:
+    daemon = "linux/" + await docker(engine, "version", "--format={{.Server.Arch}}")
+    foreign = "linux/arm64" if daemon != "linux/arm64" else "linux/amd64"
+    for policy in ("never", "if-not-present"):
+        backend = make_backend(engine, pull_policy=policy)
+        outcome, _ = await run_task(backend, make_params("p", images.foreign), CapturedLog("p"))
+        failure = failure_of(outcome)
+        assert failure.reason is FailureReason.IMAGE_PULL
+        assert failure.cause == (
+            f"image {images.foreign} is for {foreign} but the Docker daemon runs {daemon}"
+        )
+    backend = make_backend(engine)
+    params = make_params("p", images.task, sidecars=[agent(images, images.foreign)])
+    failure = failure_of((await run_task(backend, params, CapturedLog("p")))[0])
+    assert failure.cause.startswith(f"sidecar image {images.foreign} is for {foreign}")
+
+
+# --- cancellation, secrets, hard stop -----------------------------------------------------
+
+
+async def _start_sleeper(
+    backend: DockerBackend,
+    params: TaskParams,
+    captured: CapturedLog,
+    nursery: trio.Nursery,
+) -> tuple[trio.CancelScope, trio.Event, list[BaseException | ExecuteResult]]:
+    """Run a task in the background until it reports sleeping; its scope and end event."""
+    scope = trio.CancelScope()
+    done = trio.Event()
+    ended: list[BaseException | ExecuteResult] = []
+    run = backend.open_task(params, captured.log)
+
+    async def task() -> None:
+        try:
+            with scope:
+                await run.setup()
+                ended.append(await run.execute())
+        except TaskFailure as failure:
+            ended.append(failure)
+        finally:
+            with trio.CancelScope(shield=True):
+                await run.teardown()
+            done.set()
+
+    nursery.start_soon(task)
+    await captured.wait_for("standin: sleeping")
+    return scope, done, ended
+
+
+async def test_cancellation_stops_and_removes_the_container_within_the_grace(
+    engine: Engine, images: Images
+) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("cancel")
+    params = make_params(
+        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "sleep:300"}
+    )
+    captured = CapturedLog(task_id)
+    async with trio.open_nursery() as nursery:
+        scope, done, ended = await _start_sleeper(backend, params, captured, nursery)
+        assert await containers(engine, f"{LABEL_TASK}={task_id}", running_only=True)
+        started = time.monotonic()
+        scope.cancel()
+        await done.wait()
+        elapsed = time.monotonic() - started
+    # The container's PID 1 (a shell) ignores SIGTERM: this takes the whole grace.
+    assert elapsed <= KILL_GRACE + 5, elapsed
+    assert ended == []  # cancelled, not completed or failed
+    assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+    assert backend.live_containers == frozenset()
+    print(f"cancellation to removal: {elapsed:.2f}s (kill_grace {KILL_GRACE:g}s)")
+
+
+async def test_secret_values_never_appear_on_a_command_line(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    secret = f"ozw-secret-{uuid.uuid4().hex}"
+    calls = tmp_path / "calls"
+    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    backend = make_backend(engine, docker=recording, environment=(EnvEntry("CONF", secret + "c"),))
+    task_id = new_task_id("secret")
+    params = make_params(
+        task_id,
+        images.task,
+        sidecars=[agent(images)],
+        env={
+            "GITHUB_ACCESS_TOKEN": secret,
+            "DOCKER_AUTH_TOKEN": secret + "d",  # CLI-sensitive: travels in the env-file
+            "STANDIN_BEHAVIOUR": "sleep:300",
+        },
+    )
+    captured = CapturedLog(task_id)
+    async with trio.open_nursery() as nursery:
+        scope, done, _ = await _start_sleeper(backend, params, captured, nursery)
+        seen = await trio.to_thread.run_sync(_cmdlines_containing, secret.encode())
+        scope.cancel()
+        await done.wait()
+    assert seen == []
+    assert secret not in calls.read_text()
+    assert "create" in calls.read_text()
+    env = captured.env()
+    assert env["GITHUB_ACCESS_TOKEN"] == secret
+    assert env["DOCKER_AUTH_TOKEN"] == secret + "d"
+    assert env["CONF"] == secret + "c"
+
+
+def _cmdlines_containing(needle: bytes) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(f"{entry.name}: {cmdline!r}")
+    return found
+
+
+async def test_kill_all_removes_running_containers_at_once(engine: Engine, images: Images) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("killall")
+    params = make_params(
+        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "sleep:300"}
+    )
+    captured = CapturedLog(task_id)
+    async with trio.open_nursery() as nursery:
+        _, done, ended = await _start_sleeper(backend, params, captured, nursery)
+        started = time.monotonic()
+        await backend.kill_all()
+        elapsed = time.monotonic() - started
+        assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+        with trio.fail_after(10):
+            await done.wait()
+    assert elapsed < 5, elapsed
+    assert backend.live_containers == frozenset()
+    assert len(ended) == 1
+    assert isinstance(ended[0], TaskFailure)

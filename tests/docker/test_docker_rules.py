@@ -1,0 +1,373 @@
+"""The docker backend's pure rules: no engine, no I/O."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from ozw.backends.docker import (
+    FILLED_MARKER,
+    ContainerSpec,
+    ContainerState,
+    EnvPlan,
+    ImageReference,
+    InvalidReference,
+    SidecarMount,
+    classify_exit,
+    cli_sensitive,
+    container_environment,
+    container_name,
+    cpus_value,
+    create_args,
+    docker_error,
+    duplicate_mount_paths,
+    environment_problem,
+    is_valid_reference,
+    marker_tar,
+    memory_bytes,
+    parse_reference,
+    plan_environment,
+    platform_of,
+    resource_args,
+    sanitise_name_part,
+    sidecar_problem,
+    volume_name,
+)
+from ozw.config import EnvEntry
+from ozw.failures import FailureReason
+from ozw.protocol import InstanceShape
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+# --- references -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reference", "parsed"),
+    [
+        ("ubuntu", ImageReference("ubuntu")),
+        ("ubuntu:22.04", ImageReference("ubuntu", "22.04")),
+        ("warpdotdev/warp-agent:latest", ImageReference("warpdotdev/warp-agent", "latest")),
+        ("127.0.0.1:5000/a/agent:1", ImageReference("127.0.0.1:5000/a/agent", "1")),
+        ("localhost/foo", ImageReference("localhost/foo")),
+        ("Registry.Example.com:443/x/y_z__w", ImageReference("Registry.Example.com:443/x/y_z__w")),
+        (f"gcr.io/x/y@{DIGEST}", ImageReference("gcr.io/x/y", None, DIGEST)),
+        (f"a/b:t@{DIGEST}", ImageReference("a/b", "t", DIGEST)),
+        ("a---b.c:_T-1.x", ImageReference("a---b.c", "_T-1.x")),
+    ],
+)
+def test_valid_references_parse(reference: str, parsed: ImageReference) -> None:
+    assert parse_reference(reference) == parsed
+    assert is_valid_reference(reference)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "",
+        " ",
+        "-v",
+        "--privileged",
+        "-ubuntu",
+        "Ubuntu",  # repository paths are lower-case
+        "ubuntu:",
+        ":latest",
+        "ubuntu:-tag",
+        "ubuntu:tag with space",
+        "a b",
+        "a//b",
+        "a/b/",
+        "/a",
+        "ubuntu@sha256:abc",  # digest too short
+        "ubuntu\n",
+        "ubuntu;rm -rf /",
+        "ubuntu:" + "t" * 129,
+        "a" * 256,
+        "héllo",
+    ],
+)
+def test_invalid_references_are_refused(reference: str) -> None:
+    assert not is_valid_reference(reference)
+    with pytest.raises(InvalidReference, match="not a valid image reference"):
+        parse_reference(reference)
+
+
+# --- names ----------------------------------------------------------------------------
+
+
+def test_sanitise_maps_everything_outside_the_volume_alphabet() -> None:
+    assert sanitise_name_part("a/b:c@d e_f.g-h") == "a-b-c-d-e_f.g-h"
+    assert sanitise_name_part("ünï") == "-n-"
+
+
+@pytest.mark.parametrize(
+    ("reference", "image_id", "expected"),
+    [
+        ("warpdotdev/warp-agent:latest", DIGEST, "warpdotdev-warp-agent-0123456789ab"),
+        ("127.0.0.1:5000/a/agent:1", DIGEST, "127.0.0.1-5000-a-agent-0123456789ab"),
+        (f"gcr.io/x/y@{DIGEST}", "sha256:fedcba9876543210", "gcr.io-x-y-fedcba987654"),
+        ("ubuntu", "fedcba9876543210aaaa", "ubuntu-fedcba987654"),
+    ],
+)
+def test_volume_name_is_repository_then_12_hex(
+    reference: str, image_id: str, expected: str
+) -> None:
+    assert volume_name(reference, image_id) == expected
+
+
+def test_volume_name_refuses_an_invalid_reference() -> None:
+    with pytest.raises(InvalidReference):
+        volume_name("-x", DIGEST)
+
+
+def test_container_name_is_readable_and_valid() -> None:
+    assert container_name("my worker", "run/1", "abcd") == "ozw-my-worker-run-1-abcd"
+    long = container_name("w" * 100, "t" * 100, "ff")
+    assert long == f"ozw-{'w' * 48}-{'t' * 48}-ff"
+
+
+@pytest.mark.parametrize(
+    ("os_name", "arch", "platform"),
+    [("linux", "amd64", "linux/amd64"), ("Linux", "x86_64", "linux/amd64"),
+     ("linux", "aarch64", "linux/arm64"), ("windows", "amd64", "windows/amd64")],
+)  # fmt: skip
+def test_platform_spelling(os_name: str, arch: str, platform: str) -> None:
+    assert platform_of(os_name, arch) == platform
+
+
+# --- resources ------------------------------------------------------------------------
+
+
+def test_resource_args_pin_swap_to_memory() -> None:
+    assert resource_args(None) == []
+    assert resource_args(InstanceShape()) == []
+    assert resource_args(InstanceShape(vcpus=2, memory_gb=4)) == [
+        "--cpus=2.0",
+        "--memory=4294967296",
+        "--memory-swap=4294967296",
+    ]
+    assert resource_args(InstanceShape(vcpus=0.5)) == ["--cpus=0.5"]
+    assert resource_args(InstanceShape(memory_gb=0.02)) == [
+        "--memory=21474836",
+        "--memory-swap=21474836",
+    ]
+
+
+@pytest.mark.parametrize("value", [None, 0, -1, float("nan"), float("inf")])
+def test_absent_or_nonsense_limits_set_nothing(value: float | None) -> None:
+    assert memory_bytes(value) is None
+    assert cpus_value(value) is None
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def test_container_environment_is_task_then_configured() -> None:
+    env = container_environment(
+        {"TASK_ID": "t", "A": "task", "B": "task"},
+        (EnvEntry("A", "config"), EnvEntry("INHERIT"), EnvEntry("MISSING"), EnvEntry("E", "")),
+        {"INHERIT": "worker", "OTHER": "not passed"},
+    )
+    assert env == {"TASK_ID": "t", "B": "task", "A": "config", "INHERIT": "worker", "E": ""}
+    assert list(env) == ["TASK_ID", "B", "A", "INHERIT", "E"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DOCKER_HOST", "docker_config", "HOME", "PATH", "https_proxy", "NO_PROXY", "OTEL_X", "TMPDIR"],
+)
+def test_names_that_steer_the_cli_are_sensitive(name: str) -> None:
+    assert cli_sensitive(name)
+
+
+@pytest.mark.parametrize("name", ["GITHUB_ACCESS_TOKEN", "TASK_ID", "DOCKERFILE", "HOMEDIR"])
+def test_ordinary_names_are_not_sensitive(name: str) -> None:
+    assert not cli_sensitive(name)
+
+
+def test_plan_keeps_values_off_the_command_line() -> None:
+    plan = plan_environment({"TASK_ID": "t", "TOKEN": "s3cr3t", "HOME": "/h", "DOCKER_X": "d"})
+    assert plan == EnvPlan(
+        names=("TASK_ID", "TOKEN"),
+        cli_values={"TASK_ID": "t", "TOKEN": "s3cr3t"},
+        file_lines=("HOME=/h", "DOCKER_X=d"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"A=B": "x"}, "invalid environment variable name 'A=B'"),
+        ({"": "x"}, "invalid environment variable name ''"),
+        ({"A": "x\0y"}, "environment variable A holds a NUL byte"),
+        ({"HOME": "a\nb"}, "environment variable HOME cannot hold a line break"),
+    ],
+)
+def test_environment_problems(env: dict[str, str], problem: str) -> None:
+    assert environment_problem(env) == problem
+
+
+def test_a_line_break_is_fine_outside_the_env_file() -> None:
+    assert environment_problem({"KEY": "-----BEGIN\nabc\n-----END", "A B": "x"}) is None
+
+
+# --- sidecars -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "path", "problem"),
+    [
+        ("", "/agent", "a sidecar has an empty image"),
+        ("-v", "/agent", "sidecar image '-v' is not a valid image reference"),
+        ("img", "", "sidecar img has an empty mount path"),
+        ("img", "agent", "sidecar img mount path 'agent' is not absolute"),
+        ("img", "//", "sidecar img cannot be mounted at /"),
+        ("img", "/a:b", "sidecar img mount path '/a:b' holds ':' ',' or NUL"),
+    ],
+)
+def test_sidecar_problems(image: str, path: str, problem: str) -> None:
+    assert sidecar_problem(image, path) == problem
+
+
+def test_a_good_sidecar_has_no_problem() -> None:
+    assert sidecar_problem("warpdotdev/warp-agent:latest", "/agent") is None
+
+
+def test_duplicate_mount_paths_are_found_after_normalisation() -> None:
+    assert duplicate_mount_paths(["/agent", "/x", "/agent/", "/y//z", "/y/z", "/agent"]) == [
+        "/agent",
+        "/y/z",
+    ]
+    assert duplicate_mount_paths(["/a", "/b"]) == []
+
+
+# --- the create command -----------------------------------------------------------------
+
+
+def test_create_args_are_exact() -> None:
+    spec = ContainerSpec(
+        name="ozw-w-t-1234",
+        image_id=DIGEST,
+        image_ref="ubuntu:22.04",
+        worker_id="w",
+        task_id="t",
+        execution_id="e",
+        base_args=("agent", "run", "--task-id", "t", "-x"),
+        env_names=("TASK_ID", "TOKEN"),
+        sidecars=(
+            SidecarMount("agent-0123", "/agent"),
+            SidecarMount("tools-4567", "/tools", read_write=True),
+        ),
+        volumes=("/srv/cache:/cache:ro", "named:/data"),
+        shape=InstanceShape(vcpus=2, memory_gb=1),
+        env_file="/tmp/ozw-env-x/env",
+    )
+    assert create_args(spec) == [
+        "create",
+        "--name=ozw-w-t-1234",
+        "--label=ozw.worker_id=w",
+        "--label=ozw.task_id=t",
+        "--label=ozw.execution_id=e",
+        "--label=ozw.role=task",
+        "--label=ozw.image=ubuntu:22.04",
+        "--workdir=/workspace",
+        "--cpus=2.0",
+        "--memory=1073741824",
+        "--memory-swap=1073741824",
+        "--volume=agent-0123:/agent:ro",
+        "--volume=tools-4567:/tools:rw",
+        "--volume=/srv/cache:/cache:ro",
+        "--volume=named:/data",
+        "--env-file=/tmp/ozw-env-x/env",
+        "--env=TASK_ID",
+        "--env=TOKEN",
+        "--entrypoint=/agent/entrypoint.sh",
+        DIGEST,
+        "agent",
+        "run",
+        "--task-id",
+        "t",
+        "-x",
+    ]
+
+
+def test_create_args_minimal() -> None:
+    spec = ContainerSpec(
+        name="n", image_id=DIGEST, image_ref="i", worker_id="w", task_id="t",
+        execution_id=None, base_args=(), env_names=(), sidecars=(), volumes=(), shape=None,
+    )  # fmt: skip
+    assert create_args(spec) == [
+        "create",
+        "--name=n",
+        "--label=ozw.worker_id=w",
+        "--label=ozw.task_id=t",
+        "--label=ozw.role=task",
+        "--label=ozw.image=i",
+        "--workdir=/workspace",
+        "--entrypoint=/agent/entrypoint.sh",
+        DIGEST,
+    ]
+
+
+# --- outcomes -------------------------------------------------------------------------
+
+
+def _state(**changes: object) -> ContainerState:
+    base: dict[str, object] = {
+        "Status": "exited",
+        "Running": False,
+        "OOMKilled": False,
+        "ExitCode": 0,
+        "Error": "",
+        "StartedAt": "2026-11-24T14:00:00.1Z",
+    }
+    base.update(changes)
+    return ContainerState.from_json(base)
+
+
+def test_exit_zero_completes_even_after_an_oom_kill_of_a_child() -> None:
+    assert classify_exit(_state()) is None
+    assert classify_exit(_state(OOMKilled=True)) is None
+
+
+def test_non_zero_exit_is_container_exit() -> None:
+    failure = classify_exit(_state(ExitCode=3))
+    assert failure is not None
+    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_EXIT, 3)
+    assert failure.cause == "the agent exited with exit code 3"
+    killed = classify_exit(_state(ExitCode=137))
+    assert killed is not None
+    assert killed.cause == "the agent exited with killed by SIGKILL (exit code 137)"
+
+
+def test_oom_is_container_oom() -> None:
+    failure = classify_exit(_state(ExitCode=137, OOMKilled=True), memory_limit=21474836)
+    assert failure is not None
+    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_OOM, 137)
+    assert "(limit 21474836 bytes)" in failure.cause
+
+
+def test_never_started_is_container_start_without_exit_code() -> None:
+    failure = classify_exit(
+        _state(Status="created", ExitCode=127, StartedAt="0001-01-01T00:00:00Z", Error="exec: x")
+    )
+    assert failure is not None
+    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_START, None)
+    assert failure.cause == "could not start the container: exec: x"
+
+
+def test_docker_error_is_the_last_meaningful_line() -> None:
+    stderr = b"Unable to find image\nError response from daemon: boom\n\nSee 'docker run --help'.\n"
+    assert docker_error(stderr) == "Error response from daemon: boom"
+    assert docker_error("") == "no error output"
+
+
+def test_marker_tar_holds_only_the_marker() -> None:
+    with tarfile.open(fileobj=io.BytesIO(marker_tar("sha256:x"))) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == [FILLED_MARKER]
+        extracted = archive.extractfile(members[0])
+        assert extracted is not None
+        assert extracted.read() == b"sha256:x"
