@@ -1,6 +1,6 @@
 """The operator commands as real processes: demo, smoke, check, --once, dev-server."""
 
-# ruff: noqa: ASYNC240 - small files written and read synchronously on purpose
+
 
 from __future__ import annotations
 
