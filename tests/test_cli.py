@@ -260,3 +260,27 @@ def test_dev_server_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dev_server_refuses_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["dev-server", "--port", "70000"]) == 2
     assert "--port" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "max_tasks", "metrics"),
+    [
+        (["run", "--worker-id", "w"], None, None),
+        (["run", "--worker-id", "w", "--once"], 1, None),
+        (["run", "--worker-id", "w", "--max-tasks", "5", "--metrics-addr", ":9090"], 5, ":9090"),
+    ],
+)
+def test_one_shot_and_metrics_flags(
+    argv: list[str], max_tasks: int | None, metrics: str | None
+) -> None:
+    args = cli.build_parser().parse_args(argv)
+    config = load_config(None, cli.overrides_from_args(args), {})
+    assert config.max_tasks == max_tasks
+    assert config.metrics_addr == metrics
+
+
+def test_bad_max_tasks_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["config", "show", "--worker-id", "w", "--max-tasks", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--max-tasks" in err[0]

@@ -1,7 +1,5 @@
 """The operator commands as real processes: demo, smoke, check, --once, dev-server."""
 
-
-
 from __future__ import annotations
 
 import json
@@ -182,4 +180,38 @@ async def test_dev_server_command_sends_assignments_and_records_messages(tmp_pat
             ("task_completed", "from-file"),
         ]
         assert lines[0]["worker_id"] == "cmd-test"
+        nursery.cancel_scope.cancel()
+
+
+async def test_json_logs_carry_task_ids_and_never_a_secret(tmp_path: Path) -> None:
+    secret = "s3cr3t-value-that-must-not-leak"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = direct_config(
+            tmp_path,
+            'setup_command = "echo setup ran"\nteardown_command = "echo teardown ran"',
+            port=server.port or 0,
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
+        env["WARP_API_KEY"] = API_KEY
+        args = ["--config", str(config), "--once", "--log-format", "json", "--log-level", "debug"]
+        proc = await nursery.start(OzwProcess(args, env).run)
+        with trio.fail_after(30):
+            task = assignment("json-1")
+            task.env_vars.update({"GITHUB_ACCESS_TOKEN": secret, "OZ_STANDIN_PROMPT": "echo hi"})
+            await server.send(task)
+            assert await proc.wait() == 0
+        records = [json.loads(line) for line in proc.lines if line.strip()]
+        assert records, "no log lines"
+        for record in records:
+            assert {"time", "level", "logger", "message"} <= record.keys()
+        task_lines = [r for r in records if r.get("task_id") == "json-1"]
+        messages = [r["message"] for r in task_lines]
+        assert "claimed (execution -)" in messages
+        assert any(r.get("stream") == "agent stdout" and r["message"] == "hi" for r in task_lines)
+        assert any(r.get("stream") == "setup stdout" for r in task_lines)
+        assert any(r.get("stream") == "teardown stdout" for r in task_lines)
+        everything = "\n".join(proc.lines)
+        assert secret not in everything
+        assert API_KEY not in everything
         nursery.cancel_scope.cancel()

@@ -135,7 +135,8 @@ def test_api_key_from_environment_or_flag(write_config: WriteConfig) -> None:
             "backend.direct.workspace_rot: unknown key",
             id="unknown-nested-key",
         ),
-        pytest.param('worker_id = "w"\nmax_tasks = 1\n', "max_tasks: unknown key", id="unknown"),
+        pytest.param('worker_id = "w"\nmax_task = 1\n', "max_task: unknown key", id="unknown"),
+        pytest.param('worker_id = "w"\nmax_tasks = 0\n', "max_tasks: must be >= 1", id="max-tasks"),
         pytest.param(
             'worker_id = "w"\n[server]\nurl = "wss://x"\n', "server.url: unknown key", id="server"
         ),

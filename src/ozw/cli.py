@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         "stand-in agent, send sample tasks and show their outcomes.",
     )
     demo.add_argument("--log-file", metavar="PATH", help="append the worker's log here")
+    demo.add_argument(
+        "--metrics-addr", metavar="HOST:PORT", help="serve /metrics and /healthz here"
+    )
 
     smoke = commands.add_parser(
         "smoke",
@@ -296,7 +299,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the self-contained demo (``ozw.demo``)."""
     from ozw.demo import demo_main
 
-    return demo_main(log_path=args.log_file)
+    return demo_main(log_path=args.log_file, metrics_addr=args.metrics_addr)
 
 
 def cmd_smoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

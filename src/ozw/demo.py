@@ -163,7 +163,9 @@ class StatusView:
             ).rstrip()
 
 
-async def run_demo(out: IO[str], *, live: bool, workdir: Path) -> int:
+async def run_demo(
+    out: IO[str], *, live: bool, workdir: Path, metrics_addr: str | None = None
+) -> int:
     """Run the demo; returns the exit code (0, or 130 after a second Ctrl-C)."""
     api_key = secrets.token_urlsafe(16)
     view = StatusView(out, live=live)
@@ -174,6 +176,7 @@ async def run_demo(out: IO[str], *, live: bool, workdir: Path) -> int:
         api_key=api_key,
         max_concurrent_tasks=MAX_CONCURRENT,
         shutdown_grace=15,
+        metrics_addr=metrics_addr,
         backend=DirectConfig(
             workspace_root=str(workdir / "workspaces"),
             oz_path=str(standin_agent()),
@@ -203,10 +206,15 @@ async def run_demo(out: IO[str], *, live: bool, workdir: Path) -> int:
         nursery.start_soon(run_worker)
         await worker.connection.wait_connected()
         view.note(f"dispatch server on {server.url}; worker connected")
+        if worker.metrics_port is not None:
+            view.note(f"metrics on http://127.0.0.1:{worker.metrics_port}/metrics")
+        if live:
+            nursery.start_soon(_tick, view)
         with trio.CancelScope() as script:
             nursery.start_soon(_stop_script_when, done, script)
             await _play(server, view, worker)
             worker.request_stop("demo finished")
+        interrupted = script.cancelled_caught
         await done.wait()
         nursery.cancel_scope.cancel()
     if live:
@@ -215,8 +223,21 @@ async def run_demo(out: IO[str], *, live: bool, workdir: Path) -> int:
         print("", file=out)
         for line in view.table():
             print(line, file=out)
+    if interrupted:
+        print(
+            "\nStopped by a signal: running tasks were cancelled, their teardown ran and "
+            "each was reported as graceful_shutdown.",
+            file=out,
+        )
     out.flush()
     return exit_code
+
+
+async def _tick(view: StatusView) -> None:
+    # Running tasks' durations move even when no message arrives.
+    while True:
+        await trio.sleep(0.5)
+        view.redraw()
 
 
 async def _stop_script_when(done: trio.Event, script: trio.CancelScope) -> None:
@@ -262,7 +283,7 @@ async def _play(server: DispatchServer, view: StatusView, worker: Worker) -> Non
     await worker.outbox.wait_empty()
 
 
-def demo_main(*, log_path: str | None = None) -> int:
+def demo_main(*, log_path: str | None = None, metrics_addr: str | None = None) -> int:
     """The ``ozw demo`` command."""
     out = sys.stdout
     live = out.isatty()
@@ -281,7 +302,12 @@ def demo_main(*, log_path: str | None = None) -> int:
                 flush=True,
             )
             if live:
-                print(f"worker log: {log_file}", file=out, flush=True)
-            code = trio.run(functools.partial(run_demo, out, live=live, workdir=workdir))
+                kept = "" if log_path else " (removed at exit; --log-file keeps one)"
+                print(f"worker log: {log_file}{kept}", file=out, flush=True)
+            code = trio.run(
+                functools.partial(
+                    run_demo, out, live=live, workdir=workdir, metrics_addr=metrics_addr
+                )
+            )
         logging.getLogger("ozw").handlers.clear()
     return code

@@ -15,11 +15,23 @@ from collections.abc import Callable
 from importlib import metadata
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ozw.lifecycle import TaskOutcome
 from ozw.params import TaskParams
+from ozw.protocol import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
+
+# The *_created series double the output and no dashboard of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 log = logging.getLogger("ozw.metrics")
 
@@ -77,6 +89,11 @@ class WorkerMetrics:
         )
         self.info = Info("oz_worker", "Worker build and identity", registry=r)
         self.info.info({"version": ozw_version(), "backend": backend, "worker_id": worker_id})
+        # Known label values start at 0, so dashboards see every series from the start.
+        for reason in (REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN):
+            self.rejected.labels(reason=reason)
+        for kind in ("refused", "dial_failed", "closed", "silent"):
+            self.reconnects.labels(reason=kind)
         self.max_concurrent.set(max_concurrent)
         self.connected.set(0)
         self.tasks_active.set(0)
