@@ -132,6 +132,7 @@ class Worker:
             BackendUnavailable: the backend's start-up check failed.
         """
         await self.backend.check()
+        await self.backend.recover()
         log.info(
             "worker %s starting: backend %s, max concurrent tasks %s",
             self.config.worker_id,

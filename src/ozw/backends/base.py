@@ -65,7 +65,12 @@ class Backend(abc.ABC):
     """The deadline of one task's teardown."""
 
     async def check(self) -> None:
-        """Start-up check. Raises BackendUnavailable with one line for the operator."""
+        """Start-up check, without side effects (``ozw check`` runs it beside a live
+        worker). Raises BackendUnavailable with one line for the operator."""
+
+    async def recover(self) -> None:
+        """At start-up, after :meth:`check`: clean up what a crashed earlier run of this
+        worker left behind (e.g. labelled containers)."""
 
     @abc.abstractmethod
     def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:

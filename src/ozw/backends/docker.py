@@ -620,7 +620,7 @@ class DockerBackend(Backend):
     # -- start-up --
 
     async def check(self) -> None:
-        """The CLI exists, the daemon answers on a supported platform; reap leftovers."""
+        """The CLI exists and the daemon answers on a supported platform."""
         resolved = shutil.which(self.docker, path=self.environ.get("PATH", os.defpath))
         if resolved is None:
             raise BackendUnavailable(
@@ -649,6 +649,9 @@ class DockerBackend(Backend):
             )
         self.platform = platform
         logger.info("docker daemon reachable (%s)", platform)
+
+    async def recover(self) -> None:
+        """Reap the containers a crashed earlier run of this worker id left behind."""
         await self.reap_leftovers()
 
     async def reap_leftovers(self) -> list[str]:
