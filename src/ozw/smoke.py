@@ -32,6 +32,8 @@ from ozw.runner import Worker
 
 TAIL_LINES = 20
 SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"
+AGENT_SIDECAR = "warpdotdev/warp-agent:latest"
+"""The agent sidecar the Oz server names in its assignments (docker backend)."""
 
 
 class SmokeError(Exception):
@@ -47,6 +49,8 @@ def sample_assignment(config: WorkerConfig) -> TaskAssignment:
         "task": {"id": task_id, "title": "ozw smoke test"},
         "env_vars": {"OZ_STANDIN_PROMPT": SAMPLE_PROMPT},
     }
+    if config.backend_name == "docker":
+        data["sidecar_image"] = AGENT_SIDECAR
     return _decode_assignment(data, "the built-in sample")
 
 

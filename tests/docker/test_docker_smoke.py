@@ -1,0 +1,94 @@
+"""``ozw smoke`` and ``ozw check`` with the docker example configuration, on a real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.docker.conftest import Engine, Images
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ozw(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in engine.env.items() if not k.startswith("WARP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ozw", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def task_file(tmp_path: Path, images: Images, behaviour: str) -> Path:
+    path = tmp_path / f"task-{behaviour.replace(':', '-')}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "task_id": f"smoke-{behaviour.replace(':', '-')}",
+                "task": {"id": "smoke-docker"},
+                "docker_image": images.task,
+                "sidecar_image": images.agent,
+                "env_vars": {"STANDIN_BEHAVIOUR": behaviour},
+            }
+        )
+    )
+    return path
+
+
+def test_smoke_passes_for_the_docker_example_config(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    result = ozw(
+        engine,
+        "smoke",
+        "--config",
+        "config/examples/docker.toml",
+        "--task",
+        str(task_file(tmp_path, images, "ok")),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("smoke: ok: task smoke-ok completed")
+
+
+def test_smoke_fails_clearly_for_a_failing_container(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    result = ozw(
+        engine,
+        "smoke",
+        "--config",
+        "config/examples/docker.toml",
+        "--task",
+        str(task_file(tmp_path, images, "exit:7")),
+    )
+    assert result.returncode == 1
+    assert "failed (container_exit), exit code 7" in result.stdout
+    assert "last output lines:" in result.stdout
+    assert "[agent stdout] standin: env=TASK_ID=smoke-docker" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_check_reaches_the_engine_and_reports_its_platform(engine: Engine) -> None:
+    result = ozw(engine, "check", "--config", "config/examples/docker.toml")
+    lines = result.stdout.splitlines()
+    backend = [line for line in lines if "backend docker" in line]
+    assert backend, result.stdout
+    assert backend[0].startswith("ok")
+    # No API key in this environment: check says so, and fails.
+    assert result.returncode == 1
+    assert any(line.startswith("FAIL") and "api key" in line for line in lines)
+
+
+def test_check_fails_in_one_line_when_the_daemon_is_gone(engine: Engine) -> None:
+    dead = Engine("unix:///nonexistent/docker.sock", private=False)
+    result = ozw(dead, "check", "--config", "config/examples/docker.toml")
+    assert result.returncode == 1
+    failing = [line for line in result.stdout.splitlines() if "backend docker" in line]
+    assert failing[0].startswith("FAIL")
+    assert "cannot reach the Docker daemon" in failing[0]
