@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from ozw.config import DirectConfig, EnvEntry
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
+from tests.log_lines import Lines
 
 AGENT = Path(__file__).resolve().parents[1] / "examples" / "agent" / "oz"
 # The stand-in's `#!/usr/bin/env python3` must find a python on the agent's PATH.
@@ -52,48 +53,6 @@ BASE_ARGS = (
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-class Lines(logging.Handler):
-    """Collects the ``ozw`` log records and fires events on exact messages."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._waiters: list[tuple[str, trio.Event]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        message = record.getMessage()
-        for text, event in self._waiters:
-            if message == text:
-                event.set()
-
-    def event(self, text: str) -> trio.Event:
-        event = trio.Event()
-        self._waiters.append((text, event))
-        return event
-
-    def output(self, task_id: str, stream: str) -> list[str]:
-        return [
-            r.getMessage()
-            for r in self.records
-            if getattr(r, "task_id", None) == task_id and getattr(r, "stream", None) == stream
-        ]
-
-
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger("ozw")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture

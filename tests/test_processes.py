@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 from collections.abc import Iterator
 
@@ -13,43 +12,9 @@ import trio
 
 from ozw.logs import TaskLog
 from ozw.processes import MAX_LINE, ProcessRunner
+from tests.log_lines import Lines
 
 ENV = {"PATH": "/usr/bin:/bin"}
-
-
-class Lines(logging.Handler):
-    """Collects relayed output and fires events on exact lines."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._waiters: dict[str, trio.Event] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        event = self._waiters.get(record.getMessage())
-        if event is not None:
-            event.set()
-
-    def event(self, text: str) -> trio.Event:
-        return self._waiters.setdefault(text, trio.Event())
-
-    def stream(self, name: str) -> list[str]:
-        return [r.getMessage() for r in self.records if getattr(r, "stream", None) == name]
-
-
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger("ozw")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 async def sh(runner: ProcessRunner, script: str, stdin: bytes | None = None) -> int:

@@ -1,0 +1,5 @@
+"""Fixtures shared across the suite."""
+
+from tests.log_lines import lines
+
+__all__ = ["lines"]
