@@ -1,0 +1,115 @@
+"""Image references and the names the docker backend gives things.
+
+The reference grammar is that of github.com/distribution/reference, checked strictly
+before anything reaches a command line. Names of containers and sidecar volumes are
+derived from ids and references with every character outside ``[A-Za-z0-9_.-]``
+mapped to ``-``.
+
+The "digest" of a sidecar volume name is the image ID (the content digest of the
+image's configuration). Every local image has one, even an imported or locally built
+one that has no registry digest, and it changes whenever the filesystem does. The
+"repo name" is the repository as written in the reference (tag and digest dropped,
+registry host kept): ``127.0.0.1:5000/a/agent:1`` → ``127.0.0.1-5000-a-agent``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import attrs
+
+MAX_NAME_PART: Final = 48
+MAX_VOLUME_REPO: Final = 180
+
+# --- image references (the grammar of github.com/distribution/reference) -----------
+
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_REFERENCE = re.compile(
+    rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII
+)
+MAX_NAME_LENGTH: Final = 255
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class InvalidReference(ValueError):
+    """An image reference that is not valid Docker reference syntax."""
+
+
+@attrs.frozen
+class ImageReference:
+    """A parsed image reference: ``name[:tag][@digest]``."""
+
+    name: str
+    tag: str | None = None
+    digest: str | None = None
+
+
+def parse_reference(reference: str) -> ImageReference:
+    """Parse ``reference`` strictly; raises :class:`InvalidReference`.
+
+    Only references matching the registry grammar pass, so nothing that reaches a
+    command line can start with ``-`` or hold whitespace or control characters.
+    """
+    match = _REFERENCE.fullmatch(reference)
+    if match is None:
+        raise InvalidReference(f"{reference!r} is not a valid image reference")
+    name = match["name"]
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidReference(
+            f"{reference!r} is not a valid image reference: "
+            f"repository name longer than {MAX_NAME_LENGTH} characters"
+        )
+    return ImageReference(name, match["tag"], match["digest"])
+
+
+def is_valid_reference(reference: str) -> bool:
+    """Whether ``reference`` is a valid image reference (see :func:`parse_reference`)."""
+    try:
+        parse_reference(reference)
+    except InvalidReference:
+        return False
+    return True
+
+
+def sanitise_name_part(text: str) -> str:
+    """``text`` with every character outside ``[A-Za-z0-9_.-]`` mapped to ``-``."""
+    return _NAME_CHARS.sub("-", text)
+
+
+def digest_hex(digest: str) -> str:
+    """The hex part of ``algorithm:hex`` (or the whole string when it has no algorithm)."""
+    return digest.rpartition(":")[2]
+
+
+def volume_name(reference: str, image_id: str) -> str:
+    """The sidecar volume of an image: ``<repo name mapped>-<first 12 hex of its digest>``."""
+    repository = sanitise_name_part(parse_reference(reference).name)[:MAX_VOLUME_REPO]
+    return f"{repository}-{digest_hex(image_id)[:12]}"
+
+
+def container_name(worker_id: str, task_id: str, suffix: str) -> str:
+    """``ozw-<worker>-<task>-<suffix>``: readable in ``docker ps``, unique by ``suffix``.
+
+    The ``ozw-`` prefix makes the name start with a letter whatever the ids hold.
+    """
+    worker = sanitise_name_part(worker_id)[:MAX_NAME_PART]
+    task = sanitise_name_part(task_id)[:MAX_NAME_PART]
+    return f"ozw-{worker}-{task}-{suffix}"
+
+
+_ARCH_ALIASES: Final = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}
+
+
+def platform_of(os_name: str, architecture: str) -> str:
+    """``os/arch`` in Docker's spelling (``x86_64`` → ``amd64``, ``aarch64`` → ``arm64``)."""
+    arch = architecture.strip().lower()
+    return f"{os_name.strip().lower()}/{_ARCH_ALIASES.get(arch, arch)}"
