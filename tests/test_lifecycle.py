@@ -49,6 +49,7 @@ class OneRun(TaskRun):
 
     async def teardown(self) -> None:
         self.backend.log.append("teardown")
+        self.backend.tearing_down.set()
         if self.backend.teardown_hangs:
             await trio.sleep_forever()
         if self.backend.teardown_error is not None:
@@ -63,6 +64,7 @@ class OneBackend(Backend):
     def __init__(self) -> None:
         self.log: list[str] = []
         self.executing = trio.Event()
+        self.tearing_down = trio.Event()
         self.setup_error: BaseException | None = None
         self.execute_error: BaseException | None = None
         self.teardown_error: BaseException | None = None
@@ -209,9 +211,9 @@ async def test_forced_stop_cancels_a_hanging_teardown(
         nursery.start_soon(run)
         await backend.executing.wait()
         task.stop(StopCause.SHUTDOWN)
-        await trio.sleep(1)
+        await backend.tearing_down.wait()
         task.teardown_scope.cancel()
-    assert trio.current_time() < 2
+    assert trio.current_time() < 1
     assert results[0].teardown_failed
     assert isinstance(results[0].message, TaskFailed)
     assert results[0].message.failure_reason == "graceful_shutdown"

@@ -47,12 +47,15 @@ class CapturedLog(logging.Handler):
     def __init__(self, task_id: str) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[tuple[str | None, str]] = []
+        self._changed = trio.Event()
         logger = logging.Logger(f"ozw.test.{task_id}", logging.DEBUG)
         logger.addHandler(self)
         self.log = TaskLog(task_id, logger)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append((getattr(record, "stream", None), record.getMessage()))
+        self._changed.set()
+        self._changed = trio.Event()
 
     def standin(self, prefix: str = "") -> list[str]:
         """The stand-in agent's report lines (``standin: `` stripped) starting with prefix."""
@@ -71,8 +74,8 @@ class CapturedLog(logging.Handler):
 
     async def wait_for(self, text: str, timeout: float = 30.0) -> None:
         with trio.fail_after(timeout):
-            while not any(text in message for _, message in self.records):  # noqa: ASYNC110
-                await trio.sleep(0.05)
+            while not any(text in message for _, message in self.records):
+                await self._changed.wait()
 
 
 def make_params(
