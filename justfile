@@ -7,11 +7,11 @@ test *args:
 
 # Lint, check formatting and type-check.
 lint:
-    .venv/bin/ruff check src tests && .venv/bin/ruff format --check src tests && .venv/bin/mypy
+    .venv/bin/ruff check src tests bench && .venv/bin/ruff format --check src tests bench && .venv/bin/mypy
 
 # Format the code and apply safe lint fixes.
 fmt:
-    .venv/bin/ruff format src tests && .venv/bin/ruff check --fix src tests
+    .venv/bin/ruff format src tests bench && .venv/bin/ruff check --fix src tests bench
 
 # The end-to-end demo.
 demo:

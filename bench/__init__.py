@@ -1,0 +1,1 @@
+"""ozw benchmarks: the worker measured as ratios against baselines of the same run."""

@@ -1,0 +1,192 @@
+"""An in-process dispatch server + worker, and a probe that timestamps a task's way.
+
+Every timestamp is ``time.perf_counter()`` taken synchronously where the event
+happens, in the one Trio thread that runs both the server and the worker:
+
+- ``sent``: just before the server writes the ``task_assignment`` frame;
+- ``claimed`` / ``terminal``: the server's receive hook, when it has read and
+  decoded the worker's ``task_claimed`` / ``task_completed`` (or ``task_failed``);
+- ``setup``, ``execute``: the worker's own task log lines "setup started" and
+  "agent started" (a logging handler on the ``ozw`` logger);
+- ``agent_first`` / ``agent_last``: the first and last line of the agent's stdout as
+  the worker relays it into the task log (the agent is running once it has printed);
+- ``finished``: the supervisor's ``on_finished`` hook, after teardown, when the
+  terminal message has been queued for the connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import attrs
+import trio
+
+from bench.stats import median, phase_medians
+from ozw.backends.base import Backend
+from ozw.config import BackendConfig, WorkerConfig
+from ozw.connection import ConnectionSettings
+from ozw.devserver import DispatchServer, Received
+from ozw.lifecycle import TaskOutcome
+from ozw.params import TaskParams
+from ozw.protocol import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed
+from ozw.runner import Worker
+
+T = TypeVar("T")
+
+TASK_PHASES = ("sent", "setup", "execute", "agent_first", "agent_last", "finished", "terminal")
+"""The marks of one task in the order they happen (``claimed`` runs beside them)."""
+
+_LOG_MARKS = {"setup started": "setup", "agent started": "execute"}
+
+
+class Probe(logging.Handler):
+    """Per-task timestamps (see the module docstring), and waiting for them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.marks: collections.defaultdict[str, dict[str, float]] = collections.defaultdict(dict)
+        self.failures: dict[str, str] = {}
+        self._events: dict[tuple[str, str], trio.Event] = {}
+
+    def mark(self, task_id: str, key: str, *, again: bool = False) -> None:
+        marks = self.marks[task_id]
+        if key in marks and not again:
+            return
+        marks[key] = time.perf_counter()
+        event = self._events.pop((task_id, key), None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, task_id: str, key: str) -> float:
+        """Wait for the mark; returns its time."""
+        if key not in self.marks[task_id]:
+            event = self._events.setdefault((task_id, key), trio.Event())
+            await event.wait()
+        return self.marks[task_id][key]
+
+    # logging.Handler: runs synchronously where the worker logs.
+    def emit(self, record: logging.LogRecord) -> None:
+        task_id = getattr(record, "task_id", None)
+        if task_id is None:
+            return
+        stream = getattr(record, "stream", None)
+        if stream == "agent stdout":
+            self.mark(task_id, "agent_first")
+            self.mark(task_id, "agent_last", again=True)
+            return
+        key = _LOG_MARKS.get(record.getMessage()) if stream is None else None
+        if key is not None:
+            self.mark(task_id, key)
+
+    def on_receive(self, item: Received) -> None:
+        message = item.message
+        if isinstance(message, TaskClaimed):
+            self.mark(message.task_id, "claimed")
+        elif isinstance(message, TaskCompleted | TaskFailed):
+            if isinstance(message, TaskFailed):
+                self.failures[message.task_id] = f"{message.failure_reason}: {message.message}"
+            self.mark(message.task_id, "terminal")
+
+    def on_finished(self, params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
+        self.mark(params.task_id, "finished")
+
+
+@dataclass
+class Session:
+    server: DispatchServer
+    worker: Worker
+    probe: Probe
+
+
+async def with_worker(
+    backend: Backend,
+    backend_config: BackendConfig | None,
+    body: Callable[[Session], Awaitable[T]],
+    *,
+    worker_id: str = "bench-worker",
+) -> T:
+    """Run ``body`` against a connected worker (on ``backend``, configured by
+    ``backend_config`` when the backend reads its table) and a local dispatch server
+    on 127.0.0.1, then stop the worker gracefully. Production connection
+    timings: no pings fire during a benchmark."""
+    api_key = secrets.token_urlsafe(16)
+    probe = Probe()
+    server = DispatchServer(api_key)
+    server.on_receive.append(probe.on_receive)
+    config = WorkerConfig(worker_id=worker_id, api_key=api_key, shutdown_grace=10)
+    if backend_config is not None:
+        config = attrs.evolve(config, backend=backend_config)
+    ozw_logger = logging.getLogger("ozw")
+    saved = (ozw_logger.level, ozw_logger.handlers[:], ozw_logger.propagate)
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    ozw_logger.handlers[:] = [probe, warnings]
+    ozw_logger.setLevel(logging.INFO)
+    ozw_logger.propagate = False
+    try:
+        async with backend, trio.open_nursery() as nursery:
+            await nursery.start(server.serve, "127.0.0.1", 0)
+            worker = Worker(
+                config,
+                backend,
+                connection_settings=ConnectionSettings(server.url, worker_id, api_key),
+                flush_timeout=5,
+            )
+            worker.supervisor.events.on_finished.append(probe.on_finished)
+            done = trio.Event()
+
+            async def run_worker(*, task_status: trio.TaskStatus[Worker]) -> None:
+                await worker.run(handle_signals=False, task_status=task_status)
+                done.set()
+
+            await nursery.start(run_worker)
+            await worker.connection.wait_connected()
+            await server.wait_connected()
+            try:
+                return await body(Session(server, worker, probe))
+            finally:
+                worker.request_stop("benchmark finished")
+                with trio.move_on_after(30):
+                    await done.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        ozw_logger.setLevel(saved[0])
+        ozw_logger.handlers[:] = saved[1]
+        ozw_logger.propagate = saved[2]
+
+
+async def run_one(session: Session, message: TaskAssignment) -> dict[str, float]:
+    """Send one assignment, wait for its terminal message; returns the task's marks.
+
+    Raises RuntimeError when the task failed."""
+    probe, task_id = session.probe, message.task_id
+    probe.mark(task_id, "sent")
+    await session.server.send(message)
+    await probe.wait(task_id, "terminal")
+    if task_id in probe.failures:
+        raise RuntimeError(f"task {task_id} failed: {probe.failures[task_id]}")
+    return probe.marks[task_id]
+
+
+def task_phases(marks: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of the worker's phases over ``marks`` (see :data:`TASK_PHASES`)."""
+    phases = {"sent → claimed (at the server)": median([m["claimed"] - m["sent"] for m in marks])}
+    phases.update(phase_medians(marks, TASK_PHASES))
+    return phases
+
+
+def run_trio(fn: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run`` with a typed result."""
+    return trio.run(functools.partial(_call, fn))
+
+
+async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
