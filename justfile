@@ -17,6 +17,6 @@ fmt:
 demo:
     .venv/bin/ozw demo
 
-# The benchmarks.
-bench:
-    .venv/bin/python -m bench
+# The benchmarks (ratios against same-run baselines; `just bench --quick` for a short run).
+bench *args:
+    .venv/bin/python -m bench {{args}}
