@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from ozw.metrics import parse_address
+from ozw.config import parse_address
 from ozw.protocol import TaskCancellation, TaskRejected
 from tests.scripted_backend import ScriptedBackend
 from tests.worker_harness import assignment, start_server, start_worker, terminal_for

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import urllib.parse
 from collections.abc import Iterator
 from typing import IO
 
@@ -16,7 +15,7 @@ import attrs
 import trio
 
 from ozw.backends import create_backend
-from ozw.config import WorkerConfig
+from ozw.config import WorkerConfig, url_problem
 from ozw.failures import BackendUnavailable
 
 
@@ -25,20 +24,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
-    """Why ``url`` is not a usable URL with one of ``schemes`` (None when it is)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in schemes:
-        return f"scheme must be {' or '.join(schemes)}, not {parts.scheme or 'missing'!r}"
-    if not parts.hostname:
-        return "no host"
-    return None
 
 
 def static_checks(config: WorkerConfig) -> Iterator[Check]:
@@ -62,10 +47,10 @@ async def backend_check(config: WorkerConfig) -> Check:
     try:
         backend = create_backend(config)
         async with backend:
-            await backend.check()
+            found = await backend.check()
     except BackendUnavailable as exc:
         return Check(name, False, str(exc))
-    return Check(name, True, "ready")
+    return Check(name, True, found)
 
 
 def check_main(config: WorkerConfig, *, out: IO[str] = sys.stdout) -> int:

@@ -335,13 +335,33 @@ def _task_limit(value: object) -> int:
     return value
 
 
+def url_problem(text: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``text`` is not a URL with one of ``schemes`` and a host (None when it is)."""
+    wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return f"must be a {wanted} URL, got {text!r} ({exc})"
+    if parts.scheme not in schemes or not parts.hostname:
+        return f"must be a {wanted} URL, got {text!r}"
+    return None
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:9090`` means all interfaces) → (host, port); ValueError if bad."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'{text!r} is not HOST:PORT (e.g. "127.0.0.1:9090")')
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[object], str]:
     def check(value: object) -> str:
         text = _text(value)
-        parts = urlsplit(text)
-        if parts.scheme not in schemes or not parts.netloc:
-            wanted = " or ".join(f"{scheme}://" for scheme in schemes)
-            raise _Invalid(f"must be a {wanted} URL, got {text!r}")
+        problem = url_problem(text, schemes)
+        if problem is not None:
+            raise _Invalid(problem)
         return text
 
     return check
@@ -355,9 +375,11 @@ def _optional_url(schemes: tuple[str, ...]) -> Callable[[object], str | None]:
 def _address(value: object) -> str | None:
     """``HOST:PORT`` for the metrics endpoint (``:9090`` = all interfaces); ``""`` = off."""
     text = _text(value)
-    _host, sep, port = text.rpartition(":")
-    if text and (not sep or not port.isdigit() or int(port) > 65535):
-        raise _Invalid(f'{text!r} is not HOST:PORT (e.g. "127.0.0.1:9090")')
+    if text:
+        try:
+            parse_address(text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
     return text or None
 
 

@@ -124,15 +124,6 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``:9090`` means all interfaces) → (host, port); ValueError if bad."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
 async def serve_http(
     metrics: WorkerMetrics,
     is_healthy: Callable[[], bool],

@@ -16,10 +16,10 @@ import signal
 import trio
 
 from ozw.backends.base import Backend
-from ozw.config import WorkerConfig
+from ozw.config import WorkerConfig, parse_address
 from ozw.connection import Connection, ConnectionSettings
 from ozw.failures import BackendUnavailable
-from ozw.metrics import WorkerMetrics, parse_address, serve_http
+from ozw.metrics import WorkerMetrics, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
 from ozw.worker import Supervisor, SupervisorSettings
@@ -131,12 +131,13 @@ class Worker:
         Raises:
             BackendUnavailable: the backend's start-up check failed.
         """
-        await self.backend.check()
+        found = await self.backend.check()
         await self.backend.recover()
         log.info(
-            "worker %s starting: backend %s, max concurrent tasks %s",
+            "worker %s starting: backend %s (%s), max concurrent tasks %s",
             self.config.worker_id,
             self.backend.name,
+            found,
             self.config.max_concurrent_tasks or "unlimited",
         )
         async with trio.open_nursery() as root:

@@ -80,6 +80,8 @@ def test_check_reaches_the_engine_and_reports_its_platform(engine: Engine) -> No
     backend = [line for line in lines if "backend docker" in line]
     assert backend, result.stdout
     assert backend[0].startswith("ok")
+    assert "docker daemon " in backend[0]
+    assert "on linux/" in backend[0]
     # No API key in this environment: check says so, and fails.
     assert result.returncode == 1
     assert any(line.startswith("FAIL") and "api key" in line for line in lines)

@@ -194,12 +194,14 @@ class CommandBackend(Backend):
         self.cancel_failures = 0
         self._dispatching: dict[str, anyio.Event] = {}
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """Start-up check: a dispatch command is configured and ``/bin/sh`` can run it."""
         if not self.config.dispatch_command.strip():
             raise BackendUnavailable("command backend: dispatch_command is empty")
         if not os.access(SHELL, os.X_OK):
             raise BackendUnavailable(f"command backend: {SHELL} is not available")
+        cancel = "with" if self.config.cancel_command else "without"
+        return f"dispatch command set, {cancel} cancel command"
 
     def open_task(self, params: TaskParams, log: TaskLog) -> CommandTaskRun:
         """The run of one task (no I/O yet)."""

@@ -493,11 +493,11 @@ class DirectBackend(Backend):
         """Paths of the workspaces of tasks not yet torn down."""
         return frozenset(w.path for w in self._workspaces.values())
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """Start-up check: the oz CLI runs, and the workspace root or target_dir is usable."""
-        await anyio.to_thread.run_sync(self._check)
+        return await anyio.to_thread.run_sync(self._check)
 
-    def _check(self) -> None:
+    def _check(self) -> str:
         self._oz = self._resolve_oz()
         if self.config.target_dir:
             target = self.config.target_dir
@@ -505,7 +505,7 @@ class DirectBackend(Backend):
                 raise BackendUnavailable(f"direct backend: target_dir {target} does not exist")
             if not os.path.isdir(target):
                 raise BackendUnavailable(f"direct backend: target_dir {target} is not a directory")
-            return
+            return f"oz CLI {self._oz}; every task in {target}"
         root = self.config.workspace_root
         try:
             prepare_root(root)
@@ -513,6 +513,9 @@ class DirectBackend(Backend):
             raise BackendUnavailable(
                 f"direct backend: cannot use workspace root {root}: {exc.strerror or exc}"
             ) from exc
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise BackendUnavailable(f"direct backend: workspace root {root} is not writable")
+        return f"oz CLI {self._oz}; workspaces in {root}"
 
     def _resolve_oz(self) -> str:
         """The oz CLI's absolute path. Raises BackendUnavailable."""

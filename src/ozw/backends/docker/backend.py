@@ -161,7 +161,7 @@ class DockerBackend(Backend):
 
     # -- start-up --
 
-    async def check(self) -> None:
+    async def check(self) -> str:
         """The CLI exists and the daemon answers on a supported platform."""
         resolved = shutil.which(self.docker, path=self.environ.get("PATH", os.defpath))
         if resolved is None:
@@ -172,7 +172,7 @@ class DockerBackend(Backend):
         try:
             with anyio.fail_after(CHECK_TIMEOUT):
                 result = await self.docker_cli(
-                    "version", "--format={{.Server.Os}}/{{.Server.Arch}}"
+                    "version", "--format={{.Server.Os}}/{{.Server.Arch}} {{.Server.Version}}"
                 )
         except TimeoutError:
             raise BackendUnavailable(
@@ -182,7 +182,8 @@ class DockerBackend(Backend):
             raise BackendUnavailable(
                 f"docker backend: cannot reach the Docker daemon: {result.error}"
             )
-        os_name, _, arch = result.stdout.decode().strip().partition("/")
+        where, _, version = result.stdout.decode().strip().partition(" ")
+        os_name, _, arch = where.partition("/")
         platform = platform_of(os_name, arch)
         if platform not in SUPPORTED_PLATFORMS:
             raise BackendUnavailable(
@@ -190,7 +191,7 @@ class DockerBackend(Backend):
                 + ", ".join(sorted(SUPPORTED_PLATFORMS))
             )
         self.platform = platform
-        logger.info("docker daemon reachable (%s)", platform)
+        return f"docker daemon {version or '(unknown version)'} on {platform}"
 
     async def recover(self) -> None:
         """Reap the containers a crashed earlier run of this worker id left behind."""
