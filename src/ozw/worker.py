@@ -107,12 +107,8 @@ class Supervisor:
             self._reject(task_id, REJECT_AT_CAPACITY)
             return
         params = build_task_params(assignment, self.settings.params)
-        if params.image_defaulted and params.environment_id:
-            tlog.warning(
-                "the task names environment %s but no image arrived; using %s",
-                params.environment_id,
-                params.image,
-            )
+        if params.image_warning is not None:
+            tlog.warning("%s", params.image_warning)
         control = TaskControl(params, tlog)
         self.active[task_id] = control
         self.claimed += 1
