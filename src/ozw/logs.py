@@ -22,6 +22,20 @@ _STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, Non
 }
 
 
+_CONTROL: Final = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\t",
+}
+"""Control characters escaped in human lines: a hostile task id or agent output line
+must not forge log lines or drive the terminal (tabs stay readable)."""
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with newlines and other control characters shown as escapes."""
+    return text.translate(_CONTROL)
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
     return f"{seconds}.{int(record.msecs):03d}Z"
@@ -43,7 +57,7 @@ class HumanFormatter(logging.Formatter):
         if stream is not None:
             parts.append(f"[{stream}]")
         parts.append(record.getMessage())
-        line = " ".join(parts)
+        line = escape_controls(" ".join(parts))
         if record.exc_info and self.tracebacks:
             line += "\n" + self.formatException(record.exc_info)
         return line
