@@ -26,6 +26,7 @@ from ozw.connection import ConnectionSettings
 from ozw.devserver import DispatchServer
 from ozw.failures import BackendUnavailable
 from ozw.lifecycle import TaskOutcome
+from ozw.logs import escape_controls
 from ozw.params import TaskParams
 from ozw.protocol import ProtocolError, TaskAssignment, decode_server_message, encode_message
 from ozw.runner import Worker
@@ -158,7 +159,7 @@ def smoke_main(
         print(f"ozw smoke: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SmokeError) else 1
     outcome = result.outcome
-    task_id = assignment.task_id
+    task_id = escape_controls(assignment.task_id)
     if outcome is None:
         print(f"smoke: FAILED: task {task_id} did not finish within {timeout:g}s", file=out)
     elif outcome.result in ("completed", "handed_off"):
