@@ -215,3 +215,26 @@ async def test_json_logs_carry_task_ids_and_never_a_secret(tmp_path: Path) -> No
         assert secret not in everything
         assert API_KEY not in everything
         nursery.cancel_scope.cancel()
+
+
+def test_a_backend_that_fails_its_start_up_check_stops_the_worker_in_one_line(
+    tmp_path: Path,
+) -> None:
+    config = direct_config(tmp_path).read_text().replace(str(STANDIN_AGENT), "/nonexistent/oz")
+    (tmp_path / "bad.toml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
+    result = ozw("--config", str(tmp_path / "bad.toml"), env={**env, "WARP_API_KEY": API_KEY})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].endswith(
+        "ERROR cannot start: direct backend: oz CLI /nonexistent/oz does not exist"
+    )
+
+
+def test_no_api_key_is_one_line_naming_both_ways_to_give_it() -> None:
+    result = ozw("--config", "config/worker.toml")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ozw: error: no API key: pass --api-key KEY or set WARP_API_KEY"
+    ]
