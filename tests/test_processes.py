@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -106,3 +108,26 @@ async def test_kill_all_kills_every_group_at_once(lines: Lines) -> None:
                 await event.wait()
             runner.kill_all()
     assert codes == [137, 137]
+
+
+async def test_input_a_detached_grandchild_never_reads_does_not_hold_up_the_result(
+    lines: Lines, tmp_path: Path
+) -> None:
+    # The leader hands its stdin to a setsid child that never reads, then exits 0: the
+    # bigger-than-a-pipe input must not keep run() writing (a dispatch would time out).
+    pidfile = tmp_path / "pid"
+    # An asynchronous list gets /dev/null as stdin unless it is passed on via fd 3; the
+    # leader waits until the child has left its group (else our SIGKILL to the group
+    # after the leader's exit would take it down before setsid).
+    script = (
+        f"exec 3<&0; setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' <&3 >/dev/null 2>&1 &"
+        f" while [ ! -s {pidfile} ]; do :; done"
+    )
+    try:
+        with trio.fail_after(10):
+            code = await sh(ProcessRunner(kill_grace=1), script, stdin=b"x" * (1024 * 1024))
+        assert code == 0
+    finally:
+        # The sleeper left the group on purpose: tidy it up ourselves.
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)

@@ -128,6 +128,7 @@ class ProcessRunner:
         # a chatty child cannot block on a full pipe through its grace period. Once the
         # child is gone they get PIPE_DRAIN_GRACE to read what is left.
         drains = (anyio.CancelScope(shield=True), anyio.CancelScope(shield=True))
+        feed = anyio.CancelScope()
         try:
             async with anyio.create_task_group() as tg:
                 assert process.stdout is not None
@@ -137,9 +138,12 @@ class ProcessRunner:
                     _drain, drains[1], process.stderr, log, f"{label} stderr", stderr_tail
                 )
                 if stdin is not None:
-                    tg.start_soon(_feed, process, stdin)
+                    tg.start_soon(_feed, feed, process, stdin)
                 try:
                     returncode = await process.wait()
+                    # Nobody is owed the rest of the input now: a detached grandchild
+                    # holding stdin without reading must not keep us writing.
+                    feed.cancel()
                     # The leader is gone; anything left of its group is a stray.
                     _signal_group(pgid, signal.SIGKILL)
                 except BaseException:
@@ -170,14 +174,16 @@ class ProcessRunner:
             await process.wait()
 
 
-async def _feed(process: anyio.abc.Process, data: bytes) -> None:
+async def _feed(scope: anyio.CancelScope, process: anyio.abc.Process, data: bytes) -> None:
     assert process.stdin is not None
     try:
-        await process.stdin.send(data)
+        with scope:
+            await process.stdin.send(data)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass  # the child exited without reading everything: its exit status tells
     finally:
-        await process.stdin.aclose()
+        with anyio.CancelScope(shield=True):
+            await process.stdin.aclose()
 
 
 async def _drain(
