@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from ozw.config import parse_address
@@ -110,3 +111,51 @@ async def test_metrics_and_health_follow_the_worker() -> None:
             assert 'oz_worker_websocket_reconnects_total{reason="closed"} 1.0' in body
             assert (await http_get(port, "/nope"))[0] == 404
         nursery.cancel_scope.cancel()
+
+
+async def test_a_client_resetting_mid_request_does_not_hurt_the_worker() -> None:
+    import socket
+    import struct
+
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend, metrics_addr="127.0.0.1:0")
+        port = worker.metrics_port
+        assert port is not None
+        with trio.fail_after(10):
+            for _ in range(3):
+                sock = trio.socket.socket()
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(b"GET /metr")
+                # SO_LINGER 0: close with a TCP reset, as a timed-out probe may.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            status, _ = await http_get(port, "/metrics")
+            assert status == 200
+            await server.send(assignment("still-fine"))
+            await server.wait_for(terminal_for("still-fine"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_metrics_port_stops_the_worker_with_one_clear_line() -> None:
+    from ozw.config import WorkerConfig
+    from ozw.failures import StartupError
+    from ozw.runner import Worker
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    busy = listener.getsockname()[1]
+    try:
+        worker = Worker(
+            WorkerConfig(worker_id="w1", api_key="k", metrics_addr=f"127.0.0.1:{busy}"),
+            ScriptedBackend(),
+        )
+        with pytest.raises(StartupError) as caught:
+            await worker.run(handle_signals=False)
+        assert (
+            str(caught.value) == f"cannot serve metrics on 127.0.0.1:{busy}: Address already in use"
+        )
+    finally:
+        listener.close()

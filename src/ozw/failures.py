@@ -51,7 +51,11 @@ class TaskFailure(Exception):
         return f"TaskFailure({self.reason.value!r}, {self.cause!r}, exit_code={self.exit_code!r})"
 
 
-class BackendUnavailable(Exception):
+class StartupError(Exception):
+    """The worker cannot start; the message is one line for the operator."""
+
+
+class BackendUnavailable(StartupError):
     """A backend's start-up check failed; the message is one line for the operator."""
 
 

@@ -9,7 +9,6 @@ HTTP/1.1 server on Trio for ``/metrics`` and ``/healthz``: a liveness probe gets
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
 from importlib import metadata
@@ -26,6 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ozw.config import parse_address
 from ozw.lifecycle import TaskOutcome
 from ozw.params import TaskParams
 from ozw.protocol import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
@@ -124,40 +124,55 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
+async def bind_http(address: str) -> list[trio.SocketListener]:
+    """Listen on ``HOST:PORT`` for :func:`serve_http`.
+
+    Raises:
+        OSError: the address cannot be bound (e.g. the port is taken).
+    """
+    host, port = parse_address(address)
+    return await trio.open_tcp_listeners(port, host=host)
+
+
 async def serve_http(
     metrics: WorkerMetrics,
     is_healthy: Callable[[], bool],
-    host: str,
-    port: int,
+    listeners: list[trio.SocketListener],
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/metrics`` and ``/healthz`` until cancelled; reports the bound port."""
 
+    async def answer(stream: trio.SocketStream) -> None:
+        request = await _read_request_head(stream)
+        if request is None:
+            return
+        method, path = request
+        head_only = method == "HEAD"
+        match method, path.split("?")[0]:
+            case (("GET" | "HEAD"), "/metrics"):
+                await _respond(stream, 200, metrics.render(), head_only, CONTENT_TYPE_LATEST)
+            case (("GET" | "HEAD"), "/healthz") if is_healthy():
+                await _respond(stream, 200, b"ok\n", head_only)
+            case (("GET" | "HEAD"), "/healthz"):
+                await _respond(stream, 503, b"not connected\n", head_only)
+            case (("GET" | "HEAD"), _):
+                await _respond(stream, 404, b"not found\n", head_only)
+            case _:
+                await _respond(stream, 405, b"method not allowed\n", head_only)
+
     async def handle(stream: trio.SocketStream) -> None:
-        async with stream:
-            with trio.move_on_after(10):
-                request = await _read_request_head(stream)
-                if request is None:
-                    return
-                method, path = request
-                if method not in ("GET", "HEAD"):
-                    await _respond(stream, 405, b"method not allowed\n", method == "HEAD")
-                elif path.split("?")[0] == "/metrics":
-                    await _respond(
-                        stream, 200, metrics.render(), method == "HEAD", CONTENT_TYPE_LATEST
-                    )
-                elif path.split("?")[0] == "/healthz":
-                    if is_healthy():
-                        await _respond(stream, 200, b"ok\n", method == "HEAD")
-                    else:
-                        await _respond(stream, 503, b"not connected\n", method == "HEAD")
-                else:
-                    await _respond(stream, 404, b"not found\n", method == "HEAD")
+        # A client that resets or stalls is its own problem, never the worker's.
+        try:
+            async with stream:
+                with trio.move_on_after(10):
+                    await answer(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("metrics client went away: %s", exc)
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, port, host=host))
-        bound = listeners[0].socket.getsockname()[1]
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        host, bound = listeners[0].socket.getsockname()[:2]
         log.info("metrics on http://%s:%d/metrics, health on /healthz", host, bound)
         task_status.started(bound)
 

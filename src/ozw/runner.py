@@ -16,10 +16,10 @@ import signal
 import trio
 
 from ozw.backends.base import Backend
-from ozw.config import WorkerConfig, parse_address
+from ozw.config import WorkerConfig
 from ozw.connection import Connection, ConnectionSettings
-from ozw.failures import BackendUnavailable
-from ozw.metrics import WorkerMetrics, serve_http
+from ozw.failures import BackendUnavailable, StartupError
+from ozw.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
 from ozw.worker import Supervisor, SupervisorSettings
@@ -140,14 +140,22 @@ class Worker:
             found,
             self.config.max_concurrent_tasks or "unlimited",
         )
+        listeners = []
+        if self.config.metrics_addr:
+            # Bound before the nursery, so a taken port is one clear line, not a group.
+            try:
+                listeners = await bind_http(self.config.metrics_addr)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {self.config.metrics_addr}: {exc.strerror or exc}"
+                ) from None
         async with trio.open_nursery() as root:
             if handle_signals:
                 await root.start(self._watch_signals)
             await root.start(self.supervisor.run)
-            if self.config.metrics_addr:
-                host, port = parse_address(self.config.metrics_addr)
+            if listeners:
                 self.metrics_port = await root.start(
-                    serve_http, self.metrics, lambda: self.connection.connected, host, port
+                    serve_http, self.metrics, lambda: self.connection.connected, listeners
                 )
             await root.start(self.connection.run)
             task_status.started(self)
@@ -215,7 +223,7 @@ async def serve(config: WorkerConfig, backend: Backend) -> int:
     try:
         async with backend:
             return await Worker(config, backend).run()
-    except BackendUnavailable as exc:
+    except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP
 
