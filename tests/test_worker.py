@@ -368,3 +368,31 @@ async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_norm
         assert close_codes == [1000]
         assert backend.closed
         nursery.cancel_scope.cancel()
+
+
+async def test_a_server_speaking_garbage_is_retried_never_fatal() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: bogus\r\n\r\n",
+        b"\x00\xff not http at all\r\n\r\n",
+    ]
+
+    async def garbage(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some()
+            await stream.send_all(answers[0])
+            answers.append(answers.pop(0))
+
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, garbage, 0)
+        port = listeners[0].socket.getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/ws"
+        worker = await start_worker(nursery, url, backend, settings=fast_settings(url))
+        with trio.fail_after(10):
+            for _ in range(6):  # every kind of garbage, twice
+                await worker.connection.wait_failed_attempt()
+        assert not worker.connection.connected
+        assert worker.connection.last_error
+        nursery.cancel_scope.cancel()

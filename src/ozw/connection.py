@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 import trio
@@ -164,14 +164,18 @@ class Connection:
                 log.info("connected to %s", self.settings.websocket_url)
                 await self._serve(ws)
                 return None
-        except BaseExceptionGroup as group:
-            # Every leaf must be a connection problem; anything else is a bug to surface.
-            _, rest = group.split(_CONNECTION_ERRORS)
-            if rest is not None:
-                raise
-            return _why_lost(_first_leaf(group), self.settings.dead_after)
-        except _CONNECTION_ERRORS as exc:
-            return _why_lost(exc, self.settings.dead_after)
+        except Exception as exc:  # an ExceptionGroup from the session's nursery too
+            # Whatever breaks a connection (a proxy speaking garbage, a TLS failure, a
+            # library error) must never stop the worker: log it and dial again.
+            leaf = _first_leaf(exc)
+            if not isinstance(leaf, _CONNECTION_ERRORS):
+                log.error(
+                    "unexpected %s on the connection: %s",
+                    type(leaf).__name__,
+                    _describe(leaf),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+            return _why_lost(leaf, self.settings.dead_after)
 
     async def _serve(self, ws: tws.WebSocketConnection) -> None:
         silence = trio.CancelScope(deadline=trio.current_time() + self.settings.dead_after)
@@ -240,9 +244,18 @@ _CONNECTION_ERRORS = (
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
+    """The leaf that best explains ``exc``: a surprise before a plain connection error."""
+    leaves = list(_leaves(exc))
+    surprises = [leaf for leaf in leaves if not isinstance(leaf, _CONNECTION_ERRORS)]
+    return (surprises or leaves)[0]
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 @attrs.frozen
@@ -250,7 +263,7 @@ class Lost:
     """Why a connection ended or could not be made: a metric label and one line."""
 
     kind: str
-    """refused, dial_failed, closed or silent."""
+    """refused, dial_failed, closed, silent or error."""
     text: str
 
 
@@ -262,7 +275,9 @@ def _why_lost(exc: BaseException, dead_after: float) -> Lost:
             return Lost("closed", f"connection closed by the server ({exc.reason})")
         case _SilentServer():
             return Lost("silent", f"no word from the server for {dead_after:g}s")
-    return Lost("dial_failed", f"cannot connect: {_describe(exc)}")
+        case OSError() | tws.HandshakeError():
+            return Lost("dial_failed", f"cannot connect: {_describe(exc)}")
+    return Lost("error", f"connection failed: {type(exc).__name__}: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:

@@ -92,7 +92,7 @@ class WorkerMetrics:
         # Known label values start at 0, so dashboards see every series from the start.
         for reason in (REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN):
             self.rejected.labels(reason=reason)
-        for kind in ("refused", "dial_failed", "closed", "silent"):
+        for kind in ("refused", "dial_failed", "closed", "silent", "error"):
             self.reconnects.labels(reason=kind)
         self.max_concurrent.set(max_concurrent)
         self.connected.set(0)
