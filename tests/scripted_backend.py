@@ -25,7 +25,7 @@ class ScriptedRun(TaskRun):
         self.behaviour = params.env.get("BEHAVIOUR", "ok")
 
     async def setup(self) -> None:
-        self.backend.calls.append(("setup", self.params.task_id))
+        self.backend.record(("setup", self.params.task_id))
         if self.backend.on_setup is not None:
             self.backend.on_setup(self.params)
         if self.behaviour == "setup-fail":
@@ -33,7 +33,7 @@ class ScriptedRun(TaskRun):
 
     async def execute(self) -> ExecuteResult:
         task_id = self.params.task_id
-        self.backend.calls.append(("execute", task_id))
+        self.backend.record(("execute", task_id))
         self.backend.started[task_id].set()
         kind, _, arg = self.behaviour.partition(":")
         match kind:
@@ -51,7 +51,7 @@ class ScriptedRun(TaskRun):
         return ExecuteResult.COMPLETED
 
     async def teardown(self) -> None:
-        self.backend.calls.append(("teardown", self.params.task_id))
+        self.backend.record(("teardown", self.params.task_id))
         if self.behaviour == "slow-teardown":
             await self.backend.gates[self.params.task_id].wait()
         self.backend.torn_down[self.params.task_id].set()
@@ -62,6 +62,7 @@ class ScriptedBackend(Backend):
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.changed = trio.Event()
         self.started: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
         self.gates: collections.defaultdict[str, trio.Event] = collections.defaultdict(trio.Event)
         self.torn_down: collections.defaultdict[str, trio.Event] = collections.defaultdict(
@@ -83,6 +84,16 @@ class ScriptedBackend(Backend):
 
     async def aclose(self) -> None:
         self.closed = True
+
+    def record(self, call: tuple[str, str]) -> None:
+        self.calls.append(call)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def calls_changed_to(self, call: tuple[str, str]) -> None:
+        """Wait until ``call`` (e.g. ``("teardown", "t1")``) has happened."""
+        while call not in self.calls:
+            await self.changed.wait()
 
     def executions(self, task_id: str) -> int:
         return self.calls.count(("execute", task_id))

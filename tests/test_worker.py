@@ -366,7 +366,7 @@ async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_norm
         assert backend.torn_down["slow"].is_set()
         assert server.messages_for("late") == [TaskRejected("late", REJECT_SHUTTING_DOWN)]
         assert close_codes == [1000]
-        assert backend.closed
+        assert not backend.closed  # whoever made the backend closes it (runner.serve)
         nursery.cancel_scope.cancel()
 
 
@@ -395,4 +395,57 @@ async def test_a_server_speaking_garbage_is_retried_never_fatal() -> None:
                 await worker.connection.wait_failed_attempt()
         assert not worker.connection.connected
         assert worker.connection.last_error
+        nursery.cancel_scope.cancel()
+
+
+async def test_stopping_while_disconnected_dials_at_once_to_deliver_results() -> None:
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        first_scope = trio.CancelScope()
+        first_ready = trio.Event()
+        servers = []
+
+        async def first_server() -> None:
+            with first_scope:
+                async with trio.open_nursery() as inner:
+                    servers.append(await start_server(inner))
+                    first_ready.set()
+                    await trio.sleep_forever()
+
+        nursery.start_soon(first_server)
+        await first_ready.wait()
+        first = servers[0]
+        # A long back-off: only an immediate redial can deliver within the deadline below.
+        settings = fast_settings(first.url, backoff_initial=30.0, backoff_max=60.0)
+        worker = await start_worker(nursery, first.url, backend, settings=settings)
+        with trio.fail_after(10):
+            await first.send(assignment("late-result", "gate"))
+            await backend.started["late-result"].wait()
+            first_scope.cancel()
+            await worker.connection.wait_connected(False)
+            backend.gates["late-result"].set()
+            await backend.torn_down["late-result"].wait()
+            second = await start_server(nursery, port=first.port or 0)
+            worker.request_stop("test")
+            done = await second.wait_for(terminal_for("late-result"))
+        assert done == TaskCompleted("late-result", "Task completed successfully")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_forced_stop_still_sends_what_is_already_known() -> None:
+    # The agent finished; its teardown hangs; the operator presses Ctrl-C twice.
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        worker = await start_worker(nursery, server.url, backend, shutdown_grace=60)
+        with trio.fail_after(10):
+            await server.send(assignment("stuck", "slow-teardown"))
+            await backend.started["stuck"].wait()
+            worker.request_stop("test")
+            await backend.calls_changed_to(("teardown", "stuck"))
+            worker.force_stop("test again")
+            done = await server.wait_for(terminal_for("stuck"))
+        assert done == TaskCompleted("stuck", "Task completed successfully")
+        assert backend.killed
+        assert worker.exit_code == 130
         nursery.cancel_scope.cancel()

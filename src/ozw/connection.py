@@ -45,9 +45,18 @@ class ConnectionSettings:
 def worker_url(websocket_url: str, worker_id: str) -> str:
     """Add ``worker_id=<id>`` to whatever query the URL already has."""
     parts = urllib.parse.urlsplit(websocket_url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    query.append(("worker_id", worker_id))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    # The existing query stays byte for byte (re-encoding could change what it means).
+    ours = urllib.parse.urlencode({"worker_id": worker_id})
+    query = f"{parts.query}&{ours}" if parts.query else ours
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+def loggable_url(url: str) -> str:
+    """``url`` without user info (credentials) and query, for log lines."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query="", fragment=""))
 
 
 def backoff_delays(initial: float, maximum: float) -> Callable[[], float]:
@@ -89,6 +98,8 @@ class Connection:
         self.on_state_change: Callable[[bool, str], None] | None = None
         """Called with (connected, why): why is "connected", "shutdown" or a Lost.kind."""
         self._closing = trio.Event()
+        self._wake = trio.Event()
+        self._delays = backoff_delays(settings.backoff_initial, settings.backoff_max)
         self._closed = trio.Event()
         self._state_changed = trio.Event()
 
@@ -96,7 +107,6 @@ class Connection:
         """Stay connected until :meth:`close` is called."""
         task_status.started()
         url = worker_url(self.settings.websocket_url, self.settings.worker_id)
-        delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
         try:
             while not self._closing.is_set():
                 lost = await self._session(url)
@@ -104,17 +114,16 @@ class Connection:
                     # A session that ended because we are closing.
                     break
                 if self.connected:
-                    delays = backoff_delays(
-                        self.settings.backoff_initial, self.settings.backoff_max
-                    )
+                    self._reset_backoff()
                 self.last_error = lost.text
                 self.failed_attempts += 1
                 self._set_connected(False, lost.kind)
                 self._notify()
-                delay = delays()
+                delay = self._delays()
                 log.warning("connection: %s; reconnecting in %.3gs", lost.text, delay)
+                self._wake = trio.Event()
                 with trio.move_on_after(delay):
-                    await self._closing.wait()
+                    await self._wake.wait()
         finally:
             self._set_connected(False, "shutdown")
             self._closed.set()
@@ -122,7 +131,16 @@ class Connection:
     async def close(self) -> None:
         """Close the connection with code 1000 and stop re-dialling."""
         self._closing.set()
+        self._wake.set()
         await self._closed.wait()
+
+    def redial_now(self) -> None:
+        """Cut the current back-off short and dial again at the initial pace."""
+        self._reset_backoff()
+        self._wake.set()
+
+    def _reset_backoff(self) -> None:
+        self._delays = backoff_delays(self.settings.backoff_initial, self.settings.backoff_max)
 
     async def wait_connected(self, connected: bool = True) -> None:
         """Wait until the connection is up (or, with False, down)."""
@@ -161,7 +179,7 @@ class Connection:
             ) as ws:
                 self.connects += 1
                 self._set_connected(True, "connected")
-                log.info("connected to %s", self.settings.websocket_url)
+                log.info("connected to %s", loggable_url(self.settings.websocket_url))
                 await self._serve(ws)
                 return None
         except Exception as exc:  # an ExceptionGroup from the session's nursery too

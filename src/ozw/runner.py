@@ -33,6 +33,10 @@ FLUSH_TIMEOUT = 10.0
 """How long a graceful stop waits for the server to take the last messages."""
 FORCED_WAIT = 5.0
 """After a forced stop, how long to wait for killed tasks to unwind."""
+FORCED_FLUSH = 1.0
+"""After a forced stop, how long the last messages may take to go out."""
+CLOSE_WAIT = 5.0
+"""How long the WebSocket close handshake may take."""
 
 
 class Worker:
@@ -196,19 +200,24 @@ class Worker:
                     self.config.shutdown_grace,
                 )
                 await self._kill_everything()
+            if len(self.outbox) and not self.connection.connected:
+                # Results are owed: dial now rather than at the end of a long back-off.
+                self.connection.redial_now()
             with trio.move_on_after(self.flush_timeout):
                 await self.outbox.wait_empty()
         if self._forced.is_set():
             await self._kill_everything()
+            # Even a forced stop owes the server what is already known: a short flush.
+            with trio.move_on_after(FORCED_FLUSH, shield=True):
+                await self.outbox.wait_empty()
         if len(self.outbox):
             log.error(
                 "%d message(s) could not be delivered before exit: %s",
                 len(self.outbox),
                 ", ".join(f"{type(m).__name__}({m.task_id})" for m in self.outbox.pending),
             )
-        with trio.move_on_after(FORCED_WAIT, shield=True):
+        with trio.move_on_after(CLOSE_WAIT, shield=True):
             await self.connection.close()
-            await self.backend.aclose()
         log.info("worker stopped")
 
     async def _kill_everything(self) -> None:

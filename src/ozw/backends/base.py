@@ -24,8 +24,13 @@ import enum
 from types import TracebackType
 from typing import ClassVar, Self
 
+import anyio
+
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
+
+CLOSE_TIMEOUT = 60.0
+"""The bound on :meth:`Backend.aclose` when used as an async context manager."""
 
 
 class ExecuteResult(enum.Enum):
@@ -96,4 +101,6 @@ class Backend(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        # Clean-up runs even when the surrounding scope is cancelled, but not for ever.
+        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            await self.aclose()
