@@ -217,3 +217,38 @@ async def test_forced_stop_cancels_a_hanging_teardown(
     assert results[0].teardown_failed
     assert isinstance(results[0].message, TaskFailed)
     assert results[0].message.failure_reason == "graceful_shutdown"
+
+
+async def test_a_backend_that_cannot_open_the_task_fails_it_without_teardown() -> None:
+    class Broken(OneBackend):
+        def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
+            raise RuntimeError("no room")
+
+    backend = Broken()
+    outcome = await run_task(backend, control())
+    assert isinstance(outcome.message, TaskFailed)
+    assert outcome.message.failure_reason == "unknown"
+    assert backend.log == []
+
+
+class ConvertsCancellation(OneRun):
+    """A backend that reports its own cancellation as a failure (some do)."""
+
+    async def execute(self) -> ExecuteResult:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            raise TaskFailure(FailureReason.AGENT_INVOCATION, "agent killed", 143) from None
+        raise AssertionError("unreachable")
+
+
+async def test_a_deadline_turned_into_a_failure_by_the_backend_is_still_a_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Converting(OneBackend):
+        def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
+            return ConvertsCancellation(self)
+
+    outcome = await run_task(Converting(), control(), task_timeout=30)
+    assert isinstance(outcome.message, TaskFailed)
+    assert outcome.message.failure_reason == "task_timeout"

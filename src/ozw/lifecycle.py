@@ -103,12 +103,12 @@ async def run_task(
 ) -> TaskOutcome:
     """Run one task to its end and return its outcome; never raises for task failures."""
     params, log = control.params, control.log
-    run = backend.open_task(params, log)
     outcome: TaskOutcome | None = None
     setup_started = False
     if task_timeout is not None:
         control.scope.deadline = min(control.scope.deadline, trio.current_time() + task_timeout)
     try:
+        run = backend.open_task(params, log)
         with control.scope:
             control.phase = "setup"
             setup_started = True
@@ -129,8 +129,9 @@ async def run_task(
         if failure is None:
             log.exception("unexpected error in %s: %s", control.phase, exc)
             outcome = failed(params.task_id, FailureReason.UNKNOWN, f"internal error: {exc}")
-        elif control.cause is not None:
-            # A backend that turned our own stop into a failure: the stop is the truth.
+        elif control.cause is not None or control.scope.cancel_called:
+            # A backend that turned our own stop (or deadline) into a failure: the stop
+            # is the truth.
             outcome = _outcome_of_stop(control, task_timeout, failure.exit_code)
         else:
             outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)

@@ -113,7 +113,7 @@ class WorkerMetrics:
         if outcome.reason is not None:
             self.failures.labels(phase=outcome.phase, reason=outcome.reason.value).inc()
         if outcome.teardown_failed:
-            self.failures.labels(phase="teardown", reason="teardown_command").inc()
+            self.failures.labels(phase="teardown", reason="teardown").inc()
 
     def on_connection(self, connected: bool, why: str) -> None:
         self.connected.set(1 if connected else 0)

@@ -119,15 +119,15 @@ class Supervisor:
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
         tlog.info("claimed (execution %s)", params.execution_id or "-")
-        for hook in self.events.on_claimed:
-            hook(params)
         assert self._nursery is not None, "Supervisor.run must be started first"
         self._nursery.start_soon(self._run_task, control, name=f"task {task_id}")
+        for claimed in self.events.on_claimed:
+            _notify(claimed, params)
 
     def _reject(self, task_id: str, reason: str) -> None:
         self.outbox.put(TaskRejected(task_id, reason))
-        for hook in self.events.on_rejected:
-            hook(task_id, reason)
+        for rejected in self.events.on_rejected:
+            _notify(rejected, task_id, reason)
 
     def _cancel(self, task_id: str) -> None:
         tlog = TaskLog(task_id)
@@ -178,8 +178,8 @@ class Supervisor:
             self.outbox.put(outcome.message)
             control.log.info("%s %s", outcome.result, _summary(outcome, duration))
         self.finished += 1
-        for hook in self.events.on_finished:
-            hook(params, outcome, duration)
+        for finished in self.events.on_finished:
+            _notify(finished, params, outcome, duration)
 
     # --- shutdown -----------------------------------------------------------------
 
@@ -203,6 +203,14 @@ class Supervisor:
     async def wait_idle(self) -> None:
         """Wait until no task is running."""
         await self._idle.wait()
+
+
+def _notify(hook: Callable[..., None], *args: object) -> None:
+    """Call an observer; its failure is logged and never reaches the tasks."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("an observer of task events failed")
 
 
 def _summary(outcome: TaskOutcome, duration: float) -> str:
