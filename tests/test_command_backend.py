@@ -14,8 +14,9 @@ import logging
 import os
 import shlex
 import signal
+import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +437,87 @@ async def test_dispatch_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     assert not backend.runner.live_groups
 
 
+# The dispatch "submits" the work, then hangs: only the cancel command can stop it now.
+SUBMIT_THEN_HANG = 'echo submitted >> "$OUT/order"; echo ready; sleep 60'
+CANCEL_ORDER = 'echo "cancel $OZ_RUN_ID" >> "$OUT/order"'
+
+
+async def test_dispatch_timeout_runs_the_cancel_command(tmp_path: Path) -> None:
+    backend = backend_for(
+        SUBMIT_THEN_HANG,
+        cancel=CANCEL_ORDER,
+        environment=(EnvEntry("OUT", str(tmp_path)),),
+        timeout=0.5,
+        kill_grace=0.3,
+    )
+    log, _ = recording_log("run-1")
+    with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
+        await backend.open_task(make_params(), log).execute()
+    assert caught.value.reason is FailureReason.DISPATCH_TIMEOUT
+    assert (tmp_path / "order").read_text().split("\n") == ["submitted", "cancel run-1", ""]
+    assert backend.cancel_failures == 0
+    assert not backend.runner.live_groups
+
+    failing = backend_for(
+        SUBMIT_THEN_HANG,
+        cancel="exit 4",
+        environment=(EnvEntry("OUT", str(tmp_path)),),
+        timeout=0.5,
+        kill_grace=0.3,
+    )
+    with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
+        await failing.open_task(make_params(), log).execute()
+    assert caught.value.reason is FailureReason.DISPATCH_TIMEOUT
+    assert failing.cancel_failures == 1
+
+
+async def test_a_dispatch_stopped_by_the_worker_runs_the_cancel_command(tmp_path: Path) -> None:
+    # task_timeout or a forced stop: the task's scope is cancelled, backend.cancel is not
+    # called. (A server cancellation calls both: test_cancel_waits_for_an_in_flight_dispatch
+    # shows the cancel command then runs once.)
+    backend = backend_for(
+        SUBMIT_THEN_HANG, cancel=CANCEL_ORDER, environment=(EnvEntry("OUT", str(tmp_path)),)
+    )
+    params = make_params()
+    log, recorder = recording_log(params.task_id)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def execute() -> None:
+                with scope:
+                    await backend.open_task(params, log).execute()
+
+            nursery.start_soon(execute)
+            await recorder.events["ready"].wait()
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert (tmp_path / "order").read_text().split("\n") == ["submitted", "cancel run-1", ""]
+    assert backend.cancel_failures == 0
+
+
+async def test_a_dispatch_killed_by_kill_all_runs_the_cancel_command(tmp_path: Path) -> None:
+    backend = backend_for(
+        SUBMIT_THEN_HANG, cancel=CANCEL_ORDER, environment=(EnvEntry("OUT", str(tmp_path)),)
+    )
+    log, recorder = recording_log("run-1")
+    failures: list[TaskFailure] = []
+
+    async def execute() -> None:
+        try:
+            await backend.open_task(make_params(), log).execute()
+        except TaskFailure as exc:
+            failures.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(execute)
+            await recorder.events["ready"].wait()
+            await backend.kill_all()
+    assert [f.exit_code for f in failures] == [137]
+    assert (tmp_path / "order").read_text().split("\n") == ["submitted", "cancel run-1", ""]
+
+
 async def test_cancelling_the_task_scope_stops_the_dispatch_command(tmp_path: Path) -> None:
     script = 'echo $$ > "$OUT/pgid"; echo ready; sleep 60'
     backend = backend_for(script, environment=(EnvEntry("OUT", str(tmp_path)),))
@@ -591,6 +673,162 @@ async def test_example_cancel_of_an_unknown_run_succeeds(tmp_path: Path) -> None
     with trio.fail_after(20):
         await backend.cancel(make_params("never-dispatched"))
     assert backend.cancel_failures == 0
+
+
+def example_payload(run_id: str, marker: str, prompt: str = "sleep 600") -> bytes:
+    params = make_params(run_id, env_vars={"OZ_STANDIN_PROMPT": prompt, "MARKER": marker})
+    return encode_payload(dispatch_payload(params, worker_id="w1"))
+
+
+async def run_example(
+    script: str, state: Path, *, stdin: bytes = b"", run_id: str = "run-1"
+) -> subprocess.CompletedProcess[bytes]:
+    env = worker_environ(OZ_COMMAND_STATE_DIR=str(state), OZ_RUN_ID=run_id)
+    env["OZ_COMMAND_KILL_GRACE"] = "0.2"
+    with trio.fail_after(20):
+        return await trio.run_process(
+            [sys.executable, str(EXAMPLES / script)],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+
+
+def processes_carrying(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose environment holds ``marker``."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except (OSError, ValueError):
+            continue
+        alive = stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+        if marker.encode() in environ and alive:
+            found.append(int(name))
+    return found
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique environment marker for the agents a test starts; they are SIGKILLed
+    afterwards whatever happened (a test of the unfixed scripts leaves them running)."""
+    value = f"ozw-test-{os.getpid()}-{id(object())}"
+    yield value
+    kill_groups(processes_carrying(value))
+
+
+async def no_process_carries(marker: str) -> bool:
+    with trio.move_on_after(3):
+        while processes_carrying(marker):  # noqa: ASYNC110 (no event for a stranger's exit)
+            await trio.sleep(0.02)
+    return not processes_carrying(marker)
+
+
+async def test_example_dispatch_stops_an_agent_it_cannot_record(
+    tmp_path: Path, marker: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "run-1").mkdir(mode=0o700)
+    (state / "run-1" / "agent.json").mkdir()  # writing the state fails after the launch
+    result = await run_example("dispatch.py", state, stdin=example_payload("run-1", marker))
+    assert result.returncode == 1
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines  # one line for ozw's failure message, no traceback
+    assert lines[0].startswith(f"dispatch: cannot record the agent in {state}/run-1/agent.json")
+    assert lines[0].endswith("the agent was stopped")
+    assert await no_process_carries(marker)
+
+
+@contextlib.asynccontextmanager
+async def victim() -> AsyncIterator[trio.Process]:
+    """A process group of ours that a forged agent.json points cancel.py at."""
+    process = await trio.lowlevel.open_process(["sleep", "600"], start_new_session=True)
+    try:
+        yield process
+    finally:
+        kill_groups([process.pid])
+        with trio.move_on_after(5, shield=True):
+            await process.wait()
+
+
+def forge_state(directory: Path, pid: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "agent.json").write_text(json.dumps({"pid": pid, "pgid": pid}))
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "foreign owner", "symlink"])
+async def test_example_scripts_refuse_a_state_root_others_control(
+    tmp_path: Path, marker: str, problem: str
+) -> None:
+    state = tmp_path / "state"
+    real = tmp_path / "elsewhere"
+    real.mkdir(mode=0o700)
+    if problem == "symlink":
+        state.symlink_to(real)
+    else:
+        state.mkdir(mode=0o700)
+        if problem == "world-writable":
+            state.chmod(0o777)
+        else:
+            os.chown(state, 65534, 65534)  # the tests run as root in CI and here
+    async with victim() as target:
+        forge_state((real if problem == "symlink" else state) / "run-1", target.pid)
+        result = await run_example("cancel.py", state)
+        assert result.returncode == 1
+        assert b"refusing to trust it" in result.stderr
+        assert target.returncode is None
+        assert group_alive(target.pid)
+
+    result = await run_example("dispatch.py", state, stdin=example_payload("run-2", marker))
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(f"dispatch: state directory {state} ")
+    assert result.stderr.decode().rstrip().endswith("refusing to use it")
+    assert not processes_carrying(marker)
+    assert not (real / "run-2").exists()
+
+
+async def test_example_scripts_refuse_symlinked_run_state(tmp_path: Path, marker: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (state / "run-1").symlink_to(elsewhere)
+    (state / "run-2").mkdir(mode=0o700)
+    async with victim() as target:
+        forge_state(elsewhere, target.pid)
+        forge_state(tmp_path / "forged", target.pid)
+        (state / "run-2" / "agent.json").symlink_to(tmp_path / "forged" / "agent.json")
+        for run_id in ("run-1", "run-2"):
+            result = await run_example("cancel.py", state, run_id=run_id)
+            assert result.returncode == 1, run_id
+            assert b"is a symlink: refusing to trust it" in result.stderr
+        assert group_alive(target.pid)
+
+        payload = example_payload("run-1", marker)
+        result = await run_example("dispatch.py", state, stdin=payload)
+        assert result.returncode == 1
+        assert b"is a symlink: refusing to use it" in result.stderr
+        result = await run_example("dispatch.py", state, stdin=example_payload("run-2", marker))
+        assert result.returncode == 1
+        assert b"is a symlink: refusing to use it" in result.stderr
+    assert not processes_carrying(marker)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["agent.json"]
+
+
+async def test_example_dispatch_creates_a_private_state_root(
+    tmp_path: Path, stray_groups: list[int]
+) -> None:
+    state = tmp_path / "new" / "state"
+    result = await run_example("dispatch.py", state, stdin=example_payload("run-1", "x", "echo"))
+    assert result.returncode == 0, result.stderr
+    stray_groups.append(json.loads((state / "run-1" / "agent.json").read_text())["pgid"])
+    for path in (state, state / "run-1", state / "run-1" / "workspace"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+    assert (state / "run-1" / "agent.json").stat().st_mode & 0o777 == 0o600
 
 
 # ------------------------------------------------------------------------ end to end

@@ -324,7 +324,8 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
     for name in ("setup.txt", "teardown.txt"):
         env, cwd = parse(name)
         assert cwd == workspace
-        assert env["WARP_API_KEY"] == "wk-very-secret"  # operator scripts: worker env
+        assert "WARP_API_KEY" not in env  # the worker's own credential stays out
+        assert env["OTHER_SECRET"] == "s3cret"  # the rest of the worker environment
         assert env["TASK_VAR"] == "task"
         assert env["CONFIGURED"] == "yes"
         assert env["OZ_WORKSPACE_ROOT"] == workspace
@@ -335,6 +336,26 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
     teardown_env, _ = parse("teardown.txt")
     assert setup_env["OZ_ENVIRONMENT_FILE"] == os.path.join(workspace, ENV_FILE_NAME)
     assert "OZ_ENVIRONMENT_FILE" not in teardown_env
+
+
+async def test_scripts_get_the_worker_key_only_when_configured(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    # Teardown runs git in a workspace the agent controlled: core.fsmonitor, a hook or
+    # an alias there runs code the agent chose, with the script's environment.
+    fsmonitor = tmp_path / "fsmonitor.sh"
+    fsmonitor.write_text(f"#!/bin/sh\nenv > {shlex.quote(str(tmp_path / 'leak.txt'))}\n")
+    fsmonitor.chmod(0o755)
+    prompt = f"git init -q .; git config core.fsmonitor {fsmonitor}"
+    teardown = "git status --porcelain >/dev/null 2>&1; env > ../teardown-env.txt"
+    for configured, expected in (((), None), ((EnvEntry("WARP_API_KEY"),), "wk-very-secret")):
+        backend = make_backend(tmp_path, environ, teardown_command=teardown, environment=configured)
+        assert await run_task(backend, make_params(prompt=prompt)) is ExecuteResult.COMPLETED
+        for name in ("leak.txt", "ws/teardown-env.txt"):
+            text = (tmp_path / name).read_text()
+            env = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+            assert env.get("WARP_API_KEY") == expected, name
+            (tmp_path / name).unlink()
 
 
 async def test_git_global_config_goes_to_the_task_not_home(
@@ -636,6 +657,55 @@ async def test_leftover_workspace_of_the_same_task(tmp_path: Path, environ: dict
     assert await run_task(fresh, params) is ExecuteResult.COMPLETED
     assert read_record(record)["cwd"] == os.path.realpath(leftover)
     assert not leftover.exists()
+
+
+async def test_a_directory_in_a_root_ozw_does_not_own_is_never_replaced(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    root = tmp_path / "ws"
+    precious = root / "precious"
+    precious.mkdir(parents=True)
+    (precious / "data.txt").write_text("the operator's")
+    backend = make_backend(tmp_path, environ)
+    await backend.check()
+    assert not (root / ROOT_MARKER).exists()  # non-empty: not marked as ozw's
+    result = failure(await run_task(backend, make_params("precious")))
+    assert result.reason is FailureReason.WORKSPACE_SETUP
+    assert result.cause == f"{os.path.realpath(precious)} exists and is not an ozw workspace"
+    assert (precious / "data.txt").read_text() == "the operator's"
+    # A new task id in the same root still works (and is removed afterwards).
+    assert await run_task(backend, make_params("fresh")) is ExecuteResult.COMPLETED
+    assert sorted(p.name for p in root.iterdir()) == ["precious"]
+
+
+async def test_task_id_at_the_name_limit_works_in_both_modes(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    target = tmp_path / "project"
+    target.mkdir()
+    task_id = "t" * os.pathconf(tmp_path, "PC_NAME_MAX")
+    record = tmp_path / "record.json"
+    params = make_params(task_id, env={"OZ_STANDIN_RECORD": str(record)})
+    configs: list[dict[str, Any]] = [{}, {"target_dir": str(target)}]
+    for config in configs:
+        backend = make_backend(tmp_path, environ, **config)
+        assert await run_task(backend, params) is ExecuteResult.COMPLETED, config
+        seen = read_record(record)
+        assert not os.path.exists(os.path.dirname(seen["env"]["GIT_CONFIG_GLOBAL"]))
+    assert list(target.iterdir()) == []
+
+
+async def test_standin_record_is_private(tmp_path: Path, environ: dict[str, str]) -> None:
+    record = tmp_path / "record.json"
+    backend = make_backend(tmp_path, environ)
+    old = os.umask(0o022)
+    try:
+        params = make_params(env={"OZ_STANDIN_RECORD": str(record)})
+        assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    finally:
+        os.umask(old)
+    assert record.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("record.json.")] == []
 
 
 async def test_same_task_twice_at_once_is_refused(tmp_path: Path, environ: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from ozw.backends.direct import (
     host_environment,
     is_direct_child,
     oz_candidate,
+    private_dir_label,
     script_environment,
     script_variables,
     task_id_problem,
@@ -88,7 +89,6 @@ def test_script_environment_precedence() -> None:
         oz=script_variables(workspace="/ws", run_id="run-1", gitconfig="/ws/.gitconfig"),
     )
     assert env == {
-        "WARP_API_KEY": "k",
         "X": "task",
         "Y": "configured",
         "OZ_RUN_ID": "run-1",
@@ -96,6 +96,24 @@ def test_script_environment_precedence() -> None:
         "OZ_WORKER_BACKEND": "direct",
         "GIT_CONFIG_GLOBAL": "/ws/.gitconfig",
     }
+
+
+def test_script_environment_passes_the_worker_key_only_when_configured() -> None:
+    worker = {"WARP_API_KEY": "k", "PATH": "/bin"}
+    assert script_environment(worker=worker, task={}, configured={}, oz={}) == {"PATH": "/bin"}
+    configured = configured_environment([EnvEntry("WARP_API_KEY")], worker)
+    opted_in = script_environment(worker=worker, task={}, configured=configured, oz={})
+    assert opted_in == {"PATH": "/bin", "WARP_API_KEY": "k"}
+
+
+@pytest.mark.parametrize("length", [1, 64, 65, 255])
+def test_private_dir_label_fits_any_task_id(length: int) -> None:
+    task_id = "é" * (length // 2) + "x" * (length % 2)
+    label = private_dir_label(task_id)
+    assert task_id_problem(label) is None
+    assert len(f"ozw-{label}-12345678".encode()) <= 255
+    assert (label == task_id) == (len(task_id.encode()) <= 64)
+    assert private_dir_label(task_id) == label  # stable
 
 
 def test_script_variables_environment_file_only_for_setup() -> None:

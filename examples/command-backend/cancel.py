@@ -8,6 +8,11 @@ sends SIGTERM to the agent's whole process group, waits OZ_COMMAND_KILL_GRACE se
 beside it. Cancelling a run that is unknown or already over succeeds (cancellation is
 idempotent); a group that cannot be stopped is exit status 1, which ozw logs and counts.
 
+The state is trusted only when no other user can have written it: a state root or
+run directory that is a symlink, is not owned by this user or is group/world-writable,
+and an agent.json that is a symlink, are refused (exit status 1) before any signal is
+sent (the same rule as dispatch.py's).
+
 Environment: OZ_COMMAND_STATE_DIR (the same as dispatch.py's), OZ_COMMAND_KILL_GRACE.
 Plain standard library; runs on any python3 >= 3.8.
 """
@@ -18,6 +23,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 import time
 
@@ -80,13 +86,45 @@ def ours(info: dict) -> bool:
     return start is None or recorded is None or start == recorded
 
 
+def directory_problem(path: str) -> str | None:
+    """Why ``path`` is not a directory only this user controls, or None (as dispatch.py)."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be inspected ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})"
+    if info.st_mode & 0o022:
+        return f"is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+def read_state(path: str) -> dict:
+    """agent.json, never through a symlink. Raises OSError, ValueError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8") as stream:
+        info = json.load(stream)
+    if not isinstance(info, dict):
+        raise ValueError("not a JSON object")
+    return info
+
+
 def write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2)
-        stream.write("\n")
-    os.replace(tmp, path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def main() -> int:
@@ -101,10 +139,23 @@ def main() -> int:
         grace = float(os.environ.get("OZ_COMMAND_KILL_GRACE") or DEFAULT_KILL_GRACE)
     except ValueError:
         grace = DEFAULT_KILL_GRACE
+    for path, what in ((root, "state directory"), (directory, "run directory")):
+        if not os.path.lexists(path):
+            print(f"no dispatched agent for run {run_id}: nothing to cancel")
+            return 0
+        problem = directory_problem(path)
+        if problem is not None:
+            print(f"cancel: {what} {path} {problem}: refusing to trust it", file=sys.stderr)
+            return 1
+    state_file = os.path.join(directory, "agent.json")
+    if os.path.islink(state_file):
+        print(f"cancel: {state_file} is a symlink: refusing to trust it", file=sys.stderr)
+        return 1
     try:
-        with open(os.path.join(directory, "agent.json"), encoding="utf-8") as stream:
-            info = json.load(stream)
+        info = read_state(state_file)
         pgid = int(info["pgid"])
+        if pgid <= 1:  # killpg(0) would be our own group, -1 everything we may signal
+            raise ValueError(f"invalid process group {pgid}")
     except FileNotFoundError:
         print(f"no dispatched agent for run {run_id}: nothing to cancel")
         return 0

@@ -5,7 +5,9 @@ ozw runs this script with the dispatch payload (PROTOCOL.md 5, "command") on std
 It starts the agent CLI detached (its own session, so it outlives this script and
 the worker), writes what `cancel.py` needs into a per-run state directory and exits
 0, which tells ozw the task was handed off. Any problem is one line on stderr and a
-non-zero exit status, which ozw reports as `dispatch_command` with that line.
+non-zero exit status, which ozw reports as `dispatch_command` with that line. A
+failure after the agent started (its state cannot be recorded) stops the agent
+again first: nothing may run that cancel.py cannot find.
 
 It stands in for a real scheduler (Nomad, Slurm, a batch service): replace the
 `launch` function with a call to yours and keep the rest.
@@ -13,7 +15,11 @@ It stands in for a real scheduler (Nomad, Slurm, a batch service): replace the
 Environment (set them with the backend's configured `environment`):
 
   OZ_COMMAND_STATE_DIR  state root (default /tmp/ozw-command-backend); each run gets
-                        <root>/<run_id>/ (0700) with agent.log, agent.json, workspace/
+                        <root>/<run_id>/ (0700) with agent.log, agent.json, workspace/.
+                        The root is created 0700 and refused when it is a symlink, is
+                        not owned by this user or is group/world-writable: whoever can
+                        write there could redirect our files or, through agent.json,
+                        make cancel.py signal any process group of ours.
   OZ_COMMAND_AGENT      the agent CLI to run (default: the stand-in ../agent/oz next
                         to this folder; point it at Warp's real `oz` in production)
   OZ_RUN_ID, OZ_EXECUTION_ID, ...   set by ozw (the payload carries the same values)
@@ -27,8 +33,11 @@ Plain standard library; runs on any python3 >= 3.8.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import time
@@ -46,6 +55,36 @@ class DispatchError(Exception):
 
 def state_root() -> str:
     return os.environ.get("OZ_COMMAND_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def directory_problem(path: str) -> str | None:
+    """Why ``path`` is not a directory only this user controls, or None."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be inspected ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})"
+    if info.st_mode & 0o022:
+        return f"is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+def private_directory(path: str, what: str) -> None:
+    """Create ``path`` (0700) unless it exists; refuse one this user does not control."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DispatchError(f"cannot create {what} {path}: {exc.strerror or exc}") from exc
+    problem = directory_problem(path)
+    if problem is not None:
+        raise DispatchError(f"{what} {path} {problem}: refusing to use it")
 
 
 def run_directory(root: str, run_id: str) -> str:
@@ -100,12 +139,48 @@ def still_running(info: dict) -> bool:
 
 
 def write_json(path: str, data: dict) -> None:
+    """Write ``path`` atomically (cancel.py never reads half a file), 0600, never
+    through a symlink."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2)
-        stream.write("\n")
-    os.replace(tmp, path)  # cancel.py never reads half a file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(path: str) -> dict | None:
+    """The recorded state of an earlier dispatch; None when there is none (or it is
+    unreadable). A symlink in its place is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise DispatchError(f"{path} is a symlink: refusing to use it") from exc
+        return None
+    try:
+        with os.fdopen(fd, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGKILL a just-started agent's whole group and reap its leader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def agent_environment(payload_env: dict) -> dict:
@@ -114,14 +189,17 @@ def agent_environment(payload_env: dict) -> dict:
     return env
 
 
-def launch(payload: dict, directory: str) -> dict:
-    """Start the agent detached; returns what cancel.py needs (no secrets)."""
+def launch(payload: dict, directory: str) -> tuple[subprocess.Popen, dict]:
+    """Start the agent detached; returns it and what cancel.py needs (no secrets)."""
     agent = os.environ.get("OZ_COMMAND_AGENT") or DEFAULT_AGENT
     argv = [agent, *map(str, payload["base_args"])]
     workspace = os.path.join(directory, "workspace")
-    os.makedirs(workspace, mode=0o700, exist_ok=True)
+    private_directory(workspace, "workspace")
     log_path = os.path.join(directory, "agent.log")
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise DispatchError(f"cannot open {log_path}: {exc.strerror or exc}") from exc
     try:
         process = subprocess.Popen(
             argv,
@@ -137,7 +215,7 @@ def launch(payload: dict, directory: str) -> dict:
         raise DispatchError(f"cannot start the agent {agent}: {exc.strerror or exc}") from exc
     finally:
         os.close(log_fd)
-    return {
+    return process, {
         "run_id": payload["run_id"],
         "execution_id": payload.get("execution_id"),
         "pid": process.pid,
@@ -153,18 +231,16 @@ def launch(payload: dict, directory: str) -> dict:
 def dispatch(payload: dict) -> dict:
     root = state_root()
     directory = run_directory(root, payload["run_id"])
+    parent = os.path.dirname(os.path.abspath(root))
     try:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
     except OSError as exc:
-        raise DispatchError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+        raise DispatchError(f"cannot create {parent}: {exc.strerror or exc}") from exc
+    private_directory(root, "state directory")
+    private_directory(directory, "run directory")
     state_file = os.path.join(directory, "agent.json")
-    try:
-        with open(state_file, encoding="utf-8") as stream:
-            previous = json.load(stream)
-    except (OSError, ValueError):
-        previous = None
-    if isinstance(previous, dict) and still_running(previous):
+    previous = read_state(state_file)
+    if previous is not None and still_running(previous):
         raise DispatchError(
             f"run {payload['run_id']} already has a live agent (pid {previous['pid']})"
         )
@@ -173,18 +249,42 @@ def dispatch(payload: dict) -> dict:
         f"note: running on this host; image {payload.get('docker_image')!r} "
         f"and {len(sidecars)} sidecar(s) are not used"
     )
-    info = launch(payload, directory)
-    write_json(state_file, info)
+    process, info = launch(payload, directory)
+    try:
+        write_json(state_file, info)
+        print(f"dispatched run {info['run_id']}: pid {info['pid']}, log {info['log']}")
+        sys.stdout.flush()
+    except BaseException as exc:
+        # Unrecorded, the agent could never be cancelled: it must not outlive us.
+        stop_group(process)
+        raise DispatchError(
+            f"cannot record the agent in {state_file} ({describe(exc)}); the agent was stopped"
+        ) from exc
     return info
 
 
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def terminated(signum: int, frame: object) -> None:
+    """SIGTERM (ozw stopping us after dispatch_timeout) as an exception, so a started
+    agent is recorded or stopped, never left running unknown."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, terminated)
     try:
-        info = dispatch(read_payload(sys.stdin))
+        dispatch(read_payload(sys.stdin))
     except DispatchError as exc:
         print(f"dispatch: {exc}", file=sys.stderr)
         return 1
-    print(f"dispatched run {info['run_id']}: pid {info['pid']}, log {info['log']}")
+    except Exception as exc:  # one line for ozw, never a traceback
+        print(f"dispatch: unexpected error: {describe(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

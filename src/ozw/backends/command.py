@@ -17,7 +17,16 @@ the shell, so it is classified by its exit code like any other failure.
 A server cancellation of a handed-off task (or of one still dispatching) runs the
 optional ``cancel_command``, best effort: bounded by ``dispatch_timeout``, its failure
 logged and counted in :attr:`CommandBackend.cancel_failures`, never the task's
-result. Hand-offs survive the worker: shutdown runs no cancel command.
+result. Hand-offs survive the worker: shutdown runs no cancel command for them.
+
+A dispatch command that did not finish on its own may already have submitted the
+work: one that timed out, one whose task scope was cancelled (a server cancellation,
+``task_timeout``, the worker's forced stop) and one killed by :meth:`CommandBackend.kill_all`.
+Once its group is gone, ``cancel_command`` runs for it in the same best-effort way
+(shielded, bounded by ``dispatch_timeout``) before the failure or cancellation is
+reported, so the server's re-queued task does not run twice. After a forced stop
+(:meth:`CommandBackend.kill_all`, the second Ctrl-C) such a cancel command gets at most
+:data:`FORCED_CANCEL_TIMEOUT`: the operator asked to stop now.
 
 Environment of both commands (later layers win; see :func:`command_environment`):
 
@@ -44,7 +53,8 @@ Choices where the contract is silent:
 - When a cancellation arrives while the task is still being dispatched, the task's
   scope is cancelled (the dispatch command's group is stopped) and the cancel command
   runs only once the dispatch command is gone, so a script that had already started
-  the remote work finds what it needs to stop it.
+  the remote work finds what it needs to stop it. It runs once: the stopped dispatch
+  runs it, and :meth:`CommandBackend.cancel` only waits for that.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
 import anyio
+import attrs
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.config import CommandConfig, EnvEntry
@@ -73,6 +84,8 @@ PAYLOAD_VERSION: Final = 1
 BACKEND_NAME: Final = "command"
 STRIPPED_VARIABLES: Final = frozenset({"WARP_API_KEY"})
 """Worker variables the commands do not inherit (unless configured explicitly)."""
+FORCED_CANCEL_TIMEOUT: Final = 3.0
+"""The bound on a cancel command run after a forced stop (within ozw's own 5 s)."""
 STDERR_TAIL_LINES: Final = 20
 """How many of a failed dispatch command's last stderr lines are logged as a warning."""
 MAX_CAUSE_LINE: Final = 300
@@ -192,7 +205,8 @@ class CommandBackend(Backend):
         self.runner = ProcessRunner(kill_grace=config.kill_grace)
         self.dispatches = 0
         self.cancel_failures = 0
-        self._dispatching: dict[str, anyio.Event] = {}
+        self._dispatching: dict[str, _InFlight] = {}
+        self._forced = False
 
     async def check(self) -> str:
         """Start-up check: a dispatch command is configured and ``/bin/sh`` can run it."""
@@ -210,19 +224,34 @@ class CommandBackend(Backend):
     async def cancel(self, params: TaskParams) -> None:
         """Run ``cancel_command`` for a task, best effort; never raises for its failure.
 
-        Waits first (bounded) for a dispatch of the same task still in flight to end.
+        Waits first (bounded) for a dispatch of the same task still in flight to end;
+        a dispatch that was stopped has run the cancel command itself.
         """
         log = TaskLog(params.task_id)
+        in_flight = self._dispatching.get(params.task_id)
+        if in_flight is not None:
+            # The dispatch, its kill sequence, then its own cancel command and kill sequence.
+            bound = 2 * (self.config.dispatch_timeout + 2 * self.config.kill_grace)
+            with anyio.move_on_after(bound):
+                await in_flight.done.wait()
+            if in_flight.cancel_ran:
+                return
+        await self._run_cancel_command(params, log)
+
+    async def _run_cancel_command(self, params: TaskParams, log: TaskLog) -> None:
+        """``cancel_command`` once, bounded by ``dispatch_timeout``; logged and counted."""
         command = self.config.cancel_command
         if not command or not command.strip():
             log.info("no cancel_command configured: the dispatched work is left alone")
             return
-        in_flight = self._dispatching.get(params.task_id)
-        if in_flight is not None:
-            with anyio.move_on_after(self.config.dispatch_timeout + 2 * self.config.kill_grace):
-                await in_flight.wait()
         env = self._environment(cancel_variables(params), log, "cancel command")
-        timeout = self.config.dispatch_timeout
+        # After a forced stop (second Ctrl-C) the operator wants out now: the cancel
+        # still runs, but briefly.
+        timeout = (
+            min(self.config.dispatch_timeout, FORCED_CANCEL_TIMEOUT)
+            if self._forced
+            else self.config.dispatch_timeout
+        )
         code: int | None = None
         with anyio.move_on_after(timeout):
             try:
@@ -243,7 +272,11 @@ class CommandBackend(Backend):
             log.info("cancel command succeeded")
 
     async def kill_all(self) -> None:
-        """SIGKILL every dispatch and cancel command still running."""
+        """SIGKILL every dispatch and cancel command still running (a killed dispatch
+        still gets its cancel command, see the module docstring)."""
+        self._forced = True
+        for in_flight in self._dispatching.values():
+            in_flight.killed = True
         self.runner.kill_all()
 
     # -- used by CommandTaskRun
@@ -266,30 +299,38 @@ class CommandBackend(Backend):
         env = self._environment(dispatch_variables(params), log, "dispatch command")
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         timeout = self.config.dispatch_timeout
-        done = self._dispatching[params.task_id] = anyio.Event()
+        in_flight = self._dispatching[params.task_id] = _InFlight()
         try:
-            with anyio.fail_after(timeout):
-                code = await self.runner.run(
-                    [SHELL, "-c", self.config.dispatch_command],
-                    log=log,
-                    label="dispatch",
-                    env=env,
-                    stdin=payload,
-                    stderr_tail=tail,
-                )
-        except TimeoutError as exc:
-            raise TaskFailure(
-                FailureReason.DISPATCH_TIMEOUT, f"dispatch command timed out after {timeout:g}s"
-            ) from exc
-        except (OSError, ValueError) as exc:
-            raise TaskFailure(
-                FailureReason.DISPATCH_COMMAND,
-                f"dispatch command could not start: {_describe_error(exc)}",
-            ) from exc
+            try:
+                with anyio.fail_after(timeout):
+                    code = await self.runner.run(
+                        [SHELL, "-c", self.config.dispatch_command],
+                        log=log,
+                        label="dispatch",
+                        env=env,
+                        stdin=payload,
+                        stderr_tail=tail,
+                    )
+            except TimeoutError as exc:
+                await self._cancel_stopped_dispatch(params, log, in_flight, "timed out")
+                raise TaskFailure(
+                    FailureReason.DISPATCH_TIMEOUT,
+                    f"dispatch command timed out after {timeout:g}s",
+                ) from exc
+            except anyio.get_cancelled_exc_class():
+                await self._cancel_stopped_dispatch(params, log, in_flight, "was stopped")
+                raise
+            except (OSError, ValueError) as exc:
+                raise TaskFailure(
+                    FailureReason.DISPATCH_COMMAND,
+                    f"dispatch command could not start: {_describe_error(exc)}",
+                ) from exc
+            if in_flight.killed and code != 0:  # exit 0 beat the kill: a hand-off
+                await self._cancel_stopped_dispatch(params, log, in_flight, "was killed")
         finally:
-            if self._dispatching.get(params.task_id) is done:
+            if self._dispatching.get(params.task_id) is in_flight:
                 del self._dispatching[params.task_id]
-            done.set()
+            in_flight.done.set()
         if code != 0:
             if tail:
                 log.warning(
@@ -304,6 +345,34 @@ class CommandBackend(Backend):
             )
         self.dispatches += 1
         log.info("handed off by the dispatch command")
+
+    async def _cancel_stopped_dispatch(
+        self, params: TaskParams, log: TaskLog, in_flight: _InFlight, how: str
+    ) -> None:
+        """Run ``cancel_command`` after a dispatch that did not end on its own: it may
+        have submitted the work already. Shielded (the task's scope is often the one
+        cancelled) and bounded by ``dispatch_timeout``; never raises for its failure."""
+        if in_flight.cancel_ran:
+            return
+        in_flight.cancel_ran = True
+        if self.config.cancel_command and self.config.cancel_command.strip():
+            log.info(
+                "the dispatch command %s; running cancel_command in case the work was submitted",
+                how,
+            )
+        with anyio.CancelScope(shield=True):
+            await self._run_cancel_command(params, log)
+
+
+@attrs.define
+class _InFlight:
+    """A dispatch command still running, as :meth:`CommandBackend.cancel` sees it."""
+
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    killed: bool = False
+    """:meth:`CommandBackend.kill_all` SIGKILLed it."""
+    cancel_ran: bool = False
+    """The dispatch ran (or is running) the cancel command itself."""
 
 
 def _describe_error(exc: BaseException) -> str:

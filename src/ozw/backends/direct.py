@@ -19,10 +19,15 @@ Environment of the agent (later layers win; see :func:`agent_environment`):
    ``CODEX_HOME`` for the ``claude`` / ``codex`` harness.
 
 Environment of ``setup_command`` / ``teardown_command`` (``/bin/sh -c``, cwd the
-workspace; see :func:`script_environment`): the worker's environment, the task
-environment, the configured ``environment``, then ``OZ_WORKSPACE_ROOT`` (the task's
-workspace), ``OZ_WORKER_BACKEND=direct``, ``OZ_RUN_ID``, ``GIT_CONFIG_GLOBAL`` and, for
-setup only, ``OZ_ENVIRONMENT_FILE``.
+workspace; see :func:`script_environment`): the worker's environment *without*
+``WARP_API_KEY`` (the worker's own Oz credential; the same rule and the same
+:func:`ozw.backends.command.inherited_environment` as the command backend's scripts:
+teardown often runs git in a workspace the agent controlled, where ``core.fsmonitor``
+and the like can run code the agent chose), the task environment, the configured
+``environment`` (listing ``WARP_API_KEY`` there is the deliberate opt-in; it then
+reaches the agent too, like every configured entry), then ``OZ_WORKSPACE_ROOT`` (the
+task's workspace), ``OZ_WORKER_BACKEND=direct``, ``OZ_RUN_ID``, ``GIT_CONFIG_GLOBAL``
+and, for setup only, ``OZ_ENVIRONMENT_FILE``.
 
 Choices where the contract is silent:
 
@@ -30,11 +35,14 @@ Choices where the contract is silent:
 - With ``target_dir``, everything per task (git config, environment file, harness
   config directories) lives in a private ``mkdtemp`` directory outside ``target_dir``,
   removed at teardown whatever ``cleanup`` says: concurrent tasks must not share them
-  and the operator's directory must not collect our files.
+  and the operator's directory must not collect our files. Its name carries the task
+  id when short, else a hash of it, so any id a per-task workspace accepts works here.
 - A workspace that already exists for a new task is a leftover of an earlier run:
-  replaced by a fresh one when cleanup is on, refused (``workspace_setup``) when it is
-  off (cleanup off means ozw never deletes a workspace). A workspace in use by another
-  worker process (see locking below) is always refused.
+  replaced by a fresh one when cleanup is on and the root carries :data:`ROOT_MARKER`
+  (below), refused (``workspace_setup``) otherwise: cleanup off means ozw never deletes
+  a workspace, and in a root ozw does not own the directory is the operator's
+  (``<path> exists and is not an ozw workspace``). A workspace in use by another worker
+  process (see locking below) is always refused.
 - Every live workspace directory is ``flock``-ed by the worker that owns it. At
   shutdown (:meth:`DirectBackend.aclose`, cleanup on) the backend removes the
   workspaces it created plus every unlocked directory left in the root by a crashed
@@ -51,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -65,6 +74,7 @@ import attrs
 from dotenv import dotenv_values
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.backends.command import inherited_environment
 from ozw.config import DirectConfig
 from ozw.environment import configured_environment, invalid_variables
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
@@ -90,6 +100,8 @@ HARNESS_HOMES: Final[Mapping[str, tuple[str, str]]] = {
 """Harness → (variable, directory name inside the task's private directory)."""
 TEARDOWN_MARGIN: Final = 60.0
 """Extra outer teardown time for removing a (possibly large) workspace."""
+PRIVATE_DIR_ID_MAX: Final = 64
+"""Longer task ids are hashed in the name of a ``target_dir`` task's private directory."""
 
 
 # --------------------------------------------------------------------------- rules
@@ -103,6 +115,15 @@ def task_id_problem(task_id: str) -> str | None:
         if char in task_id:
             return f"task id {task_id!r} contains {char!r} and cannot be used as a workspace name"
     return None
+
+
+def private_dir_label(task_id: str) -> str:
+    """The task id as it appears in a ``target_dir`` task's private directory name: the
+    id itself when short, else a hash (the prefix and mkdtemp's suffix must still fit in
+    the file system's name limit for every id a per-task workspace accepts)."""
+    if len(task_id.encode("utf-8", "surrogatepass")) <= PRIVATE_DIR_ID_MAX:
+        return task_id
+    return "sha256-" + hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def is_direct_child(path: str, root: str) -> bool:
@@ -150,8 +171,9 @@ def script_environment(
     configured: Mapping[str, str],
     oz: Mapping[str, str],
 ) -> dict[str, str]:
-    """A setup/teardown script's environment: the worker's, the task's, configured, ``OZ_*``."""
-    return merge_environment(worker, task, configured, oz)
+    """A setup/teardown script's environment: the worker's (without ``WARP_API_KEY``),
+    the task's, configured, ``OZ_*``. See the module docstring."""
+    return merge_environment(inherited_environment(worker), task, configured, oz)
 
 
 def script_variables(
@@ -348,7 +370,7 @@ def create_task_workspace(
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            _replace_leftover(path, replace_leftover=replace_leftover)
+            _replace_leftover(path, real_root, replace_leftover=replace_leftover)
             os.mkdir(path, 0o700)
         lock_fd = _lock_directory(path)
         if lock_fd is not None:
@@ -370,9 +392,16 @@ def create_task_workspace(
     return workspace
 
 
-def _replace_leftover(path: str, *, replace_leftover: bool) -> None:
+def _replace_leftover(path: str, root: str, *, replace_leftover: bool) -> None:
+    """Remove the leftover workspace at ``path``, or raise WorkspaceError.
+
+    Only in a root carrying :data:`ROOT_MARKER` (the rule of :func:`sweep_root`): in any
+    other root the directory may be the operator's own, named like a task by chance.
+    """
     if os.path.islink(path) or not os.path.isdir(path):
         raise WorkspaceError(f"{path} already exists and is not a workspace directory")
+    if not os.path.isfile(os.path.join(root, ROOT_MARKER)):
+        raise WorkspaceError(f"{path} exists and is not an ozw workspace")
     if not replace_leftover:
         raise WorkspaceError(f"workspace {path} already exists (kept by an earlier run)")
     lock_fd = _lock_directory(path)
@@ -393,7 +422,7 @@ def create_private_workspace(target_dir: str, task_id: str, harness: str | None)
     if not os.path.isdir(target_dir):
         raise WorkspaceError(f"target_dir {target_dir} is not an existing directory")
     try:
-        private_dir = tempfile.mkdtemp(prefix=f"ozw-{task_id}-")
+        private_dir = tempfile.mkdtemp(prefix=f"ozw-{private_dir_label(task_id)}-")
     except OSError as exc:
         raise WorkspaceError(f"cannot create a private directory: {exc.strerror or exc}") from exc
     workspace = Workspace(task_id, os.path.abspath(target_dir), private_dir, owned=False)
