@@ -21,11 +21,13 @@ import trio
 from ozw.backends.base import ExecuteResult
 from ozw.backends.docker import (
     LABEL_EXECUTION,
+    LABEL_ROLE,
     LABEL_TASK,
     LABEL_WORKER,
     SUPPORTED_PLATFORMS,
     DockerBackend,
     DockerTaskRun,
+    private_volume_name,
     volume_name,
 )
 from ozw.config import DockerConfig, EnvEntry, PullPolicy
@@ -111,11 +113,13 @@ def make_backend(
     worker_id: str | None = None,
     environ: Mapping[str, str] | None = None,
     docker: str = "docker",
+    cleanup: bool = True,
     **config: Any,
 ) -> DockerBackend:
     return DockerBackend(
         DockerConfig(pull_policy=pull_policy, kill_grace=KILL_GRACE, **config),
         worker_id=worker_id or f"w-{uuid.uuid4().hex[:8]}",
+        cleanup=cleanup,
         environ={**engine.env, **(environ or {})},
         docker=docker,
     )
@@ -214,7 +218,8 @@ async def test_leftovers_of_a_killed_worker_are_reaped_on_the_next_start(
         params = TaskParams(
             task_id="doomed", run_id="doomed", execution_id=None,
             env={"STANDIN_BEHAVIOUR": "sleep:300"}, image=spec["image"],
-            sidecars=(Sidecar(spec["agent"], "/agent"),), base_args=("agent",),
+            sidecars=(Sidecar(spec["agent"], "/agent"), Sidecar(spec["agent"], "/rw", True)),
+            base_args=("agent",),
             harness=None, environment_id=None, server_root_url=None, task={},
         )
 
@@ -245,6 +250,8 @@ async def test_leftovers_of_a_killed_worker_are_reaped_on_the_next_start(
         await process.wait()
         left = await containers(engine, f"{LABEL_WORKER}={worker_id}", running_only=True)
         assert len(left) == 1, "killing the worker (and its docker CLI) leaves the container"
+        owned = f"--filter=label={LABEL_WORKER}={worker_id}"
+        assert len((await docker(engine, "volume", "ls", "--quiet", owned)).split()) == 1
 
         successor = make_backend(engine, worker_id=worker_id)
         await successor.check()
@@ -252,6 +259,8 @@ async def test_leftovers_of_a_killed_worker_are_reaped_on_the_next_start(
         assert len(await containers(engine, f"{LABEL_WORKER}={worker_id}")) == 1
         await successor.recover()
         assert await containers(engine, f"{LABEL_WORKER}={worker_id}") == []
+        # ... and the private volume of its read-write sidecar.
+        assert await docker(engine, "volume", "ls", "--quiet", owned) == ""
         assert await docker(engine, "ps", "--all", "--quiet", f"--filter=id={bystander}")
     finally:
         if process.poll() is None:
@@ -350,7 +359,9 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
         assert labels[LABEL_WORKER] == backend.worker_id
         assert labels[LABEL_TASK] == task_id
         assert labels[LABEL_EXECUTION] == "exec-1"
-        agent_volume, extra_volume = (s.volume for s in run.sidecars[:2])
+        agent_volume, extra_volume, rw_volume = (s.volume for s in run.sidecars)
+        # The read-write mount is a private copy, never the shared volume.
+        assert rw_volume == private_volume_name(extra_volume, run.suffix)
         # The CLI keeps -v flags in a map, so the engine's order is not the argv's
         # (the argv order is checked in test_docker_rules; the engine sorts mounts by
         # path depth itself, so the order never changes what the task sees).
@@ -358,7 +369,7 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
             [
                 f"{agent_volume}:/agent:ro",
                 f"{extra_volume}:/extra:ro",
-                f"{extra_volume}:/rw:rw",
+                f"{rw_volume}:/rw:rw",
                 f"{data}:/data",
                 f"{data_ro}:/data-ro:ro",
             ]
@@ -367,7 +378,8 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
     finally:
         if run.container is not None:
             await docker(engine, "rm", "--force", run.container, check=False)
-        await docker(engine, "volume", "rm", "--force", data, data_ro, check=False)
+        kept = [data, data_ro, *run.private_volumes]  # cleanup off keeps the private one
+        await docker(engine, "volume", "rm", "--force", *kept, check=False)
 
 
 # --- exits ----------------------------------------------------------------------------
@@ -524,6 +536,102 @@ async def test_a_failed_fill_removes_the_volume(
     volume = volume_name(sidecar, image_id)
     assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == ""
     assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+
+
+async def test_a_read_write_sidecar_gets_a_volume_of_its_own_per_task(
+    engine: Engine, images: Images
+) -> None:
+    sidecar = images.fresh_sidecar(engine, "rw")
+    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
+    shared = volume_name(sidecar, image_id)
+    backend = make_backend(engine)
+
+    async def one(sidecar_spec: Sidecar, env: Mapping[str, str]) -> tuple[CapturedLog, str]:
+        task_id = new_task_id("rw")
+        captured = CapturedLog(task_id)
+        params = make_params(task_id, images.task, sidecars=[agent(images), sidecar_spec], env=env)
+        outcome, run = await run_task(backend, params, captured)
+        assert outcome is ExecuteResult.COMPLETED, captured.messages()
+        return captured, run.sidecars[1].volume
+
+    # A writer changes its read-write copy; it was filled from the image for it.
+    writer, volume = await one(
+        Sidecar(sidecar, "/rw", read_write=True),
+        {"STANDIN_TOUCH": "/rw", "STANDIN_CAT": "/rw/nonce"},
+    )
+    assert writer.standin("touch /rw=") == ["ok"]
+    assert len(writer.standin("cat /rw/nonce=")[0]) == 32
+    assert volume.startswith(f"{shared}-rw-")
+    assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == ""
+
+    # Neither a read-only mount of the shared volume nor the next writer sees it.
+    reader, mounted = await one(
+        Sidecar(sidecar, "/ro"), {"STANDIN_TOUCH": "/ro", "STANDIN_CAT": "/ro/.standin-probe"}
+    )
+    assert mounted == shared
+    assert reader.standin("touch /ro=") == ["fail"]
+    assert "No such file" in reader.standin("cat /ro/.standin-probe=")[0]
+    second, other = await one(
+        Sidecar(sidecar, "/rw", read_write=True), {"STANDIN_CAT": "/rw/.standin-probe"}
+    )
+    assert other not in (volume, shared)
+    assert "No such file" in second.standin("cat /rw/.standin-probe=")[0]
+    assert backend.fills == 1  # the shared volume; private copies are not counted
+
+    # Cleanup off keeps the private volume with the container, for debugging.
+    keeping = make_backend(engine, cleanup=False)
+    task_id = new_task_id("rwkept")
+    params = make_params(
+        task_id, images.task, sidecars=[agent(images), Sidecar(sidecar, "/rw", read_write=True)]
+    )
+    outcome, run = await run_task(keeping, params, CapturedLog(task_id))
+    try:
+        assert outcome is ExecuteResult.COMPLETED
+        kept = run.private_volumes[0]
+        assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{kept}$") == kept
+    finally:
+        if run.container is not None:
+            await docker(engine, "rm", "--force", run.container, check=False)
+        await docker(engine, "volume", "rm", "--force", *run.private_volumes, check=False)
+
+
+async def test_a_cancellation_mid_create_leaves_no_fill_container(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    sidecar = images.fresh_sidecar(engine, "cancelfill")
+    created = tmp_path / "created"
+    # The fill container is created, then the CLI hangs: cancelled before it returns.
+    slow = wrapper_docker(
+        tmp_path,
+        f"""
+        case "$*" in
+            *{LABEL_ROLE}=sidecar-fill*) "$REAL" "$@" || exit $?; : > {created}; exec sleep 60 ;;
+        esac
+        """,
+    )
+    backend = make_backend(engine, docker=slow)
+    task_id = new_task_id("cancelfill")
+    run = backend.open_task(
+        make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
+        CapturedLog(task_id).log,
+    )
+    scope = trio.CancelScope()
+
+    async def setup() -> None:
+        with scope:
+            await run.setup()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(setup)
+            while not await trio.Path(created).exists():  # noqa: ASYNC110 - a file, no event
+                await trio.sleep(0.05)
+            scope.cancel()
+        with trio.CancelScope(shield=True):
+            await run.teardown()
+    assert scope.cancelled_caught
+    assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+    assert backend.live_containers == frozenset()
 
 
 async def test_bad_references_and_sidecars_are_refused_before_any_command(
@@ -754,6 +862,61 @@ async def test_secret_values_never_appear_on_a_command_line(
     assert env["CONF"] == secret + "c"
 
 
+async def test_values_travel_in_a_private_env_file_not_in_the_cli_environment(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    nonce = uuid.uuid4().hex
+    secret = f"ozw-secret-{nonce}"
+    record = tmp_path / "record"
+    # At `docker create` of the task: the CLI's environment, every env-file's mode and
+    # path (the wrapper runs with exactly the environment the real CLI gets).
+    recording = wrapper_docker(
+        tmp_path,
+        f"""
+        printf "%s\\n" "$*" >> {record}.argv
+        if [ "$1" = create ]; then
+            env >> {record}.env
+            for arg in "$@"; do
+                case "$arg" in --env-file=*)
+                    stat -c %a "${{arg#--env-file=}}" >> {record}.mode
+                    printf "%s\\n" "${{arg#--env-file=}}" >> {record}.path ;;
+                esac
+            done
+        fi
+        """,
+    )
+    backend = make_backend(engine, docker=recording)
+    task_id = new_task_id("envfile")
+    values = {
+        "GITHUB_ACCESS_TOKEN": secret,
+        # Loader and ssh variables would change the CLI process itself.
+        "LD_PRELOAD": f"/nonexistent/preload-{nonce}.so",
+        "SSH_AUTH_SOCK": f"/nonexistent/ssh-{nonce}",
+        "GCONV_PATH": f"/nonexistent/gconv-{nonce}",
+        # What the env-file format could mangle: leading blanks, '#', '=', quotes.
+        "TRICKY": f"  #{nonce} = 'q' \"dq\" ",
+    }
+    pem = f"-----BEGIN {nonce}\nabc\n-----END"
+    params = make_params(task_id, images.task, sidecars=[agent(images)], env={**values, "PEM": pem})
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(backend, params, captured)
+    assert outcome is ExecuteResult.COMPLETED, captured.messages()
+    env = captured.env()
+    assert {name: env.get(name) for name in values} == values
+    assert env["PEM"] == f"-----BEGIN {nonce}"  # the stand-in prints line by line
+
+    cli_env = record.with_suffix(".env").read_text()
+    assert all(value not in cli_env for value in values.values()), cli_env
+    # A multi-line value is the one thing an env-file cannot carry: that alone
+    # reaches the CLI's environment (its name is not CLI-sensitive).
+    assert f"PEM=-----BEGIN {nonce}" in cli_env
+    assert nonce not in record.with_suffix(".argv").read_text()
+    assert record.with_suffix(".mode").read_text().split() == ["600"]
+    env_file = trio.Path(record.with_suffix(".path").read_text().strip())
+    assert not await env_file.exists()
+    assert not await env_file.parent.exists()
+
+
 def _cmdlines_containing(needle: bytes) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -787,3 +950,71 @@ async def test_kill_all_removes_running_containers_at_once(engine: Engine, image
     assert backend.live_containers == frozenset()
     assert len(ended) == 1
     assert isinstance(ended[0], TaskFailure)
+
+
+# --- hung daemon, lost container ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "reason", "what"),
+    [
+        ("image inspect", FailureReason.IMAGE_PULL, "inspecting image"),
+        ("volume inspect", FailureReason.SIDECAR_PREP, "inspecting"),
+        ("create --name=ozw-w-", FailureReason.CONTAINER_CREATE, "creating container"),
+        ("container inspect", FailureReason.CONTAINER_WAIT, "inspecting container"),
+    ],
+)
+async def test_a_hung_docker_call_fails_its_phase_in_time(
+    engine: Engine,
+    images: Images,
+    tmp_path: Path,
+    command: str,
+    reason: FailureReason,
+    what: str,
+) -> None:
+    hung = wrapper_docker(tmp_path, f'case "$*" in "{command}"*) exec sleep 120 ;; esac')
+    backend = make_backend(engine, docker=hung)
+    backend.call_timeout = 1.0
+    task_id = new_task_id("hung")
+    sidecar = agent(images, images.fresh_sidecar(engine, "hung"))
+    params = make_params(task_id, images.task, sidecars=[sidecar])
+    started = time.monotonic()
+    with trio.fail_after(60):
+        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
+    elapsed = time.monotonic() - started
+    failure = failure_of(outcome)
+    assert failure.reason is reason, failure
+    assert failure.cause.startswith(what), failure.cause
+    assert "did not finish within 1s" in failure.cause
+    assert elapsed < 30, elapsed
+    assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+
+
+async def test_with_cleanup_off_a_lost_container_is_stopped_and_kept(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    # `docker start` returns at once (no attachment) and `docker wait` fails: the
+    # backend loses track of a container that runs on.
+    losing = wrapper_docker(
+        tmp_path,
+        """
+        if [ "$1" = start ]; then exec "$REAL" start "$3"; fi
+        if [ "$1" = wait ]; then echo "injected wait failure" >&2; exit 1; fi
+        """,
+    )
+    backend = make_backend(engine, docker=losing, cleanup=False)
+    task_id = new_task_id("lost")
+    params = make_params(
+        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "sleep:300"}
+    )
+    outcome, run = await run_task(backend, params, CapturedLog(task_id))
+    try:
+        failure = failure_of(outcome)
+        assert failure.reason is FailureReason.CONTAINER_WAIT
+        assert "injected wait failure" in failure.cause
+        assert await containers(engine, f"{LABEL_TASK}={task_id}", running_only=True) == []
+        assert await containers(engine, f"{LABEL_TASK}={task_id}") == [run.container]
+        assert backend.live_containers == frozenset()
+    finally:
+        if run.container is not None:
+            await docker(engine, "rm", "--force", run.container, check=False)

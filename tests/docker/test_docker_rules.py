@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from ozw.backends.docker import (
+    ENV_FILE_MAX_LINE,
     FILLED_MARKER,
     ContainerSpec,
     ContainerState,
@@ -23,6 +24,7 @@ from ozw.backends.docker import (
     create_args,
     docker_error,
     duplicate_mount_paths,
+    env_file_problem,
     environment_problem,
     is_valid_reference,
     marker_tar,
@@ -30,6 +32,7 @@ from ozw.backends.docker import (
     parse_reference,
     plan_environment,
     platform_of,
+    private_volume_name,
     resource_args,
     sanitise_name_part,
     sidecar_problem,
@@ -117,6 +120,12 @@ def test_volume_name_is_repository_then_12_hex(
     assert volume_name(reference, image_id) == expected
 
 
+def test_private_volume_name_extends_the_shared_name() -> None:
+    shared = volume_name("127.0.0.1:5000/a/agent:1", DIGEST)
+    private = private_volume_name(shared, "0a1b2c3d")
+    assert private == "127.0.0.1-5000-a-agent-0123456789ab-rw-0a1b2c3d"
+
+
 def test_volume_name_refuses_an_invalid_reference() -> None:
     with pytest.raises(InvalidReference):
         volume_name("-x", DIGEST)
@@ -176,7 +185,25 @@ def test_container_environment_is_task_then_configured() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["DOCKER_HOST", "docker_config", "HOME", "PATH", "https_proxy", "NO_PROXY", "OTEL_X", "TMPDIR"],
+    [
+        "DOCKER_HOST",
+        "docker_config",
+        "HOME",
+        "PATH",
+        "https_proxy",
+        "NO_PROXY",
+        "OTEL_X",
+        "TMPDIR",
+        "LD_PRELOAD",
+        "ld_library_path",
+        "LD_AUDIT",
+        "SSH_AUTH_SOCK",
+        "SSH_ASKPASS",
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "MALLOC_CHECK_",
+        "LC_ALL",
+    ],
 )
 def test_names_that_steer_the_cli_are_sensitive(name: str) -> None:
     assert cli_sensitive(name)
@@ -187,13 +214,61 @@ def test_ordinary_names_are_not_sensitive(name: str) -> None:
     assert not cli_sensitive(name)
 
 
-def test_plan_keeps_values_off_the_command_line() -> None:
-    plan = plan_environment({"TASK_ID": "t", "TOKEN": "s3cr3t", "HOME": "/h", "DOCKER_X": "d"})
-    assert plan == EnvPlan(
-        names=("TASK_ID", "TOKEN"),
-        cli_values={"TASK_ID": "t", "TOKEN": "s3cr3t"},
-        file_lines=("HOME=/h", "DOCKER_X=d"),
+def test_plan_puts_every_value_an_env_file_can_carry_in_the_env_file() -> None:
+    long = "x" * ENV_FILE_MAX_LINE
+    plan = plan_environment(
+        {
+            "TASK_ID": "t",
+            "TOKEN": "s3cr3t",
+            "HOME": "/h",
+            "LD_PRELOAD": "/evil.so",
+            "SSH_AUTH_SOCK": "/s",
+            "GCONV_PATH": "/g",
+            "SPACES": "  a # b = c ",
+            "PEM": "-----BEGIN\nabc\n-----END",
+            "LONG": long,
+            "#HASH": "h",
+        }
     )
+    assert plan == EnvPlan(
+        names=("PEM", "LONG", "#HASH"),
+        cli_values={"PEM": "-----BEGIN\nabc\n-----END", "LONG": long, "#HASH": "h"},
+        file_lines=(
+            "TASK_ID=t",
+            "TOKEN=s3cr3t",
+            "HOME=/h",
+            "LD_PRELOAD=/evil.so",
+            "SSH_AUTH_SOCK=/s",
+            "GCONV_PATH=/g",
+            "SPACES=  a # b = c ",
+        ),
+    )
+    assert not any(cli_sensitive(name) for name in plan.cli_values)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("A B", "x", "invalid environment variable name 'A B'"),
+        (" A", "x", "invalid environment variable name ' A'"),
+        ("#A", "x", "invalid environment variable name '#A'"),
+        ("\ufeffA", "x", "invalid environment variable name '\\ufeffA'"),
+        ("A", "x\ny", "environment variable A cannot hold a line break"),
+        ("A", "x\r", "environment variable A cannot hold a line break"),
+        ("A", "\udcff", "environment variable A is not valid UTF-8"),
+        ("A", "é" * ENV_FILE_MAX_LINE, "environment variable A is too long"),
+    ],
+)
+def test_what_an_env_file_cannot_carry(name: str, value: str, problem: str) -> None:
+    found = env_file_problem(name, value)
+    assert found is not None
+    assert found.startswith(problem)
+
+
+def test_an_env_file_carries_any_single_line_value_up_to_the_limit() -> None:
+    assert env_file_problem("A", " # = 'q' \"dq\" \t\\ é ") is None
+    assert env_file_problem("A", "x" * (ENV_FILE_MAX_LINE - 2)) is None
+    assert env_file_problem("A", "x" * (ENV_FILE_MAX_LINE - 1)) is not None
 
 
 @pytest.mark.parametrize(
@@ -203,10 +278,16 @@ def test_plan_keeps_values_off_the_command_line() -> None:
         ({"": "x"}, "invalid environment variable name ''"),
         ({"A": "x\0y"}, "environment variable A holds a NUL byte"),
         ({"HOME": "a\nb"}, "environment variable HOME cannot hold a line break"),
+        ({"LD_PRELOAD": "a\nb"}, "environment variable LD_PRELOAD cannot hold a line break"),
+        ({"SSH_AUTH_SOCK": "a\r"}, "environment variable SSH_AUTH_SOCK cannot hold a line break"),
+        ({"GCONV_PATH": "x" * ENV_FILE_MAX_LINE}, "environment variable GCONV_PATH is too long"),
+        ({"DOCKER_X Y": "x"}, "invalid environment variable name 'DOCKER_X Y'"),
     ],
 )
 def test_environment_problems(env: dict[str, str], problem: str) -> None:
-    assert environment_problem(env) == problem
+    found = environment_problem(env)
+    assert found is not None
+    assert found.startswith(problem)
 
 
 def test_a_line_break_is_fine_outside_the_env_file() -> None:

@@ -6,7 +6,8 @@ operator's ``docker`` command finds them (``DOCKER_HOST``, ``DOCKER_CONTEXT``,
 ``DOCKER_CONFIG``, ``docker login``, credential helpers).
 
 python-on-whales is deliberately not used here: every call is an
-``anyio.run_process`` (short, bounded calls) or a process under
+``anyio.run_process`` (short calls, each bounded by ``call_timeout``; pulls and
+sidecar fills by the long ``transfer_timeout``) or a process under
 :class:`~ozw.processes.ProcessRunner` (``docker start -a``, whose output is relayed
 live). That keeps one code path that cancellation always reaches, needs no thread
 pool, and lets each call get its own environment, which the secret-passing rule
@@ -16,11 +17,14 @@ One task::
 
     setup    validate the image reference, sidecars and environment (no I/O);
              pull / inspect the image per ``pull_policy``; refuse a foreign platform;
-             for each sidecar: pull it and fill (or reuse) its volume
-    execute  docker create (labelled, named ozw-<worker>-<task>-<random>)
+             for each sidecar: pull it and fill (or reuse) its shared volume,
+             mounted read-only; a read_write sidecar gets a private volume
+             <shared>-rw-<random>, filled for this task
+    execute  docker create (labelled, named ozw-<worker>-<task>-<random>; values in a
+                            0600 env-file, removed when create returns)
              docker start -a  (output relayed into the task log, cancellable)
              docker inspect   (exit code, OOMKilled)
-    teardown docker rm -f     (unless cleanup is off)
+    teardown docker rm -f, docker volume rm of private volumes (unless cleanup is off)
 
 The modules, one idea each:
 
@@ -28,28 +32,33 @@ The modules, one idea each:
   of containers and sidecar volumes.
 - :mod:`~ozw.backends.docker.container`: the pure rules of a task container
   (resources, mounts, environment, ``docker create`` arguments, exit classification).
-- :mod:`~ozw.backends.docker.volumes`: sidecar volumes, filled once and reused.
+- :mod:`~ozw.backends.docker.volumes`: sidecar volumes, filled once and reused
+  (read-only), and the private per-task copies of ``read_write`` sidecars.
 - :mod:`~ozw.backends.docker.backend`: :class:`DockerBackend` and
   :class:`DockerTaskRun`, the CLI calls.
 """
 
 from ozw.backends.docker.backend import (
+    CALL_TIMEOUT,
     CHECK_TIMEOUT,
     CLEANUP_TIMEOUT,
     CLI_KILL_GRACE,
     SUPPORTED_PLATFORMS,
+    TRANSFER_TIMEOUT,
     DockerBackend,
     DockerTaskRun,
     LocalImage,
 )
 from ozw.backends.docker.container import (
     ENTRYPOINT,
+    ENV_FILE_MAX_LINE,
     LABEL_EXECUTION,
     LABEL_IMAGE,
     LABEL_ROLE,
     LABEL_TASK,
     LABEL_WORKER,
     ROLE_FILL,
+    ROLE_RW,
     ROLE_TASK,
     WORKDIR,
     ContainerSpec,
@@ -63,6 +72,7 @@ from ozw.backends.docker.container import (
     create_args,
     docker_error,
     duplicate_mount_paths,
+    env_file_problem,
     environment_problem,
     memory_bytes,
     normalise_mount_path,
@@ -82,6 +92,7 @@ from ozw.backends.docker.references import (
     is_valid_reference,
     parse_reference,
     platform_of,
+    private_volume_name,
     sanitise_name_part,
     volume_name,
 )
@@ -94,10 +105,12 @@ from ozw.backends.docker.volumes import (
 )
 
 __all__ = [
+    "CALL_TIMEOUT",
     "CHECK_TIMEOUT",
     "CLEANUP_TIMEOUT",
     "CLI_KILL_GRACE",
     "ENTRYPOINT",
+    "ENV_FILE_MAX_LINE",
     "FILLED_MARKER",
     "FILL_COMMAND",
     "FILL_MOUNT",
@@ -110,8 +123,10 @@ __all__ = [
     "MAX_NAME_PART",
     "MAX_VOLUME_REPO",
     "ROLE_FILL",
+    "ROLE_RW",
     "ROLE_TASK",
     "SUPPORTED_PLATFORMS",
+    "TRANSFER_TIMEOUT",
     "WORKDIR",
     "ContainerSpec",
     "ContainerState",
@@ -132,6 +147,7 @@ __all__ = [
     "digest_hex",
     "docker_error",
     "duplicate_mount_paths",
+    "env_file_problem",
     "environment_problem",
     "is_valid_reference",
     "marker_tar",
@@ -140,6 +156,7 @@ __all__ = [
     "parse_reference",
     "plan_environment",
     "platform_of",
+    "private_volume_name",
     "resource_args",
     "sanitise_name_part",
     "sidecar_problem",

@@ -9,15 +9,28 @@ Choices where the contract is silent:
 
 - A pull failure or platform mismatch is ``image_pull`` for sidecar images too; an
   invalid sidecar reference, a bad mount path or a failed fill is ``sidecar_prep``.
-- With cleanup off, containers are kept (stopped) after the task, after cancellation
-  and at start-up; leftovers of a crashed run are then only killed, not removed.
-- The start-up reaper removes every container labelled with this worker's id: two
-  live workers must not share a worker id.
+- With cleanup off, containers are kept (stopped) after the task, after cancellation,
+  after a ``container_wait`` failure (the container may still run: it is stopped with
+  ``kill_grace``) and at start-up; leftovers of a crashed run are then only killed,
+  not removed. A ``read_write`` sidecar's private volume is kept with its container.
+- The start-up reaper removes every container labelled with this worker's id, and
+  (cleanup on) every private ``read_write`` sidecar volume labelled with it: two live
+  workers must not share a worker id.
+- Every short docker call of a task (image and volume inspect, volume create,
+  ``docker create``, container inspect, ``cp``) is bounded by ``call_timeout``
+  (:data:`CALL_TIMEOUT`); task timeouts are off by default and a hung daemon must not
+  hold a slot forever. A pull and the export that fills a sidecar volume get the
+  long ``transfer_timeout`` (:data:`TRANSFER_TIMEOUT`), since big images on slow
+  links legitimately take long. A timeout fails the task with the reason of the
+  phase: ``image_pull``, ``sidecar_prep``, ``container_create`` or
+  ``container_wait``. ``docker wait`` (the agent's own run time) is not bounded:
+  that is ``task_timeout``'s job.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -27,7 +40,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar, Final
 
 import anyio
@@ -35,7 +48,10 @@ import attrs
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.backends.docker.container import (
+    LABEL_ROLE,
+    LABEL_TASK,
     LABEL_WORKER,
+    ROLE_RW,
     ContainerSpec,
     ContainerState,
     SidecarMount,
@@ -49,7 +65,13 @@ from ozw.backends.docker.container import (
     plan_environment,
     sidecar_problem,
 )
-from ozw.backends.docker.references import container_name, is_valid_reference, platform_of
+from ozw.backends.docker.references import (
+    container_name,
+    is_valid_reference,
+    platform_of,
+    private_volume_name,
+    volume_name,
+)
 from ozw.backends.docker.volumes import SidecarVolumes
 from ozw.config import DockerConfig
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
@@ -64,6 +86,12 @@ CHECK_TIMEOUT: Final = 60.0
 """Bound of the start-up check: an unreachable TCP daemon must not hang start-up."""
 CLEANUP_TIMEOUT: Final = 60.0
 """Bound of each shielded clean-up call (rm -f, volume rm), beyond any stop grace."""
+CALL_TIMEOUT: Final = 120.0
+"""Default bound of each short docker call of a task (inspect, create, volume create)."""
+TRANSFER_TIMEOUT: Final = 3600.0
+"""Default bound of a pull and of the export filling a sidecar volume: long, because
+big images on slow links take long, but finite, because a hung daemon must not hold
+a slot forever when ``task_timeout`` is off."""
 CLI_KILL_GRACE: Final = 0.5
 """Grace of the ``docker start -a`` CLI on cancellation. It proxies our SIGTERM to the
 container and would then wait for it; the container's own grace is ``docker stop``'s."""
@@ -126,6 +154,12 @@ class DockerBackend(Backend):
         self.runner = ProcessRunner(kill_grace=CLI_KILL_GRACE)
         self._containers: set[str] = set()
         """Names of containers we created and have not removed (or, cleanup off, released)."""
+        self._private_volumes: set[str] = set()
+        """Private ``read_write`` sidecar volumes of running tasks (the reaper skips them)."""
+        self.call_timeout: float = CALL_TIMEOUT
+        """Bound of each short docker call of a task (see :meth:`bounded`)."""
+        self.transfer_timeout: float = TRANSFER_TIMEOUT
+        """Bound of a pull and of a sidecar volume's export stream."""
         self.volumes = SidecarVolumes(self)
         """The sidecar volumes, filled once and reused."""
 
@@ -149,6 +183,24 @@ class DockerBackend(Backend):
             start_new_session=True,
         )
         return _Result(completed.returncode, completed.stdout, completed.stderr)
+
+    @contextlib.contextmanager
+    def bounded(self, reason: FailureReason, what: str, *, long: bool = False) -> Iterator[None]:
+        """Bound the docker calls inside; a timeout fails the task with ``reason``.
+
+        ``call_timeout`` applies, or ``transfer_timeout`` when ``long``. ``what`` says
+        what was being done ("inspecting image x") in the failure's message.
+        """
+        seconds = self.transfer_timeout if long else self.call_timeout
+        try:
+            with anyio.fail_after(seconds):
+                yield
+        except TimeoutError:
+            raise TaskFailure(
+                reason,
+                f"{what}: the docker CLI did not finish within {seconds:g}s "
+                "(is the Docker daemon hung?)",
+            ) from None
 
     async def _cleanup_call(self, *args: str) -> _Result | None:
         """A shielded, bounded clean-up call; None when it did not finish or run."""
@@ -202,6 +254,21 @@ class DockerBackend(Backend):
 
         Returns their names. Containers this process created are never touched.
         """
+        try:
+            with anyio.fail_after(self.call_timeout):
+                names = await self._reap_containers()
+                if self.cleanup:
+                    await self._reap_private_volumes()
+        except TimeoutError:
+            logger.warning(
+                "reaping leftovers of worker %s: the docker CLI did not finish within %gs",
+                self.worker_id,
+                self.call_timeout,
+            )
+            return []
+        return names
+
+    async def _reap_containers(self) -> list[str]:
         # Cleanup off keeps stopped leftovers for debugging: only running ones matter.
         which = "--all" if self.cleanup else "--filter=status=running"
         result = await self.docker_cli(
@@ -232,10 +299,39 @@ class DockerBackend(Backend):
             logger.warning("docker %s of leftover containers failed: %s", verb, outcome.error)
         return names
 
+    async def _reap_private_volumes(self) -> None:
+        """Remove the private read-write sidecar volumes an earlier run left behind."""
+        result = await self.docker_cli(
+            "volume",
+            "ls",
+            "--quiet",
+            f"--filter=label={LABEL_WORKER}={self.worker_id}",
+            f"--filter=label={LABEL_ROLE}={ROLE_RW}",
+        )
+        if not result.ok:
+            logger.warning("could not list leftover sidecar volumes: %s", result.error)
+            return
+        names = [n for n in result.stdout.decode().split() if n not in self._private_volumes]
+        if not names:
+            return
+        outcome = await self.docker_cli("volume", "rm", "--force", *names)
+        if outcome.ok:
+            logger.warning(
+                "removed %d read-write sidecar volume(s) left by an earlier run of worker %s: %s",
+                len(names),
+                self.worker_id,
+                ", ".join(names),
+            )
+        else:
+            logger.warning("docker volume rm of leftover volumes failed: %s", outcome.error)
+
     async def daemon_platform(self) -> str:
         """The daemon's ``os/arch`` (asked once)."""
         if self.platform is None:
-            result = await self.docker_cli("version", "--format={{.Server.Os}}/{{.Server.Arch}}")
+            with self.bounded(FailureReason.IMAGE_PULL, "asking the daemon's platform"):
+                result = await self.docker_cli(
+                    "version", "--format={{.Server.Os}}/{{.Server.Arch}}"
+                )
             if not result.ok:
                 raise TaskFailure(
                     FailureReason.IMAGE_PULL, f"cannot reach the Docker daemon: {result.error}"
@@ -247,8 +343,12 @@ class DockerBackend(Backend):
     # -- images --
 
     async def inspect_image(self, reference: str) -> LocalImage | None:
-        """The local image ``reference`` names, or None when the daemon has none."""
-        result = await self.docker_cli("image", "inspect", "--format={{json .}}", reference)
+        """The local image ``reference`` names, or None when the daemon has none.
+
+        Bounded by ``call_timeout``; a timeout is ``image_pull``.
+        """
+        with self.bounded(FailureReason.IMAGE_PULL, f"inspecting image {reference}"):
+            result = await self.docker_cli("image", "inspect", "--format={{json .}}", reference)
         if not result.ok:
             return None
         info = json.loads(result.stdout)
@@ -272,7 +372,8 @@ class DockerBackend(Backend):
                 )
             log.info("pulling %s %s", what, reference)
             started = time.monotonic()
-            result = await self.docker_cli("pull", "--quiet", reference)
+            with self.bounded(FailureReason.IMAGE_PULL, f"pulling {what} {reference}", long=True):
+                result = await self.docker_cli("pull", "--quiet", reference)
             if not result.ok:
                 raise TaskFailure(
                     FailureReason.IMAGE_PULL,
@@ -300,8 +401,22 @@ class DockerBackend(Backend):
         return self.volumes.fills
 
     async def prepare_sidecar_volume(self, image: LocalImage, log: TaskLog) -> str:
-        """The filled volume of a sidecar image (see :class:`SidecarVolumes`)."""
+        """The shared filled volume of a sidecar image (see :class:`SidecarVolumes`)."""
         return await self.volumes.prepare_sidecar_volume(image, log)
+
+    def track_volume(self, name: str) -> None:
+        self._private_volumes.add(name)
+
+    def untrack_volume(self, name: str) -> None:
+        self._private_volumes.discard(name)
+
+    async def remove_volume(self, name: str) -> bool:
+        """``docker volume rm -f``; True when the volume is gone (or never existed)."""
+        result = await self._cleanup_call("volume", "rm", "--force", name)
+        gone = result is not None and (result.ok or "no such volume" in result.error.lower())
+        if gone:
+            self.untrack_volume(name)
+        return gone
 
     # -- containers --
 
@@ -355,7 +470,7 @@ class DockerBackend(Backend):
 
 
 class DockerTaskRun(TaskRun):
-    """One task in one container."""
+    """One task in one container (plus a private volume per ``read_write`` sidecar)."""
 
     def __init__(self, backend: DockerBackend, params: TaskParams, log: TaskLog) -> None:
         self.backend = backend
@@ -364,7 +479,11 @@ class DockerTaskRun(TaskRun):
         self.image: LocalImage | None = None
         self.sidecars: list[SidecarMount] = []
         self.env: dict[str, str] = {}
+        self.suffix = secrets.token_hex(4)
+        """Random suffix of the container's name and of private sidecar volumes."""
         self.container: str | None = None
+        self.private_volumes: list[str] = []
+        """Private ``read_write`` sidecar volumes, registered before their creation."""
 
     def _validate(self) -> None:
         params = self.params
@@ -393,8 +512,27 @@ class DockerTaskRun(TaskRun):
         self.image = await backend.ensure_image(self.params.image, self.log)
         for sidecar in self.params.sidecars:
             image = await backend.ensure_image(sidecar.image, self.log, what="sidecar image")
-            volume = await backend.prepare_sidecar_volume(image, self.log)
+            if sidecar.read_write:
+                volume = await self._private_volume(image)
+            else:
+                volume = await backend.prepare_sidecar_volume(image, self.log)
             self.sidecars.append(SidecarMount(volume, sidecar.mount_path, sidecar.read_write))
+
+    async def _private_volume(self, image: LocalImage) -> str:
+        """A volume of this task's own, filled from ``image`` (a ``read_write`` sidecar)."""
+        backend = self.backend
+        shared = volume_name(image.reference, image.image_id)
+        volume = private_volume_name(shared, self.suffix)
+        # Registered first: teardown removes it even if a cancellation hits mid-create.
+        self.private_volumes.append(volume)
+        backend.track_volume(volume)
+        labels = [
+            f"--label={LABEL_WORKER}={backend.worker_id}",
+            f"--label={LABEL_TASK}={self.params.task_id}",
+            f"--label={LABEL_ROLE}={ROLE_RW}",
+        ]
+        await backend.volumes.prepare_private_volume(volume, image, self.log, labels=labels)
+        return volume
 
     def spec(self, name: str, env_file: str | None) -> ContainerSpec:
         assert self.image is not None, "setup() first"
@@ -417,14 +555,19 @@ class DockerTaskRun(TaskRun):
     async def execute(self) -> ExecuteResult:
         """Create, start (output relayed) and wait for the container; classify its end."""
         backend = self.backend
-        name = container_name(backend.worker_id, self.params.task_id, secrets.token_hex(4))
+        name = container_name(backend.worker_id, self.params.task_id, self.suffix)
         self.container = name
         backend.track(name)
         try:
             await self._create(name)
             return await self._run(name)
-        except TaskFailure:
-            raise  # the container has ended or never ran: teardown removes it
+        except TaskFailure as failure:
+            if failure.reason is FailureReason.CONTAINER_WAIT:
+                # We lost track of the container, which may still run: stop it (with
+                # cleanup off it is kept, stopped, for debugging).
+                self.log.info("stopping container %s", name)
+                await backend.stop_container(name)
+            raise  # otherwise it has ended or never ran: teardown removes it
         except BaseException:
             # Cancelled (or broken): killing the CLI does not stop a container.
             self.log.info("stopping container %s", name)
@@ -434,7 +577,10 @@ class DockerTaskRun(TaskRun):
     async def _create(self, name: str) -> None:
         backend = self.backend
         plan = plan_environment(self.env)
-        with tempfile.TemporaryDirectory(prefix="ozw-env-") as private:
+        with (
+            backend.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"),
+            tempfile.TemporaryDirectory(prefix="ozw-env-") as private,
+        ):
             env_file = None
             if plan.file_lines:
                 env_file = os.path.join(private, "env")
@@ -491,24 +637,35 @@ class DockerTaskRun(TaskRun):
         return ExecuteResult.COMPLETED
 
     async def _inspect(self, name: str) -> ContainerState | None:
-        result = await self.backend.docker_cli(
-            "container", "inspect", "--format={{json .State}}", name
-        )
+        backend = self.backend
+        with backend.bounded(FailureReason.CONTAINER_WAIT, f"inspecting container {name}"):
+            result = await backend.docker_cli(
+                "container", "inspect", "--format={{json .State}}", name
+            )
         if not result.ok:
             return None
         return ContainerState.from_json(json.loads(result.stdout))
 
     async def teardown(self) -> None:
-        """Remove the container unless cleanup is off."""
+        """Remove the container, then the private sidecar volumes, unless cleanup is off."""
+        backend = self.backend
         name = self.container
-        if name is None:
+        if not backend.cleanup:
+            if name is not None:
+                backend.untrack(name)
+                self.log.info("container %s kept (cleanup is off)", name)
+            for volume in self.private_volumes:
+                backend.untrack_volume(volume)
+                self.log.info("read-write sidecar volume %s kept (cleanup is off)", volume)
             return
-        if not self.backend.cleanup:
-            self.backend.untrack(name)
-            self.log.info("container %s kept (cleanup is off)", name)
-            return
-        if not await self.backend.remove_container(name):
-            raise RuntimeError(f"could not remove container {name}")
+        problems: list[str] = []
+        if name is not None and not await backend.remove_container(name):
+            problems.append(f"could not remove container {name}")
+        for volume in self.private_volumes:
+            if not await backend.remove_volume(volume):
+                problems.append(f"could not remove read-write sidecar volume {volume}")
+        if problems:
+            raise RuntimeError("; ".join(problems))
 
 
 def _write_private(path: str, lines: Sequence[str]) -> None:

@@ -3,12 +3,15 @@
 Resources, mounts and environment of a task container, the exact ``docker create``
 arguments, and what its end state means.
 
-Secrets: environment *values* never appear on a command line. ``docker create`` gets
-``--env=NAME`` only, and the CLI reads each value from its own environment, which is
-the worker's environment plus the task's values. Names that would change what the CLI
-itself does (``DOCKER_HOST``, ``HOME``, ``PATH``, proxies, see :func:`cli_sensitive`)
-cannot travel that way; they go through an ``--env-file`` written 0600 into a private
-temporary directory and removed as soon as ``docker create`` returns.
+Secrets: environment *values* never appear on a command line. Every value an
+env-file can carry (one line, under 64 KiB) goes through an ``--env-file`` written
+0600 into a private temporary directory and removed as soon as ``docker create``
+returns. Only the rest (multi-line values such as PEM keys) reaches the CLI through
+its own environment, as ``--env=NAME`` plus the value in the CLI process's
+environment; names that would change what the CLI itself does (``DOCKER_HOST``,
+``HOME``, ``PATH``, proxies, ``LD_*``, ``SSH_*``, ``GCONV_PATH``, see
+:func:`cli_sensitive`) never go that way, so such a variable with a multi-line value
+fails the task with ``container_create``.
 
 Choices where the contract is silent:
 
@@ -45,6 +48,8 @@ LABEL_ROLE: Final = "ozw.role"
 LABEL_IMAGE: Final = "ozw.image"
 ROLE_TASK: Final = "task"
 ROLE_FILL: Final = "sidecar-fill"
+ROLE_RW: Final = "sidecar-rw"
+"""Role label of a ``read_write`` sidecar's private volume."""
 
 WORKDIR: Final = "/workspace"
 ENTRYPOINT: Final = "/agent/entrypoint.sh"
@@ -155,6 +160,10 @@ _CLI_SENSITIVE_NAMES: Final = frozenset(
         "HOME",
         "PATH",
         "TMPDIR",
+        "SHELL",
+        "USER",
+        "LOGNAME",
+        "DISPLAY",
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "NO_PROXY",
@@ -168,39 +177,90 @@ _CLI_SENSITIVE_NAMES: Final = frozenset(
         "GOTRACEBACK",
         "XDG_CONFIG_HOME",
         "XDG_RUNTIME_DIR",
+        # The C library and the dynamic loader (the CLI may be dynamically linked, and
+        # `ssh://` hosts run ssh, which certainly is).
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RES_OPTIONS",
+        "LOCALDOMAIN",
+        "TZ",
+        "TZDIR",
+        "LANG",
+        "LANGUAGE",
     }
 )
-_CLI_SENSITIVE_PREFIXES: Final = ("DOCKER_", "OTEL_", "BUILDX_", "BUILDKIT_")
+_CLI_SENSITIVE_PREFIXES: Final = (
+    "DOCKER_",
+    "OTEL_",
+    "BUILDX_",
+    "BUILDKIT_",
+    "LD_",
+    "SSH_",
+    "MALLOC_",
+    "LC_",
+)
+
+ENV_FILE_MAX_LINE: Final = 60_000
+"""Longest ``NAME=VALUE`` line (UTF-8 bytes) put in an env-file. The CLI reads the file
+with Go's ``bufio.Scanner``, which refuses lines of 64 KiB or more."""
 
 
 def cli_sensitive(name: str) -> bool:
-    """Whether setting ``name`` in the docker CLI's environment would change the CLI.
+    """Whether setting ``name`` in the docker CLI's environment could change the CLI.
 
-    Such variables cannot carry a task value into the CLI (``DOCKER_HOST`` would
-    redirect it to another daemon, ``HOME`` would hide its credentials). Compared
+    Such variables can never carry a task value into the CLI's environment
+    (``DOCKER_HOST`` would redirect it to another daemon, ``HOME`` would hide its
+    credentials, ``LD_PRELOAD`` or ``GCONV_PATH`` would load code into it,
+    ``SSH_AUTH_SOCK`` would hand an ``ssh://`` connection another agent). Compared
     case-insensitively: proxies are read in both cases, and an extra name on this
-    side only moves to the env-file.
+    side only makes a multi-line value fail instead of being passed.
     """
     upper = name.upper()
     return upper in _CLI_SENSITIVE_NAMES or upper.startswith(_CLI_SENSITIVE_PREFIXES)
+
+
+def env_file_problem(name: str, value: str) -> str | None:
+    """Why ``NAME=VALUE`` cannot travel in an env-file, or None when it can.
+
+    The CLI reads an env-file line by line: it strips leading whitespace and a UTF-8
+    BOM, skips ``#`` comments, refuses whitespace in a name and lines of 64 KiB or
+    more, and drops a trailing CR. Anything those rules would change or refuse is
+    refused here instead.
+    """
+    if any(c.isspace() for c in name) or name.startswith(("#", "\ufeff")):
+        return f"invalid environment variable name {name!r}"
+    if "\n" in value or "\r" in value:
+        return f"environment variable {name} cannot hold a line break"
+    try:
+        size = len(name.encode()) + 1 + len(value.encode())
+    except UnicodeEncodeError:
+        return f"environment variable {name} is not valid UTF-8"
+    if size > ENV_FILE_MAX_LINE:
+        return (
+            f"environment variable {name} is too long "
+            f"({size} bytes with its name; at most {ENV_FILE_MAX_LINE})"
+        )
+    return None
 
 
 def environment_problem(env: Mapping[str, str]) -> str | None:
     """Why ``env`` cannot be passed to a container, or None.
 
     An ``=`` in a name would turn ``--env=NAME`` into ``NAME=value`` on the command
-    line, so such names are refused rather than passed.
+    line, so such names are refused rather than passed. A CLI-sensitive variable must
+    travel in the env-file (see :func:`plan_environment`), so a value the env-file
+    cannot carry (a line break, for one) is refused for it.
     """
     for name, value in env.items():
         if not name or "=" in name or "\0" in name:
             return f"invalid environment variable name {name!r}"
         if "\0" in value:
             return f"environment variable {name} holds a NUL byte"
-        if cli_sensitive(name) and ("\n" in value or "\r" in value):
-            # These travel in an env-file, which is one NAME=VALUE per line.
-            return f"environment variable {name} cannot hold a line break"
-        if cli_sensitive(name) and any(c.isspace() for c in name):
-            return f"invalid environment variable name {name!r}"
+        if cli_sensitive(name) and (problem := env_file_problem(name, value)) is not None:
+            return problem
     return None
 
 
@@ -209,22 +269,30 @@ class EnvPlan:
     """How the container environment reaches ``docker create`` without touching argv."""
 
     names: tuple[str, ...]
-    """Passed as ``--env=NAME``; values in the CLI's environment."""
+    """Passed as ``--env=NAME``, values in the CLI's environment (what an env-file
+    cannot carry, never a CLI-sensitive name)."""
     cli_values: dict[str, str]
     """What to add to the CLI's environment."""
     file_lines: tuple[str, ...]
-    """``NAME=VALUE`` lines of the env-file (CLI-sensitive names)."""
+    """``NAME=VALUE`` lines of the env-file: every value it can carry."""
 
 
 def plan_environment(env: Mapping[str, str]) -> EnvPlan:
-    """Split the container environment between ``--env=NAME`` and the env-file."""
+    """Split the container environment between the env-file and ``--env=NAME``.
+
+    Everything the env-file can carry goes there, so the CLI's own environment gets
+    only what it cannot (multi-line values, mostly). Call after
+    :func:`environment_problem` found nothing: a CLI-sensitive name the env-file
+    cannot carry is then impossible.
+    """
     names: list[str] = []
     cli_values: dict[str, str] = {}
     lines: list[str] = []
     for name, value in env.items():
-        if cli_sensitive(name):
+        if env_file_problem(name, value) is None:
             lines.append(f"{name}={value}")
         else:
+            assert not cli_sensitive(name), f"{name} must travel in the env-file"
             names.append(name)
             cli_values[name] = value
     return EnvPlan(tuple(names), cli_values, tuple(lines))

@@ -10,6 +10,7 @@ image's configuration). Every local image has one, even an imported or locally b
 one that has no registry digest, and it changes whenever the filesystem does. The
 "repo name" is the repository as written in the reference (tag and digest dropped,
 registry host kept): ``127.0.0.1:5000/a/agent:1`` → ``127.0.0.1-5000-a-agent``.
+A ``read_write`` sidecar's private volume appends ``-rw-<suffix>`` to that name.
 """
 
 from __future__ import annotations
@@ -113,3 +114,12 @@ def platform_of(os_name: str, architecture: str) -> str:
     """``os/arch`` in Docker's spelling (``x86_64`` → ``amd64``, ``aarch64`` → ``arm64``)."""
     arch = architecture.strip().lower()
     return f"{os_name.strip().lower()}/{_ARCH_ALIASES.get(arch, arch)}"
+
+
+def private_volume_name(shared: str, suffix: str) -> str:
+    """The volume of one task's ``read_write`` sidecar: ``<shared name>-rw-<suffix>``.
+
+    ``suffix`` is the random suffix of the task's container name, so the two are
+    easy to pair in ``docker ps`` and ``docker volume ls``.
+    """
+    return f"{shared}-rw-{suffix}"

@@ -9,9 +9,21 @@ Choices where the contract is silent:
 - A filled volume holds a marker file ``/.ozw-sidecar-filled`` (the image ID) at its
   root, written last; a volume without it is refilled in place (same digest, same
   content) before use. Tasks therefore see ``<mount>/.ozw-sidecar-filled``.
-- Sidecar volumes are kept across tasks and restarts (that is the point of them);
-  a ``read_write`` sidecar writes into that shared volume, as the protocol's
-  volume-per-digest rule implies.
+- Sidecar volumes are kept across tasks and restarts (that is the point of them),
+  and only ever mounted read-only. A ``read_write`` sidecar gets a volume of its own
+  for its task, ``<shared name>-rw-<random suffix of the task's container>``
+  (:func:`~ozw.backends.docker.references.private_volume_name`), filled from the
+  image the same way and removed in teardown with the container (kept, like the
+  container, when cleanup is off). Otherwise one task could rewrite
+  ``/agent/entrypoint.sh`` for every later task, or leave data for the next. Private
+  volumes are labelled with the worker and task id and the role ``sidecar-rw``, so
+  the start-up reaper finds those a crashed run left behind.
+- Every helper container is registered for removal *before* its ``docker create``
+  runs: a cancellation mid-create must not leave it behind (``rm -f`` of a name that
+  was never created is harmless).
+- Short calls (inspect, create, ``cp`` of the marker) are bounded by the backend's
+  ``call_timeout``, the export stream by its ``transfer_timeout``; either turns into
+  ``sidecar_prep``.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import secrets
 import subprocess
 import tarfile
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -75,7 +88,8 @@ class SidecarVolumes:
         self._volume_locks: dict[str, anyio.Lock] = {}
         self._ready_volumes: set[str] = set()
         self.fills = 0
-        """How many sidecar volumes this backend filled (tests and metrics read it)."""
+        """How many shared sidecar volumes this backend filled (tests and metrics read
+        it); private read-write copies are not counted."""
 
     def _lock_for(self, volume: str) -> anyio.Lock:
         lock = self._volume_locks.get(volume)
@@ -84,36 +98,54 @@ class SidecarVolumes:
         return lock
 
     async def prepare_sidecar_volume(self, image: LocalImage, log: TaskLog) -> str:
-        """The filled volume of a sidecar image, filled once and reused. Raises SIDECAR_PREP.
+        """The shared filled volume of a sidecar image, filled once and reused.
 
-        One lock per volume name: concurrent tasks wanting the same sidecar wait for the
-        first one's fill and then reuse it.
+        Mounted read-only only. Raises SIDECAR_PREP. One lock per volume name:
+        concurrent tasks wanting the same sidecar wait for the first one's fill and
+        then reuse it.
         """
         volume = volume_name(image.reference, image.image_id)
         async with self._lock_for(volume):
             if volume in self._ready_volumes:
                 # Cheap re-check: `docker volume prune` may have removed it meanwhile, and
                 # `docker create` would then mount a new, empty volume without a word.
-                if (await self.backend.docker_cli("volume", "inspect", volume)).ok:
+                with self.backend.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
+                    found = await self.backend.docker_cli("volume", "inspect", volume)
+                if found.ok:
                     log.info("reusing sidecar volume %s", volume)
                     return volume
                 self._ready_volumes.discard(volume)
-            await self._fill_volume(volume, image, log)
+            await self._fill_volume(volume, image, log, private_labels=None)
             self._ready_volumes.add(volume)
         return volume
 
-    async def _create_helper(self, image_id: str, *options: str) -> str:
+    async def prepare_private_volume(
+        self, volume: str, image: LocalImage, log: TaskLog, *, labels: Sequence[str]
+    ) -> None:
+        """Create ``volume`` and fill it from ``image`` for one task (a read-write sidecar).
+
+        ``labels`` (``--label=...`` arguments) name the worker, task and role. The
+        caller registers ``volume`` for removal before calling: a cancellation may
+        leave it created. Raises SIDECAR_PREP; a failed fill removes the volume.
+        """
+        await self._fill_volume(volume, image, log, private_labels=labels)
+
+    async def _create_helper(self, image_id: str, helpers: list[str], *options: str) -> str:
+        """Create a helper container, registered in ``helpers`` (removed by the caller)."""
         name = f"ozw-fill-{secrets.token_hex(6)}"
+        # Registered before the call: a cancellation mid-create must not leave it.
         self.backend.track(name)
-        result = await self.backend.docker_cli(
-            "create",
-            f"--name={name}",
-            f"--label={LABEL_WORKER}={self.backend.worker_id}",
-            f"--label={LABEL_ROLE}={ROLE_FILL}",
-            *options,
-            image_id,
-            FILL_COMMAND,
-        )
+        helpers.append(name)
+        with self.backend.bounded(FailureReason.SIDECAR_PREP, "creating a fill container"):
+            result = await self.backend.docker_cli(
+                "create",
+                f"--name={name}",
+                f"--label={LABEL_WORKER}={self.backend.worker_id}",
+                f"--label={LABEL_ROLE}={ROLE_FILL}",
+                *options,
+                image_id,
+                FILL_COMMAND,
+            )
         if not result.ok:
             raise TaskFailure(
                 FailureReason.SIDECAR_PREP,
@@ -121,64 +153,84 @@ class SidecarVolumes:
             )
         return name
 
-    async def _fill_volume(self, volume: str, image: LocalImage, log: TaskLog) -> None:
-        existed = (await self.backend.docker_cli("volume", "inspect", volume)).ok
-        if not existed:
-            created = await self.backend.docker_cli(
-                "volume",
-                "create",
-                f"--label={LABEL_IMAGE}={image.reference}",
-                f"--label=ozw.image_id={image.image_id}",
-                volume,
-            )
-            if not created.ok:
-                raise TaskFailure(
-                    FailureReason.SIDECAR_PREP,
-                    f"could not create sidecar volume {volume}: {created.error}",
-                )
+    async def _fill_volume(
+        self,
+        volume: str,
+        image: LocalImage,
+        log: TaskLog,
+        *,
+        private_labels: Sequence[str] | None,
+    ) -> None:
+        """Fill ``volume`` from ``image`` (shared: reuse it when its marker is there)."""
+        backend = self.backend
+        private = private_labels is not None
+        kind = "read-write sidecar volume" if private else "sidecar volume"
+        existed = False
+        if not private:
+            with backend.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
+                existed = (await backend.docker_cli("volume", "inspect", volume)).ok
         helpers: list[str] = []
         filled = False
         try:
+            if not existed:
+                with backend.bounded(FailureReason.SIDECAR_PREP, f"creating {volume}"):
+                    created = await backend.docker_cli(
+                        "volume",
+                        "create",
+                        f"--label={LABEL_IMAGE}={image.reference}",
+                        f"--label=ozw.image_id={image.image_id}",
+                        *(private_labels or ()),
+                        volume,
+                    )
+                if not created.ok:
+                    raise TaskFailure(
+                        FailureReason.SIDECAR_PREP,
+                        f"could not create {kind} {volume}: {created.error}",
+                    )
             target = await self._create_helper(
-                image.image_id, f"--volume={volume}:{FILL_MOUNT}:nocopy"
+                image.image_id, helpers, f"--volume={volume}:{FILL_MOUNT}:nocopy"
             )
-            helpers.append(target)
             if existed:
-                probe = await self.backend.docker_cli(
-                    "cp", f"{target}:{FILL_MOUNT}/{FILLED_MARKER}", "-"
-                )
+                with backend.bounded(FailureReason.SIDECAR_PREP, f"probing {volume}"):
+                    probe = await backend.docker_cli(
+                        "cp", f"{target}:{FILL_MOUNT}/{FILLED_MARKER}", "-"
+                    )
                 if probe.ok:
                     log.info("reusing sidecar volume %s", volume)
                     filled = True
                     return
                 log.warning("sidecar volume %s was never completely filled; filling it", volume)
-            log.info("filling sidecar volume %s from %s", volume, image.reference)
+            log.info("filling %s %s from %s", kind, volume, image.reference)
             started = time.monotonic()
-            source = await self._create_helper(image.image_id)
-            helpers.append(source)
-            await self._stream_export(source, f"{target}:{FILL_MOUNT}", volume)
-            marked = await self.backend.docker_cli(
-                "cp", "-", f"{target}:{FILL_MOUNT}", input=marker_tar(image.image_id)
-            )
+            source = await self._create_helper(image.image_id, helpers)
+            with backend.bounded(
+                FailureReason.SIDECAR_PREP, f"copying {image.reference} into {volume}", long=True
+            ):
+                await self._stream_export(source, f"{target}:{FILL_MOUNT}", volume)
+            with backend.bounded(FailureReason.SIDECAR_PREP, f"marking {volume}"):
+                marked = await backend.docker_cli(
+                    "cp", "-", f"{target}:{FILL_MOUNT}", input=marker_tar(image.image_id)
+                )
             if not marked.ok:
                 raise TaskFailure(
                     FailureReason.SIDECAR_PREP,
-                    f"could not mark sidecar volume {volume} as filled: {marked.error}",
+                    f"could not mark {kind} {volume} as filled: {marked.error}",
                 )
-            self.fills += 1
+            if not private:
+                self.fills += 1
             filled = True
-            log.info("filled sidecar volume %s in %.1fs", volume, time.monotonic() - started)
+            log.info("filled %s %s in %.1fs", kind, volume, time.monotonic() - started)
         finally:
             with anyio.CancelScope(shield=True):
                 if helpers:
-                    await self.backend._cleanup_call("rm", "--force", *helpers)
+                    await backend._cleanup_call("rm", "--force", *helpers)
                     for helper in helpers:
-                        self.backend.untrack(helper)
+                        backend.untrack(helper)
                 if not filled:
                     # Never leave a half-filled volume behind under its final name.
-                    removed = await self.backend._cleanup_call("volume", "rm", "--force", volume)
+                    removed = await backend._cleanup_call("volume", "rm", "--force", volume)
                     if removed is None or not removed.ok:
-                        log.warning("could not remove half-filled sidecar volume %s", volume)
+                        log.warning("could not remove half-filled %s %s", kind, volume)
 
     async def _stream_export(self, source: str, destination: str, volume: str) -> None:
         """``docker export <source> | docker cp - <destination>``, through an OS pipe."""
