@@ -26,7 +26,8 @@ import subprocess
 import time
 import uuid
 
-from bench.engine import NoEngine, docker_engine
+from tests.docker.engine import NoEngine, docker_engine
+
 from bench.harness import Session, run_one, run_trio, task_phases, with_worker
 from bench.stats import Row, median
 from ozw.backends.base import TaskRun

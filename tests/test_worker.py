@@ -24,6 +24,7 @@ from tests.worker_harness import (
     assignment,
     fast_settings,
     start_server,
+    start_stoppable_server,
     start_worker,
     terminal_for,
 )
@@ -163,20 +164,7 @@ async def test_duplicate_assignment_is_ignored() -> None:
 async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_reconnect() -> None:
     backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:
-        first_scope = trio.CancelScope()
-        first_ready = trio.Event()
-        servers = []
-
-        async def first_server() -> None:
-            with first_scope:
-                async with trio.open_nursery() as inner:
-                    servers.append(await start_server(inner))
-                    first_ready.set()
-                    await trio.sleep_forever()
-
-        nursery.start_soon(first_server)
-        await first_ready.wait()
-        first = servers[0]
+        first, first_scope = await start_stoppable_server(nursery)
         worker = await start_worker(nursery, first.url, backend)
         with trio.fail_after(10):
             await first.send(assignment("r1", "gate"))
@@ -401,20 +389,7 @@ async def test_a_server_speaking_garbage_is_retried_never_fatal() -> None:
 async def test_stopping_while_disconnected_dials_at_once_to_deliver_results() -> None:
     backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:
-        first_scope = trio.CancelScope()
-        first_ready = trio.Event()
-        servers = []
-
-        async def first_server() -> None:
-            with first_scope:
-                async with trio.open_nursery() as inner:
-                    servers.append(await start_server(inner))
-                    first_ready.set()
-                    await trio.sleep_forever()
-
-        nursery.start_soon(first_server)
-        await first_ready.wait()
-        first = servers[0]
+        first, first_scope = await start_stoppable_server(nursery)
         # A long back-off: only an immediate redial can deliver within the deadline below.
         settings = fast_settings(first.url, backoff_initial=30.0, backoff_max=60.0)
         worker = await start_worker(nursery, first.url, backend, settings=settings)

@@ -37,6 +37,22 @@ async def start_server(nursery: trio.Nursery, port: int = 0) -> DispatchServer:
     return server
 
 
+async def start_stoppable_server(nursery: trio.Nursery) -> tuple[DispatchServer, trio.CancelScope]:
+    """A dispatch server and the scope that takes it away (as a crash or restart would)."""
+    scope = trio.CancelScope()
+    server = DispatchServer(API_KEY)
+
+    async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            async with trio.open_nursery() as inner:
+                await inner.start(server.serve, "127.0.0.1", 0)
+                task_status.started()
+                await trio.sleep_forever()
+
+    await nursery.start(serve)
+    return server, scope
+
+
 async def start_worker(
     nursery: trio.Nursery,
     url: str,

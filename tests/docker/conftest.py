@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
@@ -29,9 +28,10 @@ from typing import NoReturn
 import attrs
 import pytest
 
+from tests.docker.engine import NoEngine, docker_engine
+
 IMAGES_DIR = Path(__file__).parent / "images"
 BUSYBOX_CANDIDATES = ("/usr/bin/busybox", "/bin/busybox")
-ENGINE_START_TIMEOUT = 60.0
 REGISTRY_USER = "ozw"
 REGISTRY_PASSWORD = "s3cret-registry-password"
 
@@ -74,84 +74,18 @@ class Engine:
         return self.run(*args).stdout.decode().strip()
 
 
-def _answers(host: str) -> bool:
-    try:
-        result = subprocess.run(
-            ["docker", "version", "--format={{.Server.Version}}"],
-            capture_output=True,
-            env={**os.environ, "DOCKER_HOST": host},
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def _fail(reason: str) -> NoReturn:
     pytest.fail(f"no Docker engine for the docker backend tests: {reason}", pytrace=False)
-
-
-@contextlib.contextmanager
-def _private_dockerd() -> Iterator[str]:
-    """Start ``dockerd`` under a temporary directory; yield its ``DOCKER_HOST``."""
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        _fail("DOCKER_HOST is unset or does not answer, and dockerd is not installed")
-    if os.geteuid() != 0:
-        _fail("DOCKER_HOST is unset or does not answer, and a private dockerd needs root")
-    if shutil.which("docker") is None:
-        _fail("the docker CLI is not installed")
-    # Short path: the daemon's unix sockets must fit in sun_path (108 bytes).
-    root = Path(tempfile.mkdtemp(prefix="ozw-dockerd-", dir="/tmp"))
-    sock = root / "docker.sock"
-    host = f"unix://{sock}"
-    log_path = root / "dockerd.log"
-    command = [
-        str(dockerd),
-        # vfs works on any filesystem (overlay2 cannot nest on an overlay /tmp).
-        "--storage-driver=vfs",
-        # No iptables or bridge: no host network changes; containers get docker's
-        # default network mode, which is then "none"-like but needs no flag.
-        "--iptables=false",
-        "--ip6tables=false",
-        "--bridge=none",
-        f"--data-root={root / 'data'}",
-        f"--exec-root={root / 'exec'}",
-        f"--pidfile={root / 'dockerd.pid'}",
-        f"--host={host}",
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + ENGINE_START_TIMEOUT
-        while not _answers(host):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace").splitlines()[-5:]
-                _fail(f"private dockerd did not start: {' | '.join(tail)}")
-            time.sleep(0.2)
-        yield host
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     """The engine: ``DOCKER_HOST`` when it answers, else a private ``dockerd``."""
-    given = os.environ.get("DOCKER_HOST")
-    if given and _answers(given):
-        yield Engine(given, private=False)
-        return
-    with _private_dockerd() as host:
-        yield Engine(host, private=True)
+    try:
+        with docker_engine() as (host, private):
+            yield Engine(host, private=private)
+    except NoEngine as exc:
+        _fail(str(exc))
 
 
 # --- images ---------------------------------------------------------------------------

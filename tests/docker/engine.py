@@ -1,9 +1,8 @@
-"""A Docker engine for the docker benchmark: ``DOCKER_HOST`` when it answers, else a
-private ``dockerd`` under ``/tmp`` (stopped afterwards), as ``tests/docker/conftest.py``
-does for the test suite, but reporting "no engine" as a reason instead of failing a test.
+"""A Docker engine for the docker tests and benchmarks: ``DOCKER_HOST`` when it answers,
+else a private ``dockerd`` under ``/tmp`` (stopped afterwards).
 
-The image helpers (busybox rootfs, ``docker import``) are imported from the test
-suite's ``conftest`` so the benchmark runs exactly the test images.
+"No engine" is :class:`NoEngine` with the reason; the test fixture turns it into a
+failure (never a skip), the benchmark into a loud "skipped" row.
 """
 
 from __future__ import annotations
@@ -53,13 +52,17 @@ def private_dockerd() -> Iterator[str]:
         raise NoEngine("DOCKER_HOST is unset or does not answer, and a private dockerd needs root")
     if shutil.which("docker") is None:
         raise NoEngine("the docker CLI is not installed")
-    root = Path(tempfile.mkdtemp(prefix="ozw-bench-dockerd-", dir="/tmp"))
+    # Short path: the daemon's unix sockets must fit in sun_path (108 bytes).
+    root = Path(tempfile.mkdtemp(prefix="ozw-dockerd-", dir="/tmp"))
     sock = root / "docker.sock"
     host = f"unix://{sock}"
     log_path = root / "dockerd.log"
     command = [
         dockerd,
+        # vfs works on any filesystem (overlay2 cannot nest on an overlay /tmp).
         "--storage-driver=vfs",
+        # No iptables or bridge: no host network changes; containers get docker's
+        # default network mode, which is then "none"-like but needs no flag.
         "--iptables=false",
         "--ip6tables=false",
         "--bridge=none",
