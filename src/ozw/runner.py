@@ -112,6 +112,8 @@ class Worker:
                 len(self.supervisor.active),
                 self.config.shutdown_grace,
             )
+            # At once, not when the shutdown task next runs: no assignment slips in.
+            self.supervisor.stop_accepting()
             self._stop.set()
 
     def force_stop(self, why: str = "asked again") -> None:
@@ -133,7 +135,8 @@ class Worker:
         """Run until stopped; returns the process exit code.
 
         Raises:
-            BackendUnavailable: the backend's start-up check failed.
+            StartupError: the backend's start-up check failed, or the metrics address
+                cannot be bound.
         """
         found = await self.backend.check()
         await self.backend.recover()
