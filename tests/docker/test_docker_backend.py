@@ -19,17 +19,9 @@ import pytest
 import trio
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.docker import (
-    LABEL_EXECUTION,
-    LABEL_ROLE,
-    LABEL_TASK,
-    LABEL_WORKER,
-    SUPPORTED_PLATFORMS,
-    DockerBackend,
-    DockerTaskRun,
-    private_volume_name,
-    volume_name,
-)
+from ozw.backends.docker import SUPPORTED_PLATFORMS, DockerBackend, DockerTaskRun
+from ozw.backends.docker.container import LABEL_EXECUTION, LABEL_ROLE, LABEL_TASK, LABEL_WORKER
+from ozw.backends.docker.references import private_volume_name, volume_name
 from ozw.config import DockerConfig, EnvEntry, PullPolicy
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.logs import TaskLog
@@ -974,7 +966,7 @@ async def test_a_hung_docker_call_fails_its_phase_in_time(
 ) -> None:
     hung = wrapper_docker(tmp_path, f'case "$*" in "{command}"*) exec sleep 120 ;; esac')
     backend = make_backend(engine, docker=hung)
-    backend.call_timeout = 1.0
+    backend.cli.call_timeout = 1.0
     task_id = new_task_id("hung")
     sidecar = agent(images, images.fresh_sidecar(engine, "hung"))
     params = make_params(task_id, images.task, sidecars=[sidecar])

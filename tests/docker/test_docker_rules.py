@@ -3,41 +3,43 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 
 import pytest
 
-from ozw.backends.docker import (
+from ozw.backends.docker.container import (
     ENV_FILE_MAX_LINE,
-    FILLED_MARKER,
     ContainerSpec,
-    ContainerState,
     EnvPlan,
-    ImageReference,
-    InvalidReference,
     SidecarMount,
     classify_exit,
     cli_sensitive,
     container_environment,
-    container_name,
     cpus_value,
     create_args,
     docker_error,
     duplicate_mount_paths,
     env_file_problem,
     environment_problem,
-    is_valid_reference,
-    marker_tar,
     memory_bytes,
-    parse_reference,
     plan_environment,
+    resource_args,
+    sidecar_problem,
+)
+from ozw.backends.docker.inspect import ContainerState, parse_state
+from ozw.backends.docker.references import (
+    ImageReference,
+    InvalidReference,
+    container_name,
+    is_valid_reference,
+    parse_reference,
     platform_of,
     private_volume_name,
-    resource_args,
     sanitise_name_part,
-    sidecar_problem,
     volume_name,
 )
+from ozw.backends.docker.volumes import FILLED_MARKER, marker_tar
 from ozw.config import EnvEntry
 from ozw.failures import FailureReason
 from ozw.protocol import InstanceShape
@@ -405,7 +407,7 @@ def _state(**changes: object) -> ContainerState:
         "StartedAt": "2026-11-24T14:00:00.1Z",
     }
     base.update(changes)
-    return ContainerState.from_json(base)
+    return parse_state(json.dumps(base))
 
 
 def test_exit_zero_completes_even_after_an_oom_kill_of_a_child() -> None:

@@ -5,13 +5,10 @@ the daemon, contexts, TLS settings and registry credentials are found exactly as
 operator's ``docker`` command finds them (``DOCKER_HOST``, ``DOCKER_CONTEXT``,
 ``DOCKER_CONFIG``, ``docker login``, credential helpers).
 
-python-on-whales is deliberately not used here: every call is an
-``anyio.run_process`` (short calls, each bounded by ``call_timeout``; pulls and
-sidecar fills by the long ``transfer_timeout``) or a process under
-:class:`~ozw.processes.ProcessRunner` (``docker start -a``, whose output is relayed
-live). That keeps one code path that cancellation always reaches, needs no thread
-pool, and lets each call get its own environment, which the secret-passing rule
-(see :mod:`~ozw.backends.docker.container`) depends on.
+Every call goes through :class:`~ozw.backends.docker.cli.DockerCLI` (bounded,
+cancellable, no thread pool); python-on-whales' client is not used (its calls block
+and cannot be cancelled), only its typed models, to read what ``inspect`` and
+``version`` print (:mod:`~ozw.backends.docker.inspect`).
 
 One task::
 
@@ -30,136 +27,20 @@ The modules, one idea each:
 
 - :mod:`~ozw.backends.docker.references`: the image reference grammar and the names
   of containers and sidecar volumes.
+- :mod:`~ozw.backends.docker.inspect`: ``inspect`` / ``version`` output, parsed.
 - :mod:`~ozw.backends.docker.container`: the pure rules of a task container
   (resources, mounts, environment, ``docker create`` arguments, exit classification).
+- :mod:`~ozw.backends.docker.cli`: the CLI runner (bounded calls, clean-up calls,
+  export streaming) and the registry of containers and volumes the backend made.
+- :mod:`~ozw.backends.docker.images`: pulls, inspections, the platform check.
 - :mod:`~ozw.backends.docker.volumes`: sidecar volumes, filled once and reused
   (read-only), and the private per-task copies of ``read_write`` sidecars.
-- :mod:`~ozw.backends.docker.backend`: :class:`DockerBackend` and
-  :class:`DockerTaskRun`, the CLI calls.
+- :mod:`~ozw.backends.docker.reaper`: leftovers of an earlier run of this worker id.
+- :mod:`~ozw.backends.docker.task`: :class:`DockerTaskRun`, one task's container.
+- :mod:`~ozw.backends.docker.backend`: :class:`DockerBackend`.
 """
 
-from ozw.backends.docker.backend import (
-    CALL_TIMEOUT,
-    CHECK_TIMEOUT,
-    CLEANUP_TIMEOUT,
-    CLI_KILL_GRACE,
-    SUPPORTED_PLATFORMS,
-    TRANSFER_TIMEOUT,
-    DockerBackend,
-    DockerTaskRun,
-    LocalImage,
-)
-from ozw.backends.docker.container import (
-    ENTRYPOINT,
-    ENV_FILE_MAX_LINE,
-    LABEL_EXECUTION,
-    LABEL_IMAGE,
-    LABEL_ROLE,
-    LABEL_TASK,
-    LABEL_WORKER,
-    ROLE_FILL,
-    ROLE_RW,
-    ROLE_TASK,
-    WORKDIR,
-    ContainerSpec,
-    ContainerState,
-    EnvPlan,
-    SidecarMount,
-    classify_exit,
-    cli_sensitive,
-    container_environment,
-    cpus_value,
-    create_args,
-    docker_error,
-    duplicate_mount_paths,
-    env_file_problem,
-    environment_problem,
-    memory_bytes,
-    normalise_mount_path,
-    plan_environment,
-    resource_args,
-    sidecar_problem,
-    task_labels,
-)
-from ozw.backends.docker.references import (
-    MAX_NAME_LENGTH,
-    MAX_NAME_PART,
-    MAX_VOLUME_REPO,
-    ImageReference,
-    InvalidReference,
-    container_name,
-    digest_hex,
-    is_valid_reference,
-    parse_reference,
-    platform_of,
-    private_volume_name,
-    sanitise_name_part,
-    volume_name,
-)
-from ozw.backends.docker.volumes import (
-    FILL_COMMAND,
-    FILL_MOUNT,
-    FILLED_MARKER,
-    SidecarVolumes,
-    marker_tar,
-)
+from ozw.backends.docker.backend import SUPPORTED_PLATFORMS, DockerBackend
+from ozw.backends.docker.task import DockerTaskRun
 
-__all__ = [
-    "CALL_TIMEOUT",
-    "CHECK_TIMEOUT",
-    "CLEANUP_TIMEOUT",
-    "CLI_KILL_GRACE",
-    "ENTRYPOINT",
-    "ENV_FILE_MAX_LINE",
-    "FILLED_MARKER",
-    "FILL_COMMAND",
-    "FILL_MOUNT",
-    "LABEL_EXECUTION",
-    "LABEL_IMAGE",
-    "LABEL_ROLE",
-    "LABEL_TASK",
-    "LABEL_WORKER",
-    "MAX_NAME_LENGTH",
-    "MAX_NAME_PART",
-    "MAX_VOLUME_REPO",
-    "ROLE_FILL",
-    "ROLE_RW",
-    "ROLE_TASK",
-    "SUPPORTED_PLATFORMS",
-    "TRANSFER_TIMEOUT",
-    "WORKDIR",
-    "ContainerSpec",
-    "ContainerState",
-    "DockerBackend",
-    "DockerTaskRun",
-    "EnvPlan",
-    "ImageReference",
-    "InvalidReference",
-    "LocalImage",
-    "SidecarMount",
-    "SidecarVolumes",
-    "classify_exit",
-    "cli_sensitive",
-    "container_environment",
-    "container_name",
-    "cpus_value",
-    "create_args",
-    "digest_hex",
-    "docker_error",
-    "duplicate_mount_paths",
-    "env_file_problem",
-    "environment_problem",
-    "is_valid_reference",
-    "marker_tar",
-    "memory_bytes",
-    "normalise_mount_path",
-    "parse_reference",
-    "plan_environment",
-    "platform_of",
-    "private_volume_name",
-    "resource_args",
-    "sanitise_name_part",
-    "sidecar_problem",
-    "task_labels",
-    "volume_name",
-]
+__all__ = ["SUPPORTED_PLATFORMS", "DockerBackend", "DockerTaskRun"]

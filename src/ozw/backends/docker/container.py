@@ -36,6 +36,7 @@ from typing import Final
 
 import attrs
 
+from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
 from ozw.config import EnvEntry
 from ozw.failures import FailureReason, TaskFailure, describe_exit
@@ -53,9 +54,6 @@ ROLE_RW: Final = "sidecar-rw"
 
 WORKDIR: Final = "/workspace"
 ENTRYPOINT: Final = "/agent/entrypoint.sh"
-
-_ZERO_TIME_PREFIX: Final = "0001-01-01"
-
 
 # --- resources, mounts, environment ----------------------------------------------------
 
@@ -363,31 +361,6 @@ def docker_error(stderr: bytes | str) -> str:
 
 
 # --- container state -----------------------------------------------------------------
-
-
-@attrs.frozen
-class ContainerState:
-    """The part of ``docker inspect``'s ``State`` that decides a task's outcome."""
-
-    status: str
-    running: bool
-    exit_code: int
-    oom_killed: bool
-    error: str
-    started: bool
-
-    @classmethod
-    def from_json(cls, state: Mapping[str, object]) -> ContainerState:
-        started_at = str(state.get("StartedAt") or "")
-        exit_code = state.get("ExitCode")
-        return cls(
-            status=str(state.get("Status") or ""),
-            running=bool(state.get("Running")),
-            exit_code=exit_code if isinstance(exit_code, int) else -1,
-            oom_killed=bool(state.get("OOMKilled")),
-            error=str(state.get("Error") or ""),
-            started=bool(started_at) and not started_at.startswith(_ZERO_TIME_PREFIX),
-        )
 
 
 def classify_exit(state: ContainerState, memory_limit: int | None = None) -> TaskFailure | None:

@@ -28,32 +28,21 @@ Choices where the contract is silent:
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import secrets
-import subprocess
 import tarfile
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
-import anyio.abc
 
-from ozw.backends.docker.container import (
-    LABEL_IMAGE,
-    LABEL_ROLE,
-    LABEL_WORKER,
-    ROLE_FILL,
-    docker_error,
-)
+from ozw.backends.docker.cli import DockerCLI
+from ozw.backends.docker.container import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER, ROLE_FILL
+from ozw.backends.docker.inspect import LocalImage
 from ozw.backends.docker.references import volume_name
 from ozw.failures import FailureReason, TaskFailure
 from ozw.logs import TaskLog
-
-if TYPE_CHECKING:
-    from ozw.backends.docker.backend import DockerBackend, LocalImage
 
 FILL_MOUNT: Final = "/ozw-fill"
 """Where a fill container mounts the sidecar volume (a path no image is expected to have)."""
@@ -77,14 +66,14 @@ def marker_tar(content: str) -> bytes:
 
 
 class SidecarVolumes:
-    """The sidecar volumes of one :class:`DockerBackend`, filled once and reused.
+    """The sidecar volumes of one backend, filled once and reused.
 
-    Every ``docker`` call goes through the backend, and every helper container is
-    tracked there while it exists.
+    Every helper container is tracked by ``cli`` while it exists.
     """
 
-    def __init__(self, backend: DockerBackend) -> None:
-        self.backend = backend
+    def __init__(self, cli: DockerCLI, worker_id: str) -> None:
+        self.cli = cli
+        self.worker_id = worker_id
         self._volume_locks: dict[str, anyio.Lock] = {}
         self._ready_volumes: set[str] = set()
         self.fills = 0
@@ -96,6 +85,10 @@ class SidecarVolumes:
         if lock is None:
             lock = self._volume_locks[volume] = anyio.Lock()
         return lock
+
+    async def _exists(self, volume: str) -> bool:
+        with self.cli.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
+            return (await self.cli.run("volume", "inspect", volume)).ok
 
     async def prepare_sidecar_volume(self, image: LocalImage, log: TaskLog) -> str:
         """The shared filled volume of a sidecar image, filled once and reused.
@@ -109,13 +102,12 @@ class SidecarVolumes:
             if volume in self._ready_volumes:
                 # Cheap re-check: `docker volume prune` may have removed it meanwhile, and
                 # `docker create` would then mount a new, empty volume without a word.
-                with self.backend.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
-                    found = await self.backend.docker_cli("volume", "inspect", volume)
-                if found.ok:
+                if await self._exists(volume):
                     log.info("reusing sidecar volume %s", volume)
                     return volume
                 self._ready_volumes.discard(volume)
-            await self._fill_volume(volume, image, log, private_labels=None)
+            if await self._fill_volume(volume, image, log, private_labels=None):
+                self.fills += 1
             self._ready_volumes.add(volume)
         return volume
 
@@ -134,13 +126,13 @@ class SidecarVolumes:
         """Create a helper container, registered in ``helpers`` (removed by the caller)."""
         name = f"ozw-fill-{secrets.token_hex(6)}"
         # Registered before the call: a cancellation mid-create must not leave it.
-        self.backend.track(name)
+        self.cli.track(name)
         helpers.append(name)
-        with self.backend.bounded(FailureReason.SIDECAR_PREP, "creating a fill container"):
-            result = await self.backend.docker_cli(
+        with self.cli.bounded(FailureReason.SIDECAR_PREP, "creating a fill container"):
+            result = await self.cli.run(
                 "create",
                 f"--name={name}",
-                f"--label={LABEL_WORKER}={self.backend.worker_id}",
+                f"--label={LABEL_WORKER}={self.worker_id}",
                 f"--label={LABEL_ROLE}={ROLE_FILL}",
                 *options,
                 image_id,
@@ -160,137 +152,97 @@ class SidecarVolumes:
         log: TaskLog,
         *,
         private_labels: Sequence[str] | None,
-    ) -> None:
-        """Fill ``volume`` from ``image`` (shared: reuse it when its marker is there)."""
-        backend = self.backend
+    ) -> bool:
+        """Fill ``volume`` from ``image``; False when a shared one was filled already.
+
+        A half-filled or failed volume is removed: never left under its final name.
+        """
         private = private_labels is not None
         kind = "read-write sidecar volume" if private else "sidecar volume"
-        existed = False
-        if not private:
-            with backend.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
-                existed = (await backend.docker_cli("volume", "inspect", volume)).ok
+        existed = not private and await self._exists(volume)
         helpers: list[str] = []
         filled = False
         try:
             if not existed:
-                with backend.bounded(FailureReason.SIDECAR_PREP, f"creating {volume}"):
-                    created = await backend.docker_cli(
-                        "volume",
-                        "create",
-                        f"--label={LABEL_IMAGE}={image.reference}",
-                        f"--label=ozw.image_id={image.image_id}",
-                        *(private_labels or ()),
-                        volume,
-                    )
-                if not created.ok:
-                    raise TaskFailure(
-                        FailureReason.SIDECAR_PREP,
-                        f"could not create {kind} {volume}: {created.error}",
-                    )
+                await self._create_volume(volume, image, kind, private_labels or ())
             target = await self._create_helper(
                 image.image_id, helpers, f"--volume={volume}:{FILL_MOUNT}:nocopy"
             )
             if existed:
-                with backend.bounded(FailureReason.SIDECAR_PREP, f"probing {volume}"):
-                    probe = await backend.docker_cli(
-                        "cp", f"{target}:{FILL_MOUNT}/{FILLED_MARKER}", "-"
-                    )
-                if probe.ok:
+                if await self._has_marker(target, volume):
                     log.info("reusing sidecar volume %s", volume)
                     filled = True
-                    return
+                    return False
                 log.warning("sidecar volume %s was never completely filled; filling it", volume)
             log.info("filling %s %s from %s", kind, volume, image.reference)
             started = time.monotonic()
-            source = await self._create_helper(image.image_id, helpers)
-            with backend.bounded(
-                FailureReason.SIDECAR_PREP, f"copying {image.reference} into {volume}", long=True
-            ):
-                await self._stream_export(source, f"{target}:{FILL_MOUNT}", volume)
-            with backend.bounded(FailureReason.SIDECAR_PREP, f"marking {volume}"):
-                marked = await backend.docker_cli(
-                    "cp", "-", f"{target}:{FILL_MOUNT}", input=marker_tar(image.image_id)
-                )
-            if not marked.ok:
-                raise TaskFailure(
-                    FailureReason.SIDECAR_PREP,
-                    f"could not mark {kind} {volume} as filled: {marked.error}",
-                )
-            if not private:
-                self.fills += 1
+            await self._copy_image(image, helpers, target, volume, kind)
             filled = True
             log.info("filled %s %s in %.1fs", kind, volume, time.monotonic() - started)
+            return True
         finally:
             with anyio.CancelScope(shield=True):
-                if helpers:
-                    await backend._cleanup_call("rm", "--force", *helpers)
-                    for helper in helpers:
-                        backend.untrack(helper)
-                if not filled:
-                    # Never leave a half-filled volume behind under its final name.
-                    removed = await backend._cleanup_call("volume", "rm", "--force", volume)
-                    if removed is None or not removed.ok:
-                        log.warning("could not remove half-filled %s %s", kind, volume)
+                await self._discard(helpers, None if filled else volume, kind, log)
 
-    async def _stream_export(self, source: str, destination: str, volume: str) -> None:
-        """``docker export <source> | docker cp - <destination>``, through an OS pipe."""
-        read_fd, write_fd = os.pipe()
-        processes: list[anyio.abc.Process] = []
-        try:
-            processes.append(
-                await anyio.open_process(
-                    [self.backend.docker, "export", source],
-                    stdin=subprocess.DEVNULL,
-                    stdout=write_fd,
-                    stderr=subprocess.PIPE,
-                    env=self.backend.environ,
-                    start_new_session=True,
-                )
+    async def _create_volume(
+        self, volume: str, image: LocalImage, kind: str, labels: Sequence[str]
+    ) -> None:
+        with self.cli.bounded(FailureReason.SIDECAR_PREP, f"creating {volume}"):
+            created = await self.cli.run(
+                "volume",
+                "create",
+                f"--label={LABEL_IMAGE}={image.reference}",
+                f"--label=ozw.image_id={image.image_id}",
+                *labels,
+                volume,
             )
-            processes.append(
-                await anyio.open_process(
-                    [self.backend.docker, "cp", "-", destination],
-                    stdin=read_fd,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    env=self.backend.environ,
-                    start_new_session=True,
-                )
+        if not created.ok:
+            raise TaskFailure(
+                FailureReason.SIDECAR_PREP, f"could not create {kind} {volume}: {created.error}"
             )
-        except BaseException:
-            for process in processes:
-                process.kill()
-            raise
-        finally:
-            # The children hold their own copies; ours would keep the pipe open forever.
-            os.close(read_fd)
-            os.close(write_fd)
-        errors: list[bytes] = [b"", b""]
 
-        async def finish(index: int) -> None:
-            process = processes[index]
-            assert process.stderr is not None
-            chunks = [chunk async for chunk in process.stderr]
-            errors[index] = b"".join(chunks)
-            await process.wait()
+    async def _has_marker(self, target: str, volume: str) -> bool:
+        """Whether the volume mounted in ``target`` holds the filled marker."""
+        with self.cli.bounded(FailureReason.SIDECAR_PREP, f"probing {volume}"):
+            probe = await self.cli.run("cp", f"{target}:{FILL_MOUNT}/{FILLED_MARKER}", "-")
+        return probe.ok
 
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(finish, 0)
-                tg.start_soon(finish, 1)
-        except BaseException:
-            for process in processes:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                for process in processes:
-                    await process.aclose()
-        for process, stderr, step in zip(processes, errors, ("export", "cp"), strict=True):
-            if process.returncode != 0:
+    async def _copy_image(
+        self, image: LocalImage, helpers: list[str], target: str, volume: str, kind: str
+    ) -> None:
+        """``docker export <source> | docker cp - <target>``, then the marker, last."""
+        source = await self._create_helper(image.image_id, helpers)
+        with self.cli.bounded(
+            FailureReason.SIDECAR_PREP, f"copying {image.reference} into {volume}", long=True
+        ):
+            results = await self.cli.stream(
+                ["export", source], ["cp", "-", f"{target}:{FILL_MOUNT}"]
+            )
+        for result, step in zip(results, ("export", "cp"), strict=True):
+            if not result.ok:
                 raise TaskFailure(
                     FailureReason.SIDECAR_PREP,
-                    f"could not fill sidecar volume {volume} (docker {step}): "
-                    f"{docker_error(stderr)}",
+                    f"could not fill sidecar volume {volume} (docker {step}): {result.error}",
                 )
+        with self.cli.bounded(FailureReason.SIDECAR_PREP, f"marking {volume}"):
+            marked = await self.cli.run(
+                "cp", "-", f"{target}:{FILL_MOUNT}", input=marker_tar(image.image_id)
+            )
+        if not marked.ok:
+            raise TaskFailure(
+                FailureReason.SIDECAR_PREP,
+                f"could not mark {kind} {volume} as filled: {marked.error}",
+            )
+
+    async def _discard(
+        self, helpers: list[str], unfilled: str | None, kind: str, log: TaskLog
+    ) -> None:
+        """Remove the helper containers, and ``unfilled`` (a volume left half-filled)."""
+        if helpers:
+            await self.cli.cleanup("rm", "--force", *helpers)
+            for helper in helpers:
+                self.cli.untrack(helper)
+        if unfilled is not None:
+            removed = await self.cli.cleanup("volume", "rm", "--force", unfilled)
+            if removed is None or not removed.ok:
+                log.warning("could not remove half-filled %s %s", kind, unfilled)

@@ -1,0 +1,89 @@
+"""Task and sidecar images: inspected, pulled per ``pull_policy``, platform-checked.
+
+A pull failure or a platform mismatch is ``image_pull``, for sidecar images too.
+Every inspection is bounded by ``call_timeout``, a pull by ``transfer_timeout``; a
+timeout is ``image_pull``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ozw.backends.docker.cli import CallResult, DockerCLI
+from ozw.backends.docker.inspect import JSON_FORMAT, Daemon, LocalImage, parse_daemon, parse_image
+from ozw.config import PullPolicy
+from ozw.failures import FailureReason, TaskFailure
+from ozw.logs import TaskLog
+
+
+async def ask_daemon(cli: DockerCLI) -> Daemon | CallResult:
+    """The daemon's platform and version, or the failed ``docker version`` call."""
+    result = await cli.run("version", JSON_FORMAT)
+    if not result.ok:
+        return result
+    return parse_daemon(result.stdout)
+
+
+class Images:
+    """The images of one backend's tasks (the daemon's platform is asked once)."""
+
+    def __init__(self, cli: DockerCLI, pull_policy: PullPolicy) -> None:
+        self.cli = cli
+        self.pull_policy = pull_policy
+        self.platform: str | None = None
+        """The daemon's ``os/arch``, once known."""
+
+    async def daemon_platform(self) -> str:
+        """The daemon's ``os/arch`` (asked once)."""
+        if self.platform is None:
+            with self.cli.bounded(FailureReason.IMAGE_PULL, "asking the daemon's platform"):
+                daemon = await ask_daemon(self.cli)
+            if isinstance(daemon, CallResult):
+                raise TaskFailure(
+                    FailureReason.IMAGE_PULL, f"cannot reach the Docker daemon: {daemon.error}"
+                )
+            self.platform = daemon.platform
+        return self.platform
+
+    async def inspect(self, reference: str) -> LocalImage | None:
+        """The local image ``reference`` names, or None when the daemon has none."""
+        with self.cli.bounded(FailureReason.IMAGE_PULL, f"inspecting image {reference}"):
+            result = await self.cli.run("image", "inspect", JSON_FORMAT, reference)
+        if not result.ok:
+            return None
+        return parse_image(reference, result.stdout)
+
+    async def ensure(self, reference: str, log: TaskLog, *, what: str = "image") -> LocalImage:
+        """Pull (per ``pull_policy``) and platform-check ``reference``. Raises IMAGE_PULL."""
+        policy = self.pull_policy
+        image = None if policy == "always" else await self.inspect(reference)
+        if image is None:
+            if policy == "never":
+                raise TaskFailure(
+                    FailureReason.IMAGE_PULL,
+                    f"{what} {reference} is not present and pull_policy is 'never'",
+                )
+            await self._pull(reference, log, what)
+            image = await self.inspect(reference)
+            if image is None:
+                raise TaskFailure(
+                    FailureReason.IMAGE_PULL, f"{what} {reference} vanished right after its pull"
+                )
+        daemon = await self.daemon_platform()
+        if image.platform != daemon:
+            raise TaskFailure(
+                FailureReason.IMAGE_PULL,
+                f"{what} {reference} is for {image.platform} but the Docker daemon runs {daemon}",
+            )
+        return image
+
+    async def _pull(self, reference: str, log: TaskLog, what: str) -> None:
+        log.info("pulling %s %s", what, reference)
+        started = time.monotonic()
+        with self.cli.bounded(FailureReason.IMAGE_PULL, f"pulling {what} {reference}", long=True):
+            result = await self.cli.run("pull", "--quiet", reference)
+        if not result.ok:
+            raise TaskFailure(
+                FailureReason.IMAGE_PULL, f"could not pull {what} {reference}: {result.error}"
+            )
+        log.info("pulled %s %s in %.1fs", what, reference, time.monotonic() - started)

@@ -1,0 +1,277 @@
+"""One task in one container: :class:`DockerTaskRun`.
+
+::
+
+    setup    validate the image reference, sidecars and environment (no I/O);
+             pull / inspect the image per ``pull_policy``; for each sidecar: pull it
+             and fill (or reuse) its shared volume, mounted read-only; a read_write
+             sidecar gets a private volume <shared>-rw-<random>, filled for this task
+    execute  docker create, docker start -a (output relayed into the task log,
+             cancellable), docker inspect (exit code, OOMKilled)
+    teardown docker rm -f, docker volume rm of private volumes (unless cleanup is off)
+
+A cancelled or lost container is stopped with ``kill_grace`` (killing the CLI does
+not stop a container); ``docker wait`` (the agent's own run time) is not bounded:
+that is ``task_timeout``'s job.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import anyio
+import attrs
+
+from ozw.backends.base import ExecuteResult, TaskRun
+from ozw.backends.docker.cli import DockerCLI
+from ozw.backends.docker.container import (
+    LABEL_ROLE,
+    LABEL_TASK,
+    LABEL_WORKER,
+    ROLE_RW,
+    ContainerSpec,
+    SidecarMount,
+    classify_exit,
+    container_environment,
+    create_args,
+    duplicate_mount_paths,
+    environment_problem,
+    memory_bytes,
+    plan_environment,
+    sidecar_problem,
+)
+from ozw.backends.docker.images import Images
+from ozw.backends.docker.inspect import STATE_FORMAT, ContainerState, LocalImage, parse_state
+from ozw.backends.docker.references import (
+    container_name,
+    is_valid_reference,
+    private_volume_name,
+    volume_name,
+)
+from ozw.backends.docker.volumes import SidecarVolumes
+from ozw.config import DockerConfig
+from ozw.failures import FailureReason, TaskFailure
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+
+
+@attrs.frozen
+class Toolkit:
+    """What every task of one docker backend uses."""
+
+    config: DockerConfig
+    worker_id: str
+    cleanup: bool
+    environ: Mapping[str, str]
+    """The worker's environment (configured variables without value inherit from it)."""
+    cli: DockerCLI
+    images: Images
+    volumes: SidecarVolumes
+
+
+class DockerTaskRun(TaskRun):
+    """One task in one container (plus a private volume per ``read_write`` sidecar)."""
+
+    def __init__(self, toolkit: Toolkit, params: TaskParams, log: TaskLog) -> None:
+        self.toolkit = toolkit
+        self.params = params
+        self.log = log
+        self.image: LocalImage | None = None
+        self.sidecars: list[SidecarMount] = []
+        self.env: dict[str, str] = {}
+        self.suffix = secrets.token_hex(4)
+        """Random suffix of the container's name and of private sidecar volumes."""
+        self.container: str | None = None
+        self.private_volumes: list[str] = []
+        """Private ``read_write`` sidecar volumes, registered before their creation."""
+
+    def _validate(self) -> None:
+        params = self.params
+        if not is_valid_reference(params.image):
+            raise TaskFailure(
+                FailureReason.IMAGE_PULL, f"image {params.image!r} is not a valid image reference"
+            )
+        for sidecar in params.sidecars:
+            if (problem := sidecar_problem(sidecar.image, sidecar.mount_path)) is not None:
+                raise TaskFailure(FailureReason.SIDECAR_PREP, problem)
+        if duplicates := duplicate_mount_paths(s.mount_path for s in params.sidecars):
+            raise TaskFailure(
+                FailureReason.SIDECAR_PREP,
+                "two sidecars share the mount path " + ", ".join(duplicates),
+            )
+        self.env = container_environment(
+            params.env, self.toolkit.config.environment, self.toolkit.environ
+        )
+        if (problem := environment_problem(self.env)) is not None:
+            raise TaskFailure(FailureReason.CONTAINER_CREATE, problem)
+
+    async def setup(self) -> None:
+        """Validate, pull the image, prepare every sidecar volume."""
+        self._validate()
+        kit = self.toolkit
+        self.image = await kit.images.ensure(self.params.image, self.log)
+        for sidecar in self.params.sidecars:
+            image = await kit.images.ensure(sidecar.image, self.log, what="sidecar image")
+            if sidecar.read_write:
+                volume = await self._private_volume(image)
+            else:
+                volume = await kit.volumes.prepare_sidecar_volume(image, self.log)
+            self.sidecars.append(SidecarMount(volume, sidecar.mount_path, sidecar.read_write))
+
+    async def _private_volume(self, image: LocalImage) -> str:
+        """A volume of this task's own, filled from ``image`` (a ``read_write`` sidecar)."""
+        kit = self.toolkit
+        shared = volume_name(image.reference, image.image_id)
+        volume = private_volume_name(shared, self.suffix)
+        # Registered first: teardown removes it even if a cancellation hits mid-create.
+        self.private_volumes.append(volume)
+        kit.cli.track_volume(volume)
+        labels = [
+            f"--label={LABEL_WORKER}={kit.worker_id}",
+            f"--label={LABEL_TASK}={self.params.task_id}",
+            f"--label={LABEL_ROLE}={ROLE_RW}",
+        ]
+        await kit.volumes.prepare_private_volume(volume, image, self.log, labels=labels)
+        return volume
+
+    def spec(self, name: str, env_file: str | None) -> ContainerSpec:
+        assert self.image is not None, "setup() first"
+        params = self.params
+        return ContainerSpec(
+            name=name,
+            image_id=self.image.image_id,
+            image_ref=self.image.reference,
+            worker_id=self.toolkit.worker_id,
+            task_id=params.task_id,
+            execution_id=params.execution_id,
+            base_args=params.base_args,
+            env_names=plan_environment(self.env).names,
+            sidecars=tuple(self.sidecars),
+            volumes=self.toolkit.config.volumes,
+            shape=params.instance_shape,
+            env_file=env_file,
+        )
+
+    async def execute(self) -> ExecuteResult:
+        """Create, start (output relayed) and wait for the container; classify its end."""
+        kit = self.toolkit
+        name = container_name(kit.worker_id, self.params.task_id, self.suffix)
+        self.container = name
+        kit.cli.track(name)
+        try:
+            await self._create(name)
+            return await self._run(name)
+        except TaskFailure as failure:
+            if failure.reason is FailureReason.CONTAINER_WAIT:
+                # We lost track of the container, which may still run: stop it (with
+                # cleanup off it is kept, stopped, for debugging).
+                self.log.info("stopping container %s", name)
+                await kit.cli.stop(name, kit.config.kill_grace, remove=kit.cleanup)
+            raise  # otherwise it has ended or never ran: teardown removes it
+        except BaseException:
+            # Cancelled (or broken): killing the CLI does not stop a container.
+            self.log.info("stopping container %s", name)
+            await kit.cli.stop(name, kit.config.kill_grace, remove=kit.cleanup)
+            raise
+
+    async def _create(self, name: str) -> None:
+        kit = self.toolkit
+        plan = plan_environment(self.env)
+        with (
+            kit.cli.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"),
+            tempfile.TemporaryDirectory(prefix="ozw-env-") as private,
+        ):
+            env_file = None
+            if plan.file_lines:
+                env_file = os.path.join(private, "env")
+                await anyio.to_thread.run_sync(_write_private, env_file, plan.file_lines)
+            args = create_args(self.spec(name, env_file))
+            result = await kit.cli.run(*args, extra_env=plan.cli_values)
+        if not result.ok:
+            raise TaskFailure(
+                FailureReason.CONTAINER_CREATE, f"could not create the container: {result.error}"
+            )
+        self.log.info("container %s created (%s)", name, result.stdout.decode().strip()[:12])
+
+    async def _run(self, name: str) -> ExecuteResult:
+        kit = self.toolkit
+        stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
+        code = await kit.cli.runner.run(
+            [kit.cli.docker, "start", "--attach", name],
+            log=self.log,
+            label="agent",
+            env=kit.cli.environ,
+            stderr_tail=stderr_tail,
+        )
+        tail = list(stderr_tail)
+        state = await self._inspect(name)
+        if state is None:
+            raise TaskFailure(
+                FailureReason.CONTAINER_WAIT,
+                f"could not read the container's state (docker start exited with {code}): "
+                + (tail[-1] if tail else "no output"),
+            )
+        if state.running:
+            # The CLI lost its attachment while the container runs on: wait for it.
+            waited = await kit.cli.run("wait", name)
+            if not waited.ok:
+                raise TaskFailure(
+                    FailureReason.CONTAINER_WAIT,
+                    f"could not wait for the container: {waited.error}",
+                )
+            state = await self._inspect(name)
+            if state is None or state.running:
+                raise TaskFailure(
+                    FailureReason.CONTAINER_WAIT, "could not read the container's exit status"
+                )
+        if not state.started and not state.error and tail:
+            state = attrs.evolve(state, error=tail[-1])
+        shape = self.params.instance_shape
+        failure = classify_exit(state, memory_bytes(shape.memory_gb if shape else None))
+        if failure is not None:
+            raise failure
+        if state.oom_killed:
+            self.log.warning("the engine OOM-killed a process of the container; the agent exited 0")
+        if not kit.cleanup:
+            kit.cli.untrack(name)
+        return ExecuteResult.COMPLETED
+
+    async def _inspect(self, name: str) -> ContainerState | None:
+        kit = self.toolkit
+        with kit.cli.bounded(FailureReason.CONTAINER_WAIT, f"inspecting container {name}"):
+            result = await kit.cli.run("container", "inspect", STATE_FORMAT, name)
+        if not result.ok:
+            return None
+        return parse_state(result.stdout)
+
+    async def teardown(self) -> None:
+        """Remove the container, then the private sidecar volumes, unless cleanup is off."""
+        kit = self.toolkit
+        name = self.container
+        if not kit.cleanup:
+            if name is not None:
+                kit.cli.untrack(name)
+                self.log.info("container %s kept (cleanup is off)", name)
+            for volume in self.private_volumes:
+                kit.cli.untrack_volume(volume)
+                self.log.info("read-write sidecar volume %s kept (cleanup is off)", volume)
+            return
+        problems: list[str] = []
+        if name is not None and not await kit.cli.remove_containers(name):
+            problems.append(f"could not remove container {name}")
+        for volume in self.private_volumes:
+            if not await kit.cli.remove_volume(volume):
+                problems.append(f"could not remove read-write sidecar volume {volume}")
+        if problems:
+            raise RuntimeError("; ".join(problems))
+
+
+def _write_private(path: str, lines: Sequence[str]) -> None:
+    """Write an env-file readable by us only (it holds secrets for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        stream.write("".join(f"{line}\n" for line in lines))
