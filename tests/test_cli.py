@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from ozw import cli
-from ozw.config import BACKEND_NAMES, CliOverrides, WorkerConfig, load_config
+from ozw.config import (
+    BACKEND_NAMES,
+    CliOverrides,
+    WorkerConfig,
+    load_config,
+    overrides_from_args,
+)
 
 NO_KEY_ENV = {k: v for k, v in os.environ.items() if k not in ("WARP_API_KEY", "OZW_DEV_API_KEY")}
 
@@ -127,7 +133,7 @@ def test_flags_become_overrides() -> None:
          "--websocket-url", "ws://h/ws", "--server-root-url", "http://h", "--api-key", "k"]
     )  # fmt: skip
     assert args.config == "c.toml"
-    assert cli.overrides_from_args(args) == CliOverrides(
+    assert overrides_from_args(args) == CliOverrides(
         backend="docker",
         worker_id="w",
         api_key="k",
@@ -274,7 +280,7 @@ def test_one_shot_and_metrics_flags(
     argv: list[str], max_tasks: int | None, metrics: str | None
 ) -> None:
     args = cli.build_parser().parse_args(argv)
-    config = load_config(None, cli.overrides_from_args(args), {})
+    config = load_config(None, overrides_from_args(args), {})
     assert config.max_tasks == max_tasks
     assert config.metrics_addr == metrics
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
 from ozw.config import (
     BACKEND_NAMES,
+    FLAGS,
     BackendName,
     CliOverrides,
     CommandConfig,
@@ -524,8 +526,9 @@ def test_parse_duration_refuses(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (0.5, "500ms"), (10, "10s"), (60, "60s"), (90, "90s"), (120, "2m"),
-     (2700, "45m"), (3600, "1h"), (5400, "1h30m"), (3661.5, "1h1m1s500ms")],
+    [(0, "0s"), (0.3, "0.3s"), (0.5, "0.5s"), (10, "10s"), (60, "60s"), (90, "90s"),
+     (120, "2m"), (300, "5m"), (600, "10m"), (2700, "45m"), (3600, "1h"), (5400, "1h30m"),
+     (3661.5, "1h1m1.5s")],
 )  # fmt: skip
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
@@ -613,6 +616,17 @@ def test_starter_config_loads(write_config: WriteConfig, backend: BackendName) -
     config = load_config(write_config(starter_config(backend)), NO_FLAGS, {})
     assert config.backend_name == backend
     assert config.worker_id == "my-worker"
+    # The package-data files spell out the model's defaults: they must not drift.
+    assert config.server == ServerConfig()
+    assert config.backend == STARTER_BACKENDS[backend]
+    assert attrs.evolve(config, backend=DockerConfig()) == WorkerConfig(worker_id="my-worker")
+
+
+STARTER_BACKENDS: dict[str, object] = {
+    "docker": DockerConfig(default_image="ubuntu:22.04"),
+    "direct": DirectConfig(),
+    "command": CommandConfig(dispatch_command="/opt/oz/dispatch.sh"),
+}
 
 
 @pytest.mark.parametrize(
@@ -635,3 +649,82 @@ def test_production_config_points_at_oz(tmp_path: Path) -> None:
     config = load_config(str(REPO / "config" / "worker.toml"), NO_FLAGS, {})
     assert config.server == ServerConfig()
     assert config.backend_name == "docker"
+
+
+# --------------------------------------------------------------------------- flag table
+
+
+def test_every_flag_has_one_override_field() -> None:
+    assert [flag.dest for flag in FLAGS] == [field.name for field in attrs.fields(CliOverrides)]
+
+
+def test_every_flag_reaches_its_key(write_config: WriteConfig) -> None:
+    """Each flag of the table, given alone, changes the configuration it names."""
+    path = write_config('worker_id = "w"\n')
+    values: dict[str, Any] = {
+        "backend": "direct",
+        "worker_id": "other",
+        "api_key": "k",
+        "websocket_url": "ws://127.0.0.1:1/ws",
+        "server_root_url": "http://127.0.0.1:1",
+        "proxy_url": "http://127.0.0.1:3128",
+        "log_level": "debug",
+        "log_format": "json",
+        "no_cleanup": True,
+        "volumes": ("/a:/a",),
+        "env": ("A=1",),
+        "max_concurrent_tasks": 4,
+        "idle_on_complete": "5m",
+        "target_dir": "/srv",
+        "task_timeout": "1h",
+        "shutdown_grace": "1s",
+        "metrics_addr": ":9090",
+        "max_tasks": 3,
+        "once": True,
+    }
+    assert set(values) == {flag.dest for flag in FLAGS}
+    default = load_config(path, NO_FLAGS, {})
+    for dest, value in values.items():
+        flags = CliOverrides(**{dest: value})
+        if dest == "target_dir":
+            flags = attrs.evolve(flags, backend="direct")
+        assert load_config(path, flags, {}) != default, dest
+
+
+# --------------------------------------------------------------------------- proxy_url
+
+
+def test_proxy_url_from_file_and_flag(write_config: WriteConfig) -> None:
+    path = write_config('worker_id = "w"\n[server]\nproxy_url = "http://u:p@proxy:3128"\n')
+    assert load_config(path, NO_FLAGS, {}).server.proxy_url == "http://u:p@proxy:3128"
+    flags = CliOverrides(proxy_url="http://other:8080")
+    assert load_config(path, flags, {}).server.proxy_url == "http://other:8080"
+    assert load_config(None, CliOverrides(worker_id="w"), {}).server.proxy_url is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:hunter2@proxy:3128", "socks5://user:hunter2@p:1080", "user:hunter2@proxy:3128"],
+)
+def test_bad_proxy_url_never_echoes_credentials(write_config: WriteConfig, url: str) -> None:
+    path = write_config(f'worker_id = "w"\n[server]\nproxy_url = "{url}"\n')
+    message = refusal(path)
+    assert message.startswith(f"{path}: server.proxy_url: must be a http:// URL")
+    assert "hunter2" not in message
+    flag_message = refusal(None, CliOverrides(worker_id="w", proxy_url=url))
+    assert flag_message.startswith("--proxy-url: must be a http:// URL")
+    assert "hunter2" not in flag_message
+
+
+def test_bad_proxy_port_never_echoes_credentials() -> None:
+    message = refusal(None, CliOverrides(worker_id="w", proxy_url="http://u:hunter2@p:99999"))
+    assert message.startswith("--proxy-url: must be a http:// URL, got 'http://***@p:99999'")
+    assert "hunter2" not in message
+
+
+def test_config_show_masks_proxy_credentials(write_config: WriteConfig) -> None:
+    config = WorkerConfig(worker_id="w", server=ServerConfig(proxy_url="http://u:hunter2@p:3128"))
+    text = dump_config(config)
+    assert "hunter2" not in text
+    assert 'proxy_url = "http://***@p:3128"' in text
+    assert "hunter2" not in repr(config)

@@ -13,7 +13,6 @@ from ozw.backends.direct import (
     dotenv_mapping,
     executable_problem,
     forced_agent_variables,
-    format_duration,
     harness_home,
     host_environment,
     is_direct_child,
@@ -155,14 +154,6 @@ def test_invalid_variables() -> None:
 
 def test_dotenv_mapping_drops_bare_names() -> None:
     assert dotenv_mapping({"A": "1", "BARE": None, "EMPTY": ""}) == {"A": "1", "EMPTY": ""}
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(600, "10m"), (300, "5m"), (90, "1m30s"), (3600, "1h"), (5400, "1h30m"), (0.5, "0.5s")],
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
 
 
 def _executable(path: Path) -> Path:

@@ -18,11 +18,12 @@ from typing import Final, TextIO
 from ozw.config import (
     API_KEY_ENV,
     BACKEND_NAMES,
-    CliOverrides,
     ConfigError,
     WorkerConfig,
+    add_config_flags,
     dump_config,
     load_config,
+    overrides_from_args,
     parse_duration,
     starter_config,
 )
@@ -35,7 +36,6 @@ EXIT_INTERRUPTED: Final = 130
 DEFAULT_CONFIG_OUTPUT: Final = "config/worker.toml"
 DEV_API_KEY_ENV: Final = "OZW_DEV_API_KEY"
 DEFAULT_DEV_API_KEY: Final = "dev-key"
-COMMANDS: Final = ("run", "config", "dev-server")
 
 
 def _version() -> str:
@@ -53,59 +53,6 @@ def _error(message: str) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that build a configuration (``run`` and ``config show``)."""
-    group = parser.add_argument_group("configuration (flags override the file)")
-    add = group.add_argument
-    add("--config", "--config-file", dest="config", metavar="FILE", help="TOML config file")
-    add("--backend", choices=BACKEND_NAMES, help="backend to run tasks with (default: docker)")
-    add("--worker-id", metavar="ID", help="this worker's id (required; not starting with 'warp')")
-    add("--api-key", metavar="KEY", help=f"Oz API key (default: ${API_KEY_ENV})")
-    add("--websocket-url", metavar="URL", help="dispatch server WebSocket URL (ws:// or wss://)")
-    add("--server-root-url", metavar="URL", help="Oz server root URL (http:// or https://)")
-    add("--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity")
-    add("--log-format", choices=("human", "json"), help="log line format")
-    add(
-        "--no-cleanup",
-        action="store_true",
-        help="keep containers / workspaces after tasks (debugging)",
-    )
-    add(
-        "-v",
-        "--volume",
-        dest="volumes",
-        action="append",
-        default=[],
-        metavar="SRC:DST[:ro]",
-        help="extra bind for task containers (docker; repeatable)",
-    )
-    add(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY[=VALUE]",
-        help="task variable: KEY inherits the worker's, KEY=VALUE sets (repeatable)",
-    )
-    add(
-        "--max-concurrent-tasks",
-        type=int,
-        metavar="N",
-        help="tasks run at once, 0 = unlimited",
-    )
-    add("--idle-on-complete", metavar="DURATION", help="how long the agent idles after finishing")
-    add("--target-dir", metavar="DIR", help="run every task in this directory (direct)")
-    add("--task-timeout", metavar="DURATION", help="fail tasks running longer (e.g. 2h)")
-    add(
-        "--shutdown-grace",
-        metavar="DURATION",
-        help="time tasks get to finish on Ctrl-C / SIGTERM",
-    )
-    add("--metrics-addr", metavar="HOST:PORT", help="serve /metrics and /healthz here")
-    add("--max-tasks", type=int, metavar="N", help="exit after N tasks finished (one-shot workers)")
-    add("--once", action="store_true", help="exit after one task (same as --max-tasks 1)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``ozw`` argument parser (``ozw [flags]`` is rewritten to ``ozw run [flags]``)."""
     parser = argparse.ArgumentParser(
@@ -119,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run the worker (the default)", description="Run the worker until stopped."
     )
-    _add_config_flags(run)
+    add_config_flags(run)
 
     config = commands.add_parser("config", help="show or create a configuration file")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -128,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the effective configuration",
         description="Print the configuration the flags and file give, as TOML (no API key).",
     )
-    _add_config_flags(show)
+    add_config_flags(show)
     init = config_commands.add_parser(
         "init", help="write a commented starter file", description="Write a starter config file."
     )
@@ -161,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one assignment through the configured backend; exit 0 only "
         "if it completed.",
     )
-    _add_config_flags(smoke)
+    add_config_flags(smoke)
     smoke.add_argument(
         "--task", metavar="FILE.json", help="assignment data to run (default: a built-in sample)"
     )
@@ -174,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and the backend's prerequisites",
         description="One line per check; non-zero exit on any failure.",
     )
-    _add_config_flags(check)
+    add_config_flags(check)
 
     dev = commands.add_parser(
         "dev-server",
@@ -201,29 +148,6 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         return ["run", *args]
     return args
-
-
-def overrides_from_args(args: argparse.Namespace) -> CliOverrides:
-    """The configuration flags of ``args`` as :class:`CliOverrides`."""
-    return CliOverrides(
-        backend=args.backend,
-        worker_id=args.worker_id,
-        api_key=args.api_key,
-        websocket_url=args.websocket_url,
-        server_root_url=args.server_root_url,
-        log_level=args.log_level,
-        log_format=args.log_format,
-        no_cleanup=args.no_cleanup,
-        volumes=tuple(args.volumes),
-        env=tuple(args.env),
-        max_concurrent_tasks=args.max_concurrent_tasks,
-        idle_on_complete=args.idle_on_complete,
-        target_dir=args.target_dir,
-        task_timeout=args.task_timeout,
-        shutdown_grace=args.shutdown_grace,
-        metrics_addr=args.metrics_addr,
-        max_tasks=1 if args.once else args.max_tasks,
-    )
 
 
 # --------------------------------------------------------------------------- commands

@@ -16,6 +16,17 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ozw.strict import (
+    REQUIRED,
+    Invalid,
+    Vocabulary,
+    describe,
+    error_leaves,
+    item_error,
+    register_strict_scalars,
+    structure_items,
+)
+
 JsonObject: TypeAlias = dict[str, Any]
 
 TASK_ASSIGNMENT: Final = "task_assignment"
@@ -199,62 +210,9 @@ _TYPE_NAMES: Final[dict[type[Any], str]] = {
 
 # --- the converter -------------------------------------------------------------
 #
-# cattrs' stock hooks coerce ("1" becomes 1) and its stock error text reads like
-# "invalid value for type, expected int | None @ $.x". The hooks below refuse
-# instead of coercing and raise _Invalid with text meant for an operator's log;
-# _problems() turns cattrs' exception groups into "path: problem" lines.
-
-
-class _Invalid(TypeError):
-    """A value of the wrong kind; the message is already fit for a log line."""
-
-
-def _strict_str(value: Any, _: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a string, got {_json_kind(value)}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate ("\ud800") is legal JSON but cannot become an argv entry,
-        # environment variable or log line: refuse it here rather than deep inside a
-        # backend.
-        raise _Invalid("expected a string, got invalid Unicode (a lone surrogate)") from None
-    return value
-
-
-def _strict_int(value: Any, _: Any) -> int:
-    if isinstance(value, bool):
-        raise _Invalid("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    # Some JSON encoders write whole numbers as 5.0; that is still an integer.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, float):
-        raise _Invalid("expected an integer, got a fractional number")
-    raise _Invalid(f"expected an integer, got {_json_kind(value)}")
-
-
-def _strict_float(value: Any, _: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected a number, got {_json_kind(value)}")
-    try:
-        result = float(value)
-    except OverflowError:  # an integer with hundreds of digits
-        raise _Invalid("number out of range") from None
-    return result
-
-
-def _strict_bool(value: Any, _: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_json_kind(value)}")
-    return value
-
-
-def _strict_object(value: Any, _: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Invalid(f"expected an object, got {_json_kind(value)}")
-    return value
+# The strict hooks and the error walk are ozw.strict's (shared with the config);
+# what is JSON's own is here: the kind names, free-form objects, null-as-absent,
+# Owner's Go-style capitalised keys.
 
 
 def _json_kind(value: Any) -> str:
@@ -274,10 +232,17 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _item_error(exc: Exception, index: int | str, item_type: Any) -> Exception:
-    """Tag ``exc`` with where it happened, the way cattrs tags its own item errors."""
-    exc.add_note(cattrs.errors.IterableValidationNote(f"@ {index!r}", index, item_type))
-    return exc
+_JSON: Final = Vocabulary(
+    kind_of=_json_kind,
+    expected={str: "a string", int: "an integer", float: "a number", bool: "true or false"},
+    integral_floats=True,
+)
+
+
+def _strict_object(value: Any, _: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Invalid(f"expected an object, got {_json_kind(value)}")
+    return value
 
 
 def _structure_str_map(value: Any, cls: Any) -> dict[str, str]:
@@ -288,21 +253,27 @@ def _structure_str_map(value: Any, cls: Any) -> dict[str, str]:
         if item is None:
             continue  # null means absent, as everywhere else
         try:
-            _strict_str(key, str)  # a lone surrogate in a name is as unusable as in a value
-            out[key] = _strict_str(item, str)
-        except _Invalid as exc:
-            errors.append(_item_error(exc, key, str))
+            # A lone surrogate in a name is as unusable as in a value.
+            out[_converter.structure(key, str)] = _converter.structure(item, str)
+        except Invalid as exc:
+            errors.append(item_error(exc, key, str))
     if errors:
         raise cattrs.IterableValidationError("invalid entries", errors, cls)
     return out
+
+
+_OWNER_KEYS: Final = {"type": "Type", "id": "Id"}
+
+
+def _wire_name(cls: Any, name: str) -> str:
+    return _OWNER_KEYS.get(name, name) if cls is Owner else name
 
 
 def _attrs_hook_factory(cls: Any, conv: cattrs.Converter) -> Any:
     """Structure hook for every wire class: object check, null-as-absent, renames."""
     overrides: dict[str, Any] = {}
     if cls is Owner:
-        # Owner uses Go-style capitalised keys on the wire.
-        overrides = {"type": override(rename="Type"), "id": override(rename="Id")}
+        overrides = {name: override(rename=key) for name, key in _OWNER_KEYS.items()}
     if cls is Task:
         overrides = {"raw": override(omit=True)}
     generated = make_dict_structure_fn(cls, conv, **overrides)
@@ -331,7 +302,7 @@ def _attrs_unstructure_factory(cls: Any, conv: cattrs.Converter) -> Any:
         and not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
     }
     if cls is Owner:
-        overrides = {"type": override(rename="Type"), "id": override(rename="Id")}
+        overrides = {name: override(rename=key) for name, key in _OWNER_KEYS.items()}
     if cls is Task:
         overrides["raw"] = override(omit=True)
     generated = make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **overrides)
@@ -342,28 +313,16 @@ def _attrs_unstructure_factory(cls: Any, conv: cattrs.Converter) -> Any:
 
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter()
-    conv.register_structure_hook(str, _strict_str)
-    conv.register_structure_hook(int, _strict_int)
-    conv.register_structure_hook(float, _strict_float)
-    conv.register_structure_hook(bool, _strict_bool)
+    register_strict_scalars(conv, _JSON)
     # Free-form JSON objects pass through untouched (nulls included).
     conv.register_structure_hook_func(lambda cls: cls == dict[str, Any], _strict_object)
     conv.register_structure_hook_func(lambda cls: cls == dict[str, str], _structure_str_map)
 
     def structure_list(value: Any, cls: Any) -> list[Any]:
         if not isinstance(value, list):
-            raise _Invalid(f"expected an array, got {_json_kind(value)}")
+            raise Invalid(f"expected an array, got {_json_kind(value)}")
         (item_type,) = cls.__args__
-        out: list[Any] = []
-        errors: list[Exception] = []
-        for index, item in enumerate(value):
-            try:
-                out.append(conv.structure(item, item_type))
-            except Exception as exc:  # collected and reported with its index
-                errors.append(_item_error(exc, index, item_type))
-        if errors:
-            raise cattrs.IterableValidationError("invalid items", errors, cls)
-        return out
+        return structure_items(conv, value, item_type)
 
     conv.register_structure_hook_func(
         lambda cls: getattr(cls, "__origin__", None) is list, structure_list
@@ -381,40 +340,11 @@ _MAX_PROBLEMS: Final = 5
 """Problems listed in one error message; a hostile frame must not make a huge log line."""
 
 
-def _wire_name(cls: Any, name: str) -> str:
-    return {"type": "Type", "id": "Id"}.get(name, name) if cls is Owner else name
-
-
-def _problems(exc: BaseException, path: str) -> list[str]:
-    """``path: problem`` for every leaf of a cattrs exception tree."""
-    if isinstance(exc, cattrs.ClassValidationError):
-        out: list[str] = []
-        with_notes, without = exc.group_exceptions()
-        for sub, note in with_notes:
-            out += _problems(sub, f"{path}.{_wire_name(exc.cl, note.name)}")
-        for sub in without:
-            out += _problems(sub, path)
-        return out
-    if isinstance(exc, cattrs.IterableValidationError):
-        out = []
-        items, others = exc.group_exceptions()
-        for sub, item_note in items:
-            index = item_note.index
-            # Keys are arbitrary text: JSON-quote them so the path stays one line.
-            label = str(index) if isinstance(index, int) else json.dumps(index)
-            out += _problems(sub, f"{path}[{label}]")
-        for sub in others:
-            out += _problems(sub, path)
-        return out
-    if isinstance(exc, KeyError):
-        return [f"{path}: required field missing"]
-    if isinstance(exc, _Invalid):
-        return [f"{path}: {exc}"]
-    return [f"{path}: invalid value ({type(exc).__name__}: {exc})"]
-
-
 def _describe_structure_error(exc: BaseException, what: str) -> str:
-    problems = _problems(exc, what)
+    problems = [
+        f"{path}: {'required field missing' if (text := describe(leaf)) == REQUIRED else text}"
+        for path, leaf in error_leaves(exc, what, _wire_name)
+    ]
     text = "; ".join(problems[:_MAX_PROBLEMS])
     if len(problems) > _MAX_PROBLEMS:
         text += f"; and {len(problems) - _MAX_PROBLEMS} more"

@@ -21,7 +21,7 @@ import attrs
 import trio
 
 from ozw.backends import create_backend
-from ozw.config import WorkerConfig
+from ozw.config import WorkerConfig, format_duration
 from ozw.connection import ConnectionSettings
 from ozw.devserver import DispatchServer
 from ozw.failures import BackendUnavailable
@@ -161,7 +161,10 @@ def smoke_main(
     outcome = result.outcome
     task_id = escape_controls(assignment.task_id)
     if outcome is None:
-        print(f"smoke: FAILED: task {task_id} did not finish within {timeout:g}s", file=out)
+        print(
+            f"smoke: FAILED: task {task_id} did not finish within {format_duration(timeout)}",
+            file=out,
+        )
     elif outcome.result in ("completed", "handed_off"):
         print(f"smoke: ok: task {task_id} {outcome.result} in {result.duration:.1f}s", file=out)
         return 0

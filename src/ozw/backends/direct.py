@@ -75,7 +75,7 @@ from dotenv import dotenv_values
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.backends.command import inherited_environment
-from ozw.config import DirectConfig
+from ozw.config import DirectConfig, format_duration
 from ozw.environment import configured_environment, invalid_variables
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
 from ozw.logs import TaskLog
@@ -210,19 +210,6 @@ def forced_agent_variables(
 def dotenv_mapping(values: Mapping[str, str | None]) -> dict[str, str]:
     """python-dotenv's result without the bare ``NAME`` lines (which carry no value)."""
     return {name: value for name, value in values.items() if value is not None}
-
-
-def format_duration(seconds: float) -> str:
-    """``600`` → ``10m``, ``90`` → ``1m30s``, ``3600`` → ``1h``, ``0.5`` → ``0.5s``."""
-    if seconds != int(seconds) or seconds < 1:
-        return f"{seconds:g}s"
-    rest = int(seconds)
-    parts = []
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            parts.append(f"{rest // size}{unit}")
-            rest %= size
-    return "".join(parts) or "0s"
 
 
 def oz_candidate(oz_path: str | None, search_path: str | None) -> str | None:

@@ -1,0 +1,60 @@
+"""Durations, the one way ozw reads and writes them: ``"500ms"``, ``"90s"``, ``"45m"``, ``"1h30m"``.
+
+The same text is accepted in the config file, in flags and shown in messages, so an
+operator can paste what a log line says back into the file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_DURATION_RE: Final = re.compile(
+    r"(?:(?P<h>\d+(?:\.\d+)?)h)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)m)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?"
+    r"(?:(?P<ms>\d+(?:\.\d+)?)ms)?"
+)
+_UNIT_SECONDS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+BARE_NUMBER_RE: Final = re.compile(r"\d+(?:\.\d+)?")
+DURATION_HINT: Final = 'use e.g. "500ms", "90s", "45m" or "1h30m"'
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``"500ms"``, ``"90s"``, ``"45m"``, ``"1h30m"``; ``"90"`` = 90 s.
+
+    Units go from largest to smallest, each at most once, so a typo such as
+    ``"1m1h"`` is an error rather than a surprise.
+
+    Raises:
+        ValueError: ``text`` is not such a duration (the message says why, in one line).
+    """
+    if BARE_NUMBER_RE.fullmatch(text):
+        return float(text)
+    match = _DURATION_RE.fullmatch(text)
+    if text == "" or match is None:
+        raise ValueError(f"{text!r} is not a duration ({DURATION_HINT})")
+    return sum(
+        float(amount) * _UNIT_SECONDS[unit]
+        for unit, amount in match.groupdict().items()
+        if amount is not None
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as :func:`parse_duration` reads it, to the millisecond.
+
+    ``0.3`` → ``"0.3s"``, ``90`` → ``"90s"``, ``120`` → ``"2m"``, ``5400`` → ``"1h30m"``.
+    Under two minutes it stays in seconds: ``"90s"`` reads better than ``"1m30s"``.
+    """
+    total_ms = round(seconds * 1000)
+    if total_ms < 120_000:
+        return _seconds(total_ms)
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    text = "".join(f"{amount}{unit}" for unit, amount in (("h", hours), ("m", minutes)) if amount)
+    return text + _seconds(rest) if rest else text
+
+
+def _seconds(total_ms: int) -> str:
+    return f"{total_ms / 1000:g}s"

@@ -1,0 +1,161 @@
+"""The configuration flags, listed once: the table builds the argparse group, the
+typed :class:`CliOverrides` and the application of each flag to the file's tables.
+
+Flags are written into the raw TOML tables *before* structuring, so a value is
+checked by the same rule whether it came from the file or a flag, and an error
+names the flag that gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Literal
+
+import attrs
+
+from ozw.config.model import API_KEY_ENV, BACKEND_NAMES, BackendName, parse_env_flag
+
+
+@attrs.frozen
+class Flag:
+    """One configuration flag and the key it sets.
+
+    ``key`` is dotted; a leading ``backend.`` means the active backend's table. An
+    ``append`` flag extends the array at ``key``; a ``store_true`` flag sets ``value``.
+    """
+
+    names: tuple[str, ...]
+    dest: str
+    help: str
+    key: str | None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    type: Callable[[str], Any] = str
+    action: Literal["store", "append", "store_true"] = "store"
+    value: object = None
+    item: Callable[[str], object] = str
+    """For ``append``: what one given item becomes in the array."""
+    only: tuple[BackendName, str] | None = None
+    """The one backend that has the key, and what it does (for the error otherwise)."""
+
+    @property
+    def label(self) -> str:
+        """The name errors use: the first long name."""
+        return next(name for name in self.names if name.startswith("--"))
+
+
+def _env_item(text: str) -> dict[str, str | None]:
+    entry = parse_env_flag(text)
+    item: dict[str, str | None] = {"name": entry.name}
+    return item if entry.value is None else {**item, "value": entry.value}
+
+
+FLAGS: Final[tuple[Flag, ...]] = (
+    Flag(("--backend",), "backend", "backend to run tasks with (default: docker)", "backend",
+         choices=BACKEND_NAMES),
+    Flag(("--worker-id",), "worker_id", "this worker's id (required; not starting with 'warp')",
+         "worker_id", metavar="ID"),
+    Flag(("--api-key",), "api_key", f"Oz API key (default: ${API_KEY_ENV})", None, metavar="KEY"),
+    Flag(("--websocket-url",), "websocket_url", "dispatch server WebSocket URL (ws:// or wss://)",
+         "server.websocket_url", metavar="URL"),
+    Flag(("--server-root-url",), "server_root_url", "Oz server root URL (http:// or https://)",
+         "server.root_url", metavar="URL"),
+    Flag(("--proxy-url",), "proxy_url", "HTTP proxy to reach the server through (http://)",
+         "server.proxy_url", metavar="URL"),
+    Flag(("--log-level",), "log_level", "log verbosity", "log_level",
+         choices=("debug", "info", "warning", "error")),
+    Flag(("--log-format",), "log_format", "log line format", "log_format",
+         choices=("human", "json")),
+    Flag(("--no-cleanup",), "no_cleanup", "keep containers / workspaces after tasks (debugging)",
+         "cleanup", action="store_true", value=False),
+    Flag(("-v", "--volume"), "volumes", "extra bind for task containers (docker; repeatable)",
+         "backend.volumes", metavar="SRC:DST[:ro]", action="append",
+         only=("docker", "mounts volumes")),
+    Flag(("-e", "--env"), "env",
+         "task variable: KEY inherits the worker's, KEY=VALUE sets (repeatable)",
+         "backend.environment", metavar="KEY[=VALUE]", action="append", item=_env_item),
+    Flag(("--max-concurrent-tasks",), "max_concurrent_tasks", "tasks run at once, 0 = unlimited",
+         "max_concurrent_tasks", metavar="N", type=int),
+    Flag(("--idle-on-complete",), "idle_on_complete", "how long the agent idles after finishing",
+         "idle_on_complete", metavar="DURATION"),
+    Flag(("--target-dir",), "target_dir", "run every task in this directory (direct)",
+         "backend.target_dir", metavar="DIR", only=("direct", "has one")),
+    Flag(("--task-timeout",), "task_timeout", "fail tasks running longer (e.g. 2h)",
+         "task_timeout", metavar="DURATION"),
+    Flag(("--shutdown-grace",), "shutdown_grace", "time tasks get to finish on Ctrl-C / SIGTERM",
+         "shutdown_grace", metavar="DURATION"),
+    Flag(("--metrics-addr",), "metrics_addr", "serve /metrics and /healthz here",
+         "metrics_addr", metavar="HOST:PORT"),
+    Flag(("--max-tasks",), "max_tasks", "exit after N tasks finished (one-shot workers)",
+         "max_tasks", metavar="N", type=int),
+    Flag(("--once",), "once", "exit after one task (same as --max-tasks 1)", "max_tasks",
+         action="store_true", value=1),
+)  # fmt: skip
+
+
+def _strings(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(items)
+
+
+@attrs.frozen
+class CliOverrides:
+    """Values given on the command line; ``None`` / empty / False means "not given".
+
+    Values stay as typed (strings for durations and ``KEY[=VALUE]`` for ``env``) so
+    that loading checks them with the same rules as the file and can name the flag
+    in its error. The fields mirror :data:`FLAGS` (a test holds them together).
+    """
+
+    backend: str | None = None
+    worker_id: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    websocket_url: str | None = None
+    server_root_url: str | None = None
+    proxy_url: str | None = attrs.field(default=None, repr=False)
+    log_level: str | None = None
+    log_format: str | None = None
+    no_cleanup: bool = False
+    volumes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    env: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    max_concurrent_tasks: int | None = None
+    idle_on_complete: str | None = None
+    target_dir: str | None = None
+    task_timeout: str | None = None
+    shutdown_grace: str | None = None
+    metrics_addr: str | None = None
+    max_tasks: int | None = None
+    once: bool = False
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The configuration group of ``parser``: ``--config`` and every flag of the table."""
+    group = parser.add_argument_group("configuration (flags override the file)")
+    group.add_argument(
+        "--config", "--config-file", dest="config", metavar="FILE", help="TOML config file"
+    )
+    for flag in FLAGS:
+        options: dict[str, Any] = {"dest": flag.dest, "help": flag.help}
+        if flag.action == "store_true":
+            options["action"] = "store_true"
+        else:
+            options |= {"metavar": flag.metavar, "choices": flag.choices, "type": flag.type}
+        if flag.action == "append":
+            options |= {"action": "append", "default": []}
+        group.add_argument(*flag.names, **options)
+
+
+def overrides_from_args(args: argparse.Namespace) -> CliOverrides:
+    """The configuration flags of parsed ``args`` as :class:`CliOverrides`."""
+    return CliOverrides(**{flag.dest: getattr(args, flag.dest) for flag in FLAGS})
+
+
+def given(overrides: CliOverrides) -> list[tuple[Flag, Any]]:
+    """The flags ``overrides`` gives, each with its value, in the table's order."""
+    values: Mapping[str, Any] = attrs.asdict(overrides, recurse=False)
+    # Identity, not equality: 0 is a value given (0 == False in Python).
+    return [
+        (flag, value)
+        for flag in FLAGS
+        if (value := values[flag.dest]) is not None and value is not False and value != ()
+    ]

@@ -1,0 +1,221 @@
+"""Loading (file → raw tables → flags → one strict pass) and writing configurations.
+
+Every problem becomes one :class:`ConfigError` line naming where the bad value came
+from: ``config/worker.toml: server.root_url: ...`` or ``--task-timeout: ...``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import attrs
+import tomli_w
+
+from ozw.config.converter import CONVERTER
+from ozw.config.flags import CliOverrides, Flag, given
+from ozw.config.model import API_KEY_ENV, BACKEND_NAMES, BackendName, WorkerConfig
+from ozw.config.rules import toml_kind
+from ozw.strict import REQUIRED, describe, error_leaves, join
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message is one line naming the key and the problem."""
+
+
+_REQUIRED_HINTS: dict[str, str] = {
+    "worker_id": "set worker_id in the config file or pass --worker-id",
+    "backend.command.dispatch_command": "the command backend needs dispatch_command in "
+    "[backend.command]",
+}
+
+
+@attrs.frozen
+class _Source:
+    """Where values came from, to name the file or the flag in an error."""
+
+    file: str | None
+    flags: dict[str, str] = attrs.field(factory=dict)  # dotted key → flag that set it
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        """The one-line error for ``problem`` at ``key``, naming the flag or the file."""
+        origin = self._flag_key(key)
+        if origin is not None:
+            flag = self.flags[origin]
+            # Only --backend sets a whole table, where the key inside it matters; for
+            # a flag's own value (e.g. an -e entry's name) the flag says enough.
+            inner = key != origin and origin == "backend"
+            return ConfigError(f"{flag}: {key}: {problem}" if inner else f"{flag}: {problem}")
+        if self.file is not None:
+            return ConfigError(f"{self.file}: {key}: {problem}")
+        return ConfigError(f"{key}: {problem}")
+
+    def _flag_key(self, key: str) -> str | None:
+        """The most specific key set by a flag that ``key`` lies in, if any."""
+        covering = [
+            origin
+            for origin in self.flags
+            if key == origin or key.startswith((origin + ".", origin + "["))
+        ]
+        return max(covering, key=len, default=None)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The tables in the TOML file at ``path``; any failure is one :class:`ConfigError` line."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8") from None
+
+
+def load_config(
+    path: str | None, overrides: CliOverrides, environ: Mapping[str, str]
+) -> WorkerConfig:
+    """The effective configuration: the file at ``path`` (if any), then the flags.
+
+    ``environ`` supplies ``WARP_API_KEY`` when ``--api-key`` is not given.
+
+    Raises:
+        ConfigError: one line naming the file or flag, the key, and the problem.
+    """
+    source = _Source(path)
+    raw = read_toml(path) if path is not None else {}
+    backend = _choose_backend(raw, overrides.backend, source, _file_backend(raw, source))
+    _apply_flags(raw, overrides, source, backend)
+    try:
+        config = CONVERTER.structure(raw, WorkerConfig)
+    except Exception as exc:  # cattrs raises several kinds; each leaf has a path
+        key, leaf = next(error_leaves(exc, ""))
+        problem = describe(leaf)
+        if key == "api_key":
+            problem += f" (the API key is never read from a file: use --api-key or {API_KEY_ENV})"
+        elif problem == REQUIRED and key in _REQUIRED_HINTS:
+            problem += f": {_REQUIRED_HINTS[key]}"
+        raise source.error(key, problem) from None
+    api_key = overrides.api_key or environ.get(API_KEY_ENV) or None
+    return attrs.evolve(config, api_key=api_key)
+
+
+def _file_backend(raw: dict[str, Any], source: _Source) -> str | None:
+    """The backend the file picks (None: no table), refusing two tables or unknown ones."""
+    if "backend" not in raw:
+        return None
+    tables = raw["backend"]
+    if not isinstance(tables, dict):
+        raise source.error(
+            "backend", f"expected a table such as [backend.docker], got {toml_kind(tables)}"
+        )
+    for name in tables:
+        if name not in BACKEND_NAMES:
+            raise source.error(
+                f"backend.{name}", f"unknown key (backends: {', '.join(BACKEND_NAMES)})"
+            )
+    if len(tables) > 1:
+        found = " and ".join(f"[backend.{name}]" for name in tables)
+        raise source.error("backend", f"only one backend table is allowed, found {found}")
+    return next(iter(tables), None)
+
+
+def _choose_backend(
+    raw: dict[str, Any], flag: str | None, source: _Source, file_backend: str | None
+) -> str:
+    """The active backend's name; ``raw["backend"]`` then holds exactly its table."""
+    if flag is None or flag == file_backend:
+        backend = file_backend or "docker"
+        raw.setdefault("backend", {backend: {}})
+        return backend
+    if flag not in BACKEND_NAMES:
+        raise source.error("--backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {flag!r}")
+    # The flag wins over a different table in the file, with that backend's defaults.
+    raw["backend"] = {flag: {}}
+    source.flags["backend"] = f"--backend {flag}"
+    return flag
+
+
+def _apply_flags(
+    raw: dict[str, Any], overrides: CliOverrides, source: _Source, backend: str
+) -> None:
+    """Write the given flags into the raw tables, remembering which key each flag set."""
+    for flag, value in given(overrides):
+        if flag.key is None or flag.key == "backend":
+            continue  # not a key of the file, or already applied
+        *parents, key = flag.key.split(".")
+        if parents[:1] == ["backend"]:
+            if flag.only is not None and flag.only[0] != backend:
+                only, does = flag.only
+                raise source.error(flag.label, f"only the {only} backend {does}, not {backend}")
+            parents.insert(1, backend)
+        table = _table_at(raw, parents)
+        if table is None:
+            continue  # structuring reports the file's mistake with its key
+        prefix = ".".join(parents)
+        if flag.action == "append":
+            _extend(table, prefix, key, value, flag, source)
+        else:
+            table[key] = flag.value if flag.action == "store_true" else value
+            source.flags[join(prefix, key)] = flag.label
+
+
+def _table_at(raw: dict[str, Any], parents: list[str]) -> dict[str, Any] | None:
+    table = raw
+    for part in parents:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            return None
+    return table
+
+
+def _extend(
+    table: dict[str, Any],
+    prefix: str,
+    key: str,
+    items: tuple[str, ...],
+    flag: Flag,
+    source: _Source,
+) -> None:
+    """Append flag items to an array of the file, each remembered as set by ``flag``."""
+    existing = table.setdefault(key, [])
+    if not isinstance(existing, list):
+        return  # structuring reports the file's mistake with its key
+    for text in items:
+        item = flag.item(text)
+        source.flags[f"{prefix}.{key}[{len(existing)}]"] = f"{flag.label} {_shown(item)}"
+        existing.append(item)
+
+
+def _shown(item: object) -> str:
+    if isinstance(item, Mapping):
+        # Values may be secrets (-e NAME=VALUE): an error names the variable, never its value.
+        return str(item["name"]) if item.get("value") is None else f"{item['name']}=..."
+    return str(item)
+
+
+def dump_config(config: WorkerConfig) -> str:
+    """``config`` as a TOML file of the same shape :func:`load_config` reads.
+
+    The API key is never written (a comment only says whether one is set) and a
+    proxy's credentials are masked, so the output can be pasted into a bug report.
+    """
+    document: dict[str, Any] = CONVERTER.unstructure(config)
+    document["backend"] = document.pop("backend")  # the backend table last, as in the starter
+    key_state = "set (redacted)" if config.api_key else f"not set (use --api-key or {API_KEY_ENV})"
+    header = f"# Effective ozw configuration.\n# api_key: {key_state}\n\n"
+    return header + tomli_w.dumps(document)
+
+
+def starter_config(backend: BackendName = "docker") -> str:
+    """A commented starter file for ``backend`` (``ozw config init``); it loads as is."""
+    starters = resources.files("ozw.config") / "starters"
+    header = (starters / "header.toml").read_text(encoding="utf-8")
+    return header + (starters / f"{backend}.toml").read_text(encoding="utf-8")
