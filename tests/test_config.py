@@ -248,8 +248,8 @@ def test_api_key_from_environment_or_flag(write_config: WriteConfig) -> None:
             id="kill-grace",
         ),
         pytest.param(
-            'worker_id = "w"\n[backend.direct]\nteardown_timeout = "1d"\n',
-            "backend.direct.teardown_timeout: '1d' is not a duration",
+            'worker_id = "w"\n[backend.direct]\nteardown_timeout = "1w"\n',
+            "backend.direct.teardown_timeout: '1w' is not a duration",
             id="teardown-timeout",
         ),
         pytest.param(
@@ -510,6 +510,10 @@ def test_a_flag_value_is_blamed_on_the_flag_not_the_file(write_config: WriteConf
         ("0s", 0.0),
         ("90", 90.0),
         ("2.5", 2.5),
+        ("2d", 172800.0),
+        ("1h 30m", 5400.0),
+        ("1d 2h 3m 4s", 93784.0),
+        ("1h30m0s", 5400.0),  # Go's time.Duration text
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
@@ -517,7 +521,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "s", "-1s", "1d", "1 h", " 1s", "1m1h", "1s1s", "1hh", "1.s", "abc", "1e3s"]
+    "text",
+    [
+        "",
+        "s",
+        "-1s",
+        "1w",
+        "1 h",
+        " 1s",
+        "1s ",
+        "1h  30m",
+        "1m1h",
+        "1s1s",
+        "1hh",
+        "1.s",
+        "abc",
+        "1e3s",
+        " ",
+    ],
 )
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
@@ -668,6 +689,8 @@ def test_every_flag_reaches_its_key(write_config: WriteConfig) -> None:
         "websocket_url": "ws://127.0.0.1:1/ws",
         "server_root_url": "http://127.0.0.1:1",
         "proxy_url": "http://127.0.0.1:3128",
+        "session_sharing_server_url": "http://127.0.0.1:2",
+        "cleanup": False,
         "log_level": "debug",
         "log_format": "json",
         "no_cleanup": True,

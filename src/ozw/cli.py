@@ -53,6 +53,18 @@ def _error(message: str) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _add_output_flags(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--output`` / ``--force`` of the commands that write a config file."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=default,
+        metavar="PATH",
+        help=f"where to write it, '-' = stdout (default: {default})",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ozw`` argument parser (``ozw [flags]`` is rewritten to ``ozw run [flags]``)."""
     parser = argparse.ArgumentParser(
@@ -82,14 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--backend", choices=BACKEND_NAMES, default="docker", help="backend of the starter file"
     )
-    init.add_argument(
-        "--output",
-        "-o",
-        default=DEFAULT_CONFIG_OUTPUT,
-        metavar="PATH",
-        help=f"where to write it, '-' = stdout (default: {DEFAULT_CONFIG_OUTPUT})",
+    _add_output_flags(init, DEFAULT_CONFIG_OUTPUT)
+    imported = config_commands.add_parser(
+        "import",
+        help="convert a Go oz-agent-worker YAML config to ozw TOML",
+        description="Write the ozw equivalent of a Go worker's YAML config; keys with no "
+        "equivalent yet become comments.",
     )
-    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    imported.add_argument("file", metavar="FILE.yaml", help="the Go worker's config file")
+    _add_output_flags(imported, "-")
 
     demo = commands.add_parser(
         "demo",
@@ -184,9 +197,8 @@ def cmd_config_show(args: argparse.Namespace, environ: Mapping[str, str], out: T
     return EXIT_OK
 
 
-def cmd_config_init(args: argparse.Namespace, out: TextIO) -> int:
-    """Write a commented starter file; refuse to overwrite one unless ``--force``."""
-    text = starter_config(args.backend)
+def _write_config(text: str, args: argparse.Namespace, out: TextIO, done: str) -> int:
+    """Write ``text`` to ``--output`` (``-`` = ``out``), keeping a file unless ``--force``."""
     if args.output == "-":
         out.write(text)
         return EXIT_OK
@@ -199,8 +211,32 @@ def cmd_config_init(args: argparse.Namespace, out: TextIO) -> int:
     except OSError as exc:
         print(f"ozw: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"wrote {path} ({args.backend} backend); edit worker_id before running", file=sys.stderr)
+    print(f"wrote {path}; {done}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_config_init(args: argparse.Namespace, out: TextIO) -> int:
+    """Write a commented starter file; refuse to overwrite one unless ``--force``."""
+    done = f"({args.backend} backend) edit worker_id before running"
+    return _write_config(starter_config(args.backend), args, out, done)
+
+
+def cmd_config_import(args: argparse.Namespace, out: TextIO) -> int:
+    """Write the ozw TOML equivalent of a Go worker's YAML config."""
+    from ozw.config.go_import import GoConfigError, convert
+
+    try:
+        with open(args.file, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return _error(f"{args.file}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        return _error(f"{args.file}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        converted = convert(text, args.file)
+    except GoConfigError as exc:
+        return _error(f"{args.file}: {exc}")
+    return _write_config(converted, args, out, f"check it with `ozw check --config {args.output}`")
 
 
 def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -274,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_run(args, environ)
             case "config" if args.config_command == "show":
                 return cmd_config_show(args, environ, sys.stdout)
+            case "config" if args.config_command == "import":
+                return cmd_config_import(args, sys.stdout)
             case "config":
                 return cmd_config_init(args, sys.stdout)
             case "dev-server":

@@ -1,7 +1,8 @@
 """Durations, the one way ozw reads and writes them: ``"500ms"``, ``"90s"``, ``"45m"``, ``"1h30m"``.
 
 The same text is accepted in the config file, in flags and shown in messages, so an
-operator can paste what a log line says back into the file.
+operator can paste what a log line says back into the file. What the Go worker's
+configs hold reads too: Go's ``"1h30m0s"`` and the agent's ``"2d"`` / ``"1h 30m"``.
 """
 
 from __future__ import annotations
@@ -9,19 +10,21 @@ from __future__ import annotations
 import re
 from typing import Final
 
+# Each unit at most once, largest first, optionally one space between parts.
 _DURATION_RE: Final = re.compile(
-    r"(?:(?P<h>\d+(?:\.\d+)?)h)?"
-    r"(?:(?P<m>\d+(?:\.\d+)?)m)?"
-    r"(?:(?P<s>\d+(?:\.\d+)?)s)?"
+    r"(?:(?P<d>\d+(?:\.\d+)?)d ?)?"
+    r"(?:(?P<h>\d+(?:\.\d+)?)h ?)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)m ?)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s ?)?"
     r"(?:(?P<ms>\d+(?:\.\d+)?)ms)?"
 )
-_UNIT_SECONDS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_UNIT_SECONDS: Final = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 BARE_NUMBER_RE: Final = re.compile(r"\d+(?:\.\d+)?")
-DURATION_HINT: Final = 'use e.g. "500ms", "90s", "45m" or "1h30m"'
+DURATION_HINT: Final = 'use e.g. "500ms", "90s", "45m", "1h30m" or "2d"'
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``text``: ``"500ms"``, ``"90s"``, ``"45m"``, ``"1h30m"``; ``"90"`` = 90 s.
+    """Seconds in ``text``: ``"500ms"``, ``"90s"``, ``"1h 30m"``, ``"2d"``; ``"90"`` = 90 s.
 
     Units go from largest to smallest, each at most once, so a typo such as
     ``"1m1h"`` is an error rather than a surprise.
@@ -32,7 +35,7 @@ def parse_duration(text: str) -> float:
     if BARE_NUMBER_RE.fullmatch(text):
         return float(text)
     match = _DURATION_RE.fullmatch(text)
-    if text == "" or match is None:
+    if text.strip() != text or match is None or not any(match.groupdict().values()):
         raise ValueError(f"{text!r} is not a duration ({DURATION_HINT})")
     return sum(
         float(amount) * _UNIT_SECONDS[unit]

@@ -32,6 +32,9 @@ class Flag:
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     type: Callable[[str], Any] = str
+    nargs: Literal["?"] | None = None
+    """``"?"``: the value may be left out (then it is ``const``), as in ``--cleanup``."""
+    const: object = None
     action: Literal["store", "append", "store_true"] = "store"
     value: object = None
     item: Callable[[str], object] = str
@@ -43,6 +46,17 @@ class Flag:
     def label(self) -> str:
         """The name errors use: the first long name."""
         return next(name for name in self.names if name.startswith("--"))
+
+
+def _log_level(text: str) -> str:
+    return "warning" if text == "warn" else text  # Go's spelling, kept for its scripts
+
+
+def _boolean(text: str) -> bool:
+    word = text.lower()
+    if word not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return word == "true"
 
 
 def _env_item(text: str) -> dict[str, str | None]:
@@ -63,13 +77,19 @@ FLAGS: Final[tuple[Flag, ...]] = (
          "server.root_url", metavar="URL"),
     Flag(("--proxy-url",), "proxy_url", "HTTP proxy to reach the server through (http://)",
          "server.proxy_url", metavar="URL"),
-    Flag(("--log-level",), "log_level", "log verbosity", "log_level",
-         choices=("debug", "info", "warning", "error")),
+    Flag(("--session-sharing-server-url",), "session_sharing_server_url",
+         "session sharing server URL passed to the agent", "server.session_sharing_server_url",
+         metavar="URL"),
+    Flag(("--log-level",), "log_level", "log verbosity (warn = warning)", "log_level",
+         choices=("debug", "info", "warning", "error"), type=_log_level),
     Flag(("--log-format",), "log_format", "log line format", "log_format",
          choices=("human", "json")),
+    Flag(("--cleanup",), "cleanup", "remove containers / workspaces after tasks (--cleanup=false "
+         "keeps them)", "cleanup", metavar="true|false", type=_boolean, nargs="?", const=True),
     Flag(("--no-cleanup",), "no_cleanup", "keep containers / workspaces after tasks (debugging)",
          "cleanup", action="store_true", value=False),
-    Flag(("-v", "--volume"), "volumes", "extra bind for task containers (docker; repeatable)",
+    Flag(("-v", "--volume", "--volumes"), "volumes",
+         "extra bind for task containers (docker; repeatable)",
          "backend.volumes", metavar="SRC:DST[:ro]", action="append",
          only=("docker", "mounts volumes")),
     Flag(("-e", "--env"), "env",
@@ -113,8 +133,10 @@ class CliOverrides:
     websocket_url: str | None = None
     server_root_url: str | None = None
     proxy_url: str | None = attrs.field(default=None, repr=False)
+    session_sharing_server_url: str | None = None
     log_level: str | None = None
     log_format: str | None = None
+    cleanup: bool | None = None
     no_cleanup: bool = False
     volumes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     env: tuple[str, ...] = attrs.field(default=(), converter=_strings)
@@ -140,6 +162,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             options["action"] = "store_true"
         else:
             options |= {"metavar": flag.metavar, "choices": flag.choices, "type": flag.type}
+            if flag.nargs is not None:
+                options |= {"nargs": flag.nargs, "const": flag.const}
         if flag.action == "append":
             options |= {"action": "append", "default": []}
         group.add_argument(*flag.names, **options)
@@ -153,9 +177,13 @@ def overrides_from_args(args: argparse.Namespace) -> CliOverrides:
 def given(overrides: CliOverrides) -> list[tuple[Flag, Any]]:
     """The flags ``overrides`` gives, each with its value, in the table's order."""
     values: Mapping[str, Any] = attrs.asdict(overrides, recurse=False)
-    # Identity, not equality: 0 is a value given (0 == False in Python).
-    return [
-        (flag, value)
-        for flag in FLAGS
-        if (value := values[flag.dest]) is not None and value is not False and value != ()
-    ]
+    return [(flag, values[flag.dest]) for flag in FLAGS if _is_given(flag, values[flag.dest])]
+
+
+def _is_given(flag: Flag, value: object) -> bool:
+    match flag.action:
+        case "store_true":
+            return value is True
+        case "append":
+            return value != ()
+    return value is not None  # 0 and False are values given

@@ -1,0 +1,282 @@
+"""``ozw config import``: a Go ``oz-agent-worker`` YAML config as the equivalent ozw TOML.
+
+The Go worker decodes its YAML into typed structs (``internal/config/config.go``):
+a string field takes any scalar as written (``value: yes`` is the text ``yes``), and
+Kubernetes sub-trees (``pod_template``, ``preflight_resources``) are decoded as
+Kubernetes decodes YAML. This module reads the file the same way: scalars as text
+where Go wants text, typed values inside those sub-trees. Every key the Go worker
+knows is carried over; any other key, and any value TOML cannot hold, becomes a
+comment, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import tomli_w
+import yaml
+
+from ozw.config.model import API_KEY_ENV
+
+
+class GoConfigError(Exception):
+    """The YAML cannot be converted; the message is one line naming the key."""
+
+
+_NULL_TAG: Final = "tag:yaml.org,2002:null"
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+class _TextLoader(yaml.SafeLoader):
+    """YAML where every scalar but null stays text, as Go decodes into string fields."""
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag in (_NULL_TAG, _MERGE_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _text(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise GoConfigError(f"{key}: expected a string, got {_kind(value)}")
+    return value
+
+
+def _boolean(value: object, key: str) -> bool:
+    # yaml.v3 still reads YAML 1.1's yes/no/on/off into a bool field.
+    word = _text(value, key).lower()
+    if word in ("true", "yes", "on"):
+        return True
+    if word in ("false", "no", "off"):
+        return False
+    raise GoConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _integer(value: object, key: str) -> int:
+    try:
+        return int(_text(value, key).replace("_", ""), 0)
+    except ValueError:
+        raise GoConfigError(f"{key}: expected an integer, got {value!r}") from None
+
+
+def _texts(value: object, key: str) -> list[str]:
+    if not isinstance(value, list):
+        raise GoConfigError(f"{key}: expected a list, got {_kind(value)}")
+    return [_text(item, f"{key}[{index}]") for index, item in enumerate(value)]
+
+
+def _text_map(value: object, key: str) -> dict[str, str]:
+    table = _mapping(value, key)
+    return {name: _text(item, f"{key}.{name}") for name, item in table.items()}
+
+
+def _environment(value: object, key: str) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise GoConfigError(f"{key}: expected a list, got {_kind(value)}")
+    entries: list[dict[str, str]] = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        entry = _mapping(item, where)
+        unknown = sorted(set(entry) - {"name", "value"})
+        if unknown:
+            raise GoConfigError(f"{where}.{unknown[0]}: unknown key (entries have name and value)")
+        converted = {"name": _text(entry.get("name"), f"{where}.name")}
+        if entry.get("value") is not None:
+            converted["value"] = _text(entry["value"], f"{where}.value")
+        entries.append(converted)
+    return entries
+
+
+def _mapping(value: object, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise GoConfigError(f"{key}: expected a mapping, got {_kind(value)}")
+    return {str(name): item for name, item in value.items()}
+
+
+def _kind(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case str():
+            return "a string"
+        case list():
+            return "a list"
+        case dict():
+            return "a mapping"
+    return type(value).__name__
+
+
+_Convert = Callable[[object, str], object]
+_TYPED: Final = "typed"
+"""Marks a Kubernetes sub-tree: taken from the typed reading of the file."""
+
+# Every key of the Go worker's FileConfig, with how its value is read. The ozw key
+# has the same name in each case (PROTOCOL.md 9 for Kubernetes).
+_TOP_KEYS: Final[dict[str, _Convert]] = {
+    "worker_id": _text,
+    "cleanup": _boolean,
+    "max_concurrent_tasks": _integer,
+    "idle_on_complete": _text,
+}
+_BACKEND_KEYS: Final[dict[str, dict[str, _Convert | str]]] = {
+    "docker": {"volumes": _texts, "environment": _environment},
+    "direct": {
+        "workspace_root": _text,
+        "target_dir": _text,
+        "oz_path": _text,
+        "setup_command": _text,
+        "teardown_command": _text,
+        "environment": _environment,
+    },
+    "command": {
+        "dispatch_command": _text,
+        "cancel_command": _text,
+        "dispatch_timeout": _text,
+        "environment": _environment,
+    },
+    "kubernetes": {
+        "namespace": _text,
+        "kubeconfig": _text,
+        "default_image": _text,
+        "image_pull_policy": _text,
+        "use_image_volumes": _boolean,
+        "preflight_image": _text,
+        "sidecar_image": _text,
+        "setup_command": _text,
+        "teardown_command": _text,
+        "extra_labels": _text_map,
+        "extra_annotations": _text_map,
+        "active_deadline_seconds": _integer,
+        "ttl_seconds_after_finished": _integer,
+        "workspace_size_limit": _text,
+        "unschedulable_timeout": _text,
+        "coding_cli_sidecars": _text_map,
+        "pod_template": _TYPED,
+        "preflight_resources": _TYPED,
+    },
+}
+GO_BACKEND_KEYS: Final = {name: tuple(keys) for name, keys in _BACKEND_KEYS.items()}
+GO_TOP_KEYS: Final = tuple(_TOP_KEYS)
+
+
+@attrs.define
+class _Section:
+    """One TOML table being written: its values and the comments above it."""
+
+    values: dict[str, Any] = attrs.field(factory=dict)
+    notes: list[str] = attrs.field(factory=list)
+
+    def unconverted(self, key: str, value: object, why: str = "no ozw equivalent yet") -> None:
+        self.notes.append(f"not converted ({why}): {key} = {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _read_yaml(text: str, loader: type[yaml.SafeLoader]) -> Any:
+    try:
+        return yaml.load(text, Loader=loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise GoConfigError(f"invalid YAML: {where}{exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise GoConfigError(f"invalid YAML: {exc}") from None
+
+
+def convert(text: str, source: str) -> str:
+    """The ozw TOML equivalent of the Go worker's YAML ``text`` (read from ``source``).
+
+    Raises:
+        GoConfigError: the YAML is malformed or a known key has a value the Go worker
+            would refuse too (the message names the key).
+    """
+    plain = _read_yaml(text, _TextLoader)
+    typed = _read_yaml(text, yaml.SafeLoader)
+    if plain is None:
+        plain, typed = {}, {}
+    document = _mapping(plain, "the file")
+    top = _Section()
+    for key, value in document.items():
+        if key == "backend":
+            continue
+        if key in _TOP_KEYS and value is not None:
+            top.values[key] = _TOP_KEYS[key](value, key)
+        elif key not in _TOP_KEYS:
+            top.unconverted(key, value)
+    backend = _backend(document.get("backend"), typed.get("backend"))
+    return _render(source, top, backend)
+
+
+def _backend(plain: object, typed: Any) -> tuple[str, _Section] | None:
+    if plain is None:
+        return None
+    given = _mapping(plain, "backend").items()
+    tables = {name: table for name, table in given if table is not None}
+    unknown = sorted(set(tables) - set(_BACKEND_KEYS))
+    if unknown:
+        raise GoConfigError(f"backend.{unknown[0]}: unknown backend (the Go worker refuses it too)")
+    if len(tables) > 1:
+        found = ", ".join(tables)
+        raise GoConfigError(f"backend: at most one backend may be configured, found {found}")
+    if not tables:
+        return None
+    ((name, table),) = tables.items()
+    section = _Section()
+    for key, value in _mapping(table, f"backend.{name}").items():
+        convert_value = _BACKEND_KEYS[name].get(key)
+        where = f"backend.{name}.{key}"
+        if convert_value is None:
+            section.unconverted(key, value)
+        elif value is None:
+            continue  # null is absent, as in Go
+        elif convert_value == _TYPED:
+            section.values[key] = _toml_tree(typed[name][key], key, section)
+        else:
+            assert callable(convert_value)
+            section.values[key] = convert_value(value, where)
+    if any("value" not in entry for entry in section.values.get("environment", [])):
+        section.notes.append(
+            "note: an environment entry without value inherits the worker's variable; ozw "
+            'leaves it unset when the worker has none (the Go worker set it to "")'
+        )
+    return name, section
+
+
+def _toml_tree(value: Any, path: str, section: _Section) -> Any:
+    """A typed YAML sub-tree TOML can hold: nulls (TOML has none) are left out, noted."""
+    if isinstance(value, dict):
+        kept: dict[str, Any] = {}
+        for key, item in value.items():
+            if item is None:
+                section.unconverted(f"{path}.{key}", None, "TOML has no null; left out")
+            else:
+                kept[str(key)] = _toml_tree(item, f"{path}.{key}", section)
+        return kept
+    if isinstance(value, list):
+        return [_toml_tree(item, f"{path}[{index}]", section) for index, item in enumerate(value)]
+    return value
+
+
+def _render(source: str, top: _Section, backend: tuple[str, _Section] | None) -> str:
+    lines = [
+        f"# Converted by `ozw config import` from {source} (a Go oz-agent-worker config).",
+        f"# The API key is never read from this file: pass --api-key or set {API_KEY_ENV}.",
+        "",
+    ]
+    if "worker_id" not in top.values:
+        lines.append('# worker_id = "..."  (required: set it here or pass --worker-id)')
+    body = tomli_w.dumps(top.values)
+    if body:
+        lines.append(body.rstrip("\n"))
+    lines += [f"# {note}" for note in top.notes]
+    if backend is not None:
+        name, section = backend
+        lines += ["", *(f"# {note}" for note in section.notes)]
+        lines.append(tomli_w.dumps({"backend": {name: section.values}}).rstrip("\n"))
+    return "\n".join(lines) + "\n"
