@@ -53,7 +53,7 @@ class InstantBackend(Backend):
     name: ClassVar[str] = "instant"
 
     def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
-        return InstantRun()
+        return InstantRun(params, log)
 
 
 def assignment(task_id: str) -> TaskAssignment:

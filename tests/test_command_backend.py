@@ -35,13 +35,12 @@ from ozw.backends.command import (
     encode_payload,
     last_line,
 )
+from ozw.backends.execution import ScriptResult, configured_environment, group_alive
 from ozw.config import CommandConfig, EnvEntry
-from ozw.environment import configured_environment
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.lifecycle import TaskOutcome
 from ozw.logs import TaskLog
 from ozw.params import ParamSettings, TaskParams, build_task_params
-from ozw.processes import group_alive
 from ozw.protocol import (
     SidecarSpec,
     Task,
@@ -299,11 +298,14 @@ def test_configured_environment_inherits() -> None:
 
 
 def test_failure_cause_quotes_the_last_stderr_line() -> None:
-    assert dispatch_failure_cause(3, ["first", "no capacity", "  ", ""]) == (
+    def exited(code: int, tail: tuple[str, ...]) -> ScriptResult:
+        return ScriptResult("dispatch command", exit_code=code, stderr_tail=tail)
+
+    assert dispatch_failure_cause(exited(3, ("first", "no capacity", "  ", ""))) == (
         "dispatch command exited with exit code 3: no capacity"
     )
-    assert dispatch_failure_cause(3, []) == "dispatch command exited with exit code 3"
-    assert dispatch_failure_cause(137, ["x"]) == (
+    assert dispatch_failure_cause(exited(3, ())) == "dispatch command exited with exit code 3"
+    assert dispatch_failure_cause(exited(137, ("x",))) == (
         "dispatch command exited with killed by SIGKILL (exit code 137): x"
     )
     long = last_line(["y" * 1000])
@@ -389,7 +391,7 @@ async def test_nonzero_exit_is_dispatch_command_with_the_stderr_tail(tmp_path: P
         await run.execute()
     failure = caught.value
     assert failure.reason is FailureReason.DISPATCH_COMMAND
-    assert failure.exit_code == 3
+    assert failure.exit_code is None  # exit_code is the agent's own exit only
     assert failure.cause == "dispatch command exited with exit code 3: err 25"
     assert (
         failure.message
@@ -407,7 +409,7 @@ async def test_missing_dispatch_script_is_exit_127(tmp_path: Path) -> None:
     with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
         await backend.open_task(make_params(), log).execute()
     assert caught.value.reason is FailureReason.DISPATCH_COMMAND
-    assert caught.value.exit_code == 127
+    assert "exit code 127" in caught.value.cause
     assert "not found" in caught.value.cause
 
 
@@ -416,7 +418,7 @@ async def test_dispatch_killed_by_a_signal_reports_128_plus_n() -> None:
     log, _ = recording_log("run-1")
     with trio.fail_after(10), pytest.raises(TaskFailure) as caught:
         await backend.open_task(make_params(), log).execute()
-    assert caught.value.exit_code == 137
+    assert "killed by SIGKILL (exit code 137)" in caught.value.cause
     assert caught.value.reason is FailureReason.DISPATCH_COMMAND
 
 
@@ -514,7 +516,7 @@ async def test_a_dispatch_killed_by_kill_all_runs_the_cancel_command(tmp_path: P
             nursery.start_soon(execute)
             await recorder.events["ready"].wait()
             await backend.kill_all()
-    assert [f.exit_code for f in failures] == [137]
+    assert ["exit code 137" in f.cause for f in failures] == [True]
     assert (tmp_path / "order").read_text().split("\n") == ["submitted", "cancel run-1", ""]
 
 
@@ -661,7 +663,6 @@ async def test_example_dispatch_failure_quotes_its_error(tmp_path: Path) -> None
     with trio.fail_after(20), pytest.raises(TaskFailure) as caught:
         await backend.open_task(make_params(), log).execute()
     assert caught.value.reason is FailureReason.DISPATCH_COMMAND
-    assert caught.value.exit_code == 1
     assert caught.value.cause == (
         f"dispatch command exited with exit code 1: dispatch: cannot start the agent "
         f"{tmp_path / 'nope'}: No such file or directory"
@@ -881,7 +882,7 @@ async def test_end_to_end_hand_off_failure_and_cancellation(tmp_path: Path) -> N
                 "Failed to execute task: dispatch command exited with exit code 4: "
                 "no capacity for run f1",
                 "dispatch_command",
-                4,
+                None,  # exit_code is the agent's own exit only
             )
             await worker.outbox.wait_empty()
             # The hand-off was claimed and reported nothing after the claim.

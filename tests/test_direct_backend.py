@@ -530,7 +530,28 @@ async def test_setup_timeout_fails_with_setup_command_and_kills_the_group(
     assert teardown_marker.exists()
 
 
-async def test_setup_failure_keeps_its_exit_code_and_teardown_still_runs(
+@pytest.mark.parametrize(
+    ("setup_command", "reason", "what"),
+    [
+        ("true", FailureReason.SETUP_COMMAND, "the setup command"),
+        (None, FailureReason.AGENT_INVOCATION, "the agent"),
+    ],
+)
+async def test_a_variable_no_process_can_receive_fails_the_task_naming_it(
+    tmp_path: Path,
+    environ: dict[str, str],
+    setup_command: str | None,
+    reason: FailureReason,
+    what: str,
+) -> None:
+    backend = make_backend(tmp_path, environ, setup_command=setup_command)
+    result = failure(await run_task(backend, make_params(env={"SECRET": "top\0secret"})))
+    assert result.reason is reason
+    assert result.cause == f"cannot start {what}: environment variable SECRET holds a NUL byte"
+    assert not (tmp_path / "ws" / "run-1").exists()
+
+
+async def test_setup_failure_carries_no_exit_code_and_teardown_still_runs(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
     teardown_marker = tmp_path / "teardown-ran"
@@ -542,7 +563,7 @@ async def test_setup_failure_keeps_its_exit_code_and_teardown_still_runs(
     )
     result = failure(await run_task(backend, make_params()))
     assert result.reason is FailureReason.SETUP_COMMAND
-    assert result.exit_code == 4
+    assert result.exit_code is None  # exit_code is the agent's own exit only
     assert result.cause == "setup command exited with exit code 4"
     assert teardown_marker.exists()
     assert not (tmp_path / "ws" / "run-1").exists()

@@ -22,8 +22,8 @@ from ozw.backends.direct import (
     script_variables,
     task_id_problem,
 )
+from ozw.backends.execution import configured_environment, invalid_variables
 from ozw.config import EnvEntry
-from ozw.environment import configured_environment, invalid_variables
 
 
 @pytest.mark.parametrize("task_id", ["", ".", "..", "a/b", "/abs", "a\\b", "nul\0byte", "../x"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from ozw.backends.execution.processes import MAX_LINE, ProcessRunner
 from ozw.logs import TaskLog
-from ozw.processes import MAX_LINE, ProcessRunner
 from tests.log_lines import Lines
 
 ENV = {"PATH": "/usr/bin:/bin"}

@@ -15,17 +15,24 @@ The lifecycle drives one :class:`TaskRun` per task::
 Cancellation is the caller's cancel scope: a backend stops its child processes /
 containers when cancelled and re-raises. :meth:`Backend.cancel` exists only for
 work that lives outside this process (the command backend's hand-offs).
+
+What backends share (environment rules, process groups, scripts, time limits) is in
+:mod:`ozw.backends.execution`; :class:`ProcessBackend` is the base of the backends
+whose work runs as child processes of the worker.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+import os
+from collections.abc import Mapping
 from types import TracebackType
 from typing import ClassVar, Self
 
 import anyio
 
+from ozw.backends.execution import ProcessRunner
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 
@@ -44,6 +51,10 @@ class ExecuteResult(enum.Enum):
 
 class TaskRun(abc.ABC):
     """One task on one backend."""
+
+    def __init__(self, params: TaskParams, log: TaskLog) -> None:
+        self.params = params
+        self.log = log
 
     @abc.abstractmethod
     async def setup(self) -> None:
@@ -68,6 +79,11 @@ class Backend(abc.ABC):
 
     teardown_timeout: float = 300.0
     """The deadline of one task's teardown."""
+
+    def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
+        self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
+        """The worker's environment (default ``os.environ``), read once here: configured
+        entries without value inherit from it, and child processes get parts of it."""
 
     async def check(self) -> str:
         """Start-up check, without side effects (``ozw check`` runs it beside a live
@@ -104,3 +120,21 @@ class Backend(abc.ABC):
         # Clean-up runs even when the surrounding scope is cancelled, but not for ever.
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
             await self.aclose()
+
+
+class ProcessBackend(Backend):
+    """A backend whose work runs as child processes of the worker (agents, scripts,
+    CLIs), all started through one :class:`~ozw.backends.execution.ProcessRunner`.
+
+    Args:
+        kill_grace: the pause between SIGTERM and SIGKILL when a child is stopped.
+        environ: the worker's environment (default ``os.environ``).
+    """
+
+    def __init__(self, *, kill_grace: float, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(environ=environ)
+        self.runner = ProcessRunner(kill_grace=kill_grace)
+
+    async def kill_all(self) -> None:
+        """SIGKILL every process group this backend started, now."""
+        self.runner.kill_all()

@@ -59,7 +59,6 @@ Choices where the contract is silent:
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -69,21 +68,25 @@ from typing import Any, ClassVar, Final
 import anyio
 import attrs
 
-from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.backends.base import ExecuteResult, ProcessBackend, TaskRun
+from ozw.backends.execution import (
+    SHELL,
+    ScriptResult,
+    configured_environment,
+    inherited_environment,
+    layered_environment,
+    require_valid_environment,
+    run_script,
+)
 from ozw.config import CommandConfig, EnvEntry
-from ozw.environment import configured_environment, invalid_variables
-from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
+from ozw.failures import BackendUnavailable, FailureReason
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
-from ozw.processes import ProcessRunner
 
 logger = logging.getLogger("ozw.backends.command")
 
-SHELL: Final = "/bin/sh"
 PAYLOAD_VERSION: Final = 1
 BACKEND_NAME: Final = "command"
-STRIPPED_VARIABLES: Final = frozenset({"WARP_API_KEY"})
-"""Worker variables the commands do not inherit (unless configured explicitly)."""
 FORCED_CANCEL_TIMEOUT: Final = 3.0
 """The bound on a cancel command run after a forced stop (within ozw's own 5 s)."""
 STDERR_TAIL_LINES: Final = 20
@@ -119,11 +122,6 @@ def encode_payload(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
 
 
-def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment minus :data:`STRIPPED_VARIABLES`."""
-    return {name: value for name, value in environ.items() if name not in STRIPPED_VARIABLES}
-
-
 def cancel_variables(params: TaskParams) -> dict[str, str]:
     """The variables ozw forces on ``cancel_command``."""
     return {
@@ -150,10 +148,11 @@ def command_environment(
 ) -> dict[str, str]:
     """A command's environment: the worker's (stripped), the configured entries, then
     ``forced`` last so nothing overrides it. See the module docstring."""
-    env = inherited_environment(worker)
-    env.update(configured_environment(configured, worker))
-    env.update(forced)
-    return env
+    return layered_environment(
+        inherited=inherited_environment(worker),
+        configured=configured_environment(configured, worker),
+        forced=forced,
+    )
 
 
 def last_line(lines: Iterable[str]) -> str | None:
@@ -167,17 +166,17 @@ def last_line(lines: Iterable[str]) -> str | None:
     return found
 
 
-def dispatch_failure_cause(exit_code: int, stderr_tail: Iterable[str]) -> str:
+def dispatch_failure_cause(result: ScriptResult) -> str:
     """``dispatch command exited with exit code N[: <last stderr line>]``."""
-    cause = f"dispatch command exited with {describe_exit(exit_code)}"
-    line = last_line(stderr_tail)
+    cause = result.describe()
+    line = last_line(result.stderr_tail)
     return cause if line is None else f"{cause}: {line}"
 
 
 # ------------------------------------------------------------------------ backend
 
 
-class CommandBackend(Backend):
+class CommandBackend(ProcessBackend):
     """Hands each task to ``dispatch_command`` (PROTOCOL.md 5, "command").
 
     Args:
@@ -199,10 +198,9 @@ class CommandBackend(Backend):
         worker_id: str,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        super().__init__(kill_grace=config.kill_grace, environ=environ)
         self.config = config
         self.worker_id = worker_id
-        self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
-        self.runner = ProcessRunner(kill_grace=config.kill_grace)
         self.dispatches = 0
         self.cancel_failures = 0
         self._dispatching: dict[str, _InFlight] = {}
@@ -244,7 +242,7 @@ class CommandBackend(Backend):
         if not command or not command.strip():
             log.info("no cancel_command configured: the dispatched work is left alone")
             return
-        env = self._environment(cancel_variables(params), log, "cancel command")
+        env = self._environment(cancel_variables(params))
         # After a forced stop (second Ctrl-C) the operator wants out now: the cancel
         # still runs, but briefly.
         timeout = (
@@ -252,24 +250,20 @@ class CommandBackend(Backend):
             if self._forced
             else self.config.dispatch_timeout
         )
-        code: int | None = None
-        with anyio.move_on_after(timeout):
-            try:
-                code = await self.runner.run(
-                    [SHELL, "-c", command], log=log, label="cancel", env=env
-                )
-            except (OSError, ValueError) as exc:
-                log.warning("cancel command could not start: %s", _describe_error(exc))
-                self.cancel_failures += 1
-                return
-        if code is None:
-            log.warning("cancel command timed out after %gs", timeout)
-            self.cancel_failures += 1
-        elif code != 0:
-            log.warning("cancel command failed: %s", describe_exit(code))
-            self.cancel_failures += 1
-        else:
+        result = await run_script(
+            self.runner,
+            command,
+            what="cancel command",
+            label="cancel",
+            log=log,
+            env=env,
+            timeout=timeout,
+        )
+        if result.ok:
             log.info("cancel command succeeded")
+        else:
+            log.warning("%s", result.describe())
+            self.cancel_failures += 1
 
     async def kill_all(self) -> None:
         """SIGKILL every dispatch and cancel command still running (a killed dispatch
@@ -281,68 +275,54 @@ class CommandBackend(Backend):
 
     # -- used by CommandTaskRun
 
-    def _environment(self, forced: Mapping[str, str], log: TaskLog, what: str) -> dict[str, str]:
-        env = command_environment(
+    def _environment(self, forced: Mapping[str, str]) -> dict[str, str]:
+        return command_environment(
             worker=self.environ, configured=self.config.environment, forced=forced
         )
-        bad = invalid_variables(env)
-        if bad:
-            # Names only: values may be secrets.
-            log.warning("dropping invalid %s environment variables: %s", what, ", ".join(bad))
-            for name in bad:
-                del env[name]
-        return env
 
     async def dispatch(self, params: TaskParams, log: TaskLog) -> None:
         """Run ``dispatch_command`` for a task. Raises TaskFailure unless it exits 0."""
         payload = encode_payload(dispatch_payload(params, worker_id=self.worker_id))
-        env = self._environment(dispatch_variables(params), log, "dispatch command")
-        tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        timeout = self.config.dispatch_timeout
+        env = self._environment(dispatch_variables(params))
+        require_valid_environment(env, FailureReason.DISPATCH_COMMAND, "the dispatch command")
         in_flight = self._dispatching[params.task_id] = _InFlight()
         try:
             try:
-                with anyio.fail_after(timeout):
-                    code = await self.runner.run(
-                        [SHELL, "-c", self.config.dispatch_command],
-                        log=log,
-                        label="dispatch",
-                        env=env,
-                        stdin=payload,
-                        stderr_tail=tail,
-                    )
-            except TimeoutError as exc:
-                await self._cancel_stopped_dispatch(params, log, in_flight, "timed out")
-                raise TaskFailure(
-                    FailureReason.DISPATCH_TIMEOUT,
-                    f"dispatch command timed out after {timeout:g}s",
-                ) from exc
+                result = await run_script(
+                    self.runner,
+                    self.config.dispatch_command,
+                    what="dispatch command",
+                    label="dispatch",
+                    log=log,
+                    env=env,
+                    timeout=self.config.dispatch_timeout,
+                    stdin=payload,
+                    stderr_lines=STDERR_TAIL_LINES,
+                )
             except anyio.get_cancelled_exc_class():
                 await self._cancel_stopped_dispatch(params, log, in_flight, "was stopped")
                 raise
-            except (OSError, ValueError) as exc:
-                raise TaskFailure(
-                    FailureReason.DISPATCH_COMMAND,
-                    f"dispatch command could not start: {_describe_error(exc)}",
-                ) from exc
-            if in_flight.killed and code != 0:  # exit 0 beat the kill: a hand-off
+            if result.timed_out:
+                await self._cancel_stopped_dispatch(params, log, in_flight, "timed out")
+                raise result.failure(FailureReason.DISPATCH_TIMEOUT)
+            if in_flight.killed and not result.ok:  # exit 0 beat the kill: a hand-off
                 await self._cancel_stopped_dispatch(params, log, in_flight, "was killed")
         finally:
             if self._dispatching.get(params.task_id) is in_flight:
                 del self._dispatching[params.task_id]
             in_flight.done.set()
-        if code != 0:
-            if tail:
+        if result.start_error is not None:
+            raise result.failure(FailureReason.DISPATCH_COMMAND)
+        if not result.ok:
+            if result.stderr_tail:
                 log.warning(
-                    "dispatch command exited with %s; its last %d stderr line(s):",
-                    describe_exit(code),
-                    len(tail),
+                    "%s; its last %d stderr line(s):",
+                    result.describe(),
+                    len(result.stderr_tail),
                 )
-                for line in tail:
+                for line in result.stderr_tail:
                     log.warning("%s", line, extra={"stream": "dispatch stderr"})
-            raise TaskFailure(
-                FailureReason.DISPATCH_COMMAND, dispatch_failure_cause(code, tail), exit_code=code
-            )
+            raise result.failure(FailureReason.DISPATCH_COMMAND, dispatch_failure_cause(result))
         self.dispatches += 1
         log.info("handed off by the dispatch command")
 
@@ -375,19 +355,12 @@ class _InFlight:
     """The dispatch ran (or is running) the cancel command itself."""
 
 
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
-
-
 class CommandTaskRun(TaskRun):
     """One task of the command backend: nothing to set up, one dispatch, nothing to undo."""
 
     def __init__(self, backend: CommandBackend, params: TaskParams, log: TaskLog) -> None:
+        super().__init__(params, log)
         self.backend = backend
-        self.params = params
-        self.log = log
 
     async def setup(self) -> None:
         """Nothing to prepare: the remote runtime does its own setup."""

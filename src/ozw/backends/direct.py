@@ -20,14 +20,18 @@ Environment of the agent (later layers win; see :func:`agent_environment`):
 
 Environment of ``setup_command`` / ``teardown_command`` (``/bin/sh -c``, cwd the
 workspace; see :func:`script_environment`): the worker's environment *without*
-``WARP_API_KEY`` (the worker's own Oz credential; the same rule and the same
-:func:`ozw.backends.command.inherited_environment` as the command backend's scripts:
+``WARP_API_KEY`` (the worker's own Oz credential; the rule of every child,
+:func:`ozw.backends.execution.inherited_environment`:
 teardown often runs git in a workspace the agent controlled, where ``core.fsmonitor``
 and the like can run code the agent chose), the task environment, the configured
 ``environment`` (listing ``WARP_API_KEY`` there is the deliberate opt-in; it then
 reaches the agent too, like every configured entry), then ``OZ_WORKSPACE_ROOT`` (the
 task's workspace), ``OZ_WORKER_BACKEND=direct``, ``OZ_RUN_ID``, ``GIT_CONFIG_GLOBAL``
 and, for setup only, ``OZ_ENVIRONMENT_FILE``.
+
+A variable no process can receive (see :mod:`ozw.backends.execution.environment`)
+fails the task: ``setup_command`` for the setup script's environment,
+``agent_invocation`` for the agent's.
 
 Choices where the contract is silent:
 
@@ -73,20 +77,23 @@ import anyio
 import attrs
 from dotenv import dotenv_values
 
-from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.backends.command import inherited_environment
-from ozw.config import DirectConfig, format_duration
-from ozw.environment import configured_environment, invalid_variables
+from ozw.backends.base import ExecuteResult, ProcessBackend, TaskRun
+from ozw.backends.execution import (
+    configured_environment,
+    inherited_environment,
+    layered_environment,
+    require_valid_environment,
+    run_script,
+)
+from ozw.config import DirectConfig
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
-from ozw.processes import ProcessRunner
 
 logger = logging.getLogger("ozw.backends.direct")
 
 ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
 
-SHELL: Final = "/bin/sh"
 HOST_VARIABLES: Final = ("HOME", "TMPDIR", "PATH")
 """The only worker variables the agent inherits."""
 GITCONFIG_NAME: Final = ".gitconfig"
@@ -144,14 +151,6 @@ def harness_home(harness: str | None) -> tuple[str, str] | None:
     return HARNESS_HOMES.get(harness.strip().lower())
 
 
-def merge_environment(*layers: Mapping[str, str]) -> dict[str, str]:
-    """Merge layers; a later layer wins for the same name."""
-    merged: dict[str, str] = {}
-    for layer in layers:
-        merged.update(layer)
-    return merged
-
-
 def agent_environment(
     *,
     host: Mapping[str, str],
@@ -161,7 +160,9 @@ def agent_environment(
     forced: Mapping[str, str],
 ) -> dict[str, str]:
     """The agent's environment: the five layers of the module docstring, in order."""
-    return merge_environment(host, task, configured, env_file, forced)
+    return layered_environment(
+        inherited=host, task=task, configured=configured, overrides=env_file, forced=forced
+    )
 
 
 def script_environment(
@@ -173,7 +174,9 @@ def script_environment(
 ) -> dict[str, str]:
     """A setup/teardown script's environment: the worker's (without ``WARP_API_KEY``),
     the task's, configured, ``OZ_*``. See the module docstring."""
-    return merge_environment(inherited_environment(worker), task, configured, oz)
+    return layered_environment(
+        inherited=inherited_environment(worker), task=task, configured=configured, forced=oz
+    )
 
 
 def script_variables(
@@ -474,7 +477,7 @@ def read_env_file(path: str) -> dict[str, str]:
 # ------------------------------------------------------------------------ backend
 
 
-class DirectBackend(Backend):
+class DirectBackend(ProcessBackend):
     """Runs the ``oz`` CLI on the host (PROTOCOL.md 5, "direct").
 
     Args:
@@ -494,10 +497,9 @@ class DirectBackend(Backend):
         cleanup: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        super().__init__(kill_grace=config.kill_grace, environ=environ)
         self.config = config
         self.cleanup = cleanup
-        self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
-        self.runner = ProcessRunner(kill_grace=config.kill_grace)
         # The script gets teardown_timeout; the kill sequence and removal need room too.
         self.teardown_timeout = config.teardown_timeout + 2 * config.kill_grace + TEARDOWN_MARGIN
         self.teardown_failures = 0
@@ -562,10 +564,6 @@ class DirectBackend(Backend):
         """The run of one task (no I/O yet)."""
         return DirectTaskRun(self, params, log)
 
-    async def kill_all(self) -> None:
-        """SIGKILL every agent and script of this backend now."""
-        self.runner.kill_all()
-
     async def aclose(self) -> None:
         """Remove lingering workspaces (see the module docstring) unless cleanup is off."""
         with anyio.CancelScope(shield=True):
@@ -621,9 +619,8 @@ class DirectTaskRun(TaskRun):
     """One task of the direct backend: workspace + setup script, agent, teardown script."""
 
     def __init__(self, backend: DirectBackend, params: TaskParams, log: TaskLog) -> None:
+        super().__init__(params, log)
         self.backend = backend
-        self.params = params
-        self.log = log
         self.workspace: Workspace | None = None
         self.agent_env: dict[str, str] | None = None
         self._torn_down = False
@@ -642,19 +639,9 @@ class DirectTaskRun(TaskRun):
             gitconfig=workspace.gitconfig,
             env_file=workspace.env_file if setup else None,
         )
-        env = script_environment(
+        return script_environment(
             worker=self.backend.environ, task=self.params.env, configured=self._configured(), oz=oz
         )
-        return self._valid(env, "script")
-
-    def _valid(self, env: dict[str, str], what: str) -> dict[str, str]:
-        bad = invalid_variables(env)
-        if bad:
-            # Names only: values may be secrets.
-            self.log.warning("dropping invalid %s environment variables: %s", what, ", ".join(bad))
-            for name in bad:
-                del env[name]
-        return env
 
     async def setup(self) -> None:
         """Create the workspace, run ``setup_command``, build the agent's environment."""
@@ -686,34 +673,24 @@ class DirectTaskRun(TaskRun):
             env_file=env_file,
             forced=forced,
         )
-        self.agent_env = self._valid(env, "agent")
+        require_valid_environment(env, FailureReason.AGENT_INVOCATION, "the agent")
+        self.agent_env = env
 
     async def _run_setup_command(self, command: str, workspace: Workspace) -> None:
-        timeout = self._config.setup_timeout
-        try:
-            with anyio.fail_after(timeout):
-                code = await self.backend.runner.run(
-                    [SHELL, "-c", command],
-                    log=self.log,
-                    label="setup",
-                    env=self._script_env(workspace, setup=True),
-                    cwd=workspace.path,
-                )
-        except TimeoutError as exc:
-            raise TaskFailure(
-                FailureReason.SETUP_COMMAND,
-                f"setup command timed out after {format_duration(timeout)}",
-            ) from exc
-        except OSError as exc:
-            raise TaskFailure(
-                FailureReason.SETUP_COMMAND, f"setup command could not start: {exc.strerror or exc}"
-            ) from exc
-        if code != 0:
-            raise TaskFailure(
-                FailureReason.SETUP_COMMAND,
-                f"setup command exited with {describe_exit(code)}",
-                exit_code=code,
-            )
+        env = self._script_env(workspace, setup=True)
+        require_valid_environment(env, FailureReason.SETUP_COMMAND, "the setup command")
+        result = await run_script(
+            self.backend.runner,
+            command,
+            what="setup command",
+            label="setup",
+            log=self.log,
+            env=env,
+            timeout=self._config.setup_timeout,
+            cwd=workspace.path,
+        )
+        if not result.ok:
+            raise result.failure(FailureReason.SETUP_COMMAND)
 
     async def execute(self) -> ExecuteResult:
         """Run ``<oz> <base args>`` in the workspace; exit 0 completes the task."""
@@ -761,24 +738,23 @@ class DirectTaskRun(TaskRun):
         command = self._config.teardown_command
         if not command:
             return True
-        timeout = self._config.teardown_timeout
-        code: int | None = None
-        with anyio.move_on_after(timeout):
-            try:
-                code = await self.backend.runner.run(
-                    [SHELL, "-c", command],
-                    log=self.log,
-                    label="teardown",
-                    env=self._script_env(workspace, setup=False),
-                    cwd=workspace.path,
-                )
-            except OSError as exc:
-                self.log.warning("teardown command could not start: %s", exc.strerror or exc)
-                return False
-        if code is None:
-            self.log.warning("teardown command timed out after %s", format_duration(timeout))
+        env = self._script_env(workspace, setup=False)
+        try:
+            require_valid_environment(env, FailureReason.TEARDOWN_COMMAND, "the teardown command")
+        except TaskFailure as exc:
+            self.log.warning("%s", exc.cause)
             return False
-        if code != 0:
-            self.log.warning("teardown command failed: %s", describe_exit(code))
+        result = await run_script(
+            self.backend.runner,
+            command,
+            what="teardown command",
+            label="teardown",
+            log=self.log,
+            env=env,
+            timeout=self._config.teardown_timeout,
+            cwd=workspace.path,
+        )
+        if not result.ok:
+            self.log.warning("%s", result.describe())
             return False
         return True

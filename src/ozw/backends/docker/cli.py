@@ -2,7 +2,7 @@
 registry of what the backend created.
 
 Every call is an ``anyio.run_process`` (killed at once when cancelled) or, for
-``docker start --attach``, a process under :class:`~ozw.processes.ProcessRunner`,
+``docker start --attach``, a process under :class:`~ozw.backends.execution.ProcessRunner`,
 so cancellation always reaches the child and no thread pool is involved. Each child
 runs in its own session (a terminal Ctrl-C must reach only ozw).
 
@@ -26,8 +26,8 @@ import anyio.abc
 import attrs
 
 from ozw.backends.docker.container import docker_error
+from ozw.backends.execution import ProcessRunner
 from ozw.failures import FailureReason, TaskFailure
-from ozw.processes import ProcessRunner
 
 logger = logging.getLogger("ozw.backends.docker")
 

@@ -1,6 +1,6 @@
 """Child processes of a task: own session, live output relay, group-wide termination.
 
-Written against anyio so backends stay anyio-compatible. Every child starts in a new
+Written against anyio so backends run under Trio and asyncio. Every child starts in a new
 session (``start_new_session=True``): a terminal Ctrl-C reaches only ozw, and the
 child's whole process group can be signalled at once. Stopping a group is SIGTERM,
 then SIGKILL after the grace period, to the *group*, so grandchildren that ignore
