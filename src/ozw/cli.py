@@ -178,6 +178,12 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return _error(str(exc))
     if not config.api_key:
         return _error(f"no API key: pass --api-key KEY or set {API_KEY_ENV}")
+    from ozw.proxy import ProxySettingError, choose_proxy
+
+    try:
+        choose_proxy(config.server.websocket_url, None, environ)
+    except ProxySettingError as exc:
+        return _error(str(exc))
     from ozw.logs import configure_logging
 
     configure_logging(config.log_level, config.log_format)

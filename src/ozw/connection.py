@@ -11,6 +11,7 @@ and pong pushes forward: when it expires, the server has been silent too long.
 from __future__ import annotations
 
 import logging
+import ssl
 import urllib.parse
 from collections.abc import Callable, Iterator
 
@@ -18,8 +19,10 @@ import attrs
 import trio
 import trio_websocket as tws
 
+from ozw.dial import describe_error, open_websocket
 from ozw.outbox import Outbox
 from ozw.protocol import ProtocolError, ServerMessage, decode_server_message, encode_message
+from ozw.proxy import Proxy
 
 log = logging.getLogger("ozw.connection")
 
@@ -40,6 +43,10 @@ class ConnectionSettings:
     backoff_max: float = 60.0
     connect_timeout: float = 30.0
     close_timeout: float = 5.0
+    proxy: Proxy | None = None
+    """The HTTP proxy to dial through (``ozw.proxy.choose_proxy``), None to dial directly."""
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
+    """For ``wss://``; None trusts the system's certificate authorities."""
 
 
 def worker_url(websocket_url: str, worker_id: str) -> str:
@@ -169,8 +176,10 @@ class Connection:
         """One connection's life. Returns why it ended (None: closed on purpose)."""
         headers = [(b"Authorization", f"Bearer {self.settings.api_key}".encode())]
         try:
-            async with tws.open_websocket_url(
+            async with open_websocket(
                 url,
+                proxy=self.settings.proxy,
+                ssl_context=self.settings.ssl_context,
                 extra_headers=headers,
                 connect_timeout=self.settings.connect_timeout,
                 disconnect_timeout=self.settings.close_timeout,
@@ -179,7 +188,8 @@ class Connection:
             ) as ws:
                 self.connects += 1
                 self._set_connected(True, "connected")
-                log.info("connected to %s", loggable_url(self.settings.websocket_url))
+                via = f" through proxy {self.settings.proxy}" if self.settings.proxy else ""
+                log.info("connected to %s%s", loggable_url(self.settings.websocket_url), via)
                 await self._serve(ws)
                 return None
         except Exception as exc:  # an ExceptionGroup from the session's nursery too
@@ -190,7 +200,7 @@ class Connection:
                 log.error(
                     "unexpected %s on the connection: %s",
                     type(leaf).__name__,
-                    _describe(leaf),
+                    describe_error(leaf),
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
             return _why_lost(leaf, self.settings.dead_after)
@@ -294,10 +304,5 @@ def _why_lost(exc: BaseException, dead_after: float) -> Lost:
         case _SilentServer():
             return Lost("silent", f"no word from the server for {dead_after:g}s")
         case OSError() | tws.HandshakeError():
-            return Lost("dial_failed", f"cannot connect: {_describe(exc)}")
-    return Lost("error", f"connection failed: {type(exc).__name__}: {_describe(exc)}")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else type(exc).__name__
+            return Lost("dial_failed", f"cannot connect: {describe_error(exc)}")
+    return Lost("error", f"connection failed: {type(exc).__name__}: {describe_error(exc)}")

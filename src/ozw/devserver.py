@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ class DispatchServer:
         self.paths: list[str] = []
         self.connections = 0
         self.port: int | None = None
+        self.scheme = "ws"
         self.on_receive: list[Callable[[Received], None]] = []
         self._current: tws.WebSocketConnection | None = None
         self._current_worker: str | None = None
@@ -64,7 +66,7 @@ class DispatchServer:
     @property
     def url(self) -> str:
         assert self.port is not None, "the server is not listening yet"
-        return f"ws://127.0.0.1:{self.port}/api/v1/selfhosted/worker/ws"
+        return f"{self.scheme}://127.0.0.1:{self.port}/api/v1/selfhosted/worker/ws"
 
     @property
     def connected(self) -> bool:
@@ -75,16 +77,21 @@ class DispatchServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen until cancelled; reports the bound port through ``task_status``."""
+        """Listen until cancelled; reports the bound port through ``task_status``.
+
+        With ``ssl_context`` it speaks ``wss://`` (tests of TLS through a proxy).
+        """
+        self.scheme = "wss" if ssl_context else "ws"
 
         async def start(*, task_status: trio.TaskStatus[tws.WebSocketServer]) -> None:
             await tws.serve_websocket(
                 self._handle,
                 host,
                 port,
-                ssl_context=None,
+                ssl_context=ssl_context,
                 max_message_size=16 * 1024 * 1024,
                 task_status=task_status,
             )

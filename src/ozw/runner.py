@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import trio
@@ -22,6 +23,7 @@ from ozw.failures import BackendUnavailable, StartupError
 from ozw.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
+from ozw.proxy import choose_proxy
 from ozw.worker import Supervisor, SupervisorSettings
 
 log = logging.getLogger("ozw")
@@ -77,6 +79,8 @@ class Worker:
                 websocket_url=config.server.websocket_url,
                 worker_id=config.worker_id,
                 api_key=config.api_key or "",
+                # ``ozw run`` has checked the proxy settings (ProxySettingError) already.
+                proxy=choose_proxy(config.server.websocket_url, None, os.environ),
             ),
             self.outbox,
             self.supervisor.handle,

@@ -1,0 +1,113 @@
+"""A real ``ozw run`` behind a real tinyproxy, configured by the environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from tests.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.tinyproxy import (
+    local_address,
+    local_name,
+    make_tls,
+    running_tinyproxy,
+    server_url,
+    start_dispatch_server,
+)
+from tests.worker_harness import API_KEY
+
+PASSWORD = "Pr0xyPassw0rd"
+
+
+def write_config(tmp_path: Path, websocket_url: str) -> Path:
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        f"""
+worker_id = "proxied-worker"
+
+[server]
+websocket_url = "{websocket_url}"
+
+[backend.direct]
+workspace_root = "{tmp_path / "workspaces"}"
+oz_path = "{STANDIN_AGENT}"
+"""
+    )
+    return config
+
+
+def proxy_free_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any proxy or key of its own, plus ``extra``."""
+    names = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.lower() not in names and not name.startswith("WARP_")
+    }
+    return {**env, "WARP_API_KEY": API_KEY, **extra}
+
+
+async def test_ozw_run_dials_wss_through_https_proxy_with_credentials(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
+    async with (
+        running_tinyproxy(tmp_path / "proxy", basic_auth=("worker", PASSWORD)) as tinyproxy,
+        trio.open_nursery() as nursery,
+    ):
+        server = await start_dispatch_server(nursery, tls=tls, host=local_address())
+        url = server_url(server, local_name())
+        env = proxy_free_env(
+            HTTPS_PROXY=tinyproxy.url(f"worker:{PASSWORD}"),
+            NO_PROXY="example.org",
+            # The system's trust store plus nothing: OpenSSL reads the test CA from here.
+            SSL_CERT_FILE=str(tls.ca_file),
+        )
+        ozw = OzwProcess(["--config", str(write_config(tmp_path, url))], env)
+        await nursery.start(ozw.run)
+        with trio.fail_after(30):
+            await ozw.wait_line(rf"connected to wss://\S+ through proxy {tinyproxy.address}")
+            await server.wait_connected()
+            ozw.send_signal(signal.SIGTERM)
+            assert await ozw.wait() == 0
+        assert await tinyproxy.tunnels() == [f"{local_name()}:{server.port}"]
+        assert PASSWORD not in ozw.log
+        assert "Traceback" not in ozw.log
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_proxy_sends_ozw_run_straight_to_the_server(tmp_path: Path) -> None:
+    async with running_tinyproxy(tmp_path / "proxy") as tinyproxy, trio.open_nursery() as nursery:
+        server = await start_dispatch_server(nursery, host=local_address())
+        url = server_url(server, local_name())
+        env = proxy_free_env(http_proxy=tinyproxy.url(), no_proxy=f"example.org, {local_name()}")
+        ozw = OzwProcess(["--config", str(write_config(tmp_path, url))], env)
+        await nursery.start(ozw.run)
+        with trio.fail_after(30):
+            line = await ozw.wait_line(r"connected to ws://")
+            await server.wait_connected()
+            ozw.send_signal(signal.SIGTERM)
+            assert await ozw.wait() == 0
+        assert "through proxy" not in line
+        assert await tinyproxy.tunnels() == []
+        nursery.cancel_scope.cancel()
+
+
+def test_an_unusable_proxy_variable_is_one_line_without_its_credentials(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "wss://oz.example.com/ws")
+    env = proxy_free_env(ALL_PROXY="socks5://worker:Sh0uldNotShow@proxy.corp:1080")
+    result = subprocess.run(
+        [sys.executable, "-m", "ozw", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ozw: error: ALL_PROXY: socks5:// proxies are not supported (use an http:// proxy)\n"
+    )
