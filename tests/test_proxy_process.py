@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
@@ -24,7 +25,7 @@ from tests.worker_harness import API_KEY
 PASSWORD = "Pr0xyPassw0rd"
 
 
-def write_config(tmp_path: Path, websocket_url: str) -> Path:
+def write_config(tmp_path: Path, websocket_url: str, server_extra: str = "") -> Path:
     config = tmp_path / "worker.toml"
     config.write_text(
         f"""
@@ -32,6 +33,7 @@ worker_id = "proxied-worker"
 
 [server]
 websocket_url = "{websocket_url}"
+{server_extra}
 
 [backend.direct]
 workspace_root = "{tmp_path / "workspaces"}"
@@ -93,6 +95,32 @@ async def test_no_proxy_sends_ozw_run_straight_to_the_server(tmp_path: Path) -> 
             assert await ozw.wait() == 0
         assert "through proxy" not in line
         assert await tinyproxy.tunnels() == []
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("where", ["file", "flag"])
+async def test_the_proxy_setting_wins_over_the_environment(tmp_path: Path, where: str) -> None:
+    async with (
+        running_tinyproxy(tmp_path / "proxy", basic_auth=("worker", PASSWORD)) as tinyproxy,
+        trio.open_nursery() as nursery,
+    ):
+        server = await start_dispatch_server(nursery)
+        proxy_url = tinyproxy.url(f"worker:{PASSWORD}")
+        in_file = f'proxy_url = "{proxy_url}"' if where == "file" else ""
+        args = ["--config", str(write_config(tmp_path, server.url, in_file))]
+        if where == "flag":
+            args += ["--proxy-url", proxy_url]
+        # NO_PROXY and the loopback rule concern the environment's proxies only.
+        env = proxy_free_env(HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="*")
+        ozw = OzwProcess(args, env)
+        await nursery.start(ozw.run)
+        with trio.fail_after(30):
+            await ozw.wait_line(rf"connected to ws://\S+ through proxy {tinyproxy.address}")
+            await server.wait_connected()
+            ozw.send_signal(signal.SIGTERM)
+            assert await ozw.wait() == 0
+        assert await tinyproxy.tunnels() == [f"127.0.0.1:{server.port}"]
+        assert PASSWORD not in ozw.log
         nursery.cancel_scope.cancel()
 
 

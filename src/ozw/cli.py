@@ -181,7 +181,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ozw.proxy import ProxySettingError, choose_proxy
 
     try:
-        choose_proxy(config.server.websocket_url, None, environ)
+        choose_proxy(config.server.websocket_url, config.server.proxy_url, environ)
     except ProxySettingError as exc:
         return _error(str(exc))
     from ozw.logs import configure_logging

@@ -80,7 +80,9 @@ class Worker:
                 worker_id=config.worker_id,
                 api_key=config.api_key or "",
                 # ``ozw run`` has checked the proxy settings (ProxySettingError) already.
-                proxy=choose_proxy(config.server.websocket_url, None, os.environ),
+                proxy=choose_proxy(
+                    config.server.websocket_url, config.server.proxy_url, os.environ
+                ),
             ),
             self.outbox,
             self.supervisor.handle,
