@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from ozw import cli
 from ozw.config import (
@@ -18,6 +23,9 @@ from ozw.config import (
     load_config,
     overrides_from_args,
 )
+from ozw.exit_status import TRACEBACK_ENV, outcome_of
+from tests.ozw_command import OZW, one_error_line, run_ozw
+from tests.ozw_process import REPO
 
 NO_KEY_ENV = {k: v for k, v in os.environ.items() if k not in ("WARP_API_KEY", "OZW_DEV_API_KEY")}
 
@@ -39,14 +47,6 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def one_error_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith("ozw: error: ")
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- subprocess
@@ -101,8 +101,8 @@ def test_version(tmp_path: Path) -> None:
 
 
 def test_bare_ozw_means_run(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([]) == 2
-    assert "worker_id: required" in one_error_line(capsys.readouterr().err)
+    assert cli.main(["--worker-id", "w"]) == 2
+    assert "no API key" in one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,9 @@ def test_normalise_argv(argv: list[str], expected: list[str]) -> None:
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--backend", "podman"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("ozw: error: argument --backend: invalid choice: 'podman'")
+    assert line.endswith("(see `ozw run --help`)")
 
 
 def test_flags_become_overrides() -> None:
@@ -290,3 +292,166 @@ def test_bad_max_tasks_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "--max-tasks" in err[0]
+
+
+# --------------------------------------------------------------------------- first run
+
+
+def test_the_worker_config_is_not_tracked_so_init_works_on_a_fresh_checkout() -> None:
+    def git(*args: str) -> int:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, check=False).returncode
+
+    assert git("ls-files", "--error-unmatch", "config/worker.toml") != 0
+    assert git("check-ignore", "-q", "config/worker.toml") == 0
+    assert git("ls-files", "--error-unmatch", "config/examples/docker.toml") == 0
+
+
+def test_config_init_in_a_checkout_without_a_config(tmp_path: Path) -> None:
+    (tmp_path / "config" / "examples").mkdir(parents=True)  # as a fresh clone has it
+    result = run_ozw("config", "init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "config" / "worker.toml"
+    assert result.stderr.startswith(f"wrote {written.relative_to(tmp_path)}")
+    assert load_config(str(written), CliOverrides(), {}).worker_id == "my-worker"
+
+
+def test_bare_ozw_says_what_to_do_first(tmp_path: Path) -> None:
+    result = run_ozw(cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "`ozw demo`" in line
+    assert "`ozw config init`" in line
+    assert result.stdout == ""
+
+
+def test_help_shows_defaults(tmp_path: Path) -> None:
+    run_help = " ".join(run_ozw("run", "--help", cwd=tmp_path).stdout.split())
+    for shown in ("--shutdown-grace DURATION time tasks get to finish on Ctrl-C / SIGTERM "
+                  "(default: 30s)", "(default: docker)", "log line format (default: human)",
+                  "(default: https://app.warp.dev)", "--cleanup [true|false]"):  # fmt: skip
+        assert shown in run_help
+    dev_help = " ".join(run_ozw("dev-server", "--help", cwd=tmp_path).stdout.split())
+    assert "(default: 8765)" in dev_help
+    assert "(default: 127.0.0.1)" in dev_help
+    init_help = " ".join(run_ozw("config", "init", "--help", cwd=tmp_path).stdout.split())
+    assert "(default: config/worker.toml)" in init_help
+
+
+@pytest.mark.parametrize(
+    ("command", "absent", "present"),
+    [
+        (["run"], [], ["--api-key", "--once", "--websocket-url", "--proxy-url", "--log-level"]),
+        (["smoke"], ["--api-key", "--once", "--max-tasks", "--websocket-url", "--proxy-url",
+                     "--metrics-addr"], ["--backend", "--volume", "--timeout", "--task"]),
+        (["check"], ["--once", "--max-tasks", "--log-level"], ["--api-key", "--websocket-url"]),
+        (["config", "init"], ["--worker-id", "--api-key"], ["--backend", "--output"]),
+        (["config", "import"], ["--worker-id", "--backend"], ["--output", "--force"]),
+        (["demo"], ["--worker-id", "--backend"], ["--log-file", "--metrics-addr"]),
+    ],
+)  # fmt: skip
+def test_each_command_lists_only_the_flags_it_uses(
+    tmp_path: Path, command: list[str], absent: list[str], present: list[str]
+) -> None:
+    result = run_ozw(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    flags = set(re.findall(r"--[a-z][a-z-]*", result.stdout))
+    assert flags.isdisjoint(absent), flags & set(absent)
+    assert flags.issuperset(present), set(present) - flags
+
+
+def test_config_show_without_a_file_prints_the_defaults(tmp_path: Path) -> None:
+    result = run_ozw("config", "show", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# worker_id: not set (required" in result.stdout
+    shown = tmp_path / "shown.toml"
+    shown.write_text(result.stdout)
+    defaults = load_config(str(shown), CliOverrides(worker_id="w"), {})
+    assert defaults == WorkerConfig(worker_id="w")
+
+
+# --------------------------------------------------------------------------- one error line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["frobnicate"], "ozw: error: argument COMMAND: invalid choice: 'frobnicate'"),
+        (["config"], "ozw: error: the following arguments are required: ACTION"),
+        (["run", "--max-concurrent-tasks", "x"],
+         "ozw: error: argument --max-concurrent-tasks: invalid int value: 'x'"),
+        (["config", "show", "--cleanup=maybe"],
+         "ozw: error: argument --cleanup: expected true or false, got 'maybe'"),
+        (["check", "--config", "absent.toml"], "ozw: error: absent.toml: no such file"),
+        (["smoke", "--worker-id", "w", "--timeout", "soon"], "ozw: error: --timeout: 'soon'"),
+        (["dev-server", "--assignments", "absent.jsonl"], "ozw: error: "),
+    ],
+)  # fmt: skip
+def test_every_usage_error_is_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = run_ozw(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_error_line(result.stderr).startswith(expected)
+
+
+def test_a_smoke_with_an_unavailable_backend_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "direct.toml"
+    config.write_text(
+        f'worker_id = "w"\n[backend.direct]\noz_path = "/nonexistent/oz"\n'
+        f'workspace_root = "{tmp_path / "ws"}"\n'
+    )
+    result = run_ozw("smoke", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_error_line(result.stderr) == (
+        "ozw: error: direct backend: oz CLI /nonexistent/oz does not exist"
+    )
+
+
+def test_a_dev_server_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_ozw("dev-server", "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Address already in use" in one_error_line(result.stderr)
+
+
+def test_ctrl_c_on_the_dev_server_prints_no_traceback(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [str(OZW), "dev-server", "--port", "0"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # SIGINT is not ignored, as in a terminal
+    )
+    assert process.stderr is not None
+    assert "listening on" in process.stderr.readline()  # the event: it is serving
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    # 0 when the command stops cleanly itself, 130 (interrupted) from the CLI's edge.
+    assert process.wait(timeout=30) in (0, 130)
+    assert "Traceback" not in rest
+    assert rest.count("\n") <= 1
+
+
+def test_an_unexpected_error_is_one_line_with_a_way_to_the_traceback() -> None:
+    group = BaseExceptionGroup("nursery", [ValueError("bad\nthing"), KeyError("k")])
+    assert outcome_of(group) == (
+        1, f"ozw: error: unexpected ValueError: bad thing (set {TRACEBACK_ENV}=1 for the traceback)"
+    )  # fmt: skip
+
+
+def test_ctrl_c_inside_a_group_is_an_interruption() -> None:
+    group = BaseExceptionGroup("nursery", [KeyboardInterrupt(), ExceptionGroup("g", [OSError()])])
+    assert outcome_of(group) == (130, None)
+
+
+def test_a_failure_beside_its_cancelled_siblings_is_the_cause() -> None:
+    async def fail_beside_a_sleeper() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            await trio.lowlevel.checkpoint()
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        trio.run(fail_beside_a_sleeper)
+    assert outcome_of(caught.value) == (1, "ozw: error: Address already in use")

@@ -233,7 +233,7 @@ def test_a_backend_that_fails_its_start_up_check_stops_the_worker_in_one_line(
 
 
 def test_no_api_key_is_one_line_naming_both_ways_to_give_it() -> None:
-    result = ozw("--config", "config/worker.toml")
+    result = ozw("--config", "config/examples/docker.toml")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "ozw: error: no API key: pass --api-key KEY or set WARP_API_KEY"

@@ -651,7 +651,7 @@ STARTER_BACKENDS: dict[str, object] = {
 
 
 @pytest.mark.parametrize(
-    "name", ["worker.toml", "examples/docker.toml", "examples/direct.toml", "examples/command.toml"]
+    "name", ["examples/docker.toml", "examples/direct.toml", "examples/command.toml"]
 )
 def test_shipped_config_files_load(name: str) -> None:
     config = load_config(str(REPO / "config" / name), NO_FLAGS, {})
@@ -666,8 +666,8 @@ def test_shipped_config_files_load(name: str) -> None:
         )
 
 
-def test_production_config_points_at_oz(tmp_path: Path) -> None:
-    config = load_config(str(REPO / "config" / "worker.toml"), NO_FLAGS, {})
+def test_production_config_points_at_oz(write_config: WriteConfig) -> None:
+    config = load_config(write_config(starter_config()), NO_FLAGS, {})
     assert config.server == ServerConfig()
     assert config.backend_name == "docker"
 

@@ -1,8 +1,9 @@
 """The ``ozw`` command line: run the worker, inspect or start a config, a local server.
 
 Exit codes: 0 ok, 1 the worker could not start, 2 usage or configuration error,
-130 stopped by a second Ctrl-C. User mistakes are one ``ozw: error: ...`` line on
-stderr, never a traceback.
+130 stopped by a second Ctrl-C. Every error is one ``ozw: error: ...`` line on
+stderr, never a traceback: usage errors from argparse included, and whatever a
+command raises, exception groups and all (:mod:`ozw.exit_status`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 from ozw.config import (
     API_KEY_ENV,
@@ -27,15 +29,24 @@ from ozw.config import (
     parse_duration,
     starter_config,
 )
-
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
+from ozw.exit_status import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    TRACEBACK_ENV,
+    outcome_of,
+)
 
 DEFAULT_CONFIG_OUTPUT: Final = "config/worker.toml"
 DEV_API_KEY_ENV: Final = "OZW_DEV_API_KEY"
 DEFAULT_DEV_API_KEY: Final = "dev-key"
+
+SMOKE_IGNORES: Final = frozenset(
+    {"api_key", "websocket_url", "proxy_url", "metrics_addr", "max_tasks", "once"}
+)
+"""Configuration flags ``ozw smoke`` has no use for."""
+CHECK_IGNORES: Final = frozenset({"log_level", "max_tasks", "once"})
+"""Configuration flags ``ozw check`` has no use for (it logs errors only)."""
 
 
 def _version() -> str:
@@ -50,6 +61,24 @@ def _error(message: str) -> int:
     return EXIT_USAGE
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``ozw: error:`` line, like every other error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"ozw: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Room for the long flag names, so their help stays on their line."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=36)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -60,14 +89,14 @@ def _add_output_flags(parser: argparse.ArgumentParser, default: str) -> None:
         "-o",
         default=default,
         metavar="PATH",
-        help=f"where to write it, '-' = stdout (default: {default})",
+        help="where to write it, '-' = stdout (default: %(default)s)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ozw`` argument parser (``ozw [flags]`` is rewritten to ``ozw run [flags]``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ozw",
         description="Self-hosted worker for Oz cloud agents.",
         epilog="`ozw [flags]` is `ozw run [flags]`; see `ozw run --help` for the flags.",
@@ -92,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "init", help="write a commented starter file", description="Write a starter config file."
     )
     init.add_argument(
-        "--backend", choices=BACKEND_NAMES, default="docker", help="backend of the starter file"
+        "--backend",
+        choices=BACKEND_NAMES,
+        default="docker",
+        help="backend of the starter file (default: %(default)s)",
     )
     _add_output_flags(init, DEFAULT_CONFIG_OUTPUT)
     imported = config_commands.add_parser(
@@ -121,12 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one assignment through the configured backend; exit 0 only "
         "if it completed.",
     )
-    add_config_flags(smoke)
+    # The embedded server needs no key, URL or proxy, and one task is the whole run.
+    add_config_flags(smoke, without=SMOKE_IGNORES)
     smoke.add_argument(
         "--task", metavar="FILE.json", help="assignment data to run (default: a built-in sample)"
     )
     smoke.add_argument(
-        "--timeout", default="10m", metavar="DURATION", help="give up after this (default: 10m)"
+        "--timeout",
+        default="10m",
+        metavar="DURATION",
+        help="give up after this (default: %(default)s)",
     )
 
     check = commands.add_parser(
@@ -134,15 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and the backend's prerequisites",
         description="One line per check; non-zero exit on any failure.",
     )
-    add_config_flags(check)
+    add_config_flags(check, without=CHECK_IGNORES)
 
     dev = commands.add_parser(
         "dev-server",
         help="run a local dispatch server for trying the worker",
         description="A local dispatch server speaking the worker protocol (Ctrl-C stops it).",
     )
-    dev.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    dev.add_argument("--port", type=int, default=8765, help="port to listen on (0 = any free)")
+    dev.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port to listen on, 0 = any free (default: %(default)s)",
+    )
     dev.add_argument(
         "--api-key",
         metavar="KEY",
@@ -166,12 +209,24 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- commands
 
 
-def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> WorkerConfig:
-    return load_config(args.config, overrides_from_args(args), environ)
+def _load(
+    args: argparse.Namespace, environ: Mapping[str, str], *, require_worker_id: bool = True
+) -> WorkerConfig:
+    overrides = overrides_from_args(args)
+    return load_config(args.config, overrides, environ, require_worker_id=require_worker_id)
+
+
+FIRST_STEPS: Final = (
+    "nothing to run: no --config and no --worker-id. New here? `ozw demo` shows the worker "
+    f"at work; `ozw config init` writes {DEFAULT_CONFIG_OUTPUT}, then "
+    f"`ozw --config {DEFAULT_CONFIG_OUTPUT}`"
+)
 
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Load the configuration, check the API key, set up logging and run the worker."""
+    if args.config is None and args.worker_id is None:
+        return _error(FIRST_STEPS)
     try:
         config = _load(args, environ)
     except ConfigError as exc:
@@ -196,7 +251,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def cmd_config_show(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
     """Print the effective configuration as TOML (the API key only as set / not set)."""
     try:
-        config = _load(args, environ)
+        config = _load(args, environ, require_worker_id=False)
     except ConfigError as exc:
         return _error(str(exc))
     out.write(dump_config(config))
@@ -293,8 +348,7 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         config = _load(args, environ)
     except ConfigError as exc:
-        print(f"FAIL configuration  {exc}")
-        return EXIT_USAGE
+        return _error(str(exc))
     from ozw.check import check_main
     from ozw.logs import configure_logging
 
@@ -309,29 +363,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse has printed help, the version or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    environ = os.environ
     try:
-        match args.command:
-            case "run":
-                return cmd_run(args, environ)
-            case "config" if args.config_command == "show":
-                return cmd_config_show(args, environ, sys.stdout)
-            case "config" if args.config_command == "import":
-                return cmd_config_import(args, sys.stdout)
-            case "config":
-                return cmd_config_init(args, sys.stdout)
-            case "dev-server":
-                return cmd_dev_server(args, environ)
-            case "demo":
-                return cmd_demo(args)
-            case "smoke":
-                return cmd_smoke(args, environ)
-            case "check":
-                return cmd_check(args, environ)
-    except KeyboardInterrupt:  # Ctrl-C before the worker installed its own handling
-        return EXIT_INTERRUPTED
-    parser.print_usage(sys.stderr)
-    return EXIT_USAGE
+        return _dispatch(args, os.environ)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the edge: a group, Ctrl-C, a bug: never a traceback by default
+        code, line = outcome_of(exc)
+        if line is not None:
+            if os.environ.get(TRACEBACK_ENV):
+                traceback.print_exception(exc)
+            print(line, file=sys.stderr)
+        return code
+
+
+def _dispatch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    match args.command:
+        case "run":
+            return cmd_run(args, environ)
+        case "config" if args.config_command == "show":
+            return cmd_config_show(args, environ, sys.stdout)
+        case "config" if args.config_command == "import":
+            return cmd_config_import(args, sys.stdout)
+        case "config":
+            return cmd_config_init(args, sys.stdout)
+        case "dev-server":
+            return cmd_dev_server(args, environ)
+        case "demo":
+            return cmd_demo(args)
+        case "smoke":
+            return cmd_smoke(args, environ)
+        case "check":
+            return cmd_check(args, environ)
+    return _error("no command given (see `ozw --help`)")
 
 
 if __name__ == "__main__":

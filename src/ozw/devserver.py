@@ -214,7 +214,7 @@ def serve_cli(
     try:
         frames = load_frames(Path(assignments)) if assignments else []
     except (OSError, ValueError) as exc:
-        print(f"ozw dev-server: error: {exc}", file=sys.stderr)
+        print(f"ozw: error: {exc}", file=sys.stderr)
         return 2
 
     # A small local file, appended line by line: blocking writes are fine here.
@@ -247,6 +247,6 @@ def serve_cli(
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
-        print(f"ozw dev-server: error: {exc}", file=sys.stderr)
+        print(f"ozw: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -156,7 +156,7 @@ def smoke_main(
         assignment = load_assignment(Path(task_file)) if task_file else sample_assignment(config)
         result = trio.run(functools.partial(run_smoke, config, assignment, timeout))
     except (SmokeError, BackendUnavailable) as exc:
-        print(f"ozw smoke: error: {exc}", file=sys.stderr)
+        print(f"ozw: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SmokeError) else 1
     outcome = result.outcome
     task_id = escape_controls(assignment.task_id)

@@ -9,12 +9,19 @@ names the flag that gave it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, Literal
 
 import attrs
 
-from ozw.config.model import API_KEY_ENV, BACKEND_NAMES, BackendName, parse_env_flag
+from ozw.config.converter import CONVERTER
+from ozw.config.model import (
+    API_KEY_ENV,
+    BACKEND_NAMES,
+    BackendName,
+    WorkerConfig,
+    parse_env_flag,
+)
 
 
 @attrs.frozen
@@ -66,7 +73,7 @@ def _env_item(text: str) -> dict[str, str | None]:
 
 
 FLAGS: Final[tuple[Flag, ...]] = (
-    Flag(("--backend",), "backend", "backend to run tasks with (default: docker)", "backend",
+    Flag(("--backend",), "backend", "backend to run tasks with", "backend",
          choices=BACKEND_NAMES),
     Flag(("--worker-id",), "worker_id", "this worker's id (required; not starting with 'warp')",
          "worker_id", metavar="ID"),
@@ -150,14 +157,25 @@ class CliOverrides:
     once: bool = False
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """The configuration group of ``parser``: ``--config`` and every flag of the table."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, *, without: Collection[str] = frozenset()
+) -> None:
+    """The configuration group of ``parser``: ``--config`` and the flags of the table.
+
+    ``without`` names (by ``dest``) the flags a command has no use for: its help
+    lists only what it reads.
+    """
     group = parser.add_argument_group("configuration (flags override the file)")
     group.add_argument(
         "--config", "--config-file", dest="config", metavar="FILE", help="TOML config file"
     )
+    defaults = CONVERTER.unstructure(WorkerConfig(worker_id="-"))
     for flag in FLAGS:
-        options: dict[str, Any] = {"dest": flag.dest, "help": flag.help}
+        if flag.dest in without:
+            continue
+        default = _default_text(flag, defaults)
+        shown = flag.help if default is None else f"{flag.help} (default: {default})"
+        options: dict[str, Any] = {"dest": flag.dest, "help": shown}
         if flag.action == "store_true":
             options["action"] = "store_true"
         else:
@@ -169,9 +187,31 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(*flag.names, **options)
 
 
+def _default_text(flag: Flag, defaults: dict[str, Any]) -> str | None:
+    """The model's default for the key ``flag`` sets, as the file writes it (None: none)."""
+    if flag.key is None or flag.action != "store" or flag.key == "worker_id":
+        return None
+    if flag.key == "backend":
+        return "docker"
+    *parents, key = flag.key.replace("backend.", "backend.docker.").split(".")
+    table = defaults
+    for part in parents:
+        table = table.get(part, {})
+    value = table.get(key)
+    if value in (None, "", []):
+        return None
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def overrides_from_args(args: argparse.Namespace) -> CliOverrides:
-    """The configuration flags of parsed ``args`` as :class:`CliOverrides`."""
-    return CliOverrides(**{flag.dest: getattr(args, flag.dest) for flag in FLAGS})
+    """The configuration flags of parsed ``args`` as :class:`CliOverrides`.
+
+    A flag the command does not offer counts as not given.
+    """
+    given_values = {
+        flag.dest: getattr(args, flag.dest) for flag in FLAGS if hasattr(args, flag.dest)
+    }
+    return CliOverrides(**given_values)
 
 
 def given(overrides: CliOverrides) -> list[tuple[Flag, Any]]:

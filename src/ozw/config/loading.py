@@ -80,11 +80,16 @@ def read_toml(path: str) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | None, overrides: CliOverrides, environ: Mapping[str, str]
+    path: str | None,
+    overrides: CliOverrides,
+    environ: Mapping[str, str],
+    *,
+    require_worker_id: bool = True,
 ) -> WorkerConfig:
     """The effective configuration: the file at ``path`` (if any), then the flags.
 
-    ``environ`` supplies ``WARP_API_KEY`` when ``--api-key`` is not given.
+    ``environ`` supplies ``WARP_API_KEY`` when ``--api-key`` is not given. Without
+    ``require_worker_id`` a missing id is ``""`` (``config show`` of the defaults).
 
     Raises:
         ConfigError: one line naming the file or flag, the key, and the problem.
@@ -93,6 +98,9 @@ def load_config(
     raw = read_toml(path) if path is not None else {}
     backend = _choose_backend(raw, overrides.backend, source, _file_backend(raw, source))
     _apply_flags(raw, overrides, source, backend)
+    unset_id = not require_worker_id and "worker_id" not in raw
+    if unset_id:
+        raw["worker_id"] = "unset"  # passes the rule; replaced by "" below
     try:
         config = CONVERTER.structure(raw, WorkerConfig)
     except Exception as exc:  # cattrs raises several kinds; each leaf has a path
@@ -104,7 +112,7 @@ def load_config(
             problem += f": {_REQUIRED_HINTS[key]}"
         raise source.error(key, problem) from None
     api_key = overrides.api_key or environ.get(API_KEY_ENV) or None
-    return attrs.evolve(config, api_key=api_key)
+    return attrs.evolve(config, api_key=api_key, worker_id="" if unset_id else config.worker_id)
 
 
 def _file_backend(raw: dict[str, Any], source: _Source) -> str | None:
@@ -210,8 +218,11 @@ def dump_config(config: WorkerConfig) -> str:
     document: dict[str, Any] = CONVERTER.unstructure(config)
     document["backend"] = document.pop("backend")  # the backend table last, as in the starter
     key_state = "set (redacted)" if config.api_key else f"not set (use --api-key or {API_KEY_ENV})"
-    header = f"# Effective ozw configuration.\n# api_key: {key_state}\n\n"
-    return header + tomli_w.dumps(document)
+    header = f"# Effective ozw configuration.\n# api_key: {key_state}\n"
+    if not config.worker_id:
+        del document["worker_id"]
+        header += "# worker_id: not set (required: set it in the file or pass --worker-id)\n"
+    return header + "\n" + tomli_w.dumps(document)
 
 
 def starter_config(backend: BackendName = "docker") -> str:
