@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ozw.backends.direct import (
+from ozw.backends.direct.rules import (
     agent_environment,
     dotenv_mapping,
     executable_problem,

@@ -1,0 +1,329 @@
+"""The direct backend proper: :class:`DirectBackend` and :class:`DirectTaskRun`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import ClassVar, Final
+
+import anyio
+
+from ozw.backends.base import ExecuteResult, ProcessBackend, TaskRun
+from ozw.backends.direct.rules import (
+    agent_environment,
+    executable_problem,
+    forced_agent_variables,
+    host_environment,
+    oz_candidate,
+    script_environment,
+    script_variables,
+)
+from ozw.backends.direct.workspace import (
+    Workspace,
+    WorkspaceError,
+    create_private_workspace,
+    create_task_workspace,
+    prepare_root,
+    read_env_file,
+    release_workspace,
+    sweep_root,
+)
+from ozw.backends.execution import (
+    configured_environment,
+    require_valid_environment,
+    run_script,
+)
+from ozw.config import DirectConfig
+from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
+from ozw.logs import TaskLog
+from ozw.params import TaskParams
+
+logger = logging.getLogger("ozw.backends.direct")
+
+TEARDOWN_MARGIN: Final = 60.0
+"""Extra outer teardown time for removing a (possibly large) workspace."""
+
+
+class DirectBackend(ProcessBackend):
+    """Runs the ``oz`` CLI on the host (PROTOCOL.md 5, "direct").
+
+    Args:
+        config: the ``[backend.direct]`` table.
+        cleanup: remove workspaces after each task and at shutdown (off for debugging).
+        environ: the worker's environment (default ``os.environ``), read at construction.
+
+    ``teardown_failures`` counts tasks whose teardown (script or removal) failed.
+    """
+
+    name: ClassVar[str] = "direct"
+
+    def __init__(
+        self,
+        config: DirectConfig,
+        *,
+        cleanup: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(kill_grace=config.kill_grace, environ=environ)
+        self.config = config
+        self.cleanup = cleanup
+        # The script gets teardown_timeout; the kill sequence and removal need room too.
+        self.teardown_timeout = config.teardown_timeout + 2 * config.kill_grace + TEARDOWN_MARGIN
+        self.teardown_failures = 0
+        self._oz: str | None = None
+        self._workspaces: dict[str, Workspace] = {}
+
+    @property
+    def active_workspaces(self) -> frozenset[str]:
+        """Paths of the workspaces of tasks not yet torn down."""
+        return frozenset(w.path for w in self._workspaces.values())
+
+    async def check(self) -> str:
+        """Start-up check: the oz CLI runs, and the workspace root or target_dir is usable."""
+        return await anyio.to_thread.run_sync(self._check)
+
+    def _check(self) -> str:
+        self._oz = self._resolve_oz()
+        if self.config.target_dir:
+            target = self.config.target_dir
+            if not os.path.exists(target):
+                raise BackendUnavailable(f"direct backend: target_dir {target} does not exist")
+            if not os.path.isdir(target):
+                raise BackendUnavailable(f"direct backend: target_dir {target} is not a directory")
+            return f"oz CLI {self._oz}; every task in {target}"
+        root = self.config.workspace_root
+        try:
+            prepare_root(root)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"direct backend: cannot use workspace root {root}: {exc.strerror or exc}"
+            ) from exc
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise BackendUnavailable(f"direct backend: workspace root {root} is not writable")
+        return f"oz CLI {self._oz}; workspaces in {root}"
+
+    def _resolve_oz(self) -> str:
+        """The oz CLI's absolute path. Raises BackendUnavailable."""
+        path = oz_candidate(self.config.oz_path, self.environ.get("PATH"))
+        if path is None:
+            if self.config.oz_path:
+                raise BackendUnavailable(
+                    f"direct backend: oz_path {self.config.oz_path!r} is not on PATH"
+                )
+            raise BackendUnavailable(
+                "direct backend: no `oz` on PATH; install the Oz CLI or set oz_path"
+            )
+        problem = executable_problem(path)
+        if problem is not None:
+            raise BackendUnavailable(f"direct backend: oz CLI {problem}")
+        return path
+
+    def oz_command(self) -> str:
+        """The resolved oz CLI (resolved now when :meth:`check` did not run). Raises TaskFailure."""
+        if self._oz is None:
+            try:
+                self._oz = self._resolve_oz()
+            except BackendUnavailable as exc:
+                raise TaskFailure(FailureReason.AGENT_INVOCATION, str(exc)) from exc
+        return self._oz
+
+    def open_task(self, params: TaskParams, log: TaskLog) -> DirectTaskRun:
+        """The run of one task (no I/O yet)."""
+        return DirectTaskRun(self, params, log)
+
+    async def aclose(self) -> None:
+        """Remove lingering workspaces (see the module docstring) unless cleanup is off."""
+        with anyio.CancelScope(shield=True):
+            for workspace in list(self._workspaces.values()):
+                await self.release(workspace)
+            if self.cleanup and not self.config.target_dir:
+                root = self.config.workspace_root
+                with contextlib.suppress(OSError):
+                    for path in await anyio.to_thread.run_sync(sweep_root, root):
+                        logger.info("removed leftover workspace %s", path)
+
+    # -- used by DirectTaskRun
+
+    async def open_workspace(self, params: TaskParams) -> Workspace:
+        """Create the task's workspace. Raises TaskFailure(workspace_setup)."""
+        if params.task_id in self._workspaces:
+            raise TaskFailure(
+                FailureReason.WORKSPACE_SETUP, f"task {params.task_id!r} is already running here"
+            )
+        try:
+            if self.config.target_dir:
+                workspace = await anyio.to_thread.run_sync(
+                    create_private_workspace, self.config.target_dir, params.task_id, params.harness
+                )
+            else:
+                workspace = await anyio.to_thread.run_sync(
+                    lambda: create_task_workspace(
+                        self.config.workspace_root,
+                        params.task_id,
+                        params.harness,
+                        replace_leftover=self.cleanup,
+                    )
+                )
+        except WorkspaceError as exc:
+            raise TaskFailure(FailureReason.WORKSPACE_SETUP, str(exc)) from exc
+        self._workspaces[params.task_id] = workspace
+        return workspace
+
+    async def release(self, workspace: Workspace) -> bool:
+        """Remove a task's files (workspace per ``cleanup``); False when that failed."""
+        self._workspaces.pop(workspace.task_id, None)
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: release_workspace(workspace, remove=self.cleanup)
+            )
+        except OSError as exc:
+            logger.warning("cannot remove workspace %s: %s", workspace.path, exc)
+            return False
+        return True
+
+
+class DirectTaskRun(TaskRun):
+    """One task of the direct backend: workspace + setup script, agent, teardown script."""
+
+    def __init__(self, backend: DirectBackend, params: TaskParams, log: TaskLog) -> None:
+        super().__init__(params, log)
+        self.backend = backend
+        self.workspace: Workspace | None = None
+        self.agent_env: dict[str, str] | None = None
+        self._torn_down = False
+
+    @property
+    def _config(self) -> DirectConfig:
+        return self.backend.config
+
+    def _configured(self) -> dict[str, str]:
+        return configured_environment(self._config.environment, self.backend.environ)
+
+    def _script_env(self, workspace: Workspace, *, setup: bool) -> dict[str, str]:
+        oz = script_variables(
+            workspace=workspace.path,
+            run_id=self.params.run_id,
+            gitconfig=workspace.gitconfig,
+            env_file=workspace.env_file if setup else None,
+        )
+        return script_environment(
+            worker=self.backend.environ, task=self.params.env, configured=self._configured(), oz=oz
+        )
+
+    async def setup(self) -> None:
+        """Create the workspace, run ``setup_command``, build the agent's environment."""
+        workspace = self.workspace = await self.backend.open_workspace(self.params)
+        self.log.info("workspace %s", workspace.path)
+        if self._config.setup_command:
+            await self._run_setup_command(self._config.setup_command, workspace)
+        try:
+            env_file = await anyio.to_thread.run_sync(read_env_file, workspace.env_file)
+        except FileNotFoundError:
+            self.log.warning("setup command removed the environment file %s", workspace.env_file)
+            env_file = {}
+        except (OSError, ValueError) as exc:
+            raise TaskFailure(
+                FailureReason.SETUP_COMMAND, f"cannot read the environment file: {exc}"
+            ) from exc
+        forced = forced_agent_variables(
+            gitconfig=workspace.gitconfig,
+            harness=self.params.harness,
+            private_dir=workspace.private_dir,
+        )
+        ignored = sorted(env_file.keys() & forced.keys())
+        if ignored:
+            self.log.warning("environment file cannot override %s; ignored", ", ".join(ignored))
+        env = agent_environment(
+            host=host_environment(self.backend.environ),
+            task=self.params.env,
+            configured=self._configured(),
+            env_file=env_file,
+            forced=forced,
+        )
+        require_valid_environment(env, FailureReason.AGENT_INVOCATION, "the agent")
+        self.agent_env = env
+
+    async def _run_setup_command(self, command: str, workspace: Workspace) -> None:
+        env = self._script_env(workspace, setup=True)
+        require_valid_environment(env, FailureReason.SETUP_COMMAND, "the setup command")
+        result = await run_script(
+            self.backend.runner,
+            command,
+            what="setup command",
+            label="setup",
+            log=self.log,
+            env=env,
+            timeout=self._config.setup_timeout,
+            cwd=workspace.path,
+        )
+        if not result.ok:
+            raise result.failure(FailureReason.SETUP_COMMAND)
+
+    async def execute(self) -> ExecuteResult:
+        """Run ``<oz> <base args>`` in the workspace; exit 0 completes the task."""
+        if self.workspace is None or self.agent_env is None:
+            raise RuntimeError("execute() called before a successful setup()")
+        oz = self.backend.oz_command()
+        try:
+            code = await self.backend.runner.run(
+                [oz, *self.params.base_args],
+                log=self.log,
+                label="agent",
+                env=self.agent_env,
+                cwd=self.workspace.path,
+            )
+        except OSError as exc:
+            raise TaskFailure(
+                FailureReason.AGENT_INVOCATION,
+                f"could not start the agent {oz}: {exc.strerror or exc}",
+            ) from exc
+        if code != 0:
+            raise TaskFailure(
+                FailureReason.AGENT_INVOCATION,
+                f"agent exited with {describe_exit(code)}",
+                exit_code=code,
+            )
+        return ExecuteResult.COMPLETED
+
+    async def teardown(self) -> None:
+        """Run ``teardown_command`` (bounded), then remove the task's files. Never raises
+        for a failure of either: it is logged and counted in ``teardown_failures``."""
+        if self._torn_down or self.workspace is None:
+            return  # nothing was created, or already done
+        self._torn_down = True
+        workspace = self.workspace
+        script_ok = False
+        try:
+            script_ok = await self._run_teardown_command(workspace)
+        finally:
+            with anyio.CancelScope(shield=True):
+                removed = await self.backend.release(workspace)
+            if not (script_ok and removed):
+                self.backend.teardown_failures += 1
+
+    async def _run_teardown_command(self, workspace: Workspace) -> bool:
+        command = self._config.teardown_command
+        if not command:
+            return True
+        env = self._script_env(workspace, setup=False)
+        try:
+            require_valid_environment(env, FailureReason.TEARDOWN_COMMAND, "the teardown command")
+        except TaskFailure as exc:
+            self.log.warning("%s", exc.cause)
+            return False
+        result = await run_script(
+            self.backend.runner,
+            command,
+            what="teardown command",
+            label="teardown",
+            log=self.log,
+            env=env,
+            timeout=self._config.teardown_timeout,
+            cwd=workspace.path,
+        )
+        if not result.ok:
+            self.log.warning("%s", result.describe())
+            return False
+        return True
