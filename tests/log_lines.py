@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+import anyio
 import pytest
-import trio
 
 
 class Lines(logging.Handler):
@@ -15,7 +15,7 @@ class Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
-        self._waiters: list[tuple[str, trio.Event]] = []
+        self._waiters: list[tuple[str, anyio.Event]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
@@ -24,9 +24,9 @@ class Lines(logging.Handler):
             if message == text:
                 event.set()
 
-    def event(self, text: str) -> trio.Event:
+    def event(self, text: str) -> anyio.Event:
         """An event set when a record with exactly this message arrives."""
-        event = trio.Event()
+        event = anyio.Event()
         self._waiters.append((text, event))
         return event
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import shlex
 import sys
@@ -17,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
-import trio
 
 from ozw.backends.base import ExecuteResult
 from ozw.backends.direct import ENV_FILE_NAME, ROOT_MARKER, DirectBackend
@@ -26,6 +25,7 @@ from ozw.config import DirectConfig, EnvEntry
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
+from tests.event_loops import on_both_loops
 from tests.log_lines import Lines
 
 AGENT = Path(__file__).resolve().parents[1] / "examples" / "agent" / "oz"
@@ -128,7 +128,7 @@ async def run_task(backend: DirectBackend, params: TaskParams) -> ExecuteResult 
     except TaskFailure as failure:
         return failure
     finally:
-        with trio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
             await run.teardown()
 
 
@@ -159,10 +159,10 @@ def processes_carrying(marker: str) -> list[int]:
 
 async def wait_until_gone(pids: list[int]) -> list[int]:
     """SIGKILL is delivered asynchronously: give the kernel a bounded moment."""
-    with trio.move_on_after(2):
+    with anyio.move_on_after(2):
         # No event fires when a process that is not our child dies: poll, bounded.
         while any(running(pid) for pid in pids):  # noqa: ASYNC110
-            await trio.sleep(0.01)
+            await anyio.sleep(0.01)
     return [pid for pid in pids if running(pid)]
 
 
@@ -179,6 +179,7 @@ def failure(result: ExecuteResult | TaskFailure) -> TaskFailure:
 # ----------------------------------------------------------------- start-up check
 
 
+@on_both_loops
 async def test_check_accepts_a_good_setup_and_creates_the_root(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -190,6 +191,7 @@ async def test_check_accepts_a_good_setup_and_creates_the_root(
     assert (root / ROOT_MARKER).is_file()
 
 
+@on_both_loops
 async def test_check_finds_oz_on_path(tmp_path: Path, environ: dict[str, str]) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -231,6 +233,7 @@ def _under_a_file(tmp_path: Path) -> str:
         "target-file",
     ],
 )
+@on_both_loops
 async def test_check_failures_are_one_clear_line(
     tmp_path: Path, environ: dict[str, str], config: Any, expected: str
 ) -> None:
@@ -247,6 +250,7 @@ async def test_check_failures_are_one_clear_line(
 # ---------------------------------------------------------- the agent's process
 
 
+@on_both_loops
 async def test_agent_argv_cwd_and_environment(
     tmp_path: Path, environ: dict[str, str], home: Path
 ) -> None:
@@ -300,6 +304,7 @@ async def test_agent_argv_cwd_and_environment(
     assert not os.path.exists(workspace)
 
 
+@on_both_loops
 async def test_scripts_get_the_worker_environment_and_oz_variables(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -338,6 +343,7 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
     assert "OZ_ENVIRONMENT_FILE" not in teardown_env
 
 
+@on_both_loops
 async def test_scripts_get_the_worker_key_only_when_configured(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -358,6 +364,7 @@ async def test_scripts_get_the_worker_key_only_when_configured(
             (tmp_path / name).unlink()
 
 
+@on_both_loops
 async def test_git_global_config_goes_to_the_task_not_home(
     tmp_path: Path, environ: dict[str, str], home: Path
 ) -> None:
@@ -374,6 +381,7 @@ async def test_git_global_config_goes_to_the_task_not_home(
     ("harness", "variable", "dirname"),
     [("claude", "CLAUDE_CONFIG_DIR", ".claude"), ("codex", "CODEX_HOME", ".codex")],
 )
+@on_both_loops
 async def test_harness_config_homes(
     tmp_path: Path, environ: dict[str, str], harness: str, variable: str, dirname: str
 ) -> None:
@@ -391,6 +399,7 @@ async def test_harness_config_homes(
     assert os.path.isdir(home)
 
 
+@on_both_loops
 async def test_output_is_relayed_live_complete_and_in_order(
     tmp_path: Path, environ: dict[str, str], lines: Lines
 ) -> None:
@@ -407,6 +416,7 @@ async def test_output_is_relayed_live_complete_and_in_order(
 
 
 @pytest.mark.parametrize(("prompt", "code"), [("exit 3", 3), ("fail", 1)])
+@on_both_loops
 async def test_agent_failure_carries_its_exit_code(
     tmp_path: Path, environ: dict[str, str], lines: Lines, prompt: str, code: int
 ) -> None:
@@ -421,6 +431,7 @@ async def test_agent_failure_carries_its_exit_code(
         ]
 
 
+@on_both_loops
 async def test_agent_that_cannot_start(tmp_path: Path, environ: dict[str, str]) -> None:
     broken = tmp_path / "oz"
     broken.write_text("#!/nonexistent/interpreter\n")
@@ -433,6 +444,7 @@ async def test_agent_that_cannot_start(tmp_path: Path, environ: dict[str, str]) 
     assert "could not start the agent" in result.cause
 
 
+@on_both_loops
 async def test_agent_exit_takes_its_daemons_with_it(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -448,6 +460,7 @@ async def test_agent_exit_takes_its_daemons_with_it(
 # ---------------------------------------------------------------- cancellation
 
 
+@on_both_loops
 async def test_cancel_kills_the_whole_tree_then_teardown_runs(
     tmp_path: Path, environ: dict[str, str], lines: Lines
 ) -> None:
@@ -464,28 +477,28 @@ async def test_cancel_kills_the_whole_tree_then_teardown_runs(
     ready = lines.event("ready")
     run = backend.open_task(params, TaskLog(params.task_id))
     await run.setup()
-    start = trio.current_time()
-    async with trio.open_nursery() as nursery:
+    start = anyio.current_time()
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(run.execute)
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             await ready.wait()
         assert len(processes_carrying(marker)) == 3
         nursery.cancel_scope.cancel()
     # SIGTERM is ignored by all three: SIGKILL after kill_grace (0.5 s).
-    assert trio.current_time() - start < 5
+    assert anyio.current_time() - start < 5
     pids = [int(p) for p in pidfile.read_text().split()]
     assert len(pids) == 3
     assert await wait_until_gone(pids) == []
     assert processes_carrying(marker) == []
     assert backend.runner.live_groups == frozenset()
 
-    with trio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True):
         await run.teardown()
     assert teardown_marker.exists()
-    assert backend.teardown_failures == 0
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
+@on_both_loops
 async def test_cancel_during_setup_kills_the_setup_script(
     tmp_path: Path, environ: dict[str, str], lines: Lines
 ) -> None:
@@ -498,17 +511,18 @@ async def test_cancel_during_setup_kills_the_setup_script(
     )
     started = lines.event("started")
     run = backend.open_task(make_params(), TaskLog("run-1"))
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(run.setup)
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             await started.wait()
         nursery.cancel_scope.cancel()
     assert await wait_until_gone(processes_carrying(marker)) == []
-    with trio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True):
         await run.teardown()
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
+@on_both_loops
 async def test_setup_timeout_fails_with_setup_command_and_kills_the_group(
     tmp_path: Path, environ: dict[str, str], lines: Lines
 ) -> None:
@@ -537,6 +551,7 @@ async def test_setup_timeout_fails_with_setup_command_and_kills_the_group(
         (None, FailureReason.AGENT_INVOCATION, "the agent"),
     ],
 )
+@on_both_loops
 async def test_a_variable_no_process_can_receive_fails_the_task_naming_it(
     tmp_path: Path,
     environ: dict[str, str],
@@ -551,6 +566,7 @@ async def test_a_variable_no_process_can_receive_fails_the_task_naming_it(
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
+@on_both_loops
 async def test_setup_failure_carries_no_exit_code_and_teardown_still_runs(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -569,6 +585,7 @@ async def test_setup_failure_carries_no_exit_code_and_teardown_still_runs(
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
+@on_both_loops
 async def test_teardown_runs_after_agent_failure(tmp_path: Path, environ: dict[str, str]) -> None:
     teardown_marker = tmp_path / "teardown-ran"
     backend = make_backend(
@@ -580,23 +597,34 @@ async def test_teardown_runs_after_agent_failure(tmp_path: Path, environ: dict[s
 
 
 @pytest.mark.parametrize(
-    ("command", "timeout"), [("exit 5", 300.0), ("trap '' TERM; sleep 100", 0.2)]
+    ("command", "timeout", "cause"),
+    [
+        ("exit 5", 300.0, "teardown command exited with exit code 5"),
+        ("trap '' TERM; sleep 100", 0.2, "teardown command timed out after 0.2s"),
+    ],
 )
-async def test_teardown_failure_is_counted_not_raised(
-    tmp_path: Path, environ: dict[str, str], lines: Lines, command: str, timeout: float
+@on_both_loops
+async def test_a_teardown_failure_is_raised_after_the_workspace_is_removed(
+    tmp_path: Path, environ: dict[str, str], command: str, timeout: float, cause: str
 ) -> None:
     backend = make_backend(tmp_path, environ, teardown_command=command, teardown_timeout=timeout)
-    assert await run_task(backend, make_params()) is ExecuteResult.COMPLETED
-    assert backend.teardown_failures == 1
+    run = backend.open_task(make_params(), TaskLog("run-1"))
+    await run.setup()
+    assert await run.execute() is ExecuteResult.COMPLETED
+    with pytest.raises(TaskFailure) as caught:
+        await run.teardown()
+    assert caught.value.reason is FailureReason.TEARDOWN_COMMAND
+    assert caught.value.cause == cause
     assert not (tmp_path / "ws" / "run-1").exists()
-    warnings = [r.getMessage() for r in lines.records if r.levelno == logging.WARNING]
-    assert any(m.startswith("teardown command") for m in warnings)
+    assert backend.runner.live_groups == frozenset()
+    await run.teardown()  # once only: a second call has nothing left to do
 
 
 # ------------------------------------------------------------------- workspaces
 
 
 @pytest.mark.parametrize("task_id", ["", ".", "..", "a/b", "a\\b", "../escape", "/abs"])
+@on_both_loops
 async def test_unsafe_task_ids_fail_workspace_setup(
     tmp_path: Path, environ: dict[str, str], task_id: str
 ) -> None:
@@ -609,6 +637,7 @@ async def test_unsafe_task_ids_fail_workspace_setup(
     assert [p.name for p in (tmp_path / "ws").iterdir()] == [ROOT_MARKER]
 
 
+@on_both_loops
 async def test_symlink_in_the_root_is_never_followed(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -623,6 +652,7 @@ async def test_symlink_in_the_root_is_never_followed(
     assert (tmp_path / "ws" / "evil").is_symlink()
 
 
+@on_both_loops
 async def test_target_dir_is_shared_kept_and_gets_no_files(
     tmp_path: Path, environ: dict[str, str], home: Path
 ) -> None:
@@ -647,6 +677,7 @@ async def test_target_dir_is_shared_kept_and_gets_no_files(
     assert not (tmp_path / "ws").exists()  # the root is not used in this mode
 
 
+@on_both_loops
 async def test_cleanup_off_keeps_the_workspace_and_aclose_leaves_it(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -659,6 +690,7 @@ async def test_cleanup_off_keeps_the_workspace_and_aclose_leaves_it(
     assert workspace.is_dir()
 
 
+@on_both_loops
 async def test_leftover_workspace_of_the_same_task(tmp_path: Path, environ: dict[str, str]) -> None:
     await make_backend(tmp_path, environ).check()
     leftover = tmp_path / "ws" / "run-1"
@@ -680,6 +712,7 @@ async def test_leftover_workspace_of_the_same_task(tmp_path: Path, environ: dict
     assert not leftover.exists()
 
 
+@on_both_loops
 async def test_a_directory_in_a_root_ozw_does_not_own_is_never_replaced(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -699,6 +732,7 @@ async def test_a_directory_in_a_root_ozw_does_not_own_is_never_replaced(
     assert sorted(p.name for p in root.iterdir()) == ["precious"]
 
 
+@on_both_loops
 async def test_task_id_at_the_name_limit_works_in_both_modes(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -716,6 +750,7 @@ async def test_task_id_at_the_name_limit_works_in_both_modes(
     assert list(target.iterdir()) == []
 
 
+@on_both_loops
 async def test_standin_record_is_private(tmp_path: Path, environ: dict[str, str]) -> None:
     record = tmp_path / "record.json"
     backend = make_backend(tmp_path, environ)
@@ -729,6 +764,7 @@ async def test_standin_record_is_private(tmp_path: Path, environ: dict[str, str]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("record.json.")] == []
 
 
+@on_both_loops
 async def test_same_task_twice_at_once_is_refused(tmp_path: Path, environ: dict[str, str]) -> None:
     backend = make_backend(tmp_path, environ)
     first = backend.open_task(make_params(), TaskLog("run-1"))
@@ -740,6 +776,7 @@ async def test_same_task_twice_at_once_is_refused(tmp_path: Path, environ: dict[
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
+@on_both_loops
 async def test_aclose_removes_lingering_workspaces_and_crash_leftovers(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -771,6 +808,7 @@ async def test_aclose_removes_lingering_workspaces_and_crash_leftovers(
     assert backend.active_workspaces == frozenset()
 
 
+@on_both_loops
 async def test_aclose_never_sweeps_a_root_ozw_does_not_own(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
@@ -785,6 +823,7 @@ async def test_aclose_never_sweeps_a_root_ozw_does_not_own(
     assert sorted(p.name for p in root.iterdir()) == ["operator-files"]
 
 
+@on_both_loops
 async def test_kill_all_stops_a_running_agent_at_once(
     tmp_path: Path, environ: dict[str, str], lines: Lines
 ) -> None:
@@ -797,9 +836,9 @@ async def test_kill_all_stops_a_running_agent_at_once(
             await run_task(backend, make_params(prompt="ignore sigterm; echo ready; sleep 100"))
         )
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(run)
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             await ready.wait()
             await backend.kill_all()
     assert failure(result[0]).exit_code == 137

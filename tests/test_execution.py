@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
-import trio
-import trio.lowlevel
 
+import ozw.backends
 from ozw.backends.base import ProcessBackend
 from ozw.backends.execution import (
     ProcessRunner,
@@ -25,6 +27,7 @@ from ozw.backends.execution import (
 )
 from ozw.failures import FailureReason, TaskFailure
 from ozw.logs import TaskLog
+from tests.event_loops import on_both_loops
 
 # ------------------------------------------------------------------ environment
 
@@ -104,6 +107,7 @@ async def script(command: str, **kwargs: object) -> ScriptResult:
     )
 
 
+@on_both_loops
 async def test_a_script_that_exits_0_is_ok() -> None:
     result = await script("exit 0")
     assert result.ok
@@ -111,6 +115,7 @@ async def test_a_script_that_exits_0_is_ok() -> None:
     assert result.describe() == "test script exited with exit code 0"
 
 
+@on_both_loops
 async def test_a_failed_script_keeps_its_code_and_stderr_tail() -> None:
     result = await script("echo one >&2; echo two >&2; echo three >&2; exit 3", stderr_lines=2)
     assert not result.ok
@@ -122,6 +127,7 @@ async def test_a_failed_script_keeps_its_code_and_stderr_tail() -> None:
     assert failure.exit_code is None  # only the agent's own exit carries one
 
 
+@on_both_loops
 async def test_a_script_gets_its_environment_cwd_and_stdin(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = await script(
@@ -134,6 +140,7 @@ async def test_a_script_gets_its_environment_cwd_and_stdin(tmp_path: Path) -> No
     assert out.read_text() == f"value {tmp_path} payload"
 
 
+@on_both_loops
 async def test_a_script_past_its_timeout_has_its_group_stopped(tmp_path: Path) -> None:
     pgid_file = tmp_path / "pgid"
     runner = ProcessRunner(kill_grace=0.5)
@@ -151,6 +158,7 @@ async def test_a_script_past_its_timeout_has_its_group_stopped(tmp_path: Path) -
     assert not group_alive(int(pgid_file.read_text()))
 
 
+@on_both_loops
 async def test_a_script_that_cannot_start_says_why(tmp_path: Path) -> None:
     result = await script("true", cwd=tmp_path / "missing")
     assert not result.ok
@@ -158,17 +166,18 @@ async def test_a_script_that_cannot_start_says_why(tmp_path: Path) -> None:
     assert result.describe().startswith("test script could not start: ")
 
 
+@on_both_loops
 async def test_cancelling_the_caller_stops_the_script_and_propagates() -> None:
     runner = ProcessRunner(kill_grace=0.5)
-    started = trio.Event()
+    started = anyio.Event()
 
     async def watch() -> None:
         while not runner.live_groups:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+            await anyio.sleep(0.01)
         started.set()
 
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(watch)
             nursery.start_soon(lambda: script("sleep 60", runner=runner))
             await started.wait()
@@ -182,27 +191,30 @@ async def test_cancelling_the_caller_stops_the_script_and_propagates() -> None:
 # ------------------------------------------------------------------------ limits
 
 
+@on_both_loops
 async def test_bounded_fails_the_task_with_the_phase_reason() -> None:
     limit = bounded(0.05, FailureReason.IMAGE_PULL, "pulling x: the docker CLI", hint="hung?")
     with pytest.raises(TaskFailure) as caught, limit:
-        await trio.sleep(10)
+        await anyio.sleep(10)
     assert caught.value.reason is FailureReason.IMAGE_PULL
     assert caught.value.cause == "pulling x: the docker CLI did not finish within 0.05s (hung?)"
 
 
+@on_both_loops
 async def test_bounded_lets_a_quick_call_through() -> None:
     with bounded(10, FailureReason.IMAGE_PULL, "quick"):
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
 
 
+@on_both_loops
 async def test_cleanup_bound_runs_inside_a_cancelled_scope_and_gives_up() -> None:
     reached = False
-    with trio.CancelScope() as outer:
+    with anyio.CancelScope() as outer:
         outer.cancel()
         with cleanup_bound(0.05) as bound:
-            await trio.lowlevel.checkpoint()  # not cancelled: shielded
+            await anyio.lowlevel.checkpoint()  # not cancelled: shielded
             reached = True
-            await trio.sleep(10)  # cut by the bound
+            await anyio.sleep(10)  # cut by the bound
     assert reached
     assert bound.cancelled_caught
 
@@ -210,6 +222,7 @@ async def test_cleanup_bound_runs_inside_a_cancelled_scope_and_gives_up() -> Non
 # ------------------------------------------------------------------------- base
 
 
+@on_both_loops
 async def test_a_process_backend_kills_every_group_it_started(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -227,10 +240,30 @@ async def test_a_process_backend_kills_every_group_it_started(
     async def run() -> None:
         codes.append(await backend.runner.run(["sleep", "60"], log=TaskLog("t"), label="x", env={}))
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(run)
             while not backend.runner.live_groups:  # noqa: ASYNC110
-                await trio.sleep(0.01)
+                await anyio.sleep(0.01)
             await backend.kill_all()
     assert codes == [137]
+
+
+def test_no_backend_module_imports_trio() -> None:
+    """Backends are anyio-only: their contract tests run under Trio and asyncio."""
+    root = Path(ozw.backends.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(root)}: {name}"
+                for name in names
+                if name == "trio" or name.startswith(("trio.", "trio_"))
+            ]
+    assert offenders == []

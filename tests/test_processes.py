@@ -9,11 +9,12 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
-import trio
 
 from ozw.backends.execution.processes import MAX_LINE, ProcessRunner
 from ozw.logs import TaskLog
+from tests.event_loops import on_both_loops
 from tests.log_lines import Lines
 
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -26,10 +27,12 @@ async def sh(runner: ProcessRunner, script: str, stdin: bytes | None = None) -> 
 
 
 @pytest.mark.parametrize(("script", "code"), [("exit 0", 0), ("exit 3", 3), ("kill -9 $$", 137)])
+@on_both_loops
 async def test_exit_codes_are_normalised(script: str, code: int) -> None:
     assert await sh(ProcessRunner(), script) == code
 
 
+@on_both_loops
 async def test_output_is_tagged_and_long_lines_are_split(lines: Lines) -> None:
     script = f"echo out; echo err >&2; head -c {2 * MAX_LINE + 10} /dev/zero | tr '\\0' a"
     assert await sh(ProcessRunner(), script) == 0
@@ -40,18 +43,20 @@ async def test_output_is_tagged_and_long_lines_are_split(lines: Lines) -> None:
     assert all(getattr(r, "task_id", None) == "t-1" for r in lines.records)
 
 
+@on_both_loops
 async def test_stdin_is_fed(lines: Lines) -> None:
     assert await sh(ProcessRunner(), "cat", stdin=b"hello\nworld") == 0
     assert lines.stream("x stdout") == ["hello", "world"]
 
 
+@on_both_loops
 async def test_output_written_while_stopping_is_relayed(lines: Lines) -> None:
     runner = ProcessRunner(kill_grace=5)
     ready = lines.event("ready")
     script = "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done"
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(sh, runner, script)
-        with trio.fail_after(5):
+        with anyio.fail_after(5):
             await ready.wait()
         nursery.cancel_scope.cancel()
     assert lines.stream("x stdout") == ["ready", "bye"]
@@ -77,21 +82,23 @@ def subreaper() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("subreaper")
+@on_both_loops
 async def test_orphaned_zombies_do_not_hold_up_termination(lines: Lines) -> None:
     # The orphaned sleep dies of SIGTERM and stays a zombie of the group: that must
     # not count as "still running", or every cancel would wait the full grace period.
     runner = ProcessRunner(kill_grace=5)
     ready = lines.event("ready")
-    start = trio.current_time()
-    async with trio.open_nursery() as nursery:
+    start = anyio.current_time()
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(sh, runner, "(sleep 100 &); echo ready; sleep 100")
-        with trio.fail_after(5):
+        with anyio.fail_after(5):
             await ready.wait()
         nursery.cancel_scope.cancel()
-    assert trio.current_time() - start < 2
+    assert anyio.current_time() - start < 2
     assert runner.live_groups == frozenset()
 
 
+@on_both_loops
 async def test_kill_all_kills_every_group_at_once(lines: Lines) -> None:
     runner = ProcessRunner(kill_grace=30)
     ready = [lines.event("ready 0"), lines.event("ready 1")]
@@ -100,16 +107,17 @@ async def test_kill_all_kills_every_group_at_once(lines: Lines) -> None:
     async def run(i: int) -> None:
         codes.append(await sh(runner, f"trap '' TERM; echo ready {i}; sleep 100"))
 
-    async with trio.open_nursery() as nursery:
+    async with anyio.create_task_group() as nursery:
         nursery.start_soon(run, 0)
         nursery.start_soon(run, 1)
-        with trio.fail_after(5):
+        with anyio.fail_after(5):
             for event in ready:
                 await event.wait()
             runner.kill_all()
     assert codes == [137, 137]
 
 
+@on_both_loops
 async def test_input_a_detached_grandchild_never_reads_does_not_hold_up_the_result(
     lines: Lines, tmp_path: Path
 ) -> None:
@@ -124,7 +132,7 @@ async def test_input_a_detached_grandchild_never_reads_does_not_hold_up_the_resu
         f" while [ ! -s {pidfile} ]; do :; done"
     )
     try:
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             code = await sh(ProcessRunner(kill_grace=1), script, stdin=b"x" * (1024 * 1024))
         assert code == 0
     finally:

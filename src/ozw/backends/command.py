@@ -16,8 +16,8 @@ the shell, so it is classified by its exit code like any other failure.
 
 A server cancellation of a handed-off task (or of one still dispatching) runs the
 optional ``cancel_command``, best effort: bounded by ``dispatch_timeout``, its failure
-logged and counted in :attr:`CommandBackend.cancel_failures`, never the task's
-result. Hand-offs survive the worker: shutdown runs no cancel command for them.
+logged as a warning, never the task's result. Hand-offs survive the worker: shutdown
+runs no cancel command for them.
 
 A dispatch command that did not finish on its own may already have submitted the
 work: one that timed out, one whose task scope was cancelled (a server cancellation,
@@ -183,9 +183,6 @@ class CommandBackend(ProcessBackend):
         config: the ``[backend.command]`` table.
         worker_id: written into every payload.
         environ: the worker's environment (default ``os.environ``), read at construction.
-
-    ``dispatches`` counts successful hand-offs; ``cancel_failures`` counts cancel
-    commands that failed, timed out or could not start.
     """
 
     name: ClassVar[str] = BACKEND_NAME
@@ -201,8 +198,6 @@ class CommandBackend(ProcessBackend):
         super().__init__(kill_grace=config.kill_grace, environ=environ)
         self.config = config
         self.worker_id = worker_id
-        self.dispatches = 0
-        self.cancel_failures = 0
         self._dispatching: dict[str, _InFlight] = {}
         self._forced = False
 
@@ -237,7 +232,7 @@ class CommandBackend(ProcessBackend):
         await self._run_cancel_command(params, log)
 
     async def _run_cancel_command(self, params: TaskParams, log: TaskLog) -> None:
-        """``cancel_command`` once, bounded by ``dispatch_timeout``; logged and counted."""
+        """``cancel_command`` once, bounded by ``dispatch_timeout``; its failure logged."""
         command = self.config.cancel_command
         if not command or not command.strip():
             log.info("no cancel_command configured: the dispatched work is left alone")
@@ -263,7 +258,6 @@ class CommandBackend(ProcessBackend):
             log.info("cancel command succeeded")
         else:
             log.warning("%s", result.describe())
-            self.cancel_failures += 1
 
     async def kill_all(self) -> None:
         """SIGKILL every dispatch and cancel command still running (a killed dispatch
@@ -323,7 +317,6 @@ class CommandBackend(ProcessBackend):
                 for line in result.stderr_tail:
                     log.warning("%s", line, extra={"stream": "dispatch stderr"})
             raise result.failure(FailureReason.DISPATCH_COMMAND, dispatch_failure_cause(result))
-        self.dispatches += 1
         log.info("handed off by the dispatch command")
 
     async def _cancel_stopped_dispatch(

@@ -53,8 +53,6 @@ class DirectBackend(ProcessBackend):
         config: the ``[backend.direct]`` table.
         cleanup: remove workspaces after each task and at shutdown (off for debugging).
         environ: the worker's environment (default ``os.environ``), read at construction.
-
-    ``teardown_failures`` counts tasks whose teardown (script or removal) failed.
     """
 
     name: ClassVar[str] = "direct"
@@ -71,7 +69,6 @@ class DirectBackend(ProcessBackend):
         self.cleanup = cleanup
         # The script gets teardown_timeout; the kill sequence and removal need room too.
         self.teardown_timeout = config.teardown_timeout + 2 * config.kill_grace + TEARDOWN_MARGIN
-        self.teardown_failures = 0
         self._oz: str | None = None
         self._workspaces: dict[str, Workspace] = {}
 
@@ -137,7 +134,8 @@ class DirectBackend(ProcessBackend):
         """Remove lingering workspaces (see the module docstring) unless cleanup is off."""
         with anyio.CancelScope(shield=True):
             for workspace in list(self._workspaces.values()):
-                await self.release(workspace)
+                if (problem := await self.release(workspace)) is not None:
+                    logger.warning("%s", problem)
             if self.cleanup and not self.config.target_dir:
                 root = self.config.workspace_root
                 with contextlib.suppress(OSError):
@@ -171,17 +169,16 @@ class DirectBackend(ProcessBackend):
         self._workspaces[params.task_id] = workspace
         return workspace
 
-    async def release(self, workspace: Workspace) -> bool:
-        """Remove a task's files (workspace per ``cleanup``); False when that failed."""
+    async def release(self, workspace: Workspace) -> str | None:
+        """Remove a task's files (workspace per ``cleanup``); what failed, or None."""
         self._workspaces.pop(workspace.task_id, None)
         try:
             await anyio.to_thread.run_sync(
                 lambda: release_workspace(workspace, remove=self.cleanup)
             )
         except OSError as exc:
-            logger.warning("cannot remove workspace %s: %s", workspace.path, exc)
-            return False
-        return True
+            return f"cannot remove workspace {workspace.path}: {exc.strerror or exc}"
+        return None
 
 
 class DirectTaskRun(TaskRun):
@@ -288,31 +285,34 @@ class DirectTaskRun(TaskRun):
         return ExecuteResult.COMPLETED
 
     async def teardown(self) -> None:
-        """Run ``teardown_command`` (bounded), then remove the task's files. Never raises
-        for a failure of either: it is logged and counted in ``teardown_failures``."""
+        """Run ``teardown_command`` (bounded), then remove the task's files (removal runs
+        even when the script failed). Raises TaskFailure(teardown_command) naming every
+        step that failed; the lifecycle logs and counts it, never changing the result."""
         if self._torn_down or self.workspace is None:
             return  # nothing was created, or already done
         self._torn_down = True
         workspace = self.workspace
-        script_ok = False
+        problems: list[str] = []
         try:
-            script_ok = await self._run_teardown_command(workspace)
+            if (problem := await self._run_teardown_command(workspace)) is not None:
+                problems.append(problem)
         finally:
             with anyio.CancelScope(shield=True):
-                removed = await self.backend.release(workspace)
-            if not (script_ok and removed):
-                self.backend.teardown_failures += 1
+                if (problem := await self.backend.release(workspace)) is not None:
+                    problems.append(problem)
+        if problems:
+            raise TaskFailure(FailureReason.TEARDOWN_COMMAND, "; ".join(problems))
 
-    async def _run_teardown_command(self, workspace: Workspace) -> bool:
+    async def _run_teardown_command(self, workspace: Workspace) -> str | None:
+        """Run ``teardown_command``; what went wrong, or None."""
         command = self._config.teardown_command
         if not command:
-            return True
+            return None
         env = self._script_env(workspace, setup=False)
         try:
             require_valid_environment(env, FailureReason.TEARDOWN_COMMAND, "the teardown command")
         except TaskFailure as exc:
-            self.log.warning("%s", exc.cause)
-            return False
+            return exc.cause
         result = await run_script(
             self.backend.runner,
             command,
@@ -323,7 +323,4 @@ class DirectTaskRun(TaskRun):
             timeout=self._config.teardown_timeout,
             cwd=workspace.path,
         )
-        if not result.ok:
-            self.log.warning("%s", result.describe())
-            return False
-        return True
+        return None if result.ok else result.describe()
