@@ -32,17 +32,20 @@ import trio
 from bench.stats import median, phase_medians
 from ozw.backends.base import Backend
 from ozw.config import BackendConfig, WorkerConfig
-from ozw.connection import ConnectionSettings
 from ozw.devserver import DispatchServer, Received
 from ozw.lifecycle import TaskOutcome
+from ozw.local import open_local_worker
 from ozw.params import TaskParams
 from ozw.protocol import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed
-from ozw.runner import Worker
+from ozw.worker import Worker
 
 T = TypeVar("T")
 
 TASK_PHASES = ("sent", "setup", "execute", "agent_first", "agent_last", "finished", "terminal")
 """The marks of one task in the order they happen (``claimed`` runs beside them)."""
+
+STOP_WAIT = 30.0
+"""How long the worker may take to stop after a benchmark."""
 
 _LOG_MARKS = {"setup started": "setup", "agent started": "execute"}
 
@@ -132,31 +135,18 @@ async def with_worker(
     ozw_logger.setLevel(logging.INFO)
     ozw_logger.propagate = False
     try:
-        async with backend, trio.open_nursery() as nursery:
-            await nursery.start(server.serve, "127.0.0.1", 0)
-            worker = Worker(
-                config,
-                backend,
-                connection_settings=ConnectionSettings(server.url, worker_id, api_key),
-                flush_timeout=5,
-            )
-            worker.supervisor.events.on_finished.append(probe.on_finished)
-            done = trio.Event()
-
-            async def run_worker(*, task_status: trio.TaskStatus[Worker]) -> None:
-                await worker.run(handle_signals=False, task_status=task_status)
-                done.set()
-
-            await nursery.start(run_worker)
-            await worker.connection.wait_connected()
-            await server.wait_connected()
-            try:
-                return await body(Session(server, worker, probe))
-            finally:
-                worker.request_stop("benchmark finished")
-                with trio.move_on_after(30):
-                    await done.wait()
-                nursery.cancel_scope.cancel()
+        with trio.CancelScope() as stop_wait:
+            async with open_local_worker(
+                config, backend, server=server, flush_timeout=5, stop_reason="benchmark finished"
+            ) as local:
+                local.worker.supervisor.events.on_finished.append(probe.on_finished)
+                await server.wait_connected()
+                try:
+                    result = await body(Session(server, local.worker, probe))
+                finally:
+                    # Only the stop that follows is bounded, not the body.
+                    stop_wait.deadline = trio.current_time() + STOP_WAIT
+        return result
     finally:
         ozw_logger.setLevel(saved[0])
         ozw_logger.handlers[:] = saved[1]

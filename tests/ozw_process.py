@@ -93,21 +93,3 @@ class OzwProcess:
     @property
     def log(self) -> str:
         return "\n".join(self.lines)
-
-
-def processes_with_marker(marker: str) -> list[int]:
-    """Pids whose environment carries ``marker`` (zombies excluded)."""
-    found = []
-    needle = marker.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes():
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(entry.name))
-    return found

@@ -156,7 +156,7 @@ def test_flags_become_overrides() -> None:
 def test_run_hands_the_config_to_the_runner(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ozw import runner
+    from ozw import worker
 
     seen: list[WorkerConfig] = []
 
@@ -164,7 +164,7 @@ def test_run_hands_the_config_to_the_runner(
         seen.append(config)
         return 0
 
-    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(worker, "run", fake_run)
     monkeypatch.setenv("WARP_API_KEY", "from-env")
     config = tmp_path / "w.toml"
     config.write_text('worker_id = "file"\ncleanup = true\n')

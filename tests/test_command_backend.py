@@ -52,7 +52,9 @@ from ozw.protocol import (
 )
 from tests.event_loops import on_both_loops
 from tests.log_lines import Lines
-from tests.worker_harness import start_server, start_worker, terminal_for
+from tests.support.procs import environ_of as proc_environ
+from tests.support.procs import processes_carrying
+from tests.support.worker import running_worker, start_server, start_worker, terminal_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "command-backend"
@@ -157,12 +159,6 @@ def backend_for(
     return CommandBackend(
         config, worker_id="w1", environ=worker_environ() if environ is None else environ
     )
-
-
-def proc_environ(raw: bytes) -> dict[str, str]:
-    """Parse /proc/<pid>/environ (NUL-separated NAME=value)."""
-    pairs = (item.decode().partition("=") for item in raw.split(b"\0") if item)
-    return {name: value for name, _, value in pairs}
 
 
 def quote(path: Path) -> str:
@@ -721,21 +717,6 @@ async def run_example(
         )
 
 
-def processes_carrying(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose environment holds ``marker``."""
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-            stat = Path(f"/proc/{name}/stat").read_bytes()
-        except (OSError, ValueError):
-            continue
-        alive = stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
-        if marker.encode() in environ and alive:
-            found.append(int(name))
-    return found
-
-
 @pytest.fixture
 def marker() -> Iterator[str]:
     """A unique environment marker for the agents a test starts; they are SIGKILLed
@@ -884,9 +865,8 @@ async def test_end_to_end_hand_off_failure_and_cancellation(tmp_path: Path, line
     backend = ObservedBackend(config, worker_id="w1", environ=worker_environ())
     outcomes: dict[str, TaskOutcome] = {}
     finished, hook = finished_events(outcomes)
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend)
+    async with running_worker(backend) as local:
+        server, worker = local.server, local.worker
         worker.supervisor.events.on_finished.append(hook)
         with anyio.fail_after(20):
             await server.send(
@@ -932,7 +912,6 @@ async def test_end_to_end_hand_off_failure_and_cancellation(tmp_path: Path, line
         assert len(cancel_failures(lines)) == 0
         assert server.messages_for("h1") == [TaskClaimed("h1", "w1")]
         assert "h1" not in worker.supervisor.handed_off
-        nursery.cancel_scope.cancel()
 
 
 def standin_assignment(task_id: str, tmp_path: Path, prompt: str) -> TaskAssignment:
@@ -957,9 +936,8 @@ async def test_end_to_end_example_dispatch_runs_the_agent_and_cancel_kills_it(
     outcomes: dict[str, TaskOutcome] = {}
     finished, hook = finished_events(outcomes)
     pidfile = tmp_path / "x1-pids"
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend)
+    async with running_worker(backend) as local:
+        server, worker = local.server, local.worker
         worker.supervisor.events.on_finished.append(hook)
         with anyio.fail_after(30):
             # A SIGTERM-proof child in the agent's group: cancel.py must escalate to SIGKILL.
@@ -992,7 +970,6 @@ async def test_end_to_end_example_dispatch_runs_the_agent_and_cancel_kills_it(
         assert cancelled["execution_id"] == "exec-x1"
         await worker.outbox.wait_empty()
         assert server.messages_for("x1") == [TaskClaimed("x1", "w1")]
-        nursery.cancel_scope.cancel()
 
 
 async def test_end_to_end_shutdown_leaves_handed_off_work_alone(

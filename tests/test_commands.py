@@ -12,7 +12,7 @@ import trio
 
 from ozw.protocol import TaskClaimed, TaskCompleted, TaskRejected
 from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
-from tests.worker_harness import API_KEY, assignment, start_server, terminal_for
+from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 
 
 def ozw(

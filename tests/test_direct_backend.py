@@ -27,6 +27,8 @@ from ozw.logs import TaskLog
 from ozw.params import TaskParams
 from tests.event_loops import on_both_loops
 from tests.log_lines import Lines
+from tests.support.params import make_params as task_params
+from tests.support.procs import processes_carrying, wait_until_gone
 
 AGENT = Path(__file__).resolve().parents[1] / "examples" / "agent" / "oz"
 # The stand-in's `#!/usr/bin/env python3` must find a python on the agent's PATH.
@@ -101,21 +103,15 @@ def make_params(
     harness: str | None = None,
     base_args: tuple[str, ...] = BASE_ARGS,
 ) -> TaskParams:
-    task_env = {"TASK_ID": task_id, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    task_env = {"GIT_TERMINAL_PROMPT": "0", **(env or {})}
     if prompt is not None:
         task_env["OZ_STANDIN_PROMPT"] = prompt
-    return TaskParams(
-        task_id=task_id,
-        run_id=task_id,
-        execution_id="exec-1",
+    return task_params(
+        task_id,
         env=task_env,
-        image="ubuntu:22.04",
-        sidecars=(),
         base_args=base_args,
         harness=harness,
-        environment_id=None,
         server_root_url="https://app.warp.dev",
-        task={"id": task_id},
     )
 
 
@@ -130,40 +126,6 @@ async def run_task(backend: DirectBackend, params: TaskParams) -> ExecuteResult 
     finally:
         with anyio.CancelScope(shield=True):
             await run.teardown()
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) process; our init does not reap orphans."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
-
-
-def processes_carrying(marker: str) -> list[int]:
-    """Live processes whose environment holds ``marker``."""
-    found = []
-    needle = marker.encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ and running(int(name)):
-            found.append(int(name))
-    return found
-
-
-async def wait_until_gone(pids: list[int]) -> list[int]:
-    """SIGKILL is delivered asynchronously: give the kernel a bounded moment."""
-    with anyio.move_on_after(2):
-        # No event fires when a process that is not our child dies: poll, bounded.
-        while any(running(pid) for pid in pids):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-    return [pid for pid in pids if running(pid)]
 
 
 def read_record(path: Path) -> dict[str, Any]:

@@ -11,22 +11,7 @@ from ozw.lifecycle import StopCause, TaskControl, run_task
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 from ozw.protocol import TaskCompleted, TaskFailed
-
-
-def params(task_id: str = "t1") -> TaskParams:
-    return TaskParams(
-        task_id=task_id,
-        run_id=task_id,
-        execution_id=None,
-        env={},
-        image="ubuntu:22.04",
-        sidecars=(),
-        base_args=("agent", "run"),
-        harness=None,
-        environment_id=None,
-        server_root_url=None,
-        task={"id": task_id},
-    )
+from tests.support.params import make_params
 
 
 class OneRun(TaskRun):
@@ -76,7 +61,7 @@ class OneBackend(Backend):
 
 
 def control() -> TaskControl:
-    return TaskControl(params(), TaskLog("t1"))
+    return TaskControl(make_params(), TaskLog("t1"))
 
 
 async def test_success_completes_and_tears_down() -> None:

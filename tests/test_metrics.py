@@ -8,9 +8,9 @@ import trio
 from ozw.config import parse_address
 from ozw.protocol import TaskCancellation, TaskRejected
 from tests.scripted_backend import ScriptedBackend
-from tests.worker_harness import (
+from tests.support.worker import (
     assignment,
-    start_server,
+    running_worker,
     start_stoppable_server,
     start_worker,
     terminal_for,
@@ -108,9 +108,8 @@ async def test_a_client_resetting_mid_request_does_not_hurt_the_worker() -> None
     import struct
 
     backend = ScriptedBackend()
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend, metrics_addr="127.0.0.1:0")
+    async with running_worker(backend, metrics_addr="127.0.0.1:0") as local:
+        server, worker = local.server, local.worker
         port = worker.metrics_port
         assert port is not None
         with trio.fail_after(10):
@@ -125,13 +124,12 @@ async def test_a_client_resetting_mid_request_does_not_hurt_the_worker() -> None
             assert status == 200
             await server.send(assignment("still-fine"))
             await server.wait_for(terminal_for("still-fine"))
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_busy_metrics_port_stops_the_worker_with_one_clear_line() -> None:
     from ozw.config import WorkerConfig
     from ozw.failures import StartupError
-    from ozw.runner import Worker
+    from ozw.worker import Worker
 
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))

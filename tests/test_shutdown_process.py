@@ -10,8 +10,9 @@ from pathlib import Path
 import trio
 
 from ozw.protocol import TaskClaimed, TaskFailed
-from tests.ozw_process import STANDIN_AGENT, OzwProcess, processes_with_marker
-from tests.worker_harness import API_KEY, assignment, start_server
+from tests.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.support.procs import processes_carrying
+from tests.support.worker import API_KEY, assignment, start_server
 
 
 def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: str) -> Path:
@@ -58,7 +59,7 @@ async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_
                 )
                 await server.send(task)
                 await ozw.wait_line(rf"task={task_id} \[agent stdout\] ready")
-            assert len(processes_with_marker(marker)) == 2
+            assert len(processes_carrying(marker)) == 2
             ozw.send_signal(signal.SIGINT)
             assert await ozw.wait() == 0
         for task_id in ("one", "two"):
@@ -70,7 +71,7 @@ async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_
             assert messages[1].failure_reason == "graceful_shutdown"
         assert ws.closed is not None
         assert ws.closed.code == 1000
-        assert processes_with_marker(marker) == []
+        assert processes_carrying(marker) == []
         assert "received SIGINT: stopping gracefully" in ozw.log
         assert "Traceback" not in ozw.log
         assert API_KEY not in ozw.log
@@ -103,6 +104,6 @@ async def test_second_sigint_kills_at_once_and_exits_130(tmp_path: Path) -> None
             elapsed = trio.current_time() - started
         # A correctness bound (the kill grace is 60 s), not a benchmark.
         assert elapsed < 15, elapsed
-        assert processes_with_marker(marker) == []
+        assert processes_carrying(marker) == []
         assert "stopping now, killing every task" in ozw.log
         nursery.cancel_scope.cancel()

@@ -17,12 +17,13 @@ from ozw.protocol import (
     TaskFailed,
     TaskRejected,
 )
-from ozw.runner import Worker
+from ozw.worker import Worker
 from tests.scripted_backend import ScriptedBackend
-from tests.worker_harness import (
+from tests.support.worker import (
     API_KEY,
     assignment,
     fast_settings,
+    running_worker,
     start_server,
     start_stoppable_server,
     start_worker,
@@ -33,9 +34,8 @@ from tests.worker_harness import (
 async def test_claim_is_queued_before_execution_and_completion_follows() -> None:
     backend = ScriptedBackend()
     claimed_at_setup: list[bool] = []
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend)
+    async with running_worker(backend) as local:
+        server, worker = local.server, local.worker
         backend.on_setup = lambda params: claimed_at_setup.append(
             any(isinstance(m, TaskClaimed) for m in worker.outbox.pending)
             or any(isinstance(m, TaskClaimed) for m in server.messages_for(params.task_id))
@@ -51,16 +51,14 @@ async def test_claim_is_queued_before_execution_and_completion_follows() -> None
         assert done == TaskCompleted("t1", "Task completed successfully")
         assert server.messages_for("t1") == [TaskClaimed("t1", "w1"), done]
         assert server.received[0].worker_id == "w1"
-        nursery.cancel_scope.cancel()
 
 
 async def test_hundred_mixed_tasks_each_get_exactly_one_terminal_message() -> None:
     backend = ScriptedBackend()
     kinds = ["ok", "fail:3", "cancel", "timeout"] * 25
     random.Random(7).shuffle(kinds)
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend, task_timeout=0.5)
+    async with running_worker(backend, task_timeout=0.5) as local:
+        server, worker = local.server, local.worker
         with trio.fail_after(30):
             for number, kind in enumerate(kinds):
                 behaviour = {"cancel": "block", "timeout": "block"}.get(kind, kind)
@@ -102,14 +100,12 @@ async def test_hundred_mixed_tasks_each_get_exactly_one_terminal_message() -> No
             # Teardown ran exactly once for every task.
             assert backend.calls.count(("teardown", f"t{number}")) == 1
         assert not worker.supervisor.active
-        nursery.cancel_scope.cancel()
 
 
 async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> None:
     backend = ScriptedBackend()
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend, max_concurrent_tasks=2)
+    async with running_worker(backend, max_concurrent_tasks=2) as local:
+        server, worker = local.server, local.worker
         with trio.fail_after(10):
             await server.send(assignment("a", "gate"))
             await server.send(assignment("b", "block"))
@@ -139,14 +135,12 @@ async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> 
             await server.wait_for(terminal_for("e"))
         assert [m for m in server.messages_for("c")] == [TaskRejected("c", REJECT_AT_CAPACITY)]
         assert backend.cancelled == ["b"]
-        nursery.cancel_scope.cancel()
 
 
 async def test_duplicate_assignment_is_ignored() -> None:
     backend = ScriptedBackend()
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        await start_worker(nursery, server.url, backend)
+    async with running_worker(backend) as local:
+        server = local.server
         with trio.fail_after(10):
             await server.send(assignment("dup", "gate"))
             await backend.started["dup"].wait()
@@ -158,7 +152,6 @@ async def test_duplicate_assignment_is_ignored() -> None:
             await server.wait_for(terminal_for("dup"))
         assert backend.executions("dup") == 1
         assert [type(m) for m in server.messages_for("dup")] == [TaskClaimed, TaskCompleted]
-        nursery.cancel_scope.cancel()
 
 
 async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_reconnect() -> None:
@@ -214,9 +207,8 @@ async def test_a_silent_server_is_declared_dead_and_the_worker_reconnects() -> N
 
 async def test_malformed_frames_are_skipped_while_other_tasks_carry_on() -> None:
     backend = ScriptedBackend()
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        await start_worker(nursery, server.url, backend)
+    async with running_worker(backend) as local:
+        server = local.server
         with trio.fail_after(10):
             await server.send(assignment("running", "gate"))
             await backend.started["running"].wait()
@@ -239,7 +231,6 @@ async def test_malformed_frames_are_skipped_while_other_tasks_carry_on() -> None
         assert server.messages_for("not-here") == []
         assert backend.cancelled == []
         assert [type(m) for m in server.messages_for("running")] == [TaskClaimed, TaskCompleted]
-        nursery.cancel_scope.cancel()
 
 
 async def test_handshake_carries_worker_id_query_and_bearer_key() -> None:
@@ -296,9 +287,8 @@ async def test_worker_keeps_dialling_until_the_server_appears() -> None:
 
 async def test_handed_off_task_reports_nothing_and_a_later_cancel_reaches_the_backend() -> None:
     backend = ScriptedBackend()
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend, max_concurrent_tasks=1)
+    async with running_worker(backend, max_concurrent_tasks=1) as local:
+        server, worker = local.server, local.worker
         with trio.fail_after(10):
             await server.send(assignment("h", "handoff"))
             await backend.torn_down["h"].wait()
@@ -312,7 +302,6 @@ async def test_handed_off_task_reports_nothing_and_a_later_cancel_reaches_the_ba
         assert server.messages_for("h") == [TaskClaimed("h", "w1")]
         assert backend.cancelled == ["h"]
         assert "h" not in worker.supervisor.handed_off
-        nursery.cancel_scope.cancel()
 
 
 async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_normally() -> None:
@@ -410,9 +399,8 @@ async def test_stopping_while_disconnected_dials_at_once_to_deliver_results() ->
 async def test_a_forced_stop_still_sends_what_is_already_known() -> None:
     # The agent finished; its teardown hangs; the operator presses Ctrl-C twice.
     backend = ScriptedBackend()
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        worker = await start_worker(nursery, server.url, backend, shutdown_grace=60)
+    async with running_worker(backend, shutdown_grace=60) as local:
+        server, worker = local.server, local.worker
         with trio.fail_after(10):
             await server.send(assignment("stuck", "slow-teardown"))
             await backend.started["stuck"].wait()
@@ -423,4 +411,3 @@ async def test_a_forced_stop_still_sends_what_is_already_known() -> None:
         assert done == TaskCompleted("stuck", "Task completed successfully")
         assert backend.killed
         assert worker.exit_code == 130
-        nursery.cancel_scope.cancel()

@@ -243,9 +243,9 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     configure_logging(config.log_level, config.log_format)
     # Imported late so `ozw --help` and config errors stay fast and independent of Trio.
-    from ozw import runner
+    from ozw import worker
 
-    return runner.run(config)
+    return worker.run(config)
 
 
 def cmd_config_show(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:

@@ -19,12 +19,13 @@ import attrs
 import trio
 import trio_websocket as tws
 
+from ozw.deadlines import CLOSE_TIMEOUT
 from ozw.dial import describe_error, open_websocket
 from ozw.outbox import Outbox
 from ozw.protocol import ProtocolError, ServerMessage, decode_server_message, encode_message
 from ozw.proxy import Proxy
 
-log = logging.getLogger("ozw.connection")
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Assignments carry whole task definitions; 1 MiB (the library default) is too tight."""
@@ -42,7 +43,7 @@ class ConnectionSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     connect_timeout: float = 30.0
-    close_timeout: float = 5.0
+    close_timeout: float = CLOSE_TIMEOUT
     proxy: Proxy | None = None
     """The HTTP proxy to dial through (``ozw.proxy.choose_proxy``), None to dial directly."""
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)

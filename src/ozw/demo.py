@@ -24,8 +24,8 @@ import trio
 
 from ozw.backends.direct import DirectBackend
 from ozw.config import DirectConfig, WorkerConfig
-from ozw.connection import ConnectionSettings
 from ozw.devserver import DispatchServer, Received
+from ozw.local import open_local_worker
 from ozw.logs import configure_logging
 from ozw.protocol import (
     Task,
@@ -36,7 +36,7 @@ from ozw.protocol import (
     TaskFailed,
     TaskRejected,
 )
-from ozw.runner import Worker
+from ozw.worker import Worker
 
 MAX_CONCURRENT = 3
 
@@ -187,36 +187,26 @@ async def run_demo(
     )
     assert isinstance(config.backend, DirectConfig)
     backend = DirectBackend(config.backend, cleanup=True)
-    exit_code = 0
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        worker = Worker(
-            config,
-            backend,
-            connection_settings=ConnectionSettings(server.url, config.worker_id, api_key),
-        )
-        done = trio.Event()
-
-        async def run_worker() -> None:
-            nonlocal exit_code
-            async with backend:
-                exit_code = await worker.run(handle_signals=True)
-            done.set()
-
-        nursery.start_soon(run_worker)
-        await worker.connection.wait_connected()
+    async with (
+        open_local_worker(
+            config, backend, server=server, handle_signals=True, stop_reason="demo finished"
+        ) as local,
+        trio.open_nursery() as nursery,
+    ):
+        worker = local.worker
         view.note(f"dispatch server on {server.url}; worker connected")
         if worker.metrics_port is not None:
             view.note(f"metrics on http://127.0.0.1:{worker.metrics_port}/metrics")
         if live:
             nursery.start_soon(_tick, view)
         with trio.CancelScope() as script:
-            nursery.start_soon(_stop_script_when, done, script)
+            nursery.start_soon(_stop_script_when, local.stopped, script)
             await _play(server, view, worker)
             worker.request_stop("demo finished")
         interrupted = script.cancelled_caught
-        await done.wait()
+        await local.stopped.wait()
         nursery.cancel_scope.cancel()
+    exit_code = local.exit_code or 0
     if live:
         view.redraw()
     else:

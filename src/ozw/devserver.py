@@ -30,7 +30,7 @@ from ozw.protocol import (
     encode_message,
 )
 
-log = logging.getLogger("ozw.devserver")
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ import attrs
 import trio
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.deadlines import TEARDOWN_MARGIN
 from ozw.failures import FailureReason, TaskFailure, failure_message
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
@@ -22,15 +23,32 @@ from ozw.protocol import TASK_STATE_CANCELLED, TaskCompleted, TaskFailed, Termin
 
 COMPLETED_MESSAGE = "Task completed successfully"
 CANCELLED_MESSAGE = "Task cancelled"
-TEARDOWN_MARGIN = 15.0
-"""Our backstop beyond the backend's own teardown deadline (which kills its scripts)."""
 
 
-class StopCause(enum.Enum):
+class StopCause(enum.StrEnum):
     """Why the worker cancelled a task's scope."""
 
     SERVER = "server"
     SHUTDOWN = "shutdown"
+    TIMEOUT = "timeout"
+
+
+class TaskPhase(enum.StrEnum):
+    """Where a task is in its life."""
+
+    PENDING = "pending"
+    SETUP = "setup"
+    EXECUTE = "execute"
+    TEARDOWN = "teardown"
+
+
+class TaskResult(enum.StrEnum):
+    """How a task ended, as the worker sees it."""
+
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    HANDED_OFF = "handed_off"
 
 
 @attrs.define
@@ -42,7 +60,7 @@ class TaskControl:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     teardown_scope: trio.CancelScope = attrs.field(factory=lambda: trio.CancelScope(shield=True))
     cause: StopCause | None = None
-    phase: str = "pending"
+    phase: TaskPhase = TaskPhase.PENDING
     started_at: float = attrs.field(factory=trio.current_time)
 
     def stop(self, cause: StopCause) -> None:
@@ -57,22 +75,22 @@ class TaskOutcome:
     """How a task ended: the terminal message (None for a hand-off) and a summary."""
 
     message: TerminalMessage | None
-    result: str
-    """completed, cancelled, handed_off or failed."""
+    result: TaskResult
     reason: FailureReason | None = None
     exit_code: int | None = None
     teardown_failed: bool = False
-    phase: str = "execute"
+    phase: TaskPhase = TaskPhase.EXECUTE
     """The phase the task was in when it ended (setup, execute)."""
 
 
 def completed(task_id: str) -> TaskOutcome:
-    return TaskOutcome(TaskCompleted(task_id, COMPLETED_MESSAGE), "completed")
+    return TaskOutcome(TaskCompleted(task_id, COMPLETED_MESSAGE), TaskResult.COMPLETED)
 
 
 def cancelled(task_id: str) -> TaskOutcome:
     return TaskOutcome(
-        TaskCompleted(task_id, CANCELLED_MESSAGE, task_state=TASK_STATE_CANCELLED), "cancelled"
+        TaskCompleted(task_id, CANCELLED_MESSAGE, task_state=TASK_STATE_CANCELLED),
+        TaskResult.CANCELLED,
     )
 
 
@@ -80,7 +98,7 @@ def failed(
     task_id: str, reason: FailureReason, cause: str, exit_code: int | None = None
 ) -> TaskOutcome:
     message = TaskFailed(task_id, failure_message(cause), reason.value, exit_code)
-    return TaskOutcome(message, "failed", reason, exit_code)
+    return TaskOutcome(message, TaskResult.FAILED, reason, exit_code)
 
 
 def _outcome_of_stop(
@@ -95,7 +113,12 @@ def _outcome_of_stop(
             return failed(
                 task_id, FailureReason.GRACEFUL_SHUTDOWN, "the worker is shutting down", exit_code
             )
-    return failed(task_id, FailureReason.TASK_TIMEOUT, f"task timed out after {task_timeout:g}s")
+        case StopCause.TIMEOUT:
+            return failed(
+                task_id, FailureReason.TASK_TIMEOUT, f"task timed out after {task_timeout:g}s"
+            )
+    # A scope cancelled without a cause is a bug of ours: report it, never hang.
+    return failed(task_id, FailureReason.UNKNOWN, "the task was stopped for no known cause")
 
 
 async def run_task(
@@ -105,26 +128,31 @@ async def run_task(
     params, log = control.params, control.log
     outcome: TaskOutcome | None = None
     setup_started = False
+    timer = trio.CancelScope()
     if task_timeout is not None:
-        control.scope.deadline = min(control.scope.deadline, trio.current_time() + task_timeout)
+        timer.deadline = trio.current_time() + task_timeout
     try:
         run = backend.open_task(params, log)
-        with control.scope:
-            control.phase = "setup"
+        with control.scope, timer:
+            control.phase = TaskPhase.SETUP
             setup_started = True
             log.info("setup started")
             await run.setup()
-            control.phase = "execute"
+            control.phase = TaskPhase.EXECUTE
             log.info("agent started")
             result = await run.execute()
             if result is ExecuteResult.HANDED_OFF:
-                outcome = TaskOutcome(None, "handed_off")
+                outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
             else:
                 outcome = completed(params.task_id)
-        if control.scope.cancelled_caught or outcome is None:
+        if timer.cancelled_caught and control.cause is None:
+            control.cause = StopCause.TIMEOUT
+        if control.scope.cancelled_caught or timer.cancelled_caught or outcome is None:
             outcome = _outcome_of_stop(control, task_timeout)
         outcome = attrs.evolve(outcome, phase=control.phase)
     except Exception as exc:
+        if timer.cancel_called and control.cause is None:
+            control.cause = StopCause.TIMEOUT
         failure = _task_failure_in(exc)
         if failure is None:
             log.exception("unexpected error in %s: %s", control.phase, exc)
@@ -159,7 +187,7 @@ def _task_failure_in(exc: BaseException) -> TaskFailure | None:
 
 async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> bool:
     """Run the backend's teardown, shielded and bounded; True when it succeeded."""
-    control.phase = "teardown"
+    control.phase = TaskPhase.TEARDOWN
     log = control.log
     with control.teardown_scope:
         control.teardown_scope.deadline = min(

@@ -33,7 +33,7 @@ from ozw.protocol import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-log = logging.getLogger("ozw.metrics")
+log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
 """Agent runs last seconds to hours."""

@@ -10,7 +10,6 @@ while the worker lives: this is the PROTOCOL.md 3 invariant.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
 
 import attrs
 import trio
@@ -31,7 +30,6 @@ class Outbox:
         self._entries: collections.deque[Entry] = collections.deque()
         self._next_seq = 0
         self._changed = trio.Event()
-        self.on_put: Callable[[WorkerMessage], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)

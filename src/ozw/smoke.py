@@ -22,14 +22,12 @@ import trio
 
 from ozw.backends import create_backend
 from ozw.config import WorkerConfig, format_duration
-from ozw.connection import ConnectionSettings
-from ozw.devserver import DispatchServer
 from ozw.failures import BackendUnavailable
-from ozw.lifecycle import TaskOutcome
-from ozw.logs import escape_controls
+from ozw.lifecycle import TaskOutcome, TaskResult
+from ozw.local import open_local_worker
+from ozw.logs import LOGGER_NAME, escape_controls
 from ozw.params import TaskParams
 from ozw.protocol import ProtocolError, TaskAssignment, decode_server_message, encode_message
-from ozw.runner import Worker
 
 TAIL_LINES = 20
 SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"
@@ -101,49 +99,29 @@ async def run_smoke(
     config: WorkerConfig, assignment: TaskAssignment, timeout: float
 ) -> SmokeResult:
     """Run one assignment through a real worker and the configured backend."""
-    api_key = secrets.token_urlsafe(16)
-    server = DispatchServer(api_key)
     result = SmokeResult()
     finished = trio.Event()
     tail = _TailHandler(assignment.task_id)
-    logging.getLogger("ozw").addHandler(tail)
+    logging.getLogger(LOGGER_NAME).addHandler(tail)
     try:
         backend = create_backend(config)
-        async with trio.open_nursery() as nursery, backend:
-            await nursery.start(server.serve)
-            local = attrs.evolve(
-                config,
-                api_key=api_key,
-                server=attrs.evolve(config.server, websocket_url=server.url),
-            )
-            worker = Worker(
-                local,
-                backend,
-                connection_settings=ConnectionSettings(server.url, config.worker_id, api_key),
-            )
+        local_config = attrs.evolve(config, api_key=secrets.token_urlsafe(16))
+        async with open_local_worker(local_config, backend, handle_signals=True) as local:
 
             def on_finished(params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
                 if params.task_id == assignment.task_id:
                     result.outcome, result.duration = outcome, duration
                     finished.set()
 
-            worker.supervisor.events.on_finished.append(on_finished)
-            stopped = trio.Event()
-
-            async def run_worker() -> None:
-                await worker.run(handle_signals=True)
-                stopped.set()
-
-            nursery.start_soon(run_worker)
-            await worker.connection.wait_connected()
-            await server.send(encode_message(assignment))
+            local.worker.supervisor.events.on_finished.append(on_finished)
+            await local.server.send(encode_message(assignment))
             with trio.move_on_after(timeout):
                 await finished.wait()
-            worker.request_stop("smoke run over" if finished.is_set() else "smoke run timed out")
-            await stopped.wait()
-            nursery.cancel_scope.cancel()
+            local.worker.request_stop(
+                "smoke run over" if finished.is_set() else "smoke run timed out"
+            )
     finally:
-        logging.getLogger("ozw").removeHandler(tail)
+        logging.getLogger(LOGGER_NAME).removeHandler(tail)
     result.tail = list(tail.lines)
     return result
 
@@ -165,7 +143,7 @@ def smoke_main(
             f"smoke: FAILED: task {task_id} did not finish within {format_duration(timeout)}",
             file=out,
         )
-    elif outcome.result in ("completed", "handed_off"):
+    elif outcome.result in (TaskResult.COMPLETED, TaskResult.HANDED_OFF):
         print(f"smoke: ok: task {task_id} {outcome.result} in {result.duration:.1f}s", file=out)
         return 0
     else:

@@ -1,223 +1,251 @@
-"""The supervisor: takes assignments, enforces concurrency, runs and reports tasks.
+"""The worker process: one Trio nursery tree from start-up check to exit code.
 
-Every task runs in its own child of the supervisor's nursery. Slots are a plain
-dict of active tasks: a task is added before its claim is queued and removed in
-one ``finally``, so a slot is released exactly once whatever happens.
+::
+
+    Worker.run (root nursery)
+    ├── signals      first SIGINT/SIGTERM: graceful stop; second: immediate stop
+    ├── connection   dial, read, single writer, heartbeat; reconnects
+    └── supervisor   one child per task: setup → execute → teardown
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import signal
 
-import attrs
 import trio
 
 from ozw.backends.base import Backend
-from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, run_task
-from ozw.logs import TaskLog
+from ozw.config import WorkerConfig
+from ozw.connection import Connection, ConnectionSettings
+from ozw.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
+from ozw.failures import BackendUnavailable, StartupError
+from ozw.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.outbox import Outbox
-from ozw.params import ParamSettings, TaskParams, build_task_params
-from ozw.protocol import (
-    REJECT_AT_CAPACITY,
-    REJECT_SHUTTING_DOWN,
-    ServerMessage,
-    TaskAssignment,
-    TaskCancellation,
-    TaskClaimed,
-    TaskRejected,
-    UnknownMessage,
-)
+from ozw.params import ParamSettings
+from ozw.proxy import choose_proxy
+from ozw.supervisor import Supervisor, SupervisorSettings
 
-log = logging.getLogger("ozw.worker")
+log = logging.getLogger(__name__)
 
-MAX_HANDED_OFF = 10_000
-"""Hand-offs remembered for a later cancellation; the oldest are forgotten beyond this."""
+EXIT_OK = 0
+EXIT_STARTUP = 1
+EXIT_FORCED = 130
 
 
-@attrs.frozen
-class SupervisorSettings:
-    worker_id: str
-    params: ParamSettings
-    max_concurrent_tasks: int = 0
-    task_timeout: float | None = None
-    max_tasks: int | None = None
-    """Claim no more than this many tasks in the worker's life (one-shot workers)."""
+class Worker:
+    """A worker: connection + supervisor + signal handling, stopping gracefully."""
 
-
-@attrs.define
-class TaskEvents:
-    """Hooks for observers (metrics, the demo's live view, tests)."""
-
-    on_claimed: list[Callable[[TaskParams], None]] = attrs.field(factory=list)
-    on_rejected: list[Callable[[str, str], None]] = attrs.field(factory=list)
-    on_finished: list[Callable[[TaskParams, TaskOutcome, float], None]] = attrs.field(factory=list)
-
-
-class Supervisor:
-    """Owns the running tasks of one worker."""
-
-    def __init__(self, settings: SupervisorSettings, backend: Backend, outbox: Outbox) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        config: WorkerConfig,
+        backend: Backend,
+        *,
+        connection_settings: ConnectionSettings | None = None,
+        flush_timeout: float = FLUSH_TIMEOUT,
+    ) -> None:
+        self.config = config
         self.backend = backend
-        self.outbox = outbox
-        self.events = TaskEvents()
-        self.active: dict[str, TaskControl] = {}
-        self.handed_off: dict[str, TaskParams] = {}
-        self.finished = 0
-        self.claimed = 0
-        self.teardown_failures = 0
-        self.accepting = True
-        self._nursery: trio.Nursery | None = None
-        self._idle = trio.Event()
-        self._idle.set()
+        self.outbox = Outbox()
+        self.flush_timeout = flush_timeout
+        default_image = getattr(config.backend, "default_image", None)
+        self.supervisor = Supervisor(
+            SupervisorSettings(
+                worker_id=config.worker_id,
+                params=ParamSettings(
+                    server_root_url=config.server.root_url,
+                    default_image=default_image,
+                    idle_on_complete=config.idle_on_complete,
+                    session_sharing_server_url=config.server.session_sharing_server_url,
+                ),
+                max_concurrent_tasks=config.max_concurrent_tasks,
+                task_timeout=config.task_timeout,
+                max_tasks=config.max_tasks,
+            ),
+            backend,
+            self.outbox,
+        )
+        self.connection = Connection(
+            connection_settings
+            or ConnectionSettings(
+                websocket_url=config.server.websocket_url,
+                worker_id=config.worker_id,
+                api_key=config.api_key or "",
+                # ``ozw run`` has checked the proxy settings (ProxySettingError) already.
+                proxy=choose_proxy(
+                    config.server.websocket_url, config.server.proxy_url, os.environ
+                ),
+            ),
+            self.outbox,
+            self.supervisor.handle,
+        )
+        self.metrics = WorkerMetrics(
+            worker_id=config.worker_id,
+            backend=backend.name,
+            max_concurrent=config.max_concurrent_tasks,
+        )
+        events = self.supervisor.events
+        events.on_claimed.append(self.metrics.on_claimed)
+        events.on_rejected.append(self.metrics.on_rejected)
+        events.on_finished.append(self.metrics.on_finished)
+        self.connection.on_state_change = self.metrics.on_connection
+        if config.max_tasks is not None:
+            events.on_finished.append(self._stop_after_max_tasks)
+        self.metrics_port: int | None = None
+        self.exit_code = EXIT_OK
+        self._stop = trio.Event()
+        self._forced = trio.Event()
+        self._shutdown_scope = trio.CancelScope()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host the tasks' nursery until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+    def _stop_after_max_tasks(self, *_: object) -> None:
+        if self.supervisor.finished >= (self.config.max_tasks or 0) and not self.supervisor.active:
+            self.request_stop(f"finished {self.supervisor.finished} task(s) (--max-tasks)")
 
-    # --- messages from the server ------------------------------------------------
+    def request_stop(self, why: str = "asked to stop") -> None:
+        """Graceful stop: no new work, cancel running tasks, let teardown run."""
+        if not self._stop.is_set():
+            log.info(
+                "%s: stopping gracefully (%d running; up to %gs for teardown)",
+                why,
+                len(self.supervisor.active),
+                self.config.shutdown_grace,
+            )
+            # At once, not when the shutdown task next runs: no assignment slips in.
+            self.supervisor.stop_accepting()
+            self._stop.set()
 
-    def handle(self, message: ServerMessage) -> None:
-        """Act on one server message; never blocks, never raises."""
-        match message:
-            case TaskAssignment():
-                self._assign(message)
-            case TaskCancellation():
-                self._cancel(message.task_id)
-            case UnknownMessage(type=kind):
-                log.info("ignored a message of unknown type %r", kind)
-
-    def _assign(self, assignment: TaskAssignment) -> None:
-        task_id = assignment.task_id
-        tlog = TaskLog(task_id)
-        if task_id in self.active:
-            tlog.warning("ignored a second assignment of a task that is already running here")
+    def force_stop(self, why: str = "asked again") -> None:
+        """Immediate stop: kill agents and containers now, exit 130."""
+        if self._forced.is_set():
             return
-        if not self.accepting:
-            tlog.info("rejected: %s", REJECT_SHUTTING_DOWN)
-            self._reject(task_id, REJECT_SHUTTING_DOWN)
-            return
-        limit = self.settings.max_concurrent_tasks
-        if limit and len(self.active) >= limit:
-            tlog.info("rejected: %s (%d running)", REJECT_AT_CAPACITY, len(self.active))
-            self._reject(task_id, REJECT_AT_CAPACITY)
-            return
-        params = build_task_params(assignment, self.settings.params)
-        if params.image_warning is not None:
-            tlog.warning("%s", params.image_warning)
-        control = TaskControl(params, tlog)
-        self.active[task_id] = control
-        self.claimed += 1
-        if self.settings.max_tasks is not None and self.claimed >= self.settings.max_tasks:
-            # A one-shot worker takes nothing more: later assignments are re-queued.
-            self.accepting = False
-        self.handed_off.pop(task_id, None)
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
-        tlog.info("claimed (execution %s)", params.execution_id or "-")
-        assert self._nursery is not None, "Supervisor.run must be started first"
-        self._nursery.start_soon(self._run_task, control, name=f"task {task_id}")
-        for claimed in self.events.on_claimed:
-            _notify(claimed, params)
+        log.warning("%s: stopping now, killing every task", why)
+        self.exit_code = EXIT_FORCED
+        self._forced.set()
+        self._stop.set()
+        self._shutdown_scope.cancel()
 
-    def _reject(self, task_id: str, reason: str) -> None:
-        self.outbox.put(TaskRejected(task_id, reason))
-        for rejected in self.events.on_rejected:
-            _notify(rejected, task_id, reason)
+    async def run(
+        self,
+        *,
+        handle_signals: bool = True,
+        task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
+    ) -> int:
+        """Run until stopped; returns the process exit code.
 
-    def _cancel(self, task_id: str) -> None:
-        tlog = TaskLog(task_id)
-        control = self.active.get(task_id)
-        if control is not None:
-            tlog.info("cancellation requested by the server (phase %s)", control.phase)
-            control.stop(StopCause.SERVER)
-            self._spawn_backend_cancel(control.params, tlog)
-            return
-        params = self.handed_off.pop(task_id, None)
-        if params is not None:
-            tlog.info("cancellation requested for a handed-off task")
-            self._spawn_backend_cancel(params, tlog)
-            return
-        tlog.info("cancellation for a task not active here: ignored")
-
-    def _spawn_backend_cancel(self, params: TaskParams, tlog: TaskLog) -> None:
-        async def cancel() -> None:
+        Raises:
+            StartupError: the backend's start-up check failed, or the metrics address
+                cannot be bound.
+        """
+        found = await self.backend.check()
+        await self.backend.recover()
+        log.info(
+            "worker %s starting: backend %s (%s), max concurrent tasks %s",
+            self.config.worker_id,
+            self.backend.name,
+            found,
+            self.config.max_concurrent_tasks or "unlimited",
+        )
+        listeners = []
+        if self.config.metrics_addr:
+            # Bound before the nursery, so a taken port is one clear line, not a group.
             try:
-                await self.backend.cancel(params)
-            except Exception as exc:
-                tlog.warning("backend cancel failed: %s", exc)
+                listeners = await bind_http(self.config.metrics_addr)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {self.config.metrics_addr}: {exc.strerror or exc}"
+                ) from None
+        async with trio.open_nursery() as root:
+            if handle_signals:
+                await root.start(self._watch_signals)
+            await root.start(self.supervisor.run)
+            if listeners:
+                self.metrics_port = await root.start(
+                    serve_http, self.metrics, lambda: self.connection.connected, listeners
+                )
+            await root.start(self.connection.run)
+            task_status.started(self)
+            await self._stop.wait()
+            await self._shutdown()
+            root.cancel_scope.cancel()
+        return self.exit_code
 
-        assert self._nursery is not None
-        self._nursery.start_soon(cancel)
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._stop.is_set():
+                    self.request_stop(f"received {name}")
+                    log.info("press Ctrl-C again to stop at once")
+                else:
+                    self.force_stop(f"received {name} again")
 
-    # --- one task -----------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        supervisor = self.supervisor
+        supervisor.stop_accepting()
+        with self._shutdown_scope:
+            if self.backend.tasks_survive_shutdown:
+                log.info("waiting for %d task(s) being handed off", len(supervisor.active))
+            else:
+                count = supervisor.cancel_all()
+                if count:
+                    log.info("cancelled %d running task(s); waiting for their teardown", count)
+            with trio.move_on_after(self.config.shutdown_grace) as grace:
+                await supervisor.wait_idle()
+            if grace.cancelled_caught:
+                log.warning(
+                    "%d task(s) still running after %gs; killing them",
+                    len(supervisor.active),
+                    self.config.shutdown_grace,
+                )
+                await self._kill_everything()
+            if len(self.outbox) and not self.connection.connected:
+                # Results are owed: dial now rather than at the end of a long back-off.
+                self.connection.redial_now()
+            with trio.move_on_after(self.flush_timeout):
+                await self.outbox.wait_empty()
+        if self._forced.is_set():
+            await self._kill_everything()
+            # Even a forced stop owes the server what is already known: a short flush.
+            with trio.move_on_after(FORCED_FLUSH, shield=True):
+                await self.outbox.wait_empty()
+        if len(self.outbox):
+            log.error(
+                "%d message(s) could not be delivered before exit: %s",
+                len(self.outbox),
+                ", ".join(f"{type(m).__name__}({m.task_id})" for m in self.outbox.pending),
+            )
+        with trio.move_on_after(CLOSE_WAIT, shield=True):
+            await self.connection.close()
+        log.info("worker stopped")
 
-    async def _run_task(self, control: TaskControl) -> None:
-        params = control.params
-        started = trio.current_time()
-        try:
-            outcome = await run_task(self.backend, control, task_timeout=self.settings.task_timeout)
-        finally:
-            del self.active[params.task_id]
-            if not self.active:
-                self._idle.set()
-        duration = trio.current_time() - started
-        if outcome.teardown_failed:
-            self.teardown_failures += 1
-        if outcome.message is None:
-            self.handed_off[params.task_id] = params
-            if len(self.handed_off) > MAX_HANDED_OFF:
-                # dicts keep insertion order: the first key is the oldest hand-off.
-                del self.handed_off[next(iter(self.handed_off))]
-            control.log.info("handed off (%.1fs)", duration)
-        else:
-            self.outbox.put(outcome.message)
-            control.log.info("%s %s", outcome.result, _summary(outcome, duration))
-        self.finished += 1
-        for finished in self.events.on_finished:
-            _notify(finished, params, outcome, duration)
-
-    # --- shutdown -----------------------------------------------------------------
-
-    def stop_accepting(self) -> None:
-        self.accepting = False
-
-    def cancel_all(self) -> int:
-        """Cancel every running task for shutdown (unless the backend's tasks survive it)."""
-        if self.backend.tasks_survive_shutdown:
-            return 0
-        for control in self.active.values():
-            control.stop(StopCause.SHUTDOWN)
-        return len(self.active)
-
-    def force_stop(self) -> None:
-        """Stop waiting: cancel every task and its teardown now."""
-        for control in self.active.values():
-            control.stop(StopCause.SHUTDOWN)
-            control.teardown_scope.cancel()
-
-    async def wait_idle(self) -> None:
-        """Wait until no task is running."""
-        await self._idle.wait()
+    async def _kill_everything(self) -> None:
+        with trio.move_on_after(FORCED_WAIT, shield=True):
+            await self.backend.kill_all()
+            self.supervisor.force_stop()
+            await self.supervisor.wait_idle()
 
 
-def _notify(hook: Callable[..., None], *args: object) -> None:
-    """Call an observer; its failure is logged and never reaches the tasks."""
+async def serve(config: WorkerConfig, backend: Backend) -> int:
+    """Run a worker with signal handling; the CLI's entry into Trio."""
     try:
-        hook(*args)
-    except Exception:
-        log.exception("an observer of task events failed")
+        async with backend:
+            return await Worker(config, backend).run()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
 
 
-def _summary(outcome: TaskOutcome, duration: float) -> str:
-    parts = []
-    if outcome.reason is not None:
-        parts.append(outcome.reason.value)
-    if outcome.exit_code is not None:
-        parts.append(f"exit code {outcome.exit_code}")
-    parts.append(f"{duration:.1f}s")
-    return "(" + ", ".join(parts) + ")"
+def run(config: WorkerConfig) -> int:
+    """Run the worker for ``config`` until it is stopped; returns the exit code."""
+    from ozw.backends import create_backend
+
+    try:
+        backend = create_backend(config)
+    except BackendUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+    return trio.run(serve, config, backend)

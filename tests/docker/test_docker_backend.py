@@ -30,6 +30,8 @@ from ozw.params import Sidecar, TaskParams
 from ozw.protocol import InstanceShape
 from tests.docker.conftest import Engine, Images, Registries
 from tests.event_loops import on_both_loops
+from tests.support.params import make_params as task_params
+from tests.support.procs import cmdlines_containing
 
 KILL_GRACE = 2.0
 
@@ -84,18 +86,13 @@ def make_params(
     shape: InstanceShape | None = None,
     execution_id: str | None = "exec-1",
 ) -> TaskParams:
-    return TaskParams(
-        task_id=task_id,
-        run_id=task_id,
-        execution_id=execution_id,
-        env={"TASK_ID": task_id, **(env or {})},
+    return task_params(
+        task_id,
         image=image,
+        execution_id=execution_id,
+        env=env,
+        base_args=base_args,
         sidecars=tuple(sidecars),
-        base_args=tuple(base_args),
-        harness=None,
-        environment_id=None,
-        server_root_url=None,
-        task={"id": task_id},
         instance_shape=shape,
     )
 
@@ -866,7 +863,7 @@ async def test_secret_values_never_appear_on_a_command_line(
     captured = CapturedLog(task_id)
     async with anyio.create_task_group() as nursery:
         scope, done, _ = await _start_sleeper(backend, params, captured, nursery)
-        seen = await anyio.to_thread.run_sync(_cmdlines_containing, secret.encode())
+        seen = await anyio.to_thread.run_sync(cmdlines_containing, secret.encode())
         scope.cancel()
         await done.wait()
     assert seen == []
@@ -932,20 +929,6 @@ async def test_values_travel_in_a_private_env_file_not_in_the_cli_environment(
     env_file = anyio.Path(record.with_suffix(".path").read_text().strip())
     assert not await env_file.exists()
     assert not await env_file.parent.exists()
-
-
-def _cmdlines_containing(needle: bytes) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline:
-            found.append(f"{entry.name}: {cmdline!r}")
-    return found
 
 
 @on_both_loops

@@ -33,11 +33,9 @@ from typing import ClassVar, Self
 import anyio
 
 from ozw.backends.execution import ProcessRunner
+from ozw.deadlines import BACKEND_CLOSE_TIMEOUT
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
-
-CLOSE_TIMEOUT = 60.0
-"""The bound on :meth:`Backend.aclose` when used as an async context manager."""
 
 
 class ExecuteResult(enum.Enum):
@@ -118,7 +116,7 @@ class Backend(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         # Clean-up runs even when the surrounding scope is cancelled, but not for ever.
-        with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+        with anyio.move_on_after(BACKEND_CLOSE_TIMEOUT, shield=True):
             await self.aclose()
 
 

@@ -36,14 +36,12 @@ from ozw.backends.execution import (
     run_script,
 )
 from ozw.config import DirectConfig
+from ozw.deadlines import WORKSPACE_REMOVAL_MARGIN
 from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 
 logger = logging.getLogger("ozw.backends.direct")
-
-TEARDOWN_MARGIN: Final = 60.0
-"""Extra outer teardown time for removing a (possibly large) workspace."""
 
 
 class DirectBackend(ProcessBackend):
@@ -68,7 +66,7 @@ class DirectBackend(ProcessBackend):
         self.config = config
         self.cleanup = cleanup
         # The script gets teardown_timeout; the kill sequence and removal need room too.
-        self.teardown_timeout = config.teardown_timeout + 2 * config.kill_grace + TEARDOWN_MARGIN
+        self.teardown_timeout = config.teardown_timeout + 2 * config.kill_grace + WORKSPACE_REMOVAL_MARGIN
         self._oz: str | None = None
         self._workspaces: dict[str, Workspace] = {}
 

@@ -1,9 +1,11 @@
-"""Start a dispatch server and a worker (with the scripted backend) in a test's nursery."""
+"""A dispatch server and a worker for tests: the running-worker fixture and its parts."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
 import trio
 
@@ -11,27 +13,42 @@ from ozw.backends.base import Backend
 from ozw.config import WorkerConfig
 from ozw.connection import ConnectionSettings
 from ozw.devserver import DispatchServer
+from ozw.local import LocalWorker, open_local_worker
 from ozw.protocol import Task, TaskAssignment, TaskCompleted, TaskFailed, WorkerMessage
-from ozw.runner import Worker
+from ozw.worker import Worker
 
-API_KEY = "test-key-0123456789"
+API_KEY: Final = "test-key-0123456789"
+FAST_TIMINGS: Final = {
+    "ping_interval": 0.05,
+    "dead_after": 0.5,
+    "backoff_initial": 0.01,
+    "backoff_max": 0.1,
+    "connect_timeout": 2.0,
+    "close_timeout": 1.0,
+}
+"""Protocol timings scaled down so tests run in milliseconds."""
 
 
 def fast_settings(url: str, worker_id: str = "w1", **overrides: Any) -> ConnectionSettings:
-    """Protocol timings scaled down so tests run in milliseconds."""
-    values: dict[str, Any] = {
-        "ping_interval": 0.05,
-        "dead_after": 0.5,
-        "backoff_initial": 0.01,
-        "backoff_max": 0.1,
-        "connect_timeout": 2.0,
-        "close_timeout": 1.0,
-    }
-    values.update(overrides)
-    return ConnectionSettings(url, worker_id, API_KEY, **values)
+    """Connection settings with :data:`FAST_TIMINGS`."""
+    return ConnectionSettings(url, worker_id, API_KEY, **{**FAST_TIMINGS, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def running_worker(backend: Backend, **config: Any) -> AsyncIterator[LocalWorker]:
+    """A worker ``w1`` on ``backend`` (``config``: WorkerConfig fields) connected to a
+    local dispatch server; stopped gracefully at the end of the block."""
+    async with open_local_worker(
+        WorkerConfig(worker_id="w1", api_key=API_KEY, **config),
+        backend,
+        timings=FAST_TIMINGS,
+        stop_reason="test over",
+    ) as local:
+        yield local
 
 
 async def start_server(nursery: trio.Nursery, port: int = 0) -> DispatchServer:
+    """A dispatch server alone (for tests that restart it or dial it themselves)."""
     server = DispatchServer(API_KEY)
     await nursery.start(server.serve, "127.0.0.1", port)
     return server
@@ -61,6 +78,7 @@ async def start_worker(
     settings: ConnectionSettings | None = None,
     **config: Any,
 ) -> Worker:
+    """A worker dialling ``url`` (which may not answer yet), run in ``nursery``."""
     worker = Worker(
         WorkerConfig(worker_id="w1", api_key=API_KEY, **config),
         backend,

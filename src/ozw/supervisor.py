@@ -1,0 +1,220 @@
+"""The supervisor: takes assignments, enforces concurrency, runs and reports tasks.
+
+Every task runs in its own child of the supervisor's nursery. Slots are a plain
+dict of active tasks: a task is added before its claim is queued and removed in
+one ``finally``, so a slot is released exactly once whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from ozw.backends.base import Backend
+from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, run_task
+from ozw.logs import TaskLog
+from ozw.outbox import Outbox
+from ozw.params import ParamSettings, TaskParams, build_task_params
+from ozw.protocol import (
+    REJECT_AT_CAPACITY,
+    REJECT_SHUTTING_DOWN,
+    ServerMessage,
+    TaskAssignment,
+    TaskCancellation,
+    TaskClaimed,
+    TaskRejected,
+    UnknownMessage,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_HANDED_OFF = 10_000
+"""Hand-offs remembered for a later cancellation; the oldest are forgotten beyond this."""
+
+
+@attrs.frozen
+class SupervisorSettings:
+    worker_id: str
+    params: ParamSettings
+    max_concurrent_tasks: int = 0
+    task_timeout: float | None = None
+    max_tasks: int | None = None
+    """Claim no more than this many tasks in the worker's life (one-shot workers)."""
+
+
+@attrs.define
+class TaskEvents:
+    """Hooks for observers (metrics, the demo's live view, tests)."""
+
+    on_claimed: list[Callable[[TaskParams], None]] = attrs.field(factory=list)
+    on_rejected: list[Callable[[str, str], None]] = attrs.field(factory=list)
+    on_finished: list[Callable[[TaskParams, TaskOutcome, float], None]] = attrs.field(factory=list)
+
+
+class Supervisor:
+    """Owns the running tasks of one worker."""
+
+    def __init__(self, settings: SupervisorSettings, backend: Backend, outbox: Outbox) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.outbox = outbox
+        self.events = TaskEvents()
+        self.active: dict[str, TaskControl] = {}
+        self.handed_off: dict[str, TaskParams] = {}
+        self.finished = 0
+        self.claimed = 0
+        self.accepting = True
+        self._nursery: trio.Nursery | None = None
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the tasks' nursery until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- messages from the server ------------------------------------------------
+
+    def handle(self, message: ServerMessage) -> None:
+        """Act on one server message; never blocks, never raises."""
+        match message:
+            case TaskAssignment():
+                self._assign(message)
+            case TaskCancellation():
+                self._cancel(message.task_id)
+            case UnknownMessage(type=kind):
+                log.info("ignored a message of unknown type %r", kind)
+
+    def _assign(self, assignment: TaskAssignment) -> None:
+        task_id = assignment.task_id
+        tlog = TaskLog(task_id)
+        if task_id in self.active:
+            tlog.warning("ignored a second assignment of a task that is already running here")
+            return
+        if not self.accepting:
+            tlog.info("rejected: %s", REJECT_SHUTTING_DOWN)
+            self._reject(task_id, REJECT_SHUTTING_DOWN)
+            return
+        limit = self.settings.max_concurrent_tasks
+        if limit and len(self.active) >= limit:
+            tlog.info("rejected: %s (%d running)", REJECT_AT_CAPACITY, len(self.active))
+            self._reject(task_id, REJECT_AT_CAPACITY)
+            return
+        params = build_task_params(assignment, self.settings.params)
+        if params.image_warning is not None:
+            tlog.warning("%s", params.image_warning)
+        control = TaskControl(params, tlog)
+        self.active[task_id] = control
+        self.claimed += 1
+        if self.settings.max_tasks is not None and self.claimed >= self.settings.max_tasks:
+            # A one-shot worker takes nothing more: later assignments are re-queued.
+            self.accepting = False
+        self.handed_off.pop(task_id, None)
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
+        tlog.info("claimed (execution %s)", params.execution_id or "-")
+        assert self._nursery is not None, "Supervisor.run must be started first"
+        self._nursery.start_soon(self._run_task, control, name=f"task {task_id}")
+        for claimed in self.events.on_claimed:
+            _notify(claimed, params)
+
+    def _reject(self, task_id: str, reason: str) -> None:
+        self.outbox.put(TaskRejected(task_id, reason))
+        for rejected in self.events.on_rejected:
+            _notify(rejected, task_id, reason)
+
+    def _cancel(self, task_id: str) -> None:
+        tlog = TaskLog(task_id)
+        control = self.active.get(task_id)
+        if control is not None:
+            tlog.info("cancellation requested by the server (phase %s)", control.phase)
+            control.stop(StopCause.SERVER)
+            self._spawn_backend_cancel(control.params, tlog)
+            return
+        params = self.handed_off.pop(task_id, None)
+        if params is not None:
+            tlog.info("cancellation requested for a handed-off task")
+            self._spawn_backend_cancel(params, tlog)
+            return
+        tlog.info("cancellation for a task not active here: ignored")
+
+    def _spawn_backend_cancel(self, params: TaskParams, tlog: TaskLog) -> None:
+        async def cancel() -> None:
+            try:
+                await self.backend.cancel(params)
+            except Exception as exc:
+                tlog.warning("backend cancel failed: %s", exc)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(cancel)
+
+    # --- one task -----------------------------------------------------------------
+
+    async def _run_task(self, control: TaskControl) -> None:
+        params = control.params
+        started = trio.current_time()
+        try:
+            outcome = await run_task(self.backend, control, task_timeout=self.settings.task_timeout)
+        finally:
+            del self.active[params.task_id]
+            if not self.active:
+                self._idle.set()
+        duration = trio.current_time() - started
+        if outcome.message is None:
+            self.handed_off[params.task_id] = params
+            if len(self.handed_off) > MAX_HANDED_OFF:
+                # dicts keep insertion order: the first key is the oldest hand-off.
+                del self.handed_off[next(iter(self.handed_off))]
+            control.log.info("handed off (%.1fs)", duration)
+        else:
+            self.outbox.put(outcome.message)
+            control.log.info("%s %s", outcome.result, _summary(outcome, duration))
+        self.finished += 1
+        for finished in self.events.on_finished:
+            _notify(finished, params, outcome, duration)
+
+    # --- shutdown -----------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
+
+    def cancel_all(self) -> int:
+        """Cancel every running task for shutdown (unless the backend's tasks survive it)."""
+        if self.backend.tasks_survive_shutdown:
+            return 0
+        for control in self.active.values():
+            control.stop(StopCause.SHUTDOWN)
+        return len(self.active)
+
+    def force_stop(self) -> None:
+        """Stop waiting: cancel every task and its teardown now."""
+        for control in self.active.values():
+            control.stop(StopCause.SHUTDOWN)
+            control.teardown_scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Wait until no task is running."""
+        await self._idle.wait()
+
+
+def _notify(hook: Callable[..., None], *args: object) -> None:
+    """Call an observer; its failure is logged and never reaches the tasks."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("an observer of task events failed")
+
+
+def _summary(outcome: TaskOutcome, duration: float) -> str:
+    parts = []
+    if outcome.reason is not None:
+        parts.append(outcome.reason.value)
+    if outcome.exit_code is not None:
+        parts.append(f"exit code {outcome.exit_code}")
+    parts.append(f"{duration:.1f}s")
+    return "(" + ", ".join(parts) + ")"

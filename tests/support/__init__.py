@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: /proc scanning, task parameters, a running worker."""
