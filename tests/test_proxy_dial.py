@@ -17,6 +17,7 @@ from ozw.outbox import Outbox
 from ozw.protocol import TaskClaimed, TaskCompleted
 from ozw.proxy import Proxy, choose_proxy, parse_proxy_url
 from tests.scripted_backend import ScriptedBackend
+from tests.support.worker import assignment, fast_settings, start_worker, terminal_for
 from tests.tinyproxy import (
     local_address,
     local_name,
@@ -25,7 +26,6 @@ from tests.tinyproxy import (
     server_url,
     start_dispatch_server,
 )
-from tests.worker_harness import assignment, fast_settings, start_worker, terminal_for
 
 USER, PASSWORD = "alice", "s3cr3tPassw0rd"
 

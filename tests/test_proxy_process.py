@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.support.worker import API_KEY
 from tests.tinyproxy import (
     local_address,
     local_name,
@@ -20,7 +21,6 @@ from tests.tinyproxy import (
     server_url,
     start_dispatch_server,
 )
-from tests.worker_harness import API_KEY
 
 PASSWORD = "Pr0xyPassw0rd"
 

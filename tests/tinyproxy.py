@@ -22,7 +22,7 @@ import trio
 import trustme
 
 from ozw.devserver import DispatchServer
-from tests.worker_harness import API_KEY
+from tests.support.worker import API_KEY
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 _CONNECT = re.compile(r"Request \(file descriptor \d+\): CONNECT (\S+) HTTP")

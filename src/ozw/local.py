@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -59,8 +60,10 @@ async def open_local_worker(
             api_key=server.api_key,
             server=attrs.evolve(config.server, websocket_url=server.url),
         )
-        settings = ConnectionSettings(
-            server.url, config.worker_id, server.api_key, **dict(timings or {})
+        # Straight to 127.0.0.1: no proxy applies to the local server.
+        overrides: dict[str, Any] = dict(timings or {})
+        settings = attrs.evolve(
+            ConnectionSettings(server.url, config.worker_id, server.api_key), **overrides
         )
         extra = {} if flush_timeout is None else {"flush_timeout": flush_timeout}
         worker = Worker(local_config, backend, connection_settings=settings, **extra)

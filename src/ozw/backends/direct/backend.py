@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
-from typing import ClassVar, Final
+from typing import ClassVar
 
 import anyio
 
@@ -66,7 +66,9 @@ class DirectBackend(ProcessBackend):
         self.config = config
         self.cleanup = cleanup
         # The script gets teardown_timeout; the kill sequence and removal need room too.
-        self.teardown_timeout = config.teardown_timeout + 2 * config.kill_grace + WORKSPACE_REMOVAL_MARGIN
+        self.teardown_timeout = (
+            config.teardown_timeout + 2 * config.kill_grace + WORKSPACE_REMOVAL_MARGIN
+        )
         self._oz: str | None = None
         self._workspaces: dict[str, Workspace] = {}
 
