@@ -86,7 +86,8 @@ def baseline_command(run: DockerTaskRun, image: str) -> list[str]:
     command = ["docker", "run", "--rm", f"--workdir={WORKDIR}"]
     command += [sidecar.volume_arg() for sidecar in run.sidecars]
     command += [f"--env={name}={value}" for name, value in run.env.items()]
-    command += [f"--entrypoint={ENTRYPOINT}", image, *run.params.base_args]
+    # As ozw (and the Go worker) create it: the command, not --entrypoint.
+    command += [image, ENTRYPOINT, *run.params.base_args]
     return command
 
 

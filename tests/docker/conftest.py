@@ -121,7 +121,15 @@ def _add_dir(archive: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
     archive.addfile(info)
 
 
-def busybox_rootfs() -> bytes:
+WRAPPER = b"""#!/bin/sh
+# A set-up wrapper as images use them: it must run, then hand over to the command.
+echo "standin: wrapper ran with $# arguments"
+export WRAPPED_BY=wrapper
+exec "$@"
+"""
+
+
+def busybox_rootfs(files: Mapping[str, tuple[bytes, int]] | None = None) -> bytes:
     """A rootfs tar: ``/bin/busybox`` plus one relative symlink per applet.
 
     The equivalent of ``busybox --install -s`` into a staging directory, but written
@@ -139,6 +147,8 @@ def busybox_rootfs() -> bytes:
             link.linkname = "busybox"
             link.mtime = 1_700_000_000
             archive.addfile(link)
+        for name, (data, mode) in (files or {}).items():
+            _add_file(archive, name.lstrip("/"), data, mode)
     return buffer.getvalue()
 
 
@@ -151,9 +161,12 @@ def files_rootfs(files: Mapping[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def import_image(engine: Engine, tag: str, rootfs: bytes) -> str:
-    """``docker import`` a rootfs tar as ``tag``; returns the image ID."""
-    result = engine.run("import", "-", tag, input=rootfs)
+def import_image(engine: Engine, tag: str, rootfs: bytes, *changes: str) -> str:
+    """``docker import`` a rootfs tar as ``tag`` (with ``--change`` each of ``changes``);
+    returns the image ID."""
+    result = engine.run(
+        "import", *(f"--change={change}" for change in changes), "-", tag, input=rootfs
+    )
     return result.stdout.decode().strip()
 
 
@@ -192,6 +205,8 @@ class Images:
     """The test images, by reference (all present on the engine)."""
 
     task: str
+    wrapped: str
+    """The task image with ``ENTRYPOINT ["/wrapper.sh"]`` (:data:`WRAPPER`)."""
     agent: str
     extra: str
     foreign: str
@@ -219,12 +234,15 @@ def images(engine: Engine) -> Iterator[Images]:
     rootfs = busybox_rootfs()
     built = Images(
         task=f"{prefix}/task:1",
+        wrapped=f"{prefix}/wrapped:1",
         agent=f"{prefix}/agent:1",
         extra=f"{prefix}/extra:1",
         foreign=f"{prefix}/foreign-arm64:1",
         prefix=prefix,
     )
     import_image(engine, built.task, rootfs)
+    wrapped = busybox_rootfs({"/wrapper.sh": (WRAPPER, 0o755)})
+    import_image(engine, built.wrapped, wrapped, 'ENTRYPOINT ["/wrapper.sh"]')
     import_image(engine, built.agent, _agent_rootfs())
     import_image(engine, built.extra, files_rootfs({"/hello.txt": (b"hello from extra\n", 0o644)}))
     native = engine.text("version", "--format={{.Server.Arch}}")

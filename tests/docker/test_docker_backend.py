@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -348,8 +350,8 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
         assert host_config["NanoCpus"] == 1_000_000_000
         assert host_config["Memory"] == host_config["MemorySwap"] == 256 * 1024 * 1024
         assert config["WorkingDir"] == "/workspace"
-        assert config["Entrypoint"] == ["/agent/entrypoint.sh"]
-        assert config["Cmd"] == list(base_args)
+        assert config["Entrypoint"] is None  # the image's own, and this one has none
+        assert config["Cmd"] == ["/agent/entrypoint.sh", *base_args]
         labels = config["Labels"]
         assert labels[LABEL_WORKER] == backend.worker_id
         assert labels[LABEL_TASK] == task_id
@@ -856,7 +858,7 @@ async def test_secret_values_never_appear_on_a_command_line(
         sidecars=[agent(images)],
         env={
             "GITHUB_ACCESS_TOKEN": secret,
-            "DOCKER_AUTH_TOKEN": secret + "d",  # CLI-sensitive: travels in the env-file
+            "DOCKER_AUTH_TOKEN": secret + "d",  # a name the docker CLI reads itself
             "STANDIN_BEHAVIOUR": "sleep:300",
         },
     )
@@ -868,7 +870,7 @@ async def test_secret_values_never_appear_on_a_command_line(
         await done.wait()
     assert seen == []
     assert secret not in calls.read_text()
-    assert "create" in calls.read_text()
+    assert "system dial-stdio" in calls.read_text()  # the container's creation
     env = captured.env()
     assert env["GITHUB_ACCESS_TOKEN"] == secret
     assert env["DOCKER_AUTH_TOKEN"] == secret + "d"
@@ -876,59 +878,110 @@ async def test_secret_values_never_appear_on_a_command_line(
 
 
 @on_both_loops
-async def test_values_travel_in_a_private_env_file_not_in_the_cli_environment(
+async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
     nonce = uuid.uuid4().hex
-    secret = f"ozw-secret-{nonce}"
     record = tmp_path / "record"
-    # At `docker create` of the task: the CLI's environment, every env-file's mode and
-    # path (the wrapper runs with exactly the environment the real CLI gets).
+    # Every docker CLI child: its command line and its environment (the wrapper runs
+    # with exactly the environment the real CLI gets); and any file left in /tmp.
     recording = wrapper_docker(
         tmp_path,
         f"""
         printf "%s\\n" "$*" >> {record}.argv
-        if [ "$1" = create ]; then
-            env >> {record}.env
-            for arg in "$@"; do
-                case "$arg" in --env-file=*)
-                    stat -c %a "${{arg#--env-file=}}" >> {record}.mode
-                    printf "%s\\n" "${{arg#--env-file=}}" >> {record}.path ;;
-                esac
-            done
-        fi
+        env >> {record}.env
         """,
     )
     backend = make_backend(engine, docker=recording)
-    task_id = new_task_id("envfile")
+    task_id = new_task_id("anyvalue")
     values = {
-        "GITHUB_ACCESS_TOKEN": secret,
-        # Loader and ssh variables would change the CLI process itself.
-        "LD_PRELOAD": f"/nonexistent/preload-{nonce}.so",
+        "SSH_PRIVATE_KEY": f"-----BEGIN {nonce}-----\nabc\ndef\n-----END-----\n",
+        "BIG": (nonce * 3200)[: 100 * 1024],
+        "EQUALS": f" a=b  c = {nonce} ",
+        "TRICKY": f"  #{nonce} = 'q' \"dq\" \r\n\ttab\\",
+        # Names the docker CLI (and its dynamic loader, and ssh) read for themselves.
+        "HOME": f"/home/{nonce}",
+        "LANG": f"xx_{nonce}.UTF-8",
+        "TZ": f"Zone/{nonce}",
         "SSH_AUTH_SOCK": f"/nonexistent/ssh-{nonce}",
-        "GCONV_PATH": f"/nonexistent/gconv-{nonce}",
-        # What the env-file format could mangle: leading blanks, '#', '=', quotes.
-        "TRICKY": f"  #{nonce} = 'q' \"dq\" ",
+        "LD_PRELOAD": f"/nonexistent/preload-{nonce}.so",
+        "DOCKER_HOST": f"tcp://{nonce}.invalid:1",
     }
-    pem = f"-----BEGIN {nonce}\nabc\n-----END"
-    params = make_params(task_id, images.task, sidecars=[agent(images)], env={**values, "PEM": pem})
+    params = make_params(
+        task_id,
+        images.task,
+        sidecars=[agent(images)],
+        env={**values, "STANDIN_HASH": " ".join(values)},
+    )
+    captured = CapturedLog(task_id)
+    started = time.time()
+    outcome, _ = await run_task(backend, params, captured)
+    assert outcome is ExecuteResult.COMPLETED, captured.messages()[-5:]
+    hashes = dict(line.partition("=")[::2] for line in captured.standin("sha256 "))
+    assert hashes == {
+        name: hashlib.sha256(value.encode()).hexdigest() for name, value in values.items()
+    }
+    assert nonce not in record.with_suffix(".argv").read_text()
+    assert nonce not in record.with_suffix(".env").read_text()
+    assert "system dial-stdio" in record.with_suffix(".argv").read_text()
+    leftovers = await anyio.to_thread.run_sync(
+        _files_containing, Path(tempfile.gettempdir()), nonce, started
+    )
+    assert leftovers == []
+
+
+@on_both_loops
+async def test_a_value_no_process_can_hold_is_container_create_naming_it(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    backend = make_backend(engine, docker=recording)
+    for env, text in [
+        ({"HUGE_TOKEN": "x" * 1024 * 1024}, "environment variable HUGE_TOKEN is too large"),
+        ({"BAD": "a\0b"}, "environment variable BAD holds a NUL byte"),
+        ({"A=B": "x"}, "invalid environment variable name 'A=B'"),
+    ]:
+        task_id = new_task_id("refused")
+        params = make_params(task_id, images.task, sidecars=[agent(images)], env=env)
+        failure = failure_of((await run_task(backend, params, CapturedLog(task_id)))[0])
+        assert failure.reason is FailureReason.CONTAINER_CREATE
+        assert failure.cause.startswith(text), failure.cause
+    assert not calls.exists()  # refused before any docker call
+
+
+@on_both_loops
+async def test_the_image_entrypoint_wraps_the_agent_as_in_the_go_worker(
+    engine: Engine, images: Images
+) -> None:
+    backend = make_backend(engine)
+    task_id = new_task_id("wrapped")
+    base_args = ("agent", "run", "--task-id", task_id, "a b")
+    params = make_params(task_id, images.wrapped, sidecars=[agent(images)], base_args=base_args)
     captured = CapturedLog(task_id)
     outcome, _ = await run_task(backend, params, captured)
     assert outcome is ExecuteResult.COMPLETED, captured.messages()
-    env = captured.env()
-    assert {name: env.get(name) for name in values} == values
-    assert env["PEM"] == f"-----BEGIN {nonce}"  # the stand-in prints line by line
+    # The wrapper got /agent/entrypoint.sh and the base arguments, and exec'd them.
+    assert captured.standin("wrapper ran with ") == [f"{1 + len(base_args)} arguments"]
+    assert captured.standin("arg=") == list(base_args)
+    assert captured.env()["WRAPPED_BY"] == "wrapper"
 
-    cli_env = record.with_suffix(".env").read_text()
-    assert all(value not in cli_env for value in values.values()), cli_env
-    # A multi-line value is the one thing an env-file cannot carry: that alone
-    # reaches the CLI's environment (its name is not CLI-sensitive).
-    assert f"PEM=-----BEGIN {nonce}" in cli_env
-    assert nonce not in record.with_suffix(".argv").read_text()
-    assert record.with_suffix(".mode").read_text().split() == ["600"]
-    env_file = anyio.Path(record.with_suffix(".path").read_text().strip())
-    assert not await env_file.exists()
-    assert not await env_file.parent.exists()
+
+def _files_containing(root: Path, needle: str, since: float) -> list[str]:
+    """Files under ``root`` changed since ``since`` that hold ``needle`` (the suite's own
+    temporary directories and private engines skipped)."""
+    found = []
+    for entry in root.iterdir():
+        if entry.name.startswith(("pytest-of-", "ozw-dockerd-")):
+            continue
+        paths = [entry] if not entry.is_dir() else [p for p in entry.rglob("*") if p.is_file()]
+        for path in paths:
+            try:
+                if path.stat().st_mtime >= since and needle.encode() in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue
+    return found
 
 
 @on_both_loops
@@ -961,7 +1014,7 @@ async def test_kill_all_removes_running_containers_at_once(engine: Engine, image
     [
         ("image inspect", FailureReason.IMAGE_PULL, "inspecting image"),
         ("volume inspect", FailureReason.SIDECAR_PREP, "inspecting"),
-        ("create --name=ozw-w-", FailureReason.CONTAINER_CREATE, "creating container"),
+        ("system dial-stdio", FailureReason.CONTAINER_CREATE, "creating container"),
         ("container inspect", FailureReason.CONTAINER_WAIT, "inspecting container"),
     ],
 )

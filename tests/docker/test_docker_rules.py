@@ -9,25 +9,21 @@ import tarfile
 import pytest
 
 from ozw.backends.docker.container import (
-    ENV_FILE_MAX_LINE,
+    MAX_ENV_ENTRY,
     ContainerSpec,
-    EnvPlan,
     SidecarMount,
     classify_exit,
-    cli_sensitive,
     container_environment,
-    cpus_value,
-    create_args,
+    create_request,
     docker_error,
     duplicate_mount_paths,
-    env_file_problem,
     environment_problem,
     memory_bytes,
-    plan_environment,
-    resource_args,
+    nano_cpus,
+    resources,
     sidecar_problem,
 )
-from ozw.backends.docker.inspect import ContainerState, parse_state
+from ozw.backends.docker.inspect import ContainerState, LocalImage, parse_state
 from ozw.backends.docker.references import (
     ImageReference,
     InvalidReference,
@@ -108,18 +104,41 @@ def test_sanitise_maps_everything_outside_the_volume_alphabet() -> None:
 
 
 @pytest.mark.parametrize(
-    ("reference", "image_id", "expected"),
+    ("reference", "digest", "expected"),
     [
         ("warpdotdev/warp-agent:latest", DIGEST, "warpdotdev-warp-agent-0123456789ab"),
         ("127.0.0.1:5000/a/agent:1", DIGEST, "127.0.0.1-5000-a-agent-0123456789ab"),
         (f"gcr.io/x/y@{DIGEST}", "sha256:fedcba9876543210", "gcr.io-x-y-fedcba987654"),
         ("ubuntu", "fedcba9876543210aaaa", "ubuntu-fedcba987654"),
+        # The Go worker's familiar names: Docker Hub's host and library/ dropped.
+        ("docker.io/library/busybox:1", DIGEST, "busybox-0123456789ab"),
+        ("index.docker.io/library/busybox", DIGEST, "busybox-0123456789ab"),
+        ("library/busybox", DIGEST, "busybox-0123456789ab"),
+        ("docker.io/a/b:2", DIGEST, "a-b-0123456789ab"),
+        ("docker.io/library/a/b", DIGEST, "library-a-b-0123456789ab"),
+        ("localhost/foo", DIGEST, "localhost-foo-0123456789ab"),
+        ("localhost:5000/foo", DIGEST, "localhost-5000-foo-0123456789ab"),
     ],
 )
-def test_volume_name_is_repository_then_12_hex(
-    reference: str, image_id: str, expected: str
+def test_volume_name_is_familiar_repository_then_12_hex(
+    reference: str, digest: str, expected: str
 ) -> None:
-    assert volume_name(reference, image_id) == expected
+    assert volume_name(reference, digest) == expected
+
+
+@pytest.mark.parametrize(
+    ("repo_digests", "expected"),
+    [
+        ((), "sha256:" + "a" * 64),
+        ((f"reg/x@{DIGEST}", "reg/y@sha256:" + "b" * 64), DIGEST),
+        (("no-at-sign",), "sha256:" + "a" * 64),
+    ],
+)
+def test_the_volume_digest_is_the_first_repo_digest_else_the_image_id(
+    repo_digests: tuple[str, ...], expected: str
+) -> None:
+    image = LocalImage("x", "sha256:" + "a" * 64, "linux/amd64", repo_digests)
+    assert image.content_digest == expected
 
 
 def test_private_volume_name_extends_the_shared_name() -> None:
@@ -151,25 +170,25 @@ def test_platform_spelling(os_name: str, arch: str, platform: str) -> None:
 # --- resources ------------------------------------------------------------------------
 
 
-def test_resource_args_pin_swap_to_memory() -> None:
-    assert resource_args(None) == []
-    assert resource_args(InstanceShape()) == []
-    assert resource_args(InstanceShape(vcpus=2, memory_gb=4)) == [
-        "--cpus=2.0",
-        "--memory=4294967296",
-        "--memory-swap=4294967296",
-    ]
-    assert resource_args(InstanceShape(vcpus=0.5)) == ["--cpus=0.5"]
-    assert resource_args(InstanceShape(memory_gb=0.02)) == [
-        "--memory=21474836",
-        "--memory-swap=21474836",
-    ]
+def test_resources_pin_swap_to_memory() -> None:
+    assert resources(None) == {}
+    assert resources(InstanceShape()) == {}
+    assert resources(InstanceShape(vcpus=2, memory_gb=4)) == {
+        "NanoCpus": 2_000_000_000,
+        "Memory": 4294967296,
+        "MemorySwap": 4294967296,
+    }
+    assert resources(InstanceShape(vcpus=0.5)) == {"NanoCpus": 500_000_000}
+    assert resources(InstanceShape(memory_gb=0.02)) == {
+        "Memory": 21474836,
+        "MemorySwap": 21474836,
+    }
 
 
 @pytest.mark.parametrize("value", [None, 0, -1, float("nan"), float("inf")])
 def test_absent_or_nonsense_limits_set_nothing(value: float | None) -> None:
     assert memory_bytes(value) is None
-    assert cpus_value(value) is None
+    assert nano_cpus(value) is None
 
 
 # --- environment ------------------------------------------------------------------------
@@ -186,114 +205,38 @@ def test_container_environment_is_task_then_configured() -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
-    [
-        "DOCKER_HOST",
-        "docker_config",
-        "HOME",
-        "PATH",
-        "https_proxy",
-        "NO_PROXY",
-        "OTEL_X",
-        "TMPDIR",
-        "LD_PRELOAD",
-        "ld_library_path",
-        "LD_AUDIT",
-        "SSH_AUTH_SOCK",
-        "SSH_ASKPASS",
-        "GCONV_PATH",
-        "GLIBC_TUNABLES",
-        "MALLOC_CHECK_",
-        "LC_ALL",
-    ],
-)
-def test_names_that_steer_the_cli_are_sensitive(name: str) -> None:
-    assert cli_sensitive(name)
-
-
-@pytest.mark.parametrize("name", ["GITHUB_ACCESS_TOKEN", "TASK_ID", "DOCKERFILE", "HOMEDIR"])
-def test_ordinary_names_are_not_sensitive(name: str) -> None:
-    assert not cli_sensitive(name)
-
-
-def test_plan_puts_every_value_an_env_file_can_carry_in_the_env_file() -> None:
-    long = "x" * ENV_FILE_MAX_LINE
-    plan = plan_environment(
-        {
-            "TASK_ID": "t",
-            "TOKEN": "s3cr3t",
-            "HOME": "/h",
-            "LD_PRELOAD": "/evil.so",
-            "SSH_AUTH_SOCK": "/s",
-            "GCONV_PATH": "/g",
-            "SPACES": "  a # b = c ",
-            "PEM": "-----BEGIN\nabc\n-----END",
-            "LONG": long,
-            "#HASH": "h",
-        }
-    )
-    assert plan == EnvPlan(
-        names=("PEM", "LONG", "#HASH"),
-        cli_values={"PEM": "-----BEGIN\nabc\n-----END", "LONG": long, "#HASH": "h"},
-        file_lines=(
-            "TASK_ID=t",
-            "TOKEN=s3cr3t",
-            "HOME=/h",
-            "LD_PRELOAD=/evil.so",
-            "SSH_AUTH_SOCK=/s",
-            "GCONV_PATH=/g",
-            "SPACES=  a # b = c ",
-        ),
-    )
-    assert not any(cli_sensitive(name) for name in plan.cli_values)
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "problem"),
-    [
-        ("A B", "x", "invalid environment variable name 'A B'"),
-        (" A", "x", "invalid environment variable name ' A'"),
-        ("#A", "x", "invalid environment variable name '#A'"),
-        ("\ufeffA", "x", "invalid environment variable name '\\ufeffA'"),
-        ("A", "x\ny", "environment variable A cannot hold a line break"),
-        ("A", "x\r", "environment variable A cannot hold a line break"),
-        ("A", "\udcff", "environment variable A is not valid UTF-8"),
-        ("A", "é" * ENV_FILE_MAX_LINE, "environment variable A is too long"),
-    ],
-)
-def test_what_an_env_file_cannot_carry(name: str, value: str, problem: str) -> None:
-    found = env_file_problem(name, value)
-    assert found is not None
-    assert found.startswith(problem)
-
-
-def test_an_env_file_carries_any_single_line_value_up_to_the_limit() -> None:
-    assert env_file_problem("A", " # = 'q' \"dq\" \t\\ é ") is None
-    assert env_file_problem("A", "x" * (ENV_FILE_MAX_LINE - 2)) is None
-    assert env_file_problem("A", "x" * (ENV_FILE_MAX_LINE - 1)) is not None
-
-
-@pytest.mark.parametrize(
     ("env", "problem"),
     [
         ({"A=B": "x"}, "invalid environment variable name 'A=B'"),
         ({"": "x"}, "invalid environment variable name ''"),
+        ({"A\0": "x"}, "invalid environment variable name 'A\\x00'"),
         ({"A": "x\0y"}, "environment variable A holds a NUL byte"),
-        ({"HOME": "a\nb"}, "environment variable HOME cannot hold a line break"),
-        ({"LD_PRELOAD": "a\nb"}, "environment variable LD_PRELOAD cannot hold a line break"),
-        ({"SSH_AUTH_SOCK": "a\r"}, "environment variable SSH_AUTH_SOCK cannot hold a line break"),
-        ({"GCONV_PATH": "x" * ENV_FILE_MAX_LINE}, "environment variable GCONV_PATH is too long"),
-        ({"DOCKER_X Y": "x"}, "invalid environment variable name 'DOCKER_X Y'"),
+        ({"A": "\udcff"}, "environment variable A is not valid UTF-8"),
+        ({"BIG": "x" * MAX_ENV_ENTRY}, "environment variable BIG is too large (131075 bytes"),
+        ({"SSH_KEY": "é" * 70_000}, "environment variable SSH_KEY is too large"),
     ],
 )
-def test_environment_problems(env: dict[str, str], problem: str) -> None:
+def test_only_what_no_process_environment_holds_is_refused(
+    env: dict[str, str], problem: str
+) -> None:
     found = environment_problem(env)
     assert found is not None
-    assert found.startswith(problem)
+    assert found.startswith(problem), found
 
 
-def test_a_line_break_is_fine_outside_the_env_file() -> None:
-    assert environment_problem({"KEY": "-----BEGIN\nabc\n-----END", "A B": "x"}) is None
+def test_any_other_value_is_fine() -> None:
+    env = {
+        "SSH_PRIVATE_KEY": "-----BEGIN\nabc\n-----END\n",
+        "HOME": "/h",
+        "LD_PRELOAD": "/x.so",
+        "DOCKER_HOST": "tcp://x:1",
+        "LANG": "C.UTF-8\r\n",
+        "TZ": "Europe/Paris",
+        "A B": " # = 'q' \"dq\" ",
+        "#HASH": "=",
+        "LARGE": "x" * (MAX_ENV_ENTRY - len("LARGE=")),
+    }
+    assert environment_problem(env) is None
 
 
 # --- sidecars -------------------------------------------------------------------------
@@ -326,10 +269,10 @@ def test_duplicate_mount_paths_are_found_after_normalisation() -> None:
     assert duplicate_mount_paths(["/a", "/b"]) == []
 
 
-# --- the create command -----------------------------------------------------------------
+# --- the create request -----------------------------------------------------------------
 
 
-def test_create_args_are_exact() -> None:
+def test_the_create_request_is_exact() -> None:
     spec = ContainerSpec(
         name="ozw-w-t-1234",
         image_id=DIGEST,
@@ -338,60 +281,62 @@ def test_create_args_are_exact() -> None:
         task_id="t",
         execution_id="e",
         base_args=("agent", "run", "--task-id", "t", "-x"),
-        env_names=("TASK_ID", "TOKEN"),
+        env={"TASK_ID": "t", "KEY": "a\nb=c"},
         sidecars=(
             SidecarMount("agent-0123", "/agent"),
             SidecarMount("tools-4567", "/tools", read_write=True),
         ),
         volumes=("/srv/cache:/cache:ro", "named:/data"),
         shape=InstanceShape(vcpus=2, memory_gb=1),
-        env_file="/tmp/ozw-env-x/env",
     )
-    assert create_args(spec) == [
-        "create",
-        "--name=ozw-w-t-1234",
-        "--label=ozw.worker_id=w",
-        "--label=ozw.task_id=t",
-        "--label=ozw.execution_id=e",
-        "--label=ozw.role=task",
-        "--label=ozw.image=ubuntu:22.04",
-        "--workdir=/workspace",
-        "--cpus=2.0",
-        "--memory=1073741824",
-        "--memory-swap=1073741824",
-        "--volume=agent-0123:/agent:ro",
-        "--volume=tools-4567:/tools:rw",
-        "--volume=/srv/cache:/cache:ro",
-        "--volume=named:/data",
-        "--env-file=/tmp/ozw-env-x/env",
-        "--env=TASK_ID",
-        "--env=TOKEN",
-        "--entrypoint=/agent/entrypoint.sh",
-        DIGEST,
-        "agent",
-        "run",
-        "--task-id",
-        "t",
-        "-x",
-    ]
+    assert "a\nb=c" not in repr(spec)
+    target, body = create_request(spec)
+    assert target == "/containers/create?name=ozw-w-t-1234"
+    assert body == {
+        "Image": DIGEST,
+        # Cmd, not Entrypoint: an ENTRYPOINT of the image wraps the agent (as in Go).
+        "Cmd": ["/agent/entrypoint.sh", "agent", "run", "--task-id", "t", "-x"],
+        "Env": ["TASK_ID=t", "KEY=a\nb=c"],
+        "WorkingDir": "/workspace",
+        "Labels": {
+            "ozw.worker_id": "w",
+            "ozw.task_id": "t",
+            "ozw.execution_id": "e",
+            "ozw.role": "task",
+            "ozw.image": "ubuntu:22.04",
+        },
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "HostConfig": {
+            "Binds": [
+                "agent-0123:/agent:ro",
+                "tools-4567:/tools:rw",
+                "/srv/cache:/cache:ro",
+                "named:/data",
+            ],
+            "NanoCpus": 2_000_000_000,
+            "Memory": 1073741824,
+            "MemorySwap": 1073741824,
+        },
+    }
 
 
-def test_create_args_minimal() -> None:
+def test_the_create_request_minimal() -> None:
     spec = ContainerSpec(
-        name="n", image_id=DIGEST, image_ref="i", worker_id="w", task_id="t",
-        execution_id=None, base_args=(), env_names=(), sidecars=(), volumes=(), shape=None,
+        name="n&x", image_id=DIGEST, image_ref="i", worker_id="w", task_id="t",
+        execution_id=None, base_args=(), env={}, sidecars=(), volumes=(), shape=None,
     )  # fmt: skip
-    assert create_args(spec) == [
-        "create",
-        "--name=n",
-        "--label=ozw.worker_id=w",
-        "--label=ozw.task_id=t",
-        "--label=ozw.role=task",
-        "--label=ozw.image=i",
-        "--workdir=/workspace",
-        "--entrypoint=/agent/entrypoint.sh",
-        DIGEST,
-    ]
+    target, body = create_request(spec)
+    assert target == "/containers/create?name=n%26x"
+    assert body["Cmd"] == ["/agent/entrypoint.sh"]
+    assert body["Env"] == []
+    assert body["Labels"] == {
+        "ozw.worker_id": "w",
+        "ozw.task_id": "t",
+        "ozw.role": "task",
+        "ozw.image": "i",
+    }
+    assert body["HostConfig"] == {"Binds": []}
 
 
 # --- outcomes -------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #   STANDIN_BEHAVIOUR  ok (default) | exit:N | sleep:N | oom
 #   STANDIN_TOUCH      directories to try writing into (reports ok/fail)
 #   STANDIN_CAT        files to print
+#   STANDIN_HASH       variables whose exact value to report as a sha256
 echo "standin: start"
 for arg in "$@"; do
     printf 'standin: arg=%s\n' "$arg"
@@ -23,6 +24,10 @@ for dir in $STANDIN_TOUCH; do
 done
 for file in $STANDIN_CAT; do
     printf 'standin: cat %s=%s\n' "$file" "$(cat "$file" 2>&1)"
+done
+for name in $STANDIN_HASH; do
+    eval "value=\${$name}"
+    printf 'standin: sha256 %s=%s\n' "$name" "$(printf '%s' "$value" | sha256sum | cut -d' ' -f1)"
 done
 case "${STANDIN_BEHAVIOUR:-ok}" in
     ok) echo "standin: done"; exit 0 ;;

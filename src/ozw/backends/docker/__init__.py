@@ -17,8 +17,9 @@ One task::
              for each sidecar: pull it and fill (or reuse) its shared volume,
              mounted read-only; a read_write sidecar gets a private volume
              <shared>-rw-<random>, filled for this task
-    execute  docker create (labelled, named ozw-<worker>-<task>-<random>; values in a
-                            0600 env-file, removed when create returns)
+    execute  docker create (labelled, named ozw-<worker>-<task>-<random>; an engine
+                            API request through `docker system dial-stdio`, so
+                            environment values travel in a pipe only)
              docker start -a  (output relayed into the task log, cancellable)
              docker inspect   (exit code, OOMKilled)
     teardown docker rm -f, docker volume rm of private volumes (unless cleanup is off)
@@ -32,6 +33,8 @@ The modules, one idea each:
   (resources, mounts, environment, ``docker create`` arguments, exit classification).
 - :mod:`~ozw.backends.docker.cli`: the CLI runner (bounded calls, clean-up calls,
   export streaming) and the registry of containers and volumes the backend made.
+- :mod:`~ozw.backends.docker.engine_api`: one engine API request through the CLI's
+  own connection (``docker create``).
 - :mod:`~ozw.backends.docker.images`: pulls, inspections, the platform check.
 - :mod:`~ozw.backends.docker.volumes`: sidecar volumes, filled once and reused
   (read-only), and the private per-task copies of ``read_write`` sidecars.

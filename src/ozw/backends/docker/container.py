@@ -3,23 +3,25 @@
 Resources, mounts and environment of a task container, the exact ``docker create``
 arguments, and what its end state means.
 
-Secrets: environment *values* never appear on a command line. Every value an
-env-file can carry (one line, under 64 KiB) goes through an ``--env-file`` written
-0600 into a private temporary directory and removed as soon as ``docker create``
-returns. Only the rest (multi-line values such as PEM keys) reaches the CLI through
-its own environment, as ``--env=NAME`` plus the value in the CLI process's
-environment; names that would change what the CLI itself does (``DOCKER_HOST``,
-``HOME``, ``PATH``, proxies, ``LD_*``, ``SSH_*``, ``GCONV_PATH``, see
-:func:`cli_sensitive`) never go that way, so such a variable with a multi-line value
-fails the task with ``container_create``.
+Secrets: environment *values* never appear on a command line, in a file or in any
+process environment on the host: ``docker create`` is the engine API's
+``POST /containers/create`` with a JSON body (:func:`create_request`), sent through the
+docker CLI's own connection to the daemon (``docker system dial-stdio``, see
+:mod:`~ozw.backends.docker.engine`), so every value reaches the container exactly
+(line breaks, ``=``, any name: ``HOME``, ``SSH_*``, ``LANG``, ``DOCKER_HOST``).
+Refused, naming the variable, is only what no process environment can hold: a NUL,
+an ``=`` in a name, text that is not UTF-8, and an entry over the kernel's
+:data:`MAX_ENV_ENTRY` bytes.
 
 Choices where the contract is silent:
 
 - Containers are created from the image ID that was inspected and platform-checked,
   not the tag, so a concurrent pull that moves the tag cannot swap the image under a
   task; the reference is kept in the label ``ozw.image``.
-- The command is set with ``--entrypoint=/agent/entrypoint.sh`` and the base arguments
-  as the container command, so an ``ENTRYPOINT`` of the task image never wraps it.
+- Like the Go worker, the container's command (``Cmd``) is ``/agent/entrypoint.sh``
+  and the base arguments; the image's own ``ENTRYPOINT``, if any, is kept and wraps it
+  (images use it for set-up wrappers ending in ``exec "$@"``).
+- Configured ``volumes`` are passed as binds verbatim, as the Go worker does.
 - Exit 0 completes even if the engine reports an OOM kill of some child process
   (logged as a warning); a non-zero exit with OOMKilled is ``container_oom``.
 - ``vcpus``/``memory_gb`` that are absent or not positive set no limit; values the
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -65,23 +68,23 @@ def memory_bytes(memory_gb: float | None) -> int | None:
     return int(memory_gb * 1024**3)
 
 
-def cpus_value(vcpus: float | None) -> str | None:
-    """The ``--cpus`` value, None when unset or <= 0."""
+def nano_cpus(vcpus: float | None) -> int | None:
+    """The CPU limit in billionths of a CPU (``--cpus``), None when unset or <= 0."""
     if vcpus is None or not math.isfinite(vcpus) or vcpus <= 0:
         return None
-    return repr(float(vcpus))
+    return round(vcpus * 1e9)
 
 
-def resource_args(shape: InstanceShape | None) -> list[str]:
-    """``--cpus``, ``--memory`` and ``--memory-swap`` (pinned to memory: no swap)."""
+def resources(shape: InstanceShape | None) -> dict[str, int]:
+    """``NanoCpus``, ``Memory`` and ``MemorySwap`` (pinned to memory: no swap)."""
+    limits: dict[str, int] = {}
     if shape is None:
-        return []
-    args: list[str] = []
-    if (cpus := cpus_value(shape.vcpus)) is not None:
-        args.append(f"--cpus={cpus}")
+        return limits
+    if (cpus := nano_cpus(shape.vcpus)) is not None:
+        limits["NanoCpus"] = cpus
     if (memory := memory_bytes(shape.memory_gb)) is not None:
-        args += [f"--memory={memory}", f"--memory-swap={memory}"]
-    return args
+        limits["Memory"] = limits["MemorySwap"] = memory
+    return limits
 
 
 @attrs.frozen
@@ -92,9 +95,13 @@ class SidecarMount:
     mount_path: str
     read_write: bool = False
 
-    def volume_arg(self) -> str:
+    def bind(self) -> str:
+        """``volume:path:ro|rw``, as ``docker run -v`` and the engine's binds read it."""
         mode = "rw" if self.read_write else "ro"
-        return f"--volume={self.volume}:{self.mount_path}:{mode}"
+        return f"{self.volume}:{self.mount_path}:{mode}"
+
+    def volume_arg(self) -> str:
+        return f"--volume={self.bind()}"
 
 
 def sidecar_problem(image: str, mount_path: str) -> str | None:
@@ -153,147 +160,32 @@ def container_environment(
     return env
 
 
-_CLI_SENSITIVE_NAMES: Final = frozenset(
-    {
-        "HOME",
-        "PATH",
-        "TMPDIR",
-        "SHELL",
-        "USER",
-        "LOGNAME",
-        "DISPLAY",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-        "ALL_PROXY",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "GODEBUG",
-        "GOGC",
-        "GOMAXPROCS",
-        "GOMEMLIMIT",
-        "GOTRACEBACK",
-        "XDG_CONFIG_HOME",
-        "XDG_RUNTIME_DIR",
-        # The C library and the dynamic loader (the CLI may be dynamically linked, and
-        # `ssh://` hosts run ssh, which certainly is).
-        "GCONV_PATH",
-        "GLIBC_TUNABLES",
-        "LOCPATH",
-        "NLSPATH",
-        "HOSTALIASES",
-        "RES_OPTIONS",
-        "LOCALDOMAIN",
-        "TZ",
-        "TZDIR",
-        "LANG",
-        "LANGUAGE",
-    }
-)
-_CLI_SENSITIVE_PREFIXES: Final = (
-    "DOCKER_",
-    "OTEL_",
-    "BUILDX_",
-    "BUILDKIT_",
-    "LD_",
-    "SSH_",
-    "MALLOC_",
-    "LC_",
-)
-
-ENV_FILE_MAX_LINE: Final = 60_000
-"""Longest ``NAME=VALUE`` line (UTF-8 bytes) put in an env-file. The CLI reads the file
-with Go's ``bufio.Scanner``, which refuses lines of 64 KiB or more."""
-
-
-def cli_sensitive(name: str) -> bool:
-    """Whether setting ``name`` in the docker CLI's environment could change the CLI.
-
-    Such variables can never carry a task value into the CLI's environment
-    (``DOCKER_HOST`` would redirect it to another daemon, ``HOME`` would hide its
-    credentials, ``LD_PRELOAD`` or ``GCONV_PATH`` would load code into it,
-    ``SSH_AUTH_SOCK`` would hand an ``ssh://`` connection another agent). Compared
-    case-insensitively: proxies are read in both cases, and an extra name on this
-    side only makes a multi-line value fail instead of being passed.
-    """
-    upper = name.upper()
-    return upper in _CLI_SENSITIVE_NAMES or upper.startswith(_CLI_SENSITIVE_PREFIXES)
-
-
-def env_file_problem(name: str, value: str) -> str | None:
-    """Why ``NAME=VALUE`` cannot travel in an env-file, or None when it can.
-
-    The CLI reads an env-file line by line: it strips leading whitespace and a UTF-8
-    BOM, skips ``#`` comments, refuses whitespace in a name and lines of 64 KiB or
-    more, and drops a trailing CR. Anything those rules would change or refuse is
-    refused here instead.
-    """
-    if any(c.isspace() for c in name) or name.startswith(("#", "\ufeff")):
-        return f"invalid environment variable name {name!r}"
-    if "\n" in value or "\r" in value:
-        return f"environment variable {name} cannot hold a line break"
-    try:
-        size = len(name.encode()) + 1 + len(value.encode())
-    except UnicodeEncodeError:
-        return f"environment variable {name} is not valid UTF-8"
-    if size > ENV_FILE_MAX_LINE:
-        return (
-            f"environment variable {name} is too long "
-            f"({size} bytes with its name; at most {ENV_FILE_MAX_LINE})"
-        )
-    return None
+MAX_ENV_ENTRY: Final = 131_071
+"""Longest ``NAME=VALUE`` (UTF-8 bytes) a Linux process environment holds: the kernel
+refuses any single string of 32 pages (``MAX_ARG_STRLEN``) or more at ``execve``."""
 
 
 def environment_problem(env: Mapping[str, str]) -> str | None:
-    """Why ``env`` cannot be passed to a container, or None.
+    """Why ``env`` cannot reach a container's processes exactly, or None.
 
-    An ``=`` in a name would turn ``--env=NAME`` into ``NAME=value`` on the command
-    line, so such names are refused rather than passed. A CLI-sensitive variable must
-    travel in the env-file (see :func:`plan_environment`), so a value the env-file
-    cannot carry (a line break, for one) is refused for it.
+    Any name and value goes, line breaks and ``=`` in values included, except what no
+    process environment can hold.
     """
     for name, value in env.items():
         if not name or "=" in name or "\0" in name:
             return f"invalid environment variable name {name!r}"
         if "\0" in value:
             return f"environment variable {name} holds a NUL byte"
-        if cli_sensitive(name) and (problem := env_file_problem(name, value)) is not None:
-            return problem
+        try:
+            size = len(name.encode()) + 1 + len(value.encode())
+        except UnicodeEncodeError:
+            return f"environment variable {name} is not valid UTF-8"
+        if size > MAX_ENV_ENTRY:
+            return (
+                f"environment variable {name} is too large ({size} bytes with its name; "
+                f"a process environment entry holds at most {MAX_ENV_ENTRY})"
+            )
     return None
-
-
-@attrs.frozen
-class EnvPlan:
-    """How the container environment reaches ``docker create`` without touching argv."""
-
-    names: tuple[str, ...]
-    """Passed as ``--env=NAME``, values in the CLI's environment (what an env-file
-    cannot carry, never a CLI-sensitive name)."""
-    cli_values: dict[str, str]
-    """What to add to the CLI's environment."""
-    file_lines: tuple[str, ...]
-    """``NAME=VALUE`` lines of the env-file: every value it can carry."""
-
-
-def plan_environment(env: Mapping[str, str]) -> EnvPlan:
-    """Split the container environment between the env-file and ``--env=NAME``.
-
-    Everything the env-file can carry goes there, so the CLI's own environment gets
-    only what it cannot (multi-line values, mostly). Call after
-    :func:`environment_problem` found nothing: a CLI-sensitive name the env-file
-    cannot carry is then impossible.
-    """
-    names: list[str] = []
-    cli_values: dict[str, str] = {}
-    lines: list[str] = []
-    for name, value in env.items():
-        if env_file_problem(name, value) is None:
-            lines.append(f"{name}={value}")
-        else:
-            assert not cli_sensitive(name), f"{name} must travel in the env-file"
-            names.append(name)
-            cli_values[name] = value
-    return EnvPlan(tuple(names), cli_values, tuple(lines))
 
 
 @attrs.frozen
@@ -307,48 +199,47 @@ class ContainerSpec:
     task_id: str
     execution_id: str | None
     base_args: tuple[str, ...]
-    env_names: tuple[str, ...]
+    env: Mapping[str, str] = attrs.field(repr=False)
+    """The container's environment (secrets: never in a repr or a log)."""
     sidecars: tuple[SidecarMount, ...]
     volumes: tuple[str, ...]
     shape: InstanceShape | None
-    env_file: str | None = None
 
 
 def task_labels(
     worker_id: str, task_id: str, execution_id: str | None, image_ref: str | None = None
-) -> list[str]:
-    """The ``--label`` arguments of a task container."""
-    labels = [
-        f"--label={LABEL_WORKER}={worker_id}",
-        f"--label={LABEL_TASK}={task_id}",
-    ]
+) -> dict[str, str]:
+    """The labels of a task container."""
+    labels = {LABEL_WORKER: worker_id, LABEL_TASK: task_id}
     if execution_id is not None:
-        labels.append(f"--label={LABEL_EXECUTION}={execution_id}")
-    labels.append(f"--label={LABEL_ROLE}={ROLE_TASK}")
+        labels[LABEL_EXECUTION] = execution_id
+    labels[LABEL_ROLE] = ROLE_TASK
     if image_ref is not None:
-        labels.append(f"--label={LABEL_IMAGE}={image_ref}")
+        labels[LABEL_IMAGE] = image_ref
     return labels
 
 
-def create_args(spec: ContainerSpec) -> list[str]:
-    """The arguments after ``docker`` that create a task container, exactly.
+def create_request(spec: ContainerSpec) -> tuple[str, dict[str, object]]:
+    """The engine API request creating a task container: its target and JSON body.
 
-    Every option is one ``--flag=value`` token, so no value (a task id, a path) can be
-    read as another option. Sidecar volumes come first, then configured volumes.
+    ``POST <target>`` with the body is what ``docker create`` sends. Sidecar volumes
+    come first, then configured volumes (as the Go worker binds them).
     """
-    args = ["create", f"--name={spec.name}"]
-    args += task_labels(spec.worker_id, spec.task_id, spec.execution_id, spec.image_ref)
-    args.append(f"--workdir={WORKDIR}")
-    args += resource_args(spec.shape)
-    args += [sidecar.volume_arg() for sidecar in spec.sidecars]
-    args += [f"--volume={volume}" for volume in spec.volumes]
-    if spec.env_file is not None:
-        args.append(f"--env-file={spec.env_file}")
-    args += [f"--env={name}" for name in spec.env_names]
-    args.append(f"--entrypoint={ENTRYPOINT}")
-    args.append(spec.image_id)
-    args += spec.base_args
-    return args
+    config: dict[str, object] = {
+        "Image": spec.image_id,
+        "Cmd": [ENTRYPOINT, *spec.base_args],
+        "Env": [f"{name}={value}" for name, value in spec.env.items()],
+        "WorkingDir": WORKDIR,
+        "Labels": task_labels(spec.worker_id, spec.task_id, spec.execution_id, spec.image_ref),
+        # What `docker create` without -a sets: `docker start -a` then relays both.
+        "AttachStdout": True,
+        "AttachStderr": True,
+    }
+    config["HostConfig"] = {
+        "Binds": [sidecar.bind() for sidecar in spec.sidecars] + list(spec.volumes),
+        **resources(spec.shape),
+    }
+    return f"/containers/create?{urllib.parse.urlencode({'name': spec.name})}", config
 
 
 def docker_error(stderr: bytes | str) -> str:

@@ -38,6 +38,17 @@ class LocalImage:
     repo_digests: tuple[str, ...] = ()
     """``repo@sha256:...`` entries: the registry digests the image is known by."""
 
+    @property
+    def content_digest(self) -> str:
+        """What names its sidecar volume, as the Go worker does: the digest of its first
+        repo digest, else its image ID (an image built or imported here has no repo
+        digest)."""
+        if self.repo_digests:
+            _, at, digest = self.repo_digests[0].partition("@")
+            if at:
+                return digest
+        return self.image_id
+
 
 @attrs.frozen
 class Daemon:

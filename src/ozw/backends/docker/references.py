@@ -5,12 +5,14 @@ before anything reaches a command line. Names of containers and sidecar volumes 
 derived from ids and references with every character outside ``[A-Za-z0-9_.-]``
 mapped to ``-``.
 
-The "digest" of a sidecar volume name is the image ID (the content digest of the
-image's configuration). Every local image has one, even an imported or locally built
-one that has no registry digest, and it changes whenever the filesystem does. The
-"repo name" is the repository as written in the reference (tag and digest dropped,
-registry host kept): ``127.0.0.1:5000/a/agent:1`` → ``127.0.0.1-5000-a-agent``.
-A ``read_write`` sidecar's private volume appends ``-rw-<suffix>`` to that name.
+A sidecar volume is named as the Go worker names it, so a host that ran the Go worker
+reuses its volumes: ``<familiar repository name>-<first 12 hex of the digest>``, with
+every character outside ``[A-Za-z0-9_.-]`` mapped to ``-``. The familiar name is the
+repository without tag and digest, Docker Hub's host and ``library/`` dropped
+(``docker.io/library/x`` → ``x``, ``docker.io/a/b`` → ``a-b``, other registries kept:
+``127.0.0.1:5000/a/agent:1`` → ``127.0.0.1-5000-a-agent``). The digest is the image's
+first repo digest, else its image ID (see ``LocalImage.content_digest``). A
+``read_write`` sidecar's private volume appends ``-rw-<suffix>`` to that name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from typing import Final
 import attrs
 
 MAX_NAME_PART: Final = 48
-MAX_VOLUME_REPO: Final = 180
+MAX_VOLUME_REPO: Final = 242
+"""Longest repository part of a volume name: with ``-`` and 12 hex it fills the 255
+bytes a file name (the volume's directory) may have. The Go worker does not cut,
+and fails beyond it."""
+DOCKER_HUB: Final = "docker.io"
+_HUB_ALIASES: Final = frozenset({"docker.io", "index.docker.io"})
+_OFFICIAL: Final = "library/"
 
 # --- image references (the grammar of github.com/distribution/reference) -----------
 
@@ -91,10 +99,31 @@ def digest_hex(digest: str) -> str:
     return digest.rpartition(":")[2]
 
 
-def volume_name(reference: str, image_id: str) -> str:
-    """The sidecar volume of an image: ``<repo name mapped>-<first 12 hex of its digest>``."""
-    repository = sanitise_name_part(parse_reference(reference).name)[:MAX_VOLUME_REPO]
-    return f"{repository}-{digest_hex(image_id)[:12]}"
+def familiar_name(name: str) -> str:
+    """A repository name as ``docker images`` shows it (distribution's FamiliarName).
+
+    The first component is a registry host when it holds ``.`` or ``:``, an upper-case
+    letter, or is ``localhost``; Docker Hub's host is dropped, and so is ``library/``
+    before a single-component name.
+    """
+    host, slash, path = name.partition("/")
+    if slash and ("." in host or ":" in host or host == "localhost" or host != host.lower()):
+        if host not in _HUB_ALIASES:
+            return name
+        name = path
+    return _official(name)
+
+
+def _official(path: str) -> str:
+    """``library/x`` → ``x``; anything else unchanged."""
+    rest = path.removeprefix(_OFFICIAL)
+    return rest if path.startswith(_OFFICIAL) and "/" not in rest else path
+
+
+def volume_name(reference: str, digest: str) -> str:
+    """The sidecar volume of an image: ``<familiar name mapped>-<first 12 hex of digest>``."""
+    repository = familiar_name(parse_reference(reference).name)
+    return f"{sanitise_name_part(repository)[:MAX_VOLUME_REPO]}-{digest_hex(digest)[:12]}"
 
 
 def container_name(worker_id: str, task_id: str, suffix: str) -> str:

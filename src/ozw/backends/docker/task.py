@@ -18,12 +18,9 @@ that is ``task_timeout``'s job.
 from __future__ import annotations
 
 import collections
-import os
 import secrets
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-import anyio
 import attrs
 
 from ozw.backends.base import ExecuteResult, TaskRun
@@ -37,13 +34,13 @@ from ozw.backends.docker.container import (
     SidecarMount,
     classify_exit,
     container_environment,
-    create_args,
+    create_request,
     duplicate_mount_paths,
     environment_problem,
     memory_bytes,
-    plan_environment,
     sidecar_problem,
 )
+from ozw.backends.docker.engine_api import EngineUnreachable, api_request
 from ozw.backends.docker.images import Images
 from ozw.backends.docker.inspect import STATE_FORMAT, ContainerState, LocalImage, parse_state
 from ozw.backends.docker.references import (
@@ -125,7 +122,7 @@ class DockerTaskRun(TaskRun):
     async def _private_volume(self, image: LocalImage) -> str:
         """A volume of this task's own, filled from ``image`` (a ``read_write`` sidecar)."""
         kit = self.toolkit
-        shared = volume_name(image.reference, image.image_id)
+        shared = volume_name(image.reference, image.content_digest)
         volume = private_volume_name(shared, self.suffix)
         # Registered first: teardown removes it even if a cancellation hits mid-create.
         self.private_volumes.append(volume)
@@ -138,7 +135,7 @@ class DockerTaskRun(TaskRun):
         await kit.volumes.prepare_private_volume(volume, image, self.log, labels=labels)
         return volume
 
-    def spec(self, name: str, env_file: str | None) -> ContainerSpec:
+    def spec(self, name: str) -> ContainerSpec:
         assert self.image is not None, "setup() first"
         params = self.params
         return ContainerSpec(
@@ -149,11 +146,10 @@ class DockerTaskRun(TaskRun):
             task_id=params.task_id,
             execution_id=params.execution_id,
             base_args=params.base_args,
-            env_names=plan_environment(self.env).names,
+            env=self.env,
             sidecars=tuple(self.sidecars),
             volumes=self.toolkit.config.volumes,
             shape=params.instance_shape,
-            env_file=env_file,
         )
 
     async def execute(self) -> ExecuteResult:
@@ -179,23 +175,21 @@ class DockerTaskRun(TaskRun):
             raise
 
     async def _create(self, name: str) -> None:
+        """``docker create`` as an engine API request: values travel in a pipe only."""
         kit = self.toolkit
-        plan = plan_environment(self.env)
-        with (
-            kit.cli.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"),
-            tempfile.TemporaryDirectory(prefix="ozw-env-") as private,
-        ):
-            env_file = None
-            if plan.file_lines:
-                env_file = os.path.join(private, "env")
-                await anyio.to_thread.run_sync(_write_private, env_file, plan.file_lines)
-            args = create_args(self.spec(name, env_file))
-            result = await kit.cli.run(*args, extra_env=plan.cli_values)
-        if not result.ok:
+        target, body = create_request(self.spec(name))
+        try:
+            with kit.cli.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"):
+                answer = await api_request(kit.cli, "POST", target, body)
+        except EngineUnreachable as exc:
             raise TaskFailure(
-                FailureReason.CONTAINER_CREATE, f"could not create the container: {result.error}"
+                FailureReason.CONTAINER_CREATE, f"could not create the container: {exc}"
+            ) from None
+        if not answer.ok:
+            raise TaskFailure(
+                FailureReason.CONTAINER_CREATE, f"could not create the container: {answer.message}"
             )
-        self.log.info("container %s created (%s)", name, result.stdout.decode().strip()[:12])
+        self.log.info("container %s created (%s)", name, answer.id[:12])
 
     async def _run(self, name: str) -> ExecuteResult:
         kit = self.toolkit
@@ -268,10 +262,3 @@ class DockerTaskRun(TaskRun):
                 problems.append(f"could not remove read-write sidecar volume {volume}")
         if problems:
             raise RuntimeError("; ".join(problems))
-
-
-def _write_private(path: str, lines: Sequence[str]) -> None:
-    """Write an env-file readable by us only (it holds secrets for a moment)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        stream.write("".join(f"{line}\n" for line in lines))

@@ -97,7 +97,7 @@ class SidecarVolumes:
         concurrent tasks wanting the same sidecar wait for the first one's fill and
         then reuse it.
         """
-        volume = volume_name(image.reference, image.image_id)
+        volume = volume_name(image.reference, image.content_digest)
         async with self._lock_for(volume):
             if volume in self._ready_volumes:
                 # Cheap re-check: `docker volume prune` may have removed it meanwhile, and
