@@ -11,6 +11,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,13 @@ from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.logs import TaskLog
 from ozw.params import Sidecar, TaskParams
 from ozw.protocol import InstanceShape
-from tests.docker.conftest import Engine, Images, Registries
+from tests.docker.conftest import (
+    REGISTRY_PASSWORD,
+    REGISTRY_USER,
+    Engine,
+    Images,
+    Registries,
+)
 from tests.event_loops import on_both_loops
 from tests.support.params import make_params as task_params
 from tests.support.procs import cmdlines_containing
@@ -730,6 +737,85 @@ async def test_pull_uses_the_docker_cli_credentials(
         logged_in, make_params(task_id, image, sidecars=sidecars), CapturedLog(task_id)
     )
     assert outcome is ExecuteResult.COMPLETED
+
+
+@on_both_loops
+async def test_no_docker_cli_child_or_credential_helper_gets_the_api_key(
+    engine: Engine, images: Images, registries: Registries, tmp_path: Path
+) -> None:
+    api_key = f"wk-{uuid.uuid4().hex}"
+    # A credential helper for the password-protected registry: it records its
+    # environment and answers with the registry's credentials.
+    bin_dir, config_dir = tmp_path / "bin", tmp_path / "docker-config"
+    bin_dir.mkdir()
+    config_dir.mkdir()
+    helper_env = tmp_path / "helper.env"
+    helper = bin_dir / "docker-credential-ozwtest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f"env >> {helper_env}\n"
+        'if [ "$1" = get ]; then cat >/dev/null; '
+        f"""printf '{{"Username":"{REGISTRY_USER}","Secret":"{REGISTRY_PASSWORD}"}}'; fi\n"""
+    )
+    helper.chmod(0o755)
+    (config_dir / "config.json").write_text(
+        json.dumps({"credHelpers": {registries.auth.address: "ozwtest"}})
+    )
+    backend = make_backend(
+        engine,
+        pull_policy="always",
+        environ={
+            "WARP_API_KEY": api_key,
+            "DOCKER_CONFIG": str(config_dir),
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        },
+    )
+    task_id = new_task_id("apikey")
+    params = make_params(
+        task_id,
+        registries.auth.ref("ozw/task:1"),
+        sidecars=[agent(images, registries.auth.ref("ozw/agent:1"))],
+        env={"STANDIN_BEHAVIOUR": "sleep:300"},
+    )
+    captured = CapturedLog(task_id)
+    seen: dict[int, tuple[bytes, bytes]] = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sample_docker_children, args=(seen, stop), daemon=True)
+    sampler.start()
+    try:
+        async with anyio.create_task_group() as nursery:
+            scope, done, _ = await _start_sleeper(backend, params, captured, nursery)
+            scope.cancel()
+            await done.wait()
+    finally:
+        stop.set()
+        await anyio.to_thread.run_sync(sampler.join)
+    commands = [command.split(b"\0")[1:3] for command, _ in seen.values()]
+    assert [b"start", b"--attach"] in commands, commands
+    assert [b"system", b"dial-stdio"] in commands, commands
+    assert all(api_key.encode() not in environ for _, environ in seen.values())
+    assert all(not environ.startswith(b"WARP_API_KEY=") for _, environ in seen.values())
+    assert all(b"\0WARP_API_KEY=" not in environ for _, environ in seen.values())
+    assert helper_env.exists(), "the pull did not use the credential helper"
+    assert "WARP_API_KEY" not in helper_env.read_text()
+
+
+def _sample_docker_children(seen: dict[int, tuple[bytes, bytes]], stop: threading.Event) -> None:
+    """Until ``stop``: ``(cmdline, environ)`` of every docker CLI child of this
+    process, read from ``/proc`` (every 5 ms: short calls are caught too)."""
+    me = str(os.getpid())
+    while not stop.wait(0.005):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in seen:
+                continue
+            try:
+                parent = (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                cmdline = (entry / "cmdline").read_bytes()
+                if parent != me or not cmdline.split(b"\0", 1)[0].endswith(b"docker"):
+                    continue
+                seen[int(entry.name)] = (cmdline, (entry / "environ").read_bytes())
+            except (OSError, IndexError):
+                continue
 
 
 @on_both_loops

@@ -13,7 +13,6 @@ from ozw.backends.docker.container import (
     ContainerSpec,
     SidecarMount,
     classify_exit,
-    container_environment,
     create_request,
     docker_error,
     duplicate_mount_paths,
@@ -36,7 +35,6 @@ from ozw.backends.docker.references import (
     volume_name,
 )
 from ozw.backends.docker.volumes import FILLED_MARKER, marker_tar
-from ozw.config import EnvEntry
 from ozw.failures import FailureReason
 from ozw.protocol import InstanceShape
 
@@ -192,16 +190,6 @@ def test_absent_or_nonsense_limits_set_nothing(value: float | None) -> None:
 
 
 # --- environment ------------------------------------------------------------------------
-
-
-def test_container_environment_is_task_then_configured() -> None:
-    env = container_environment(
-        {"TASK_ID": "t", "A": "task", "B": "task"},
-        (EnvEntry("A", "config"), EnvEntry("INHERIT"), EnvEntry("MISSING"), EnvEntry("E", "")),
-        {"INHERIT": "worker", "OTHER": "not passed"},
-    )
-    assert env == {"TASK_ID": "t", "B": "task", "A": "config", "INHERIT": "worker", "E": ""}
-    assert list(env) == ["TASK_ID", "B", "A", "INHERIT", "E"]
 
 
 @pytest.mark.parametrize(

@@ -37,12 +37,13 @@ from typing import ClassVar, Final
 
 import anyio
 
-from ozw.backends.base import Backend, TaskRun
-from ozw.backends.docker.cli import CallResult, DockerCLI
+from ozw.backends.base import ProcessBackend, TaskRun
+from ozw.backends.docker.cli import CLI_KILL_GRACE, CallResult, DockerCLI
 from ozw.backends.docker.images import Images, ask_daemon
 from ozw.backends.docker.reaper import Reaper
 from ozw.backends.docker.task import DockerTaskRun, Toolkit
 from ozw.backends.docker.volumes import SidecarVolumes
+from ozw.backends.execution import inherited_environment
 from ozw.config import DockerConfig
 from ozw.failures import BackendUnavailable
 from ozw.logs import TaskLog
@@ -55,7 +56,7 @@ CHECK_TIMEOUT: Final = 60.0
 """Bound of the start-up check: an unreachable TCP daemon must not hang start-up."""
 
 
-class DockerBackend(Backend):
+class DockerBackend(ProcessBackend):
     """Runs each task in a container through the docker CLI (see the package docstring).
 
     Args:
@@ -64,7 +65,8 @@ class DockerBackend(Backend):
             worker can be found again.
         cleanup: remove containers after their task; off keeps them for debugging.
         environ: the worker's environment (default ``os.environ``): the docker CLI
-            runs with it, and configured variables without value inherit from it.
+            runs with it (without ``WARP_API_KEY``), and configured variables without
+            value inherit from it.
         docker: the docker CLI (a name on ``PATH`` or a path).
     """
 
@@ -79,11 +81,11 @@ class DockerBackend(Backend):
         environ: Mapping[str, str] | None = None,
         docker: str = "docker",
     ) -> None:
+        super().__init__(kill_grace=CLI_KILL_GRACE, environ=environ)
         self.config = config
         self.worker_id = worker_id
         self.cleanup = cleanup
-        self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
-        self.cli = DockerCLI(docker, self.environ)
+        self.cli = DockerCLI(docker, inherited_environment(self.environ), self.runner)
         """Every docker call, and what this backend created."""
         self.images = Images(self.cli, config.pull_policy)
         self.volumes = SidecarVolumes(self.cli, worker_id)
@@ -163,7 +165,7 @@ class DockerBackend(Backend):
 
     async def kill_all(self) -> None:
         """Stop every container of ours now: ``rm -f`` (cleanup off: ``kill``), no grace."""
-        self.cli.runner.kill_all()
+        await super().kill_all()
         names = sorted(self.cli.containers)
         if not names:
             return

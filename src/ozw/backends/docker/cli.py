@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 import anyio
@@ -26,8 +26,8 @@ import anyio.abc
 import attrs
 
 from ozw.backends.docker.container import docker_error
-from ozw.backends.execution import ProcessRunner
-from ozw.failures import FailureReason, TaskFailure
+from ozw.backends.execution import ProcessRunner, bounded, cleanup_bound
+from ozw.failures import FailureReason
 
 logger = logging.getLogger("ozw.backends.docker")
 
@@ -67,18 +67,19 @@ class DockerCLI:
 
     Args:
         docker: the docker CLI (a name on ``PATH`` or a path).
-        environ: the environment of every docker CLI child.
+        environ: the environment of every docker CLI child (and of whatever it runs,
+            such as credential helpers): the worker's, without ``WARP_API_KEY``.
+        runner: runs ``docker start --attach`` with its output relayed live.
     """
 
-    def __init__(self, docker: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, docker: str, environ: Mapping[str, str], runner: ProcessRunner) -> None:
         self.docker = docker
         self.environ = dict(environ)
         self.call_timeout: float = CALL_TIMEOUT
         """Bound of each short docker call of a task (see :meth:`bounded`)."""
         self.transfer_timeout: float = TRANSFER_TIMEOUT
         """Bound of a pull and of a sidecar volume's export stream."""
-        self.runner = ProcessRunner(kill_grace=CLI_KILL_GRACE)
-        """Runs ``docker start --attach`` with its output relayed live."""
+        self.runner = runner
         self.containers: set[str] = set()
         """Containers created and not yet removed (or, cleanup off, released)."""
         self.volumes: set[str] = set()
@@ -104,27 +105,22 @@ class DockerCLI:
         )
         return CallResult(completed.returncode, completed.stdout, completed.stderr)
 
-    @contextlib.contextmanager
-    def bounded(self, reason: FailureReason, what: str, *, long: bool = False) -> Iterator[None]:
+    def bounded(
+        self, reason: FailureReason, what: str, *, long: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
         """Bound the docker calls inside; a timeout fails the task with ``reason``.
 
         ``call_timeout`` applies, or ``transfer_timeout`` when ``long``. ``what`` says
         what was being done ("inspecting image x") in the failure's message.
         """
         seconds = self.transfer_timeout if long else self.call_timeout
-        try:
-            with anyio.fail_after(seconds):
-                yield
-        except TimeoutError:
-            raise TaskFailure(
-                reason,
-                f"{what}: the docker CLI did not finish within {seconds:g}s "
-                "(is the Docker daemon hung?)",
-            ) from None
+        return bounded(
+            seconds, reason, f"{what}: the docker CLI", hint="is the Docker daemon hung?"
+        )
 
     async def cleanup(self, *args: str) -> CallResult | None:
         """A shielded, bounded clean-up call; None when it did not finish or run."""
-        with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+        with cleanup_bound(CLEANUP_TIMEOUT):
             try:
                 return await self.run(*args)
             except OSError as exc:
@@ -214,7 +210,7 @@ class DockerCLI:
     async def stop(self, name: str, grace: float, *, remove: bool) -> None:
         """``docker stop`` with ``grace``, then ``rm -f`` when ``remove`` (else released)."""
         seconds = max(0, math.ceil(grace))
-        with anyio.move_on_after(seconds + CLEANUP_TIMEOUT, shield=True):
+        with cleanup_bound(seconds + CLEANUP_TIMEOUT):
             await self.cleanup("stop", f"--time={seconds}", name)
             if remove:
                 await self.remove_containers(name)

@@ -34,14 +34,14 @@ from __future__ import annotations
 import math
 import posixpath
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import attrs
 
 from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
-from ozw.config import EnvEntry
+from ozw.backends.execution import environment_problem as process_environment_problem
 from ozw.failures import FailureReason, TaskFailure, describe_exit
 from ozw.protocol import InstanceShape
 
@@ -142,24 +142,6 @@ def duplicate_mount_paths(mount_paths: Iterable[str]) -> list[str]:
     return duplicates
 
 
-def container_environment(
-    task_env: Mapping[str, str], configured: Sequence[EnvEntry], environ: Mapping[str, str]
-) -> dict[str, str]:
-    """The container's environment: the task's, then the configured entries.
-
-    A configured entry without value inherits the worker's variable and is skipped
-    when the worker has none (passing an empty value would invent one).
-    """
-    env = dict(task_env)
-    for entry in configured:
-        value = entry.value if entry.value is not None else environ.get(entry.name)
-        if value is None:
-            continue
-        env.pop(entry.name, None)
-        env[entry.name] = value
-    return env
-
-
 MAX_ENV_ENTRY: Final = 131_071
 """Longest ``NAME=VALUE`` (UTF-8 bytes) a Linux process environment holds: the kernel
 refuses any single string of 32 pages (``MAX_ARG_STRLEN``) or more at ``execve``."""
@@ -169,13 +151,12 @@ def environment_problem(env: Mapping[str, str]) -> str | None:
     """Why ``env`` cannot reach a container's processes exactly, or None.
 
     Any name and value goes, line breaks and ``=`` in values included, except what no
-    process environment can hold.
+    process environment can hold: the execution layer's rule (no NUL, no ``=`` in a
+    name), then text and size.
     """
+    if (problem := process_environment_problem(env)) is not None:
+        return problem
     for name, value in env.items():
-        if not name or "=" in name or "\0" in name:
-            return f"invalid environment variable name {name!r}"
-        if "\0" in value:
-            return f"environment variable {name} holds a NUL byte"
         try:
             size = len(name.encode()) + 1 + len(value.encode())
         except UnicodeEncodeError:

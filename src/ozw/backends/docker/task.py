@@ -33,7 +33,6 @@ from ozw.backends.docker.container import (
     ContainerSpec,
     SidecarMount,
     classify_exit,
-    container_environment,
     create_request,
     duplicate_mount_paths,
     environment_problem,
@@ -50,6 +49,7 @@ from ozw.backends.docker.references import (
     volume_name,
 )
 from ozw.backends.docker.volumes import SidecarVolumes
+from ozw.backends.execution import configured_environment, layered_environment
 from ozw.config import DockerConfig
 from ozw.failures import FailureReason, TaskFailure
 from ozw.logs import TaskLog
@@ -74,9 +74,8 @@ class DockerTaskRun(TaskRun):
     """One task in one container (plus a private volume per ``read_write`` sidecar)."""
 
     def __init__(self, toolkit: Toolkit, params: TaskParams, log: TaskLog) -> None:
+        super().__init__(params, log)
         self.toolkit = toolkit
-        self.params = params
-        self.log = log
         self.image: LocalImage | None = None
         self.sidecars: list[SidecarMount] = []
         self.env: dict[str, str] = {}
@@ -100,8 +99,11 @@ class DockerTaskRun(TaskRun):
                 FailureReason.SIDECAR_PREP,
                 "two sidecars share the mount path " + ", ".join(duplicates),
             )
-        self.env = container_environment(
-            params.env, self.toolkit.config.environment, self.toolkit.environ
+        self.env = layered_environment(
+            task=params.env,
+            configured=configured_environment(
+                self.toolkit.config.environment, self.toolkit.environ
+            ),
         )
         if (problem := environment_problem(self.env)) is not None:
             raise TaskFailure(FailureReason.CONTAINER_CREATE, problem)
