@@ -39,6 +39,8 @@ TRANSFER_TIMEOUT: Final = 3600.0
 """Default bound of a pull and of the export filling a sidecar volume: long, because
 big images on slow links take long, but finite, because a hung daemon must not hold
 a slot forever when ``task_timeout`` is off."""
+REMOVAL_POLL: Final = 0.1
+"""Pause between retries of a removal the daemon says is already in progress."""
 CLI_KILL_GRACE: Final = 0.5
 """Grace of the ``docker start -a`` CLI on cancellation. It proxies our SIGTERM to the
 container and would then wait for it; the container's own grace is ``docker stop``'s."""
@@ -200,8 +202,17 @@ class DockerCLI:
         self.volumes.discard(name)
 
     async def remove_containers(self, *names: str) -> bool:
-        """``docker rm -f``; True when all are gone (also when they never existed)."""
-        result = await self.cleanup("rm", "--force", *names)
+        """``docker rm -f``; True when all are gone (also when they never existed).
+
+        A removal already under way elsewhere (``kill_all`` beside a task's teardown)
+        is waited for: the daemon refuses a second one until the first has finished.
+        """
+        with cleanup_bound(CLEANUP_TIMEOUT):
+            while True:
+                result = await self.cleanup("rm", "--force", *names)
+                if result is None or "is already in progress" not in result.error:
+                    break
+                await anyio.sleep(REMOVAL_POLL)
         gone = result is not None and (result.ok or "No such container" in result.error)
         if gone:
             self.containers.difference_update(names)
