@@ -165,6 +165,15 @@ async def containers(engine: Engine, label: str, *, running_only: bool = False) 
     return (await docker(engine, *args)).split()
 
 
+async def until_running(engine: Engine, label: str) -> None:
+    """Wait until a container labelled ``label`` is running. The agent's first output
+    can come before the daemon has recorded the start (it does so once containerd's
+    start returns), and the engine has no event to wait on: poll, generously bounded."""
+    with anyio.fail_after(30):
+        while not await containers(engine, label, running_only=True):  # noqa: ASYNC110 - no engine event
+            await anyio.sleep(0.1)
+
+
 def failure_of(outcome: ExecuteResult | TaskFailure) -> TaskFailure:
     assert isinstance(outcome, TaskFailure), f"expected a failure, got {outcome!r}"
     return outcome
@@ -916,7 +925,7 @@ async def test_cancellation_stops_and_removes_the_container_within_the_grace(
     captured = CapturedLog(task_id)
     async with anyio.create_task_group() as nursery:
         scope, done, ended = await _start_sleeper(backend, params, captured, nursery)
-        assert await containers(engine, f"{LABEL_TASK}={task_id}", running_only=True)
+        await until_running(engine, f"{LABEL_TASK}={task_id}")
         started = time.monotonic()
         scope.cancel()
         await done.wait()
