@@ -653,45 +653,81 @@ async def test_cleanup_off_keeps_the_workspace_and_aclose_leaves_it(
 
 
 @on_both_loops
-async def test_leftover_workspace_of_the_same_task(tmp_path: Path, environ: dict[str, str]) -> None:
+async def test_a_follow_up_execution_reuses_the_runs_workspace_with_cleanup_off(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    backend = make_backend(
+        tmp_path, environ, cleanup=False, setup_command='echo "$EXECUTION" >> notes.txt'
+    )
+    workspace = tmp_path / "ws" / "run-1"
+    assert await run_task(backend, make_params(env={"EXECUTION": "1"})) is ExecuteResult.COMPLETED
+    assert (workspace / "notes.txt").read_text() == "1\n"
+
+    record = tmp_path / "record.json"
+    follow_up = make_params(env={"EXECUTION": "2", "OZ_STANDIN_RECORD": str(record)})
+    assert await run_task(backend, follow_up) is ExecuteResult.COMPLETED
+    assert read_record(record)["cwd"] == os.path.realpath(workspace)
+    assert (workspace / "notes.txt").read_text() == "1\n2\n"
+
+
+@on_both_loops
+async def test_an_existing_workspace_in_an_ozw_root_is_reused_then_removed(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
     await make_backend(tmp_path, environ).check()
+    assert (tmp_path / "ws" / ROOT_MARKER).exists()
     leftover = tmp_path / "ws" / "run-1"
     leftover.mkdir()
     (leftover / "stale").write_text("old")
-
-    kept = make_backend(tmp_path, environ, cleanup=False)
-    result = failure(await run_task(kept, make_params()))
-    assert result.reason is FailureReason.WORKSPACE_SETUP
-    assert (leftover / "stale").exists()
-
+    (leftover / ENV_FILE_NAME).write_text("FROM_LAST_TIME=1\n")
     record = tmp_path / "record.json"
-    fresh = make_backend(tmp_path, environ, cleanup=False)
-    # With cleanup on, a leftover is replaced by a fresh workspace.
-    fresh.cleanup = True
+    backend = make_backend(tmp_path, environ, setup_command="test -f stale")
     params = make_params(env={"OZ_STANDIN_RECORD": str(record)})
-    assert await run_task(fresh, params) is ExecuteResult.COMPLETED
-    assert read_record(record)["cwd"] == os.path.realpath(leftover)
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    seen = read_record(record)
+    assert seen["cwd"] == os.path.realpath(leftover)
+    assert "FROM_LAST_TIME" not in seen["env"]  # the environment file starts afresh
     assert not leftover.exists()
 
 
 @on_both_loops
-async def test_a_directory_in_a_root_ozw_does_not_own_is_never_replaced(
+async def test_a_go_workers_workspace_is_reused_and_never_deleted(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    # A root without ozw's marker (a Go worker's, or the operator's own directory).
+    root = tmp_path / "ws"
+    existing = root / "run-1"
+    existing.mkdir(parents=True)
+    (existing / "data.txt").write_text("the run's")
+    backend = make_backend(tmp_path, environ, setup_command="test -f data.txt")
+    await backend.check()
+    assert not (root / ROOT_MARKER).exists()  # non-empty: not marked as ozw's
+    record = tmp_path / "record.json"
+    params = make_params(env={"OZ_STANDIN_RECORD": str(record)})
+    assert await run_task(backend, params) is ExecuteResult.COMPLETED
+    assert read_record(record)["cwd"] == os.path.realpath(existing)
+    assert (existing / "data.txt").read_text() == "the run's"
+    # A new task id in the same root gets its own workspace, removed afterwards.
+    fresh = make_backend(tmp_path, environ)
+    assert await run_task(fresh, make_params("fresh")) is ExecuteResult.COMPLETED
+    assert sorted(p.name for p in root.iterdir()) == ["run-1"]
+
+
+@on_both_loops
+async def test_a_file_or_symlink_at_the_workspace_name_is_refused(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
     root = tmp_path / "ws"
-    precious = root / "precious"
-    precious.mkdir(parents=True)
-    (precious / "data.txt").write_text("the operator's")
+    root.mkdir()
+    (root / "file").write_text("x")
+    (root / "link").symlink_to(tmp_path)
     backend = make_backend(tmp_path, environ)
-    await backend.check()
-    assert not (root / ROOT_MARKER).exists()  # non-empty: not marked as ozw's
-    result = failure(await run_task(backend, make_params("precious")))
-    assert result.reason is FailureReason.WORKSPACE_SETUP
-    assert result.cause == f"{os.path.realpath(precious)} exists and is not an ozw workspace"
-    assert (precious / "data.txt").read_text() == "the operator's"
-    # A new task id in the same root still works (and is removed afterwards).
-    assert await run_task(backend, make_params("fresh")) is ExecuteResult.COMPLETED
-    assert sorted(p.name for p in root.iterdir()) == ["precious"]
+    for task_id in ("file", "link"):
+        result = failure(await run_task(backend, make_params(task_id)))
+        assert result.reason is FailureReason.WORKSPACE_SETUP
+        assert result.cause.endswith("already exists and is not a workspace directory")
+    assert (root / "file").read_text() == "x"
+    assert (root / "link").is_symlink()
 
 
 @on_both_loops

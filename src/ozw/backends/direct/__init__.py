@@ -44,12 +44,13 @@ Choices where the contract is silent:
   removed at teardown whatever ``cleanup`` says: concurrent tasks must not share them
   and the operator's directory must not collect our files. Its name carries the task
   id when short, else a hash of it, so any id a per-task workspace accepts works here.
-- A workspace that already exists for a new task is a leftover of an earlier run:
-  replaced by a fresh one when cleanup is on and the root carries :data:`ROOT_MARKER`
-  (below), refused (``workspace_setup``) otherwise: cleanup off means ozw never deletes
-  a workspace, and in a root ozw does not own the directory is the operator's
-  (``<path> exists and is not an ozw workspace``). A workspace in use by another worker
-  process (see locking below) is always refused.
+- A workspace that already exists is the run's, from an earlier execution (a follow-up
+  of the same ``task_id``; kept by cleanup off, by a crash, or by a Go worker that used
+  the same root): it is reused as it is, as the Go worker does (PROTOCOL.md 8), with a
+  fresh environment file. ozw deletes it afterwards (cleanup on) only when it created
+  it or the root carries :data:`ROOT_MARKER`: in another root the directory may be the
+  operator's. A workspace in use by another worker process (see locking below) is
+  refused (``workspace_setup``).
 - Every live workspace directory is ``flock``-ed by the worker that owns it. At
   shutdown (:meth:`DirectBackend.aclose`, cleanup on) the backend removes the
   workspaces it created plus every unlocked directory left in the root by a crashed

@@ -157,12 +157,10 @@ class DirectBackend(ProcessBackend):
                 )
             else:
                 workspace = await anyio.to_thread.run_sync(
-                    lambda: create_task_workspace(
-                        self.config.workspace_root,
-                        params.task_id,
-                        params.harness,
-                        replace_leftover=self.cleanup,
-                    )
+                    create_task_workspace,
+                    self.config.workspace_root,
+                    params.task_id,
+                    params.harness,
                 )
         except WorkspaceError as exc:
             raise TaskFailure(FailureReason.WORKSPACE_SETUP, str(exc)) from exc

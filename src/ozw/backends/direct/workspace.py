@@ -52,6 +52,9 @@ class Workspace:
     owned: bool
     """True for a per-task workspace under the root (removed at teardown with cleanup)."""
     lock_fd: int | None = None
+    removable: bool = True
+    """False for an existing directory reused in a root ozw does not own (a Go worker's,
+    or the operator's): ozw never deletes it, whatever ``cleanup`` says."""
 
     @property
     def gitconfig(self) -> str:
@@ -96,18 +99,26 @@ def _lock_directory(path: str) -> int | None:
     return fd
 
 
-def _create_file(path: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+def _open_private(path: str, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o600)
     os.close(fd)
 
 
-def _populate(private_dir: str, harness: str | None) -> None:
-    _create_file(os.path.join(private_dir, GITCONFIG_NAME))
-    _create_file(os.path.join(private_dir, ENV_FILE_NAME))
+def _populate(private_dir: str, harness: str | None, *, reused: bool = False) -> None:
+    """Create the private files; in a reused workspace keep the git config (the run's
+    earlier executions may have written to it) but start a fresh environment file.
+    Never follows a symlink the agent may have left at those names."""
+    _open_private(os.path.join(private_dir, GITCONFIG_NAME), 0 if reused else os.O_EXCL)
+    _open_private(os.path.join(private_dir, ENV_FILE_NAME), os.O_TRUNC if reused else os.O_EXCL)
     home = harness_home(harness)
     if home is not None:
         # Codex refuses a CODEX_HOME that does not exist.
-        os.mkdir(os.path.join(private_dir, home[1]), 0o700)
+        home_dir = os.path.join(private_dir, home[1])
+        try:
+            os.mkdir(home_dir, 0o700)
+        except FileExistsError:
+            if not reused or os.path.islink(home_dir) or not os.path.isdir(home_dir):
+                raise
 
 
 def remove_tree(path: str) -> None:
@@ -129,14 +140,18 @@ def remove_tree(path: str) -> None:
         shutil.rmtree(path, onerror=retry_writable)
 
 
-def create_task_workspace(
-    root: str, task_id: str, harness: str | None, *, replace_leftover: bool
-) -> Workspace:
-    """Create ``<root>/<task_id>`` (0700), locked, with its private files.
+def create_task_workspace(root: str, task_id: str, harness: str | None) -> Workspace:
+    """Create ``<root>/<task_id>`` (0700), or reuse it when it exists; locked, with its
+    private files.
+
+    A directory already there is the run's workspace from an earlier execution (kept
+    by cleanup off, by a crash, or by a Go worker that used the same root): it is
+    reused as it is, like the Go worker does. It is only ever deleted afterwards when
+    ozw created it or the root carries :data:`ROOT_MARKER`.
 
     Raises WorkspaceError. Nothing is ever created outside the root: the id holds no
     separator, the result must resolve to a direct child of the resolved root, and
-    ``os.mkdir`` never follows a symlink that already sits at the name.
+    neither ``os.mkdir`` nor the lock follows a symlink that sits at the name.
     """
     problem = task_id_problem(task_id)
     if problem is not None:
@@ -149,52 +164,37 @@ def create_task_workspace(
     path = os.path.join(real_root, task_id)
     if not is_direct_child(path, real_root):
         raise WorkspaceError(f"workspace for task id {task_id!r} would leave {real_root}")
+    reused = False
     try:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            _replace_leftover(path, real_root, replace_leftover=replace_leftover)
-            os.mkdir(path, 0o700)
+            if os.path.islink(path) or not os.path.isdir(path):
+                raise WorkspaceError(
+                    f"{path} already exists and is not a workspace directory"
+                ) from None
+            reused = True
         lock_fd = _lock_directory(path)
-        if lock_fd is not None:
+        if lock_fd is not None and not reused:
             os.fchmod(lock_fd, 0o700)  # mkdir's mode goes through the umask
     except OSError as exc:
         raise WorkspaceError(f"cannot create workspace {path}: {exc.strerror or exc}") from exc
     if lock_fd is None:
         raise WorkspaceError(f"workspace {path} is in use by another worker")
-    workspace = Workspace(task_id, path, path, owned=True, lock_fd=lock_fd)
+    if reused:
+        logger.info("reusing the existing workspace %s", path)
+    removable = not reused or os.path.isfile(os.path.join(real_root, ROOT_MARKER))
+    workspace = Workspace(task_id, path, path, owned=True, lock_fd=lock_fd, removable=removable)
     try:
         if os.path.realpath(path) != path:
             raise WorkspaceError(f"workspace {path} was replaced while being created")
-        _populate(path, harness)
+        _populate(path, harness, reused=reused)
     except BaseException as exc:
         release_workspace(workspace, remove=True)
         if isinstance(exc, OSError):
             raise WorkspaceError(f"cannot prepare workspace {path}: {exc.strerror or exc}") from exc
         raise
     return workspace
-
-
-def _replace_leftover(path: str, root: str, *, replace_leftover: bool) -> None:
-    """Remove the leftover workspace at ``path``, or raise WorkspaceError.
-
-    Only in a root carrying :data:`ROOT_MARKER` (the rule of :func:`sweep_root`): in any
-    other root the directory may be the operator's own, named like a task by chance.
-    """
-    if os.path.islink(path) or not os.path.isdir(path):
-        raise WorkspaceError(f"{path} already exists and is not a workspace directory")
-    if not os.path.isfile(os.path.join(root, ROOT_MARKER)):
-        raise WorkspaceError(f"{path} exists and is not an ozw workspace")
-    if not replace_leftover:
-        raise WorkspaceError(f"workspace {path} already exists (kept by an earlier run)")
-    lock_fd = _lock_directory(path)
-    if lock_fd is None:
-        raise WorkspaceError(f"workspace {path} is in use by another worker")
-    try:
-        logger.warning("replacing leftover workspace %s", path)
-        remove_tree(path)
-    finally:
-        os.close(lock_fd)
 
 
 def create_private_workspace(target_dir: str, task_id: str, harness: str | None) -> Workspace:
@@ -218,13 +218,14 @@ def create_private_workspace(target_dir: str, task_id: str, harness: str | None)
 
 
 def release_workspace(workspace: Workspace, *, remove: bool) -> None:
-    """Remove what the task left (its workspace only when ``remove``) and drop the lock.
+    """Remove what the task left (its workspace only when ``remove`` and it is
+    :attr:`~Workspace.removable`) and drop the lock.
 
     The private directory of ``target_dir`` mode always goes. Raises OSError.
     """
     try:
         if workspace.owned:
-            if remove:
+            if remove and workspace.removable:
                 remove_tree(workspace.path)
         else:
             remove_tree(workspace.private_dir)
