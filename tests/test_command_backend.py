@@ -26,6 +26,7 @@ import trio
 
 from ozw.backends.base import ExecuteResult
 from ozw.backends.command import (
+    GO_ZERO_TIME,
     STDERR_TAIL_LINES,
     CommandBackend,
     cancel_variables,
@@ -35,6 +36,7 @@ from ozw.backends.command import (
     dispatch_variables,
     encode_payload,
     last_line,
+    payload_task,
 )
 from ozw.backends.execution import ScriptResult, configured_environment, group_alive
 from ozw.config import CommandConfig, EnvEntry
@@ -235,12 +237,13 @@ def test_payload_has_exactly_the_documented_fields_in_order() -> None:
         {"image": "cache:1", "mount_path": "/mnt/cache", "read_write": True},
     ]
     assert [list(s) for s in payload["sidecars"]] == [["image", "mount_path", "read_write"]] * 2
-    assert payload["task"] == params.task
+    assert payload["task"] == payload_task(params.task, "run-1")
+    assert payload["task"]["title"] == "Fix the flaky test"
 
 
-def test_payload_without_execution_id_has_null() -> None:
+def test_payload_without_execution_id_has_an_empty_string_like_go() -> None:
     payload = dispatch_payload(make_params(execution_id=None), worker_id="w1")
-    assert payload["execution_id"] is None
+    assert payload["execution_id"] == ""
     assert payload["sidecars"] == []
 
 
@@ -996,3 +999,94 @@ async def test_end_to_end_shutdown_leaves_handed_off_work_alone(
         assert not (state / "s1" / "cancelled.json").exists()
         assert server.messages_for("s1") == [TaskClaimed("s1", "w1")]
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------ the Go worker's payload shape
+
+GO_DISPATCH = ROOT / "tests" / "scripts" / "go_dispatch.py"
+
+
+def test_payload_task_always_has_the_go_keys() -> None:
+    assert payload_task({"id": "run-1"}, "run-1") == {
+        "id": "run-1",
+        "title": "",
+        "task_definition": {"prompt": ""},
+        "created_at": GO_ZERO_TIME,
+        "updated_at": GO_ZERO_TIME,
+    }
+    received = {
+        "id": "run-1",
+        "title": None,
+        "task_definition": {"prompt": "fix it", "extra": 1},
+        "created_at": "2026-12-01T20:00:00Z",
+        "owner": {"Type": "TEAM", "Id": 7},
+        "unknown_field": [1, 2],
+    }
+    assert payload_task(received, "run-1") == {
+        "id": "run-1",
+        "title": "",
+        "task_definition": {"prompt": "fix it", "extra": 1},
+        "created_at": "2026-12-01T20:00:00Z",
+        "updated_at": GO_ZERO_TIME,
+        "owner": {"Type": "TEAM", "Id": 7},
+        "unknown_field": [1, 2],
+    }
+    assert received["title"] is None  # the caller's mapping is not changed
+
+
+def test_execution_id_is_a_string_even_when_absent() -> None:
+    assert dispatch_payload(make_params(execution_id=None), worker_id="w1")["execution_id"] == ""
+    assert (
+        dispatch_payload(make_params(execution_id="e-7"), worker_id="w1")["execution_id"] == "e-7"
+    )
+
+
+@on_both_loops
+@pytest.mark.parametrize("complete", [True, False])
+async def test_a_dispatch_script_written_for_the_go_worker_runs_unchanged(
+    tmp_path: Path, complete: bool
+) -> None:
+    out = tmp_path / "body.json"
+    backend = backend_for(
+        f"{quote(Path(sys.executable))} {quote(GO_DISPATCH)}",
+        environment=(EnvEntry("GO_DISPATCH_OUT", str(out)),),
+    )
+    task = (
+        Task(
+            id="run-1",
+            title="Fix the flaky test",
+            task_definition={"prompt": "make it pass"},
+            created_at="2026-12-01T20:00:00Z",
+            updated_at="2026-12-01T20:01:00Z",
+            raw={
+                "id": "run-1",
+                "title": "Fix the flaky test",
+                "task_definition": {"prompt": "make it pass"},
+                "created_at": "2026-12-01T20:00:00Z",
+                "updated_at": "2026-12-01T20:01:00Z",
+            },
+        )
+        if complete
+        else Task(id="run-1", raw={"id": "run-1"})
+    )
+    assignment = TaskAssignment(
+        "run-1",
+        task,
+        execution_id="exec-1" if complete else None,
+        env_vars={"GITHUB_ACCESS_TOKEN": SECRET},
+        sidecar_image="warpdotdev/warp-agent:latest",
+    )
+    params = build_task_params(assignment, ParamSettings(server_root_url=ROOT_URL))
+    log, recorder = recording_log("run-1")
+    with anyio.fail_after(20):
+        assert await backend.open_task(params, log).execute() is ExecuteResult.HANDED_OFF
+    run = json.loads(out.read_text())["run"]
+    assert run["execution_id"] == ("exec-1" if complete else "")
+    assert run["metadata"]["title"] == ("Fix the flaky test" if complete else "")
+    assert run["metadata"]["prompt"] == ("make it pass" if complete else "")
+    assert run["env"]["GITHUB_ACCESS_TOKEN"] == SECRET
+    assert run["mounts"] == [
+        {"image": "warpdotdev/warp-agent:latest", "path": "/agent", "read_write": False}
+    ]
+    assert run["command"][:2] == ["agent", "run"]
+    assert recorder.lines(logging.WARNING) == []

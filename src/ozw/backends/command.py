@@ -6,6 +6,11 @@ document, the *dispatch payload* (:func:`dispatch_payload`), to its stdin::
     {"version": 1, "run_id", "execution_id", "server_root_url", "worker_id",
      "docker_image", "base_args", "env", "sidecars", "task"}
 
+shaped like the Go worker's (``execution_id`` a string, ``""`` when the assignment
+had none; ``task`` always with ``id``, ``title``, ``task_definition.prompt``,
+``created_at``, ``updated_at``, see :func:`payload_task`), so a dispatch script
+written for the Go worker runs unchanged.
+
 Exit status 0 means the task was handed off: the remote runtime now owns it and
 reports for itself, so the worker sends no terminal message and frees the slot at
 once. A non-zero exit fails the task with ``dispatch_command`` (the exit code and the
@@ -86,6 +91,8 @@ from ozw.params import TaskParams
 logger = logging.getLogger("ozw.backends.command")
 
 PAYLOAD_VERSION: Final = 1
+GO_ZERO_TIME: Final = "0001-01-01T00:00:00Z"
+"""How the Go worker's payload writes a timestamp the server did not send."""
 BACKEND_NAME: Final = "command"
 FORCED_CANCEL_TIMEOUT: Final = 3.0
 """The bound on a cancel command run after a forced stop (within ozw's own 5 s)."""
@@ -98,13 +105,32 @@ MAX_CAUSE_LINE: Final = 300
 # --------------------------------------------------------------------------- rules
 
 
+def payload_task(task: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """The task as the Go worker's payload always carries it: ``id``, ``title``,
+    ``task_definition.prompt``, ``created_at`` and ``updated_at`` present (a missing or
+    null one as Go's zero value: ``""``, the zero time), every other received field
+    kept as it came."""
+    shaped = dict(task)
+    defaults = {"id": run_id, "title": "", "created_at": GO_ZERO_TIME, "updated_at": GO_ZERO_TIME}
+    for key, default in defaults.items():
+        if shaped.get(key) is None:
+            shaped[key] = default
+    definition = shaped.get("task_definition")
+    definition = dict(definition) if isinstance(definition, Mapping) else {}
+    if definition.get("prompt") is None:
+        definition["prompt"] = ""
+    shaped["task_definition"] = definition
+    return shaped
+
+
 def dispatch_payload(params: TaskParams, *, worker_id: str) -> dict[str, Any]:
-    """The version-1 dispatch payload of a task, keys in the documented order."""
+    """The version-1 dispatch payload of a task, keys in the documented order, shaped
+    like the Go worker's (a dispatch script written for it runs unchanged)."""
     return {
         "version": PAYLOAD_VERSION,
         "run_id": params.run_id,
-        "execution_id": params.execution_id,
-        "server_root_url": params.server_root_url,
+        "execution_id": params.execution_id or "",
+        "server_root_url": params.server_root_url or "",
         "worker_id": worker_id,
         "docker_image": params.image,
         "base_args": list(params.base_args),
@@ -113,7 +139,7 @@ def dispatch_payload(params: TaskParams, *, worker_id: str) -> dict[str, Any]:
             {"image": s.image, "mount_path": s.mount_path, "read_write": s.read_write}
             for s in params.sidecars
         ],
-        "task": params.task,
+        "task": payload_task(params.task, params.run_id),
     }
 
 
