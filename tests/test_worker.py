@@ -137,7 +137,7 @@ async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> 
         assert backend.cancelled == ["b"]
 
 
-async def test_duplicate_assignment_is_ignored() -> None:
+async def test_a_repeated_assignment_is_claimed_again_and_runs_once() -> None:
     backend = ScriptedBackend()
     async with running_worker(backend) as local:
         server = local.server
@@ -145,13 +145,13 @@ async def test_duplicate_assignment_is_ignored() -> None:
             await server.send(assignment("dup", "gate"))
             await backend.started["dup"].wait()
             await server.send(assignment("dup", "gate"))
-            # A later task proves the worker has read (and ignored) the duplicate.
+            # A later task proves the worker has read (and answered) the repeat.
             await server.send(assignment("after"))
             await server.wait_for(terminal_for("after"))
             backend.gates["dup"].set()
             await server.wait_for(terminal_for("dup"))
         assert backend.executions("dup") == 1
-        assert [type(m) for m in server.messages_for("dup")] == [TaskClaimed, TaskCompleted]
+        assert [type(m) for m in server.messages_for("dup")] == [TaskClaimed, TaskClaimed, TaskCompleted]
 
 
 async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_reconnect() -> None:

@@ -62,6 +62,10 @@ class TaskControl:
     cause: StopCause | None = None
     phase: TaskPhase = TaskPhase.PENDING
     started_at: float = attrs.field(factory=trio.current_time)
+    after: trio.Event | None = None
+    """Set when the previous execution of the same run has ended here; start after it."""
+    ended: trio.Event = attrs.field(factory=trio.Event)
+    """Set by the supervisor once this execution has ended, teardown included."""
 
     def stop(self, cause: StopCause) -> None:
         """Cancel the task (the first cause wins)."""
@@ -129,22 +133,30 @@ async def run_task(
     outcome: TaskOutcome | None = None
     setup_started = False
     timer = trio.CancelScope()
-    if task_timeout is not None:
-        timer.deadline = trio.current_time() + task_timeout
     try:
         run = backend.open_task(params, log)
-        with control.scope, timer:
-            control.phase = TaskPhase.SETUP
-            setup_started = True
-            log.info("setup started")
-            await run.setup()
-            control.phase = TaskPhase.EXECUTE
-            log.info("agent started")
-            result = await run.execute()
-            if result is ExecuteResult.HANDED_OFF:
-                outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
-            else:
-                outcome = completed(params.task_id)
+        with control.scope:
+            if control.after is not None:
+                await control.after.wait()
+                log.info("previous execution of this run ended: starting")
+            if task_timeout is not None:
+                timer.deadline = trio.current_time() + task_timeout
+            with timer:
+                control.phase = TaskPhase.SETUP
+                setup_started = True
+                log.info("setup started")
+                began = trio.current_time()
+                await run.setup()
+                log.debug("setup done (%.2fs)", trio.current_time() - began)
+                control.phase = TaskPhase.EXECUTE
+                log.info("agent started")
+                began = trio.current_time()
+                result = await run.execute()
+                log.debug("agent ended (%.2fs)", trio.current_time() - began)
+                if result is ExecuteResult.HANDED_OFF:
+                    outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
+                else:
+                    outcome = completed(params.task_id)
         if timer.cancelled_caught and control.cause is None:
             control.cause = StopCause.TIMEOUT
         if control.scope.cancelled_caught or timer.cancelled_caught or outcome is None:
@@ -189,6 +201,7 @@ async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> boo
     """Run the backend's teardown, shielded and bounded; True when it succeeded."""
     control.phase = TaskPhase.TEARDOWN
     log = control.log
+    began = trio.current_time()
     with control.teardown_scope:
         control.teardown_scope.deadline = min(
             control.teardown_scope.deadline,
@@ -202,4 +215,5 @@ async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> boo
     if control.teardown_scope.cancelled_caught:
         log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")
         return False
+    log.debug("teardown done (%.2fs)", trio.current_time() - began)
     return True

@@ -104,9 +104,19 @@ def configure_logging(
 class TaskLog(logging.LoggerAdapter[logging.Logger]):
     """A logger that stamps every line with a task id (and optionally a stream name)."""
 
-    def __init__(self, task_id: str, logger: logging.Logger | None = None) -> None:
-        super().__init__(logger or logging.getLogger(f"{LOGGER_NAME}.task"), {"task_id": task_id})
+    def __init__(
+        self,
+        task_id: str,
+        logger: logging.Logger | None = None,
+        *,
+        execution_id: str | None = None,
+    ) -> None:
+        stamp: dict[str, object] = {"task_id": task_id}
+        if execution_id is not None:
+            stamp["execution_id"] = execution_id
+        super().__init__(logger or logging.getLogger(f"{LOGGER_NAME}.task"), stamp)
         self.task_id = task_id
+        self.execution_id = execution_id
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = dict(self.extra or {})

@@ -1,20 +1,25 @@
 """The supervisor: takes assignments, enforces concurrency, runs and reports tasks.
 
-Every task runs in its own child of the supervisor's nursery. Slots are a plain
-dict of active tasks: a task is added before its claim is queued and removed in
-one ``finally``, so a slot is released exactly once whatever happens.
+A task id names a run; each assignment of it is an execution (PROTOCOL.md 8).
+Every execution runs in its own child of the supervisor's nursery. Slots are a
+plain dict of active executions keyed by ``(task_id, execution_id)``: one is added
+before its claim is queued and removed in one ``finally``, so a slot is released
+exactly once whatever happens. The executions of one run form a chain: a follow-up
+is claimed at once and starts when the one before it on this worker has ended,
+teardown included.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 import trio
 
 from ozw.backends.base import Backend
-from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, run_task
+from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, TaskPhase, run_task
 from ozw.logs import TaskLog
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings, TaskParams, build_task_params
@@ -31,8 +36,19 @@ from ozw.protocol import (
 
 log = logging.getLogger(__name__)
 
-MAX_HANDED_OFF = 10_000
-"""Hand-offs remembered for a later cancellation; the oldest are forgotten beyond this."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+MAX_REMEMBERED = 10_000
+"""Hand-offs (for a later cancellation) and finished executions (to answer a repeat)
+remembered; the oldest are forgotten beyond this."""
+
+ExecutionKey = tuple[str, str]
+"""``(task_id, execution_id)``; an assignment without an execution id has ``""``."""
+
+
+def execution_key(params: TaskParams) -> ExecutionKey:
+    return params.task_id, params.execution_id or ""
 
 
 @attrs.frozen
@@ -62,8 +78,12 @@ class Supervisor:
         self.backend = backend
         self.outbox = outbox
         self.events = TaskEvents()
-        self.active: dict[str, TaskControl] = {}
+        self.active: dict[ExecutionKey, TaskControl] = {}
+        """Claimed executions not yet ended: running, or waiting for their run's previous."""
         self.handed_off: dict[str, TaskParams] = {}
+        self.ended: dict[ExecutionKey, None] = {}
+        """Executions that ran to their end here, oldest first (an ordered set)."""
+        self._last_of_run: dict[str, TaskControl] = {}
         self.finished = 0
         self.claimed = 0
         self.accepting = True
@@ -92,9 +112,12 @@ class Supervisor:
 
     def _assign(self, assignment: TaskAssignment) -> None:
         task_id = assignment.task_id
-        tlog = TaskLog(task_id)
-        if task_id in self.active:
-            tlog.warning("ignored a second assignment of a task that is already running here")
+        key = (task_id, assignment.execution_id or "")
+        tlog = TaskLog(task_id, execution_id=assignment.execution_id)
+        if key in self.active or key in self.ended:
+            # A repeat (the server re-sent it): the execution is ours and runs once.
+            tlog.info("execution already claimed here: claimed again, not run again")
+            self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
             return
         if not self.accepting:
             tlog.info("rejected: %s", REJECT_SHUTTING_DOWN)
@@ -108,8 +131,10 @@ class Supervisor:
         params = build_task_params(assignment, self.settings.params)
         if params.image_warning is not None:
             tlog.warning("%s", params.image_warning)
-        control = TaskControl(params, tlog)
-        self.active[task_id] = control
+        previous = self._last_of_run.get(task_id)
+        control = TaskControl(params, tlog, after=previous.ended if previous else None)
+        self.active[key] = control
+        self._last_of_run[task_id] = control
         self.claimed += 1
         if self.settings.max_tasks is not None and self.claimed >= self.settings.max_tasks:
             # A one-shot worker takes nothing more: later assignments are re-queued.
@@ -117,7 +142,15 @@ class Supervisor:
         self.handed_off.pop(task_id, None)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
-        tlog.info("claimed (execution %s)", params.execution_id or "-")
+        execution = params.execution_id or "-"
+        if previous is None:
+            tlog.info("claimed (execution %s)", execution)
+        else:
+            tlog.info(
+                "claimed (execution %s); starts when execution %s of this run has ended",
+                execution,
+                previous.params.execution_id or "-",
+            )
         assert self._nursery is not None, "Supervisor.run must be started first"
         self._nursery.start_soon(self._run_task, control, name=f"task {task_id}")
         for claimed in self.events.on_claimed:
@@ -129,19 +162,20 @@ class Supervisor:
             _notify(rejected, task_id, reason)
 
     def _cancel(self, task_id: str) -> None:
-        tlog = TaskLog(task_id)
-        control = self.active.get(task_id)
-        if control is not None:
-            tlog.info("cancellation requested by the server (phase %s)", control.phase)
+        """Cancel every execution of the run here: running, waiting or handed off."""
+        controls = [control for (run, _), control in self.active.items() if run == task_id]
+        for control in controls:
+            control.log.info("cancellation requested by the server (phase %s)", control.phase)
             control.stop(StopCause.SERVER)
-            self._spawn_backend_cancel(control.params, tlog)
-            return
+            if control.phase is not TaskPhase.PENDING:
+                self._spawn_backend_cancel(control.params, control.log)
         params = self.handed_off.pop(task_id, None)
         if params is not None:
+            tlog = TaskLog(task_id, execution_id=params.execution_id)
             tlog.info("cancellation requested for a handed-off task")
             self._spawn_backend_cancel(params, tlog)
-            return
-        tlog.info("cancellation for a task not active here: ignored")
+        elif not controls:
+            TaskLog(task_id).info("cancellation for a task not active here: ignored")
 
     def _spawn_backend_cancel(self, params: TaskParams, tlog: TaskLog) -> None:
         async def cancel() -> None:
@@ -157,19 +191,21 @@ class Supervisor:
 
     async def _run_task(self, control: TaskControl) -> None:
         params = control.params
+        key = execution_key(params)
         started = trio.current_time()
         try:
             outcome = await run_task(self.backend, control, task_timeout=self.settings.task_timeout)
         finally:
-            del self.active[params.task_id]
+            del self.active[key]
+            if self._last_of_run.get(params.task_id) is control:
+                del self._last_of_run[params.task_id]
+            _remember(self.ended, key, None)
+            control.ended.set()
             if not self.active:
                 self._idle.set()
         duration = trio.current_time() - started
         if outcome.message is None:
-            self.handed_off[params.task_id] = params
-            if len(self.handed_off) > MAX_HANDED_OFF:
-                # dicts keep insertion order: the first key is the oldest hand-off.
-                del self.handed_off[next(iter(self.handed_off))]
+            _remember(self.handed_off, params.task_id, params)
             control.log.info("handed off (%.1fs)", duration)
         else:
             self.outbox.put(outcome.message)
@@ -200,6 +236,15 @@ class Supervisor:
     async def wait_idle(self) -> None:
         """Wait until no task is running."""
         await self._idle.wait()
+
+
+def _remember(memory: dict[K, V], key: K, value: V) -> None:
+    """Add ``key`` to a bounded memory; dicts keep insertion order, so the first key
+    is the oldest and goes first."""
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > MAX_REMEMBERED:
+        del memory[next(iter(memory))]
 
 
 def _notify(hook: Callable[..., None], *args: object) -> None:
