@@ -151,7 +151,8 @@ async def test_a_repeated_assignment_is_claimed_again_and_runs_once() -> None:
             backend.gates["dup"].set()
             await server.wait_for(terminal_for("dup"))
         assert backend.executions("dup") == 1
-        assert [type(m) for m in server.messages_for("dup")] == [TaskClaimed, TaskClaimed, TaskCompleted]
+        kinds = [type(m) for m in server.messages_for("dup")]
+        assert kinds == [TaskClaimed, TaskClaimed, TaskCompleted]
 
 
 async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_reconnect() -> None:
