@@ -7,6 +7,7 @@ it blocks until the test writes them, so nothing here depends on timing.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ COMPLETED = TaskCompleted("run-1", "Task completed successfully")
 CLAIMED = TaskClaimed("run-1", "w1")
 
 
-def direct_backend(tmp_path: Path) -> DirectBackend:
+def direct_backend(tmp_path: Path, *, cleanup: bool = True) -> DirectBackend:
     environ = {
         "HOME": str(tmp_path),
         "TMPDIR": str(tmp_path),
@@ -41,7 +42,7 @@ def direct_backend(tmp_path: Path) -> DirectBackend:
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/bin", "/bin"]),
     }
     config = DirectConfig(workspace_root=str(tmp_path / "ws"), oz_path=str(AGENT), kill_grace=0.5)
-    return DirectBackend(config, cleanup=True, environ=environ)
+    return DirectBackend(config, cleanup=cleanup, environ=environ)
 
 
 def execution(task_id: str, execution_id: str, **env: str) -> TaskAssignment:
@@ -99,10 +100,16 @@ async def test_a_follow_up_is_claimed_at_once_and_starts_after_the_previous_tear
     tmp_path: Path, lines: Lines
 ) -> None:
     gate = Gate(tmp_path / "gate")
-    first = execution("run-1", "exec-1", OZ_STANDIN_SCRIPT=str(gate.path))
-    second = execution("run-1", "exec-2", OZ_STANDIN_PROMPT="echo second")
+    records = tmp_path / "record-1", tmp_path / "record-2"
+    first = execution(
+        "run-1", "exec-1", OZ_STANDIN_SCRIPT=str(gate.path), OZ_STANDIN_RECORD=str(records[0])
+    )
+    second = execution(
+        "run-1", "exec-2", OZ_STANDIN_PROMPT="echo second", OZ_STANDIN_RECORD=str(records[1])
+    )
     agent_started = lines.event("agent started")
-    async with running_worker(direct_backend(tmp_path)) as local:
+    # Cleanup off: the run's workspace is still there when the follow-up starts.
+    async with running_worker(direct_backend(tmp_path, cleanup=False)) as local:
         server = local.server
         with trio.fail_after(30):
             await server.send(first)
@@ -122,6 +129,8 @@ async def test_a_follow_up_is_claimed_at_once_and_starts_after_the_previous_tear
     second_setup = order.index(("exec-2", "setup started"))
     assert first_teardown < second_setup, order
     assert lines.output("run-1", "agent stdout") == ["first", "second"]
+    cwds = [json.loads(record.read_text())["cwd"] for record in records]
+    assert cwds == [str(tmp_path / "ws" / "run-1")] * 2  # the same workspace, reused
 
 
 async def test_capacity_counts_executions_and_a_cancel_ends_each_with_one_message(
