@@ -39,58 +39,83 @@ def answers(host: str) -> bool:
     return result.returncode == 0
 
 
-@contextlib.contextmanager
-def private_dockerd() -> Iterator[str]:
-    """Start ``dockerd`` under a temporary directory; yield its ``DOCKER_HOST``.
+class PrivateDockerd:
+    """A ``dockerd`` under a temporary directory that can be stopped and started again
+    (its data root, hence its images, containers and volumes, survive a restart).
 
     Raises NoEngine when it cannot be started.
     """
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise NoEngine("DOCKER_HOST is unset or does not answer, and dockerd is not installed")
-    if os.geteuid() != 0:
-        raise NoEngine("DOCKER_HOST is unset or does not answer, and a private dockerd needs root")
-    if shutil.which("docker") is None:
-        raise NoEngine("the docker CLI is not installed")
-    # Short path: the daemon's unix sockets must fit in sun_path (108 bytes).
-    root = Path(tempfile.mkdtemp(prefix="ozw-dockerd-", dir="/tmp"))
-    sock = root / "docker.sock"
-    host = f"unix://{sock}"
-    log_path = root / "dockerd.log"
-    command = [
-        dockerd,
-        # vfs works on any filesystem (overlay2 cannot nest on an overlay /tmp).
-        "--storage-driver=vfs",
-        # No iptables or bridge: no host network changes; containers get docker's
-        # default network mode, which is then "none"-like but needs no flag.
-        "--iptables=false",
-        "--ip6tables=false",
-        "--bridge=none",
-        f"--data-root={root / 'data'}",
-        f"--exec-root={root / 'exec'}",
-        f"--pidfile={root / 'dockerd.pid'}",
-        f"--host={host}",
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
+
+    def __init__(self) -> None:
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise NoEngine("DOCKER_HOST is unset or does not answer, and dockerd is not installed")
+        if os.geteuid() != 0:
+            raise NoEngine(
+                "DOCKER_HOST is unset or does not answer, and a private dockerd needs root"
+            )
+        if shutil.which("docker") is None:
+            raise NoEngine("the docker CLI is not installed")
+        # Short path: the daemon's unix sockets must fit in sun_path (108 bytes).
+        self.root = Path(tempfile.mkdtemp(prefix="ozw-dockerd-", dir="/tmp"))
+        self.host = f"unix://{self.root / 'docker.sock'}"
+        self.log_path = self.root / "dockerd.log"
+        self.command = [
+            dockerd,
+            # vfs works on any filesystem (overlay2 cannot nest on an overlay /tmp).
+            "--storage-driver=vfs",
+            # No iptables or bridge: no host network changes; containers get docker's
+            # default network mode, which is then "none"-like but needs no flag.
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            f"--data-root={self.root / 'data'}",
+            f"--exec-root={self.root / 'exec'}",
+            f"--pidfile={self.root / 'dockerd.pid'}",
+            f"--host={self.host}",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the daemon and wait until it answers."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + ENGINE_START_TIMEOUT
-        while not answers(host):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace").splitlines()[-5:]
+        while not answers(self.host):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace").splitlines()[-5:]
+                self.stop()
                 raise NoEngine(f"private dockerd did not start: {' | '.join(tail)}")
             time.sleep(0.2)
-        yield host
-    finally:
+
+    def stop(self) -> None:
+        """SIGTERM the daemon (it stops its containers) and wait for it to exit."""
+        process, self.process = self.process, None
+        if process is None:
+            return
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-        shutil.rmtree(root, ignore_errors=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_dockerd() -> Iterator[PrivateDockerd]:
+    """A started :class:`PrivateDockerd`, stopped and removed afterwards."""
+    daemon = PrivateDockerd()
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.remove()
 
 
 @contextlib.contextmanager
@@ -100,5 +125,5 @@ def docker_engine() -> Iterator[tuple[str, bool]]:
     if given and answers(given):
         yield given, False
         return
-    with private_dockerd() as host:
-        yield host, True
+    with private_dockerd() as daemon:
+        yield daemon.host, True

@@ -1020,7 +1020,7 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
     assert nonce not in record.with_suffix(".env").read_text()
     assert "system dial-stdio" in record.with_suffix(".argv").read_text()
     leftovers = await anyio.to_thread.run_sync(
-        _files_containing, Path(tempfile.gettempdir()), nonce, started
+        files_containing, Path(tempfile.gettempdir()), nonce, started
     )
     assert leftovers == []
 
@@ -1062,7 +1062,7 @@ async def test_the_image_entrypoint_wraps_the_agent_as_in_the_go_worker(
     assert captured.env()["WRAPPED_BY"] == "wrapper"
 
 
-def _files_containing(root: Path, needle: str, since: float) -> list[str]:
+def files_containing(root: Path, needle: str, since: float) -> list[str]:
     """Files under ``root`` changed since ``since`` that hold ``needle`` (the suite's own
     temporary directories and private engines skipped)."""
     found = []

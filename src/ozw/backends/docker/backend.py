@@ -33,9 +33,11 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
-from typing import ClassVar, Final
+from types import TracebackType
+from typing import ClassVar, Final, Self
 
 import anyio
+import anyio.abc
 
 from ozw.backends.base import ProcessBackend, TaskRun
 from ozw.backends.docker.cli import CLI_KILL_GRACE, CallResult, DockerCLI
@@ -92,8 +94,17 @@ class DockerBackend(ProcessBackend):
         """The sidecar volumes, filled once and reused."""
         self.reaper = Reaper(self.cli, worker_id, cleanup=cleanup)
         self.toolkit = Toolkit(
-            config, worker_id, cleanup, self.environ, self.cli, self.images, self.volumes
+            config,
+            worker_id,
+            cleanup,
+            self.environ,
+            self.cli,
+            self.images,
+            self.volumes,
+            self.reaper,
         )
+        self._background: anyio.abc.TaskGroup | None = None
+        """Runs the sweep while the backend is entered (``async with``)."""
         """What every task uses."""
 
     @property
@@ -148,15 +159,34 @@ class DockerBackend(ProcessBackend):
 
         Returns their names. Containers this process created are never touched.
         """
-        with anyio.move_on_after(self.cli.call_timeout) as scope:
-            return await self.reaper.reap()
-        if scope.cancelled_caught:
-            logger.warning(
-                "reaping leftovers of worker %s: the docker CLI did not finish within %gs",
-                self.worker_id,
-                self.cli.call_timeout,
-            )
+        with anyio.move_on_after(self.cli.call_timeout):
+            names, _ = await self.reaper.reap()
+            return names
+        logger.warning(
+            "reaping leftovers of worker %s: the docker CLI did not finish within %gs",
+            self.worker_id,
+            self.cli.call_timeout,
+        )
         return []
+
+    async def __aenter__(self) -> Self:
+        """Start the sweep of what a teardown could not remove (see :mod:`.reaper`)."""
+        self._background = anyio.create_task_group()
+        await self._background.__aenter__()
+        self._background.start_soon(self.reaper.sweep_when_needed)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._background is not None:
+            self._background.cancel_scope.cancel()
+            await self._background.__aexit__(None, None, None)
+            self._background = None
+        await super().__aexit__(exc_type, exc, tb)
 
     # -- tasks --
 

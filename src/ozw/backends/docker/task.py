@@ -40,8 +40,15 @@ from ozw.backends.docker.container import (
     sidecar_problem,
 )
 from ozw.backends.docker.engine_api import EngineUnreachable, api_request
-from ozw.backends.docker.images import Images
-from ozw.backends.docker.inspect import STATE_FORMAT, ContainerState, LocalImage, parse_state
+from ozw.backends.docker.images import Images, ask_daemon
+from ozw.backends.docker.inspect import (
+    STATE_FORMAT,
+    ContainerState,
+    Daemon,
+    LocalImage,
+    parse_state,
+)
+from ozw.backends.docker.reaper import Reaper
 from ozw.backends.docker.references import (
     container_name,
     is_valid_reference,
@@ -68,6 +75,7 @@ class Toolkit:
     cli: DockerCLI
     images: Images
     volumes: SidecarVolumes
+    reaper: Reaper
 
 
 class DockerTaskRun(TaskRun):
@@ -205,6 +213,10 @@ class DockerTaskRun(TaskRun):
         )
         tail = list(stderr_tail)
         state = await self._inspect(name)
+        if state is None and not await self._daemon_answers():
+            raise TaskFailure(
+                FailureReason.CONTAINER_WAIT, "the Docker daemon stopped while the task ran"
+            )
         if state is None:
             raise TaskFailure(
                 FailureReason.CONTAINER_WAIT,
@@ -236,6 +248,13 @@ class DockerTaskRun(TaskRun):
             kit.cli.untrack(name)
         return ExecuteResult.COMPLETED
 
+    async def _daemon_answers(self) -> bool:
+        """Whether the daemon answers ``docker version`` (a lost container's first
+        question: did the daemon go away?)."""
+        kit = self.toolkit
+        with kit.cli.bounded(FailureReason.CONTAINER_WAIT, "asking whether the daemon runs"):
+            return isinstance(await ask_daemon(kit.cli), Daemon)
+
     async def _inspect(self, name: str) -> ContainerState | None:
         kit = self.toolkit
         with kit.cli.bounded(FailureReason.CONTAINER_WAIT, f"inspecting container {name}"):
@@ -259,8 +278,12 @@ class DockerTaskRun(TaskRun):
         problems: list[str] = []
         if name is not None and not await kit.cli.remove_containers(name):
             problems.append(f"could not remove container {name}")
+            kit.cli.untrack(name)
         for volume in self.private_volumes:
             if not await kit.cli.remove_volume(volume):
                 problems.append(f"could not remove read-write sidecar volume {volume}")
+                kit.cli.untrack_volume(volume)
         if problems:
-            raise RuntimeError("; ".join(problems))
+            # No longer this task's: the sweep removes them once the daemon answers.
+            kit.reaper.note()
+            raise RuntimeError("; ".join(problems) + " (retried in the background)")
