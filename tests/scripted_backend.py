@@ -2,7 +2,8 @@
 
 Behaviours: ``ok``, ``fail:<exit code>``, ``setup-fail``, ``block`` (until cancelled),
 ``gate`` (until the test releases the task's gate), ``handoff``, ``crash``,
-``slow-teardown`` (teardown blocks until the gate opens).
+``slow-teardown`` (teardown blocks until the gate opens), ``teardown-fail`` (completes,
+then its teardown raises).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class ScriptedRun(TaskRun):
         if self.behaviour == "slow-teardown":
             await self.backend.gates[self.params.task_id].wait()
         self.backend.torn_down[self.params.task_id].set()
+        if self.behaviour == "teardown-fail":
+            raise RuntimeError("could not remove the workspace")
 
 
 class ScriptedBackend(Backend):

@@ -151,7 +151,7 @@ async def test_capacity_counts_executions_and_a_cancel_ends_each_with_one_messag
             await server.wait_until(lambda: len(terminals(server.messages_for("run-1"))) == 2)
             await local.worker.supervisor.wait_idle()
             await local.worker.outbox.wait_empty()
-        cancelled = TaskCompleted("run-1", "Task cancelled", "CANCELLED")
+        cancelled = TaskCompleted("run-1", "Task cancelled by user request.", "CANCELLED")
         assert server.messages_for("run-1") == [CLAIMED, CLAIMED, cancelled, cancelled]
     order = records_of(lines, "run-1")
     # The waiting execution never started; the running one was torn down.

@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.failures import FailureReason, TaskFailure
+from ozw.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure
 from ozw.lifecycle import StopCause, TaskControl, run_task
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
@@ -138,8 +138,35 @@ async def test_server_cancel_mid_execute_reports_cancelled(
         nursery.start_soon(run)
         await backend.executing.wait()
         task.stop(StopCause.SERVER)
-    assert results[0].message == TaskCompleted("t1", "Task cancelled", "CANCELLED")
+    assert results[0].message == TaskCompleted("t1", "Task cancelled by user request.", "CANCELLED")
     assert backend.log[-1] == "teardown done"
+
+
+async def test_a_stop_the_worker_cannot_attribute_is_task_cancelled() -> None:
+    backend = OneBackend()
+    backend.block = True
+    task = control()
+    async with trio.open_nursery() as nursery:
+        results = []
+
+        async def run() -> None:
+            results.append(await run_task(backend, task))
+
+        nursery.start_soon(run)
+        await backend.executing.wait()
+        task.scope.cancel()  # not the server, not a timeout, not our shutdown
+    assert results[0].message == TaskFailed("t1", TASK_CANCELLED_MESSAGE, "task_cancelled", None)
+    assert results[0].cause == "the task was stopped for no known cause"
+    assert backend.log[-1] == "teardown done"
+
+
+async def test_a_backend_reported_cancellation_carries_go_s_message() -> None:
+    backend = OneBackend()
+    backend.execute_error = TaskFailure(FailureReason.TASK_CANCELLED, "the Job was deleted")
+    outcome = await run_task(backend, control())
+    assert outcome.message == TaskFailed("t1", TASK_CANCELLED_MESSAGE, "task_cancelled", None)
+    assert TASK_CANCELLED_MESSAGE.startswith("The task was interrupted due to an infrastructure")
+    assert outcome.cause == "the Job was deleted"
 
 
 async def test_task_timeout(autojump_clock: trio.testing.MockClock) -> None:

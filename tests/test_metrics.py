@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from ozw.config import parse_address
+from ozw.failures import FailureReason
 from ozw.protocol import TaskCancellation, TaskRejected
 from tests.scripted_backend import ScriptedBackend
 from tests.support.worker import (
@@ -37,6 +39,22 @@ def sample(body: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics:\n{body}")
 
 
+async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``/metrics``, by name and sorted labels."""
+    status, body = await http_get(port, "/metrics")
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+BACKEND_AGENT_INVOCATION = (("phase", "backend"), ("reason", "agent_invocation"))
+RECONNECT_DIAL_FAILED = ("oz_worker_websocket_reconnects_total", (("reason", "dial_failed"),))
+RECONNECT_REMOTE_CLOSE = ("oz_worker_websocket_reconnects_total", (("reason", "remote_close"),))
+
+
 def test_parse_address() -> None:
     assert parse_address("127.0.0.1:9090") == ("127.0.0.1", 9090)
     assert parse_address(":9090") == ("0.0.0.0", 9090)
@@ -63,6 +81,7 @@ async def test_metrics_and_health_follow_the_worker() -> None:
             await worker.connection.wait_connected()
             assert (await http_get(port, "/healthz"))[0] == 200
             await server.send(assignment("ok1"))
+            await server.send(assignment("ok1"))  # a repeat: claimed again, not counted
             await server.send(assignment("bad", "fail:2"))
             await server.wait_for(terminal_for("ok1"))
             await server.wait_for(terminal_for("bad"))
@@ -72,33 +91,36 @@ async def test_metrics_and_health_follow_the_worker() -> None:
             await backend.started["b"].wait()
             await server.send(assignment("c"))
             await server.wait_for(lambda m: isinstance(m, TaskRejected))
-            status, body = await http_get(port, "/metrics")
-            assert status == 200
-            assert sample(body, "oz_worker_connected") == 1
-            assert sample(body, "oz_worker_tasks_active") == 2
-            assert sample(body, "oz_worker_tasks_max_concurrent") == 2
-            assert (
-                'oz_worker_tasks_rejected_total{reason="worker at maximum concurrency"} 1.0' in body
-            )
-            assert 'oz_worker_tasks_completed_total{result="completed"} 1.0' in body
-            assert 'oz_worker_tasks_completed_total{result="failed"} 1.0' in body
-            assert (
-                'oz_worker_task_failures_total{phase="execute",reason="agent_invocation"} 1.0'
-                in body
-            )
-            assert 'oz_worker_task_duration_seconds_count{result="completed"} 1.0' in body
-            assert 'oz_worker_info{backend="scripted",version="' in body
-            assert 'worker_id="w1"' in body
+            series = await scrape(port)
+            assert series[("oz_worker_connected", ())] == 1
+            assert series[("oz_worker_tasks_active", ())] == 2
+            assert series[("oz_worker_tasks_max_concurrent", ())] == 2
+            assert series[("oz_worker_tasks_claimed_total", ())] == 4
+            assert series[("oz_worker_tasks_rejected_total", (("reason", "at_capacity"),))] == 1
+            assert series[("oz_worker_tasks_completed_total", (("result", "succeeded"),))] == 1
+            assert series[("oz_worker_tasks_completed_total", (("result", "failed"),))] == 1
+            failed = ("oz_worker_task_failures_total", BACKEND_AGENT_INVOCATION)
+            assert series[failed] == 1
+            count = ("oz_worker_task_duration_seconds_count", (("result", "succeeded"),))
+            assert series[count] == 1
             await server.send(TaskCancellation("a"))
             await server.wait_for(terminal_for("a"))
             server_scope.cancel()  # the dispatch server goes away
             await worker.connection.wait_connected(False)
             status, _ = await http_get(port, "/healthz")
             assert status == 503
-            status, body = await http_get(port, "/metrics")
-            assert sample(body, "oz_worker_connected") == 0
-            assert sample(body, "oz_worker_tasks_active") == 1
-            assert 'oz_worker_websocket_reconnects_total{reason="closed"} 1.0' in body
+            # Every failed dial counts, not only the first loss.
+            for _ in range(3):
+                await worker.connection.wait_failed_attempt()
+            before = worker.connection.failed_attempts
+            series = await scrape(port)
+            after = worker.connection.failed_attempts
+            assert series[("oz_worker_connected", ())] == 0
+            assert series[("oz_worker_tasks_active", ())] == 1
+            assert series[("oz_worker_tasks_completed_total", (("result", "cancelled"),))] == 1
+            assert series[RECONNECT_REMOTE_CLOSE] == 1
+            assert before <= 1 + series[RECONNECT_DIAL_FAILED] <= after
+            assert series[RECONNECT_DIAL_FAILED] >= 3
             assert (await http_get(port, "/nope"))[0] == 404
         nursery.cancel_scope.cancel()
 
@@ -147,3 +169,82 @@ async def test_a_busy_metrics_port_stops_the_worker_with_one_clear_line() -> Non
         )
     finally:
         listener.close()
+
+
+CATALOG = {
+    "oz_worker_connected",
+    "oz_worker_tasks_active",
+    "oz_worker_tasks_max_concurrent",
+    "oz_worker_tasks_claimed_total",
+    "oz_worker_tasks_rejected_total",
+    "oz_worker_tasks_completed_total",
+    "oz_worker_task_duration_seconds_bucket",
+    "oz_worker_task_duration_seconds_count",
+    "oz_worker_task_duration_seconds_sum",
+    "oz_worker_task_failures_total",
+    "oz_worker_websocket_reconnects_total",
+    "oz_worker_info",
+}
+"""PROTOCOL.md 8, as Prometheus exposes it (a histogram is three sample names)."""
+
+
+async def test_every_series_of_the_catalog_is_there_at_zero_from_start_up() -> None:
+    async with running_worker(ScriptedBackend(), metrics_addr="127.0.0.1:0") as local:
+        port = local.worker.metrics_port
+        assert port is not None
+        with trio.fail_after(10):
+            series = await scrape(port)
+    assert {name for name, _ in series} == CATALOG
+    for result in ("succeeded", "failed", "cancelled", "dispatched"):
+        assert series[("oz_worker_tasks_completed_total", (("result", result),))] == 0
+        assert series[("oz_worker_task_duration_seconds_count", (("result", result),))] == 0
+    for reason in ("at_capacity", "shutting_down"):
+        assert series[("oz_worker_tasks_rejected_total", (("reason", reason),))] == 0
+    failures = {labels for name, labels in series if name == "oz_worker_task_failures_total"}
+    assert failures == {
+        (("phase", phase), ("reason", reason.value))
+        for phase in ("assignment", "backend", "cleanup")
+        for reason in FailureReason
+    }
+    assert all(series[("oz_worker_task_failures_total", labels)] == 0 for labels in failures)
+    assert {"job_create", "evicted", "active_deadline", "cleanup"} <= {
+        r.value for r in FailureReason
+    }
+    assert series[RECONNECT_DIAL_FAILED] == 0
+    assert series[RECONNECT_REMOTE_CLOSE] == 0
+    assert series[("oz_worker_tasks_claimed_total", ())] == 0
+    info = [labels for name, labels in series if name == "oz_worker_info"]
+    assert len(info) == 1
+    assert dict(info[0])["backend"] == "scripted"
+    assert dict(info[0])["worker_id"] == "w1"
+    assert series[("oz_worker_info", info[0])] == 1
+
+
+async def test_teardown_waiting_execution_and_stopping_failures_have_go_labels() -> None:
+    backend = ScriptedBackend()
+    async with running_worker(backend, metrics_addr="127.0.0.1:0") as local:
+        server, worker = local.server, local.worker
+        port = worker.metrics_port
+        assert port is not None
+        with trio.fail_after(10):
+            await server.send(assignment("clean", "teardown-fail"))
+            await server.wait_for(terminal_for("clean"))
+            # A run whose first execution's teardown hangs; its follow-up waits.
+            await server.send(assignment("run", "slow-teardown", execution_id="e1"))
+            await backend.started["run"].wait()
+            await server.send(assignment("run", "ok", execution_id="e2"))
+            await server.wait_until(lambda: len(server.messages_for("run")) == 2)
+            worker.request_stop("test")
+            await server.send(assignment("late"))
+            await server.wait_for(lambda m: isinstance(m, TaskRejected))
+            # The waiting execution ends at once; the first is still in its teardown.
+            await server.wait_for(terminal_for("run"))
+            series = await scrape(port)
+            backend.gates["run"].set()
+        cleanup = (("phase", "cleanup"), ("reason", "cleanup"))
+        assert series[("oz_worker_task_failures_total", cleanup)] == 1
+        assert series[("oz_worker_tasks_completed_total", (("result", "succeeded"),))] == 1
+        waiting = (("phase", "assignment"), ("reason", "graceful_shutdown"))
+        assert series[("oz_worker_task_failures_total", waiting)] == 1
+        assert series[("oz_worker_tasks_rejected_total", (("reason", "shutting_down"),))] == 1
+        assert series[("oz_worker_tasks_claimed_total", ())] == 3

@@ -30,6 +30,8 @@ from tests.support.worker import (
     terminal_for,
 )
 
+CANCELLED = "Task cancelled by user request."
+
 
 async def test_claim_is_queued_before_execution_and_completion_follows() -> None:
     backend = ScriptedBackend()
@@ -91,7 +93,7 @@ async def test_hundred_mixed_tasks_each_get_exactly_one_terminal_message() -> No
                     assert terminal[0].exit_code == 3
                     assert terminal[0].message == "Failed to execute task: agent failed"
                 case "cancel":
-                    assert terminal[0] == TaskCompleted(f"t{number}", "Task cancelled", "CANCELLED")
+                    assert terminal[0] == TaskCompleted(f"t{number}", CANCELLED, "CANCELLED")
                 case "timeout":
                     assert isinstance(terminal[0], TaskFailed)
                     assert terminal[0].failure_reason == "task_timeout"

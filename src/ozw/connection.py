@@ -14,6 +14,7 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import Callable, Iterator
+from typing import Final
 
 import attrs
 import trio
@@ -27,6 +28,8 @@ from ozw.proxy import Proxy
 
 log = logging.getLogger(__name__)
 
+DIAL_FAILED: Final = "dial_failed"
+REMOTE_CLOSE: Final = "remote_close"
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Assignments carry whole task definitions; 1 MiB (the library default) is too tight."""
 
@@ -105,6 +108,9 @@ class Connection:
         self.failed_attempts = 0
         self.on_state_change: Callable[[bool, str], None] | None = None
         """Called with (connected, why): why is "connected", "shutdown" or a Lost.kind."""
+        self.on_lost: Callable[[str], None] | None = None
+        """Called after every failed dial (:data:`DIAL_FAILED`) and every session that
+        ended (:data:`REMOTE_CLOSE`), except on purpose."""
         self._closing = trio.Event()
         self._wake = trio.Event()
         self._delays = backoff_delays(settings.backoff_initial, settings.backoff_max)
@@ -121,8 +127,11 @@ class Connection:
                 if lost is None:
                     # A session that ended because we are closing.
                     break
+                ended = REMOTE_CLOSE if self.connected else DIAL_FAILED
                 if self.connected:
                     self._reset_backoff()
+                if self.on_lost is not None:
+                    self.on_lost(ended)
                 self.last_error = lost.text
                 self.failed_attempts += 1
                 self._set_connected(False, lost.kind)

@@ -26,6 +26,18 @@ class FailureReason(enum.StrEnum):
     DISPATCH_COMMAND = "dispatch_command"
     DISPATCH_TIMEOUT = "dispatch_timeout"
     CANCEL_COMMAND = "cancel_command"
+    # The Kubernetes backend's (PROTOCOL.md 6 and 9).
+    JOB_CREATE = "job_create"
+    JOB_WATCH = "job_watch"
+    JOB_FAILED = "job_failed"
+    EVICTED = "evicted"
+    POD_WATCH = "pod_watch"
+    UNSCHEDULABLE = "unschedulable"
+    VOLUME_MOUNT = "volume_mount"
+    INIT_CONTAINER = "init_container"
+    INVALID_IMAGE = "invalid_image"
+    ACTIVE_DEADLINE = "active_deadline"
+    CLEANUP = "cleanup"
     UNKNOWN = "unknown"
 
 
@@ -57,6 +69,13 @@ class StartupError(Exception):
 
 class BackendUnavailable(StartupError):
     """A backend's start-up check failed; the message is one line for the operator."""
+
+
+TASK_CANCELLED_MESSAGE = (
+    "The task was interrupted due to an infrastructure issue (context canceled). "
+    "This is typically transient \N{EM DASH} please try again."
+)
+"""The message of a ``task_cancelled`` failure, as the Go worker words it."""
 
 
 def failure_message(cause: str) -> str:

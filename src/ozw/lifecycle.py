@@ -16,13 +16,13 @@ import trio
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.deadlines import TEARDOWN_MARGIN
-from ozw.failures import FailureReason, TaskFailure, failure_message
+from ozw.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure, failure_message
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 from ozw.protocol import TASK_STATE_CANCELLED, TaskCompleted, TaskFailed, TerminalMessage
 
 COMPLETED_MESSAGE = "Task completed successfully"
-CANCELLED_MESSAGE = "Task cancelled"
+CANCELLED_MESSAGE = "Task cancelled by user request."
 
 
 class StopCause(enum.StrEnum):
@@ -84,7 +84,9 @@ class TaskOutcome:
     exit_code: int | None = None
     teardown_failed: bool = False
     phase: TaskPhase = TaskPhase.EXECUTE
-    """The phase the task was in when it ended (setup, execute)."""
+    """The phase the task was in when it ended (pending, setup, execute)."""
+    cause: str | None = None
+    """Why it failed, for the worker's log (the server's message says the same)."""
 
 
 def completed(task_id: str) -> TaskOutcome:
@@ -101,8 +103,11 @@ def cancelled(task_id: str) -> TaskOutcome:
 def failed(
     task_id: str, reason: FailureReason, cause: str, exit_code: int | None = None
 ) -> TaskOutcome:
-    message = TaskFailed(task_id, failure_message(cause), reason.value, exit_code)
-    return TaskOutcome(message, TaskResult.FAILED, reason, exit_code)
+    text = (
+        TASK_CANCELLED_MESSAGE if reason is FailureReason.TASK_CANCELLED else failure_message(cause)
+    )
+    message = TaskFailed(task_id, text, reason.value, exit_code)
+    return TaskOutcome(message, TaskResult.FAILED, reason, exit_code, cause=cause)
 
 
 def _outcome_of_stop(
@@ -121,8 +126,8 @@ def _outcome_of_stop(
             return failed(
                 task_id, FailureReason.TASK_TIMEOUT, f"task timed out after {task_timeout:g}s"
             )
-    # A scope cancelled without a cause is a bug of ours: report it, never hang.
-    return failed(task_id, FailureReason.UNKNOWN, "the task was stopped for no known cause")
+    # Stopped, and not by the server, a timeout or our shutdown (PROTOCOL.md 6).
+    return failed(task_id, FailureReason.TASK_CANCELLED, "the task was stopped for no known cause")
 
 
 async def run_task(

@@ -1,7 +1,9 @@
 """Prometheus metrics and the health endpoint.
 
-:class:`WorkerMetrics` owns its own registry (not the process-global one), so tests
-and the demo can run several workers side by side. :func:`serve_http` is a tiny
+:class:`WorkerMetrics` exports exactly the Go worker's catalog (PROTOCOL.md 8), every
+known series present at 0 from start-up, so existing dashboards and alerts work. It
+owns its own registry (not the process-global one), so tests and the demo can run
+several workers side by side. :func:`serve_http` is a tiny
 HTTP/1.1 server on Trio for ``/metrics`` and ``/healthz``: a liveness probe gets
 200 while the worker is connected to the dispatch server and 503 otherwise.
 """
@@ -12,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from importlib import metadata
+from typing import Final
 
 import trio
 from prometheus_client import (
@@ -26,7 +29,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ozw.config import parse_address
-from ozw.lifecycle import TaskOutcome
+from ozw.connection import DIAL_FAILED, REMOTE_CLOSE
+from ozw.failures import FailureReason
+from ozw.lifecycle import TaskOutcome, TaskPhase, TaskResult
 from ozw.params import TaskParams
 from ozw.protocol import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
 
@@ -37,6 +42,25 @@ log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
 """Agent runs last seconds to hours."""
+
+
+RESULT_LABELS: Final = {
+    TaskResult.COMPLETED: "succeeded",
+    TaskResult.FAILED: "failed",
+    TaskResult.CANCELLED: "cancelled",
+    TaskResult.HANDED_OFF: "dispatched",
+}
+REJECT_LABELS: Final = {REJECT_AT_CAPACITY: "at_capacity", REJECT_SHUTTING_DOWN: "shutting_down"}
+FAILURE_PHASES: Final = ("assignment", "backend", "cleanup")
+CLEANUP_FAILURE: Final = ("cleanup", FailureReason.CLEANUP.value)
+"""The (phase, reason) of a failed teardown."""
+RECONNECT_REASONS: Final = (DIAL_FAILED, REMOTE_CLOSE)
+
+
+def failure_phase(phase: TaskPhase) -> str:
+    """The metric phase of a failure that ended a task in ``phase``: before the backend
+    took it (a waiting execution) it is the assignment's, otherwise the backend's."""
+    return "assignment" if phase is TaskPhase.PENDING else "backend"
 
 
 def ozw_version() -> str:
@@ -59,12 +83,13 @@ class WorkerMetrics:
         self.max_concurrent = Gauge(
             "oz_worker_tasks_max_concurrent", "Configured task limit (0 = unlimited)", registry=r
         )
+        self.claimed = Counter("oz_worker_tasks_claimed", "Executions claimed", registry=r)
         self.rejected = Counter(
             "oz_worker_tasks_rejected", "Assignments rejected", ["reason"], registry=r
         )
         self.completed = Counter(
             "oz_worker_tasks_completed",
-            "Tasks finished, by result (completed, cancelled, failed, handed_off)",
+            "Executions ended, by result (succeeded, failed, cancelled, dispatched)",
             ["result"],
             registry=r,
         )
@@ -83,16 +108,22 @@ class WorkerMetrics:
         )
         self.reconnects = Counter(
             "oz_worker_websocket_reconnects",
-            "Connections lost or refused, by why",
+            "Failed dials (dial_failed) and sessions that ended (remote_close)",
             ["reason"],
             registry=r,
         )
         self.info = Info("oz_worker", "Worker build and identity", registry=r)
         self.info.info({"version": ozw_version(), "backend": backend, "worker_id": worker_id})
         # Known label values start at 0, so dashboards see every series from the start.
-        for reason in (REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN):
-            self.rejected.labels(reason=reason)
-        for kind in ("refused", "dial_failed", "closed", "silent", "error"):
+        for label in REJECT_LABELS.values():
+            self.rejected.labels(reason=label)
+        for label in RESULT_LABELS.values():
+            self.completed.labels(result=label)
+            self.duration.labels(result=label)
+        for phase in FAILURE_PHASES:
+            for reason in FailureReason:
+                self.failures.labels(phase=phase, reason=reason.value)
+        for kind in RECONNECT_REASONS:
             self.reconnects.labels(reason=kind)
         self.max_concurrent.set(max_concurrent)
         self.connected.set(0)
@@ -101,24 +132,30 @@ class WorkerMetrics:
     # Hooks the worker calls -------------------------------------------------------
 
     def on_claimed(self, _params: TaskParams) -> None:
+        self.claimed.inc()
         self.tasks_active.inc()
 
     def on_rejected(self, _task_id: str, reason: str) -> None:
-        self.rejected.labels(reason=reason).inc()
+        self.rejected.labels(reason=REJECT_LABELS.get(reason, reason)).inc()
 
     def on_finished(self, _params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
         self.tasks_active.dec()
-        self.completed.labels(result=outcome.result).inc()
-        self.duration.labels(result=outcome.result).observe(duration)
+        result = RESULT_LABELS[outcome.result]
+        self.completed.labels(result=result).inc()
+        self.duration.labels(result=result).observe(duration)
         if outcome.reason is not None:
-            self.failures.labels(phase=outcome.phase, reason=outcome.reason.value).inc()
+            phase = failure_phase(outcome.phase)
+            self.failures.labels(phase=phase, reason=outcome.reason.value).inc()
         if outcome.teardown_failed:
-            self.failures.labels(phase="teardown", reason="teardown").inc()
+            phase, reason = CLEANUP_FAILURE
+            self.failures.labels(phase=phase, reason=reason).inc()
 
-    def on_connection(self, connected: bool, why: str) -> None:
+    def on_connection(self, connected: bool, _why: str) -> None:
         self.connected.set(1 if connected else 0)
-        if not connected and why != "shutdown":
-            self.reconnects.labels(reason=why).inc()
+
+    def on_lost(self, why: str) -> None:
+        """A failed dial or an ended session (see :attr:`Connection.on_lost`)."""
+        self.reconnects.labels(reason=why).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -90,6 +90,7 @@ class Worker:
         events.on_rejected.append(self.metrics.on_rejected)
         events.on_finished.append(self.metrics.on_finished)
         self.connection.on_state_change = self.metrics.on_connection
+        self.connection.on_lost = self.metrics.on_lost
         if config.max_tasks is not None:
             events.on_finished.append(self._stop_after_max_tasks)
         self.metrics_port: int | None = None
