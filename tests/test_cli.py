@@ -240,7 +240,7 @@ def test_config_init_to_stdout(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 def test_dev_server_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ozw import devserver
+    from ozw import dev_command
 
     calls: list[dict[str, Any]] = []
 
@@ -248,7 +248,7 @@ def test_dev_server_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(kwargs)
         return 0
 
-    monkeypatch.setattr(devserver, "serve_cli", fake_serve_cli)
+    monkeypatch.setattr(dev_command, "serve_cli", fake_serve_cli)
     assert cli.main(["dev-server"]) == 0
     monkeypatch.setenv("OZW_DEV_API_KEY", "from-env")
     argv = ["dev-server", "--host", "0.0.0.0", "--port", "0", "--assignments", "a.jsonl",

@@ -305,7 +305,7 @@ def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not 0 <= args.port <= 65535:
         return _error(f"--port: {args.port} is not a port number (0-65535)")
     api_key = args.api_key or environ.get(DEV_API_KEY_ENV) or DEFAULT_DEV_API_KEY
-    from ozw.devserver import serve_cli
+    from ozw.dev_command import serve_cli
 
     return serve_cli(
         host=args.host,

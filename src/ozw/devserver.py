@@ -1,20 +1,15 @@
 """A local dispatch server speaking PROTOCOL.md: for tests, the demo and smoke runs.
 
 It is a real WebSocket server: it checks the bearer key, records every message a
-worker sends, and lets code (or the ``ozw dev-server`` command, from a JSON-lines
-file) send assignments and cancellations to the connected worker.
+worker sends, and lets code (or the ``ozw dev-server`` command, :mod:`ozw.dev_command`)
+send assignments and cancellations to the connected worker.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import ssl
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -184,69 +179,3 @@ class DispatchServer:
 def _query_value(path: str, key: str) -> str | None:
     values = parse_qs(urlsplit(path).query).get(key)
     return values[0] if values else None
-
-
-# --- the ozw dev-server command -----------------------------------------------------
-
-
-def load_frames(path: Path) -> list[str]:
-    """Read a JSON-lines file of frames; a bare object is taken as a task_assignment's data."""
-    frames: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj: Any = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
-        if "type" not in obj:
-            obj = {"type": "task_assignment", "data": obj}
-        frames.append(json.dumps(obj, separators=(",", ":")))
-    return frames
-
-
-def serve_cli(
-    *, host: str, port: int, api_key: str, assignments: str | None, record: str | None
-) -> int:
-    """Run the dev server until Ctrl-C; send the assignments file to the first worker."""
-    try:
-        frames = load_frames(Path(assignments)) if assignments else []
-    except (OSError, ValueError) as exc:
-        print(f"ozw: error: {exc}", file=sys.stderr)
-        return 2
-
-    # A small local file, appended line by line: blocking writes are fine here.
-    record_file = open(record, "a", encoding="utf-8") if record else None  # noqa: SIM115
-
-    async def main() -> None:
-        server = DispatchServer(api_key)
-
-        def write_record(item: Received) -> None:
-            line = json.dumps({"worker_id": item.worker_id, **json.loads(item.frame)})
-            print(line, flush=True)
-            if record_file is not None:
-                record_file.write(line + "\n")
-                record_file.flush()
-
-        server.on_receive.append(write_record)
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(server.serve, host, port)
-            print(
-                f"ozw dev-server listening on ws://{host}:{bound}/api/v1/selfhosted/worker/ws",
-                file=sys.stderr,
-                flush=True,
-            )
-            for frame in frames:
-                await server.send(frame)
-            await trio.sleep(math.inf)
-
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        return 0
-    except OSError as exc:
-        print(f"ozw: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
