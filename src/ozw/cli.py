@@ -127,12 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="backend of the starter file (default: %(default)s)",
     )
     _add_output_flags(init, DEFAULT_CONFIG_OUTPUT)
-    imported = config_commands.add_parser(
-        "import",
-        help="convert a Go oz-agent-worker YAML config to ozw TOML",
-        description="Write the ozw equivalent of a Go worker's YAML config; keys with no "
-        "equivalent yet become comments.",
-    )
+    summary = "convert a Go oz-agent-worker YAML config to ozw TOML"
+    details = f"{summary[0].upper()}{summary[1:]}; keys with no equivalent yet become comments."
+    imported = config_commands.add_parser("import", help=summary, description=details)
     imported.add_argument("file", metavar="FILE.yaml", help="the Go worker's config file")
     _add_output_flags(imported, "-")
 
