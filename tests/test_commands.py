@@ -92,11 +92,15 @@ def test_smoke_refuses_a_broken_config_in_one_line(tmp_path: Path) -> None:
     ]
 
 
-def test_check_reports_each_prerequisite(tmp_path: Path) -> None:
+async def test_check_reports_each_prerequisite(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
-    good = ozw(
-        "check", "--config", str(direct_config(tmp_path)), env={**env, "WARP_API_KEY": API_KEY}
-    )
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)  # check dials it with the key
+        config = direct_config(tmp_path, port=server.port or 0)
+        good = await trio.to_thread.run_sync(
+            lambda: ozw("check", "--config", str(config), env={**env, "WARP_API_KEY": API_KEY})
+        )
+        nursery.cancel_scope.cancel()
     assert good.returncode == 0, good.stdout
     assert API_KEY not in good.stdout
     lines = good.stdout.splitlines()
@@ -109,7 +113,9 @@ def test_check_reports_each_prerequisite(tmp_path: Path) -> None:
         .replace(str(STANDIN_AGENT), str(tmp_path / "no-such-oz"))
     )
     (tmp_path / "bad.toml").write_text(missing)
-    bad = ozw("check", "--config", str(tmp_path / "bad.toml"), env=env)
+    bad = await trio.to_thread.run_sync(
+        lambda: ozw("check", "--config", str(tmp_path / "bad.toml"), env=env)
+    )
     assert bad.returncode == 1
     failing = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
     assert len(failing) == 2

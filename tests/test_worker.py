@@ -258,7 +258,9 @@ async def test_handshake_carries_worker_id_query_and_bearer_key() -> None:
         nursery.start_soon(run_wrong)
         with trio.fail_after(10):
             await server.wait_until(lambda: server.rejected_handshakes >= 2)
-            assert wrong.connection.last_error == "server refused the connection (HTTP 401)"
+            assert wrong.connection.last_error == (
+                "API key rejected: check WARP_API_KEY (HTTP 401)"
+            )
             wrong_scope.cancel()
             worker = await start_worker(nursery, url, backend, settings=fast_settings(url))
             await worker.connection.wait_connected()

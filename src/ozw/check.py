@@ -1,63 +1,207 @@
-"""``ozw check``: validate a configuration and the backend's prerequisites.
+"""``ozw check``: validate a configuration, the backend's prerequisites and the server.
 
-One line per check (``ok`` / ``FAIL``), non-zero exit on any failure. The API key
+One line per check (``ok``, ``warn``, ``skip`` or ``FAIL``), exit 1 on any failure.
+The server check dials the dispatch server as the worker would (proxy included),
+completes the WebSocket handshake with the API key and closes at once. The API key
 is reported as present or missing, never printed.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import shlex
+import shutil
 import sys
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Literal
 
 import attrs
 import trio
+import trio_websocket as tws
 
 from ozw.backends import create_backend
-from ozw.config import WorkerConfig, url_problem
-from ozw.failures import BackendUnavailable
+from ozw.config import API_KEY_ENV, CommandConfig, DockerConfig, WorkerConfig, url_problem
+from ozw.connection import worker_url
+from ozw.dial import describe_error, open_websocket
+from ozw.failures import BackendUnavailable, TaskFailure
+from ozw.params import DEFAULT_IMAGE
+from ozw.proxy import ProxySettingError, choose_proxy
+
+if TYPE_CHECKING:
+    from ozw.backends.docker import DockerBackend
+
+STARTER_WORKER_ID = "my-worker"
+"""The placeholder ``ozw config init`` writes (config/starters/header.toml)."""
+
+SERVER_TIMEOUT = 15.0
+"""How long the server check waits for the handshake, through a proxy included."""
+
+Level = Literal["ok", "warn", "skip", "FAIL"]
 
 
 @attrs.frozen
 class Check:
     name: str
-    ok: bool
+    level: Level
     detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.level != "FAIL"
+
+
+def _passed(name: str, ok: bool, detail: str) -> Check:
+    return Check(name, "ok" if ok else "FAIL", detail)
 
 
 def static_checks(config: WorkerConfig) -> Iterator[Check]:
     """The checks that need no I/O."""
-    yield Check("worker_id", True, config.worker_id)
-    yield Check(
+    if config.worker_id == STARTER_WORKER_ID:
+        yield Check(
+            "worker_id",
+            "warn",
+            f"{config.worker_id!r} is the starter file's placeholder: give each worker its own id",
+        )
+    else:
+        yield Check("worker_id", "ok", config.worker_id)
+    yield _passed(
         "api key",
         bool(config.api_key),
-        "present (not shown)" if config.api_key else "missing: pass --api-key or set WARP_API_KEY",
+        "present (not shown)"
+        if config.api_key
+        else f"missing: pass --api-key or set {API_KEY_ENV}",
     )
     for name, url, schemes in (
         ("server.websocket_url", config.server.websocket_url, ("ws", "wss")),
         ("server.root_url", config.server.root_url, ("http", "https")),
     ):
         problem = url_problem(url, schemes)
-        yield Check(name, problem is None, url if problem is None else f"{url}: {problem}")
+        yield _passed(name, problem is None, url if problem is None else f"{url}: {problem}")
+    if isinstance(config.backend, CommandConfig):
+        yield dispatch_command_check(config.backend.dispatch_command, os.environ.get("PATH", ""))
 
 
-async def backend_check(config: WorkerConfig) -> Check:
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_SHELL_WORDS = frozenset(
+    {"!", "{", "(", "[", "[[", ".", ":", "case", "cd", "command", "eval", "exec", "export"}
+    | {"for", "if", "set", "source", "test", "time", "until", "while"}
+)
+
+
+def dispatch_command_check(command: str, path: str) -> Check:
+    """Whether the program ``dispatch_command`` starts exists and is executable.
+
+    Only a plain program name or path can be checked; a line that starts with shell
+    syntax (a builtin, a variable) is reported as not checked.
+    """
+    name = "dispatch_command"
+    try:
+        words = [word for word in shlex.split(command) if not _ASSIGNMENT.match(word)]
+    except ValueError as exc:
+        return Check(name, "FAIL", f"{command!r} is not a valid shell command line ({exc})")
+    program = words[0] if words else ""
+    if not program or program in _SHELL_WORDS or "$" in program or "`" in program:
+        return Check(name, "skip", f"{command!r} starts with shell syntax: not checked")
+    if "/" in program:
+        if not os.path.isfile(program):
+            return Check(name, "FAIL", f"{program} does not exist")
+        if not os.access(program, os.X_OK):
+            return Check(name, "FAIL", f"{program} is not executable (chmod +x {program})")
+        return Check(name, "ok", f"{program} is executable")
+    found = shutil.which(program, path=path)
+    if found is None:
+        return Check(name, "FAIL", f"{program!r} is not on PATH")
+    return Check(name, "ok", f"{program} is {found}")
+
+
+async def backend_checks(config: WorkerConfig) -> list[Check]:
+    """The backend's own start-up check, then the local images under ``pull_policy = "never"``."""
     name = f"backend {config.backend_name}"
     try:
         backend = create_backend(config)
         async with backend:
-            found = await backend.check()
+            checks = [Check(name, "ok", await backend.check())]
+            if isinstance(config.backend, DockerConfig) and config.backend.pull_policy == "never":
+                from ozw.backends.docker import DockerBackend
+
+                assert isinstance(backend, DockerBackend)
+                image = config.backend.default_image or DEFAULT_IMAGE
+                checks.append(await _local_image_check(backend, image))
     except BackendUnavailable as exc:
-        return Check(name, False, str(exc))
-    return Check(name, True, found)
+        return [Check(name, "FAIL", str(exc))]
+    return checks
 
 
-def check_main(config: WorkerConfig, *, out: IO[str] = sys.stdout) -> int:
+async def _local_image_check(backend: DockerBackend, image: str) -> Check:
+    """Asked through the backend's own image inspection (the one a task's setup uses)."""
+    name = "default image"
+    try:
+        found = await backend.images.inspect(image)
+    except TaskFailure as exc:
+        return Check(name, "FAIL", f"{image}: {exc}")
+    if found is None:
+        return Check(name, "FAIL", f"{image} is not present and pull_policy is 'never'")
+    return Check(name, "ok", f"{image} is present ({found.platform})")
+
+
+async def server_check(config: WorkerConfig, environ: Mapping[str, str]) -> Check:
+    """Dial the server with the API key (through the proxy that applies) and close."""
+    name = "server"
+    if not config.api_key:
+        return Check(name, "skip", "not dialled without an API key")
+    url = config.server.websocket_url
+    try:
+        proxy = choose_proxy(url, config.server.proxy_url, environ)
+    except ProxySettingError as exc:
+        return Check(name, "FAIL", str(exc))
+    try:
+        async with open_websocket(
+            worker_url(url, config.worker_id),
+            proxy=proxy,
+            ssl_context=None,
+            extra_headers=[(b"Authorization", f"Bearer {config.api_key}".encode())],
+            connect_timeout=SERVER_TIMEOUT,
+            disconnect_timeout=5.0,
+            message_queue_size=1,
+            max_message_size=16 * 1024 * 1024,
+        ) as ws:
+            await ws.aclose(code=1000, reason="ozw check")
+    except Exception as exc:  # an ExceptionGroup from a proxied dial's nursery too
+        failure = dial_failure(exc)
+        if proxy is not None and str(proxy) not in failure:
+            failure += f" (through proxy {proxy})"
+        return Check(name, "FAIL", failure)
+    via = f" through proxy {proxy}" if proxy else ""
+    return Check(name, "ok", f"the server accepted the API key{via}")
+
+
+def dial_failure(exc: BaseException) -> str:
+    """What ``ozw check`` says about a dial that failed."""
+    leaf = exc
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    if isinstance(leaf, tws.ConnectionRejected):
+        if leaf.status_code in (401, 403):
+            return f"API key rejected (HTTP {leaf.status_code})"
+        return f"server refused the connection (HTTP {leaf.status_code})"
+    return f"server not reachable: {describe_error(leaf)}"
+
+
+async def run_checks(config: WorkerConfig, environ: Mapping[str, str]) -> list[Check]:
+    checks = [Check("configuration", "ok", "valid"), *static_checks(config)]
+    checks += await backend_checks(config)
+    checks.append(await server_check(config, environ))
+    return checks
+
+
+def check_main(
+    config: WorkerConfig, environ: Mapping[str, str] = os.environ, *, out: IO[str] = sys.stdout
+) -> int:
     """The ``ozw check`` command; the configuration already loaded (that is check one)."""
-    checks = [Check("configuration", True, "valid"), *static_checks(config)]
-    checks.append(trio.run(functools.partial(backend_check, config)))
+    checks = trio.run(functools.partial(run_checks, config, environ))
     width = max(len(check.name) for check in checks)
     for check in checks:
-        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<{width}}  {check.detail}", file=out)
+        print(f"{check.level:<4} {check.name:<{width}}  {check.detail}", file=out)
     return 0 if all(check.ok for check in checks) else 1

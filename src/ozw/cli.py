@@ -350,7 +350,7 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ozw.logs import configure_logging
 
     configure_logging("error", config.log_format)
-    return check_main(config)
+    return check_main(config, environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

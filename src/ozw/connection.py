@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -21,7 +21,7 @@ import trio
 import trio_websocket as tws
 
 from ozw.deadlines import CLOSE_TIMEOUT
-from ozw.dial import describe_error, open_websocket
+from ozw.dial import describe_error, leaves, open_websocket
 from ozw.outbox import Outbox
 from ozw.protocol import ProtocolError, ServerMessage, decode_server_message, encode_message
 from ozw.proxy import Proxy
@@ -283,17 +283,9 @@ _CONNECTION_ERRORS = (
 
 def _first_leaf(exc: BaseException) -> BaseException:
     """The leaf that best explains ``exc``: a surprise before a plain connection error."""
-    leaves = list(_leaves(exc))
-    surprises = [leaf for leaf in leaves if not isinstance(leaf, _CONNECTION_ERRORS)]
-    return (surprises or leaves)[0]
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
+    found = list(leaves(exc))
+    surprises = [leaf for leaf in found if not isinstance(leaf, _CONNECTION_ERRORS)]
+    return (surprises or found)[0]
 
 
 @attrs.frozen
@@ -307,6 +299,8 @@ class Lost:
 
 def _why_lost(exc: BaseException, dead_after: float) -> Lost:
     match exc:
+        case tws.ConnectionRejected() if exc.status_code in (401, 403):
+            return Lost("refused", f"API key rejected: check WARP_API_KEY (HTTP {exc.status_code})")
         case tws.ConnectionRejected():
             return Lost("refused", f"server refused the connection (HTTP {exc.status_code})")
         case tws.ConnectionClosed():

@@ -1,7 +1,7 @@
 """Open the WebSocket to the dispatch server: directly, or through an HTTP proxy.
 
-trio-websocket dials only directly, so through a proxy this module opens the tunnel
-itself (``CONNECT host:port``, parsed with h11), adds TLS to the server inside it for
+trio-websocket dials only directly, so this module opens the TCP stream itself (or
+the tunnel: ``CONNECT host:port``, parsed with h11), adds TLS to the server for
 ``wss://``, and hands the stream to trio-websocket's ``wrap_client_stream``.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 import attrs
 import h11
@@ -116,62 +117,89 @@ async def open_websocket(
     message_queue_size: int,
     max_message_size: int,
 ) -> AsyncIterator[tws.WebSocketConnection]:
-    """``trio_websocket.open_websocket_url``, through ``proxy`` when there is one.
+    """A client WebSocket to ``url``, through ``proxy`` when there is one.
 
-    Raises what trio-websocket raises (HandshakeError and its subclasses, OSError) and
-    ConnectionError (ProxyRefused among them) for a proxy that will not tunnel.
+    Not ``trio_websocket.open_websocket_url``: after a handshake timeout it waits for
+    its reader task, which a peer that accepted TCP and went silent never ends. Here
+    the whole dial (TCP, CONNECT, TLS, handshake) is bounded by ``connect_timeout``.
+
+    Raises OSError (ConnectionError, ProxyRefused among them, for a proxy that will
+    not tunnel), ``trio.BrokenResourceError`` (TLS), trio-websocket's HandshakeError
+    subclasses (ConnectionRejected, ConnectionTimeout); in an exception group when
+    they come from the connection's reader task.
     """
-    if proxy is None:
-        async with tws.open_websocket_url(
-            url,
-            ssl_context if url.startswith("wss:") else None,
-            extra_headers=extra_headers,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=disconnect_timeout,
-            message_queue_size=message_queue_size,
-            max_message_size=max_message_size,
-        ) as ws:
-            yield ws
-        return
     target = Target.from_url(url)
-    async with trio.open_nursery() as nursery:
-        try:
-            with trio.fail_after(connect_timeout):
-                ws = await _handshake_through(
-                    nursery,
-                    proxy,
-                    target,
-                    ssl_context,
-                    extra_headers,
-                    message_queue_size,
-                    max_message_size,
-                )
-        except trio.TooSlowError:
-            raise tws.ConnectionTimeout from None
-        try:
-            yield ws
-        finally:
-            # Bounded and shielded: a dead peer cannot hold the worker, a cancel cannot skip it.
-            with trio.move_on_after(disconnect_timeout, shield=True):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(connect_timeout):
+                    ws = await _handshake(
+                        nursery,
+                        proxy,
+                        target,
+                        ssl_context,
+                        extra_headers,
+                        message_queue_size,
+                        max_message_size,
+                    )
+            except trio.TooSlowError:
+                raise tws.ConnectionTimeout from None
+            try:
+                yield ws
+            finally:
+                # Bounded and shielded: a dead peer cannot hold us, a cancel cannot skip it.
+                with trio.move_on_after(disconnect_timeout, shield=True):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        _raise_alone(_what_matters(group))
 
 
-async def _handshake_through(
+def _what_matters(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """An outside cancel wins (the dial's errors no longer matter); one error comes alone."""
+    cancelled, errors = group.split(trio.Cancelled)
+    if cancelled is not None or errors is None:
+        return cancelled or group
+    found = list(leaves(errors))
+    return found[0] if len(found) == 1 else errors
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``exc``, groups flattened, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaves(inner)
+    else:
+        yield exc
+
+
+def _raise_alone(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` keeping its own context (not the group it was taken from)."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+
+
+async def _handshake(
     nursery: trio.Nursery,
-    proxy: Proxy,
+    proxy: Proxy | None,
     target: Target,
     ssl_context: ssl.SSLContext | None,
     extra_headers: list[tuple[bytes, bytes]],
     message_queue_size: int,
     max_message_size: int,
 ) -> tws.WebSocketConnection:
-    tunnel = await open_tunnel(proxy, target)
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tunnel
+    if proxy is None:
+        tcp = await trio.open_tcp_stream(target.host, target.port)
+    else:
+        tcp = await open_tunnel(proxy, target)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
     try:
         if target.secure:
             stream = trio.SSLStream(
-                tunnel,
+                tcp,
                 ssl_context or ssl.create_default_context(),
                 server_hostname=target.host,
                 https_compatible=True,
@@ -187,21 +215,35 @@ async def _handshake_through(
             max_message_size=max_message_size,
         )
     except BaseException:
-        # A failed TLS or WebSocket handshake (or a cancel) must not leak the tunnel.
+        # A failed TLS or WebSocket handshake (or a timeout) must not leak the socket,
+        # and closing it is what ends the reader task of a silent peer.
         await trio.aclose_forcefully(stream)
         raise
+
+
+_SILENT_ERRORS: dict[type[BaseException], str] = {
+    tws.ConnectionTimeout: "no answer to the WebSocket handshake in time",
+    tws.DisconnectionTimeout: "no answer to the closing handshake in time",
+    tws.HandshakeError: "the WebSocket handshake failed",
+}
+"""What the message-less exceptions of trio-websocket mean."""
 
 
 def describe_error(exc: BaseException) -> str:
     """One line: ``exc`` and what caused it (``HandshakeError`` alone says nothing)."""
     texts: list[str] = []
     current: BaseException | None = exc
-    while current is not None and len(texts) < 5:
+    for _depth in range(8):  # bounded: a context chain can loop through a group
+        if current is None:
+            break
+        if isinstance(current, BaseExceptionGroup):
+            current = current.exceptions[0]  # the group's own text only counts them
+            continue
+        cause = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
         lines = str(current).splitlines()
-        text = lines[0] if lines else ""
-        if text and text not in texts:
+        # A message-less wrapper says nothing its cause does not say better.
+        text = lines[0] if lines else "" if cause else _SILENT_ERRORS.get(type(current), "")
+        if text and not any(text in earlier for earlier in texts):
             texts.append(text)
-        current = current.__cause__ or (
-            None if current.__suppress_context__ else current.__context__
-        )
+        current = cause
     return ": ".join(texts) or type(exc).__name__
