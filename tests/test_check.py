@@ -17,8 +17,8 @@ from ozw.connection import Connection
 from ozw.devserver import DispatchServer
 from ozw.outbox import Outbox
 from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
+from tests.support.worker import API_KEY, fast_settings, start_server, start_stoppable_server
 from tests.tinyproxy import running_tinyproxy
-from tests.worker_harness import API_KEY, fast_settings, start_server, start_stoppable_server
 
 
 def write_config(tmp_path: Path, port: int, worker_id: str = "check-test", extra: str = "") -> Path:
