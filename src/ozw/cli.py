@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"key workers must present (default: ${DEV_API_KEY_ENV} or {DEFAULT_DEV_API_KEY!r})",
     )
     dev.add_argument(
-        "--assignments", metavar="FILE.jsonl", help="assignments to send to the first worker"
+        "--assignments",
+        metavar="FILE.jsonl",
+        help="assignments and cancellations to send, one JSON line each (- = typed on stdin)",
     )
     dev.add_argument("--record", metavar="FILE.jsonl", help="append every worker message here")
     return parser

@@ -1,48 +1,38 @@
 """``ozw dev-server``: the local dispatch server as a command, for trying a worker by hand.
 
-It listens until Ctrl-C or SIGTERM (a clean stop: one line, exit 0), sends the
-assignments file to the first worker that connects, and prints every message the
-worker sends as a JSON line (also appended to ``--record``). A port it cannot listen
-on is one ``ozw: error:`` line naming the address (exit 1).
+It listens until Ctrl-C or SIGTERM (a clean stop: one line, exit 0), plays the
+assignments script (:mod:`ozw.dev_script`; a file, checked whole before it listens,
+or ``-``: lines typed on stdin, each sent as it comes) to the connected worker, logs
+each frame it sends and prints every message the worker sends as a JSON line (also
+appended to ``--record``). A port it cannot listen on is one ``ozw: error:`` line
+naming the address (exit 1).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import trio
 
+from ozw.dev_script import ScriptError, Step, parse_line, parse_script
 from ozw.devserver import DispatchServer, Received
 from ozw.exit_status import EXIT_OK, EXIT_USAGE, describe, leaves
 from ozw.logs import configure_logging
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STDIN = "-"
+
+log = logging.getLogger(__name__)
 
 
 class ListenError(Exception):
     """The server could not listen on the address it was given."""
-
-
-def load_frames(path: Path) -> list[str]:
-    """Read a JSON-lines file of frames; a bare object is taken as a task_assignment's data."""
-    frames: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj: Any = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object")
-        if "type" not in obj:
-            obj = {"type": "task_assignment", "data": obj}
-        frames.append(json.dumps(obj, separators=(",", ":")))
-    return frames
 
 
 async def _listen(server: DispatchServer, host: str, port: int, nursery: trio.Nursery) -> int:
@@ -71,10 +61,10 @@ async def _stop_on_signal(
 def serve_cli(
     *, host: str, port: int, api_key: str, assignments: str | None, record: str | None
 ) -> int:
-    """Run the dev server until Ctrl-C; send the assignments file to the first worker."""
+    """Run the dev server until Ctrl-C, playing the assignments script to the worker."""
     try:
-        frames = load_frames(Path(assignments)) if assignments else []
-    except (OSError, ValueError) as exc:
+        steps = _file_steps(assignments) if assignments not in (None, STDIN) else []
+    except ScriptError as exc:
         print(f"ozw: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging("info", "human", sys.stderr)
@@ -94,8 +84,8 @@ def serve_cli(
                 file=sys.stderr,
                 flush=True,
             )
-            for frame in frames:
-                await server.send(frame)
+            script = _stdin_steps() if assignments == STDIN else _listed(steps)
+            await _play(server, script)
             await trio.sleep_forever()
 
     try:
@@ -105,6 +95,52 @@ def serve_cli(
             record_file.close()
     print(f"ozw dev-server stopped ({', '.join(stopped)})", file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+def _file_steps(name: str) -> list[Step]:
+    path = Path(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScriptError(f"{path}: {describe(exc)}") from None
+    except UnicodeDecodeError:
+        raise ScriptError(f"{path}: not UTF-8 text") from None
+    return list(parse_script(text.splitlines(), str(path)))
+
+
+async def _listed(steps: Iterable[Step]) -> AsyncIterator[Step]:
+    for step in steps:
+        yield step
+
+
+async def _stdin_steps() -> AsyncIterator[Step]:
+    """Steps typed on stdin, each as it comes; a bad line is logged and skipped."""
+    number = 0
+    while True:
+        # A thread blocked in readline cannot be cancelled: Ctrl-C abandons it.
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            log.info("stdin closed: no more lines to send")
+            return
+        number += 1
+        try:
+            step = parse_line(line)
+        except ScriptError as exc:
+            log.warning("stdin:%d: %s (line ignored)", number, exc)
+            continue
+        if step is not None:
+            yield step
+
+
+async def _play(server: DispatchServer, steps: AsyncIterator[Step]) -> None:
+    """Send each step to the connected worker, ``after`` seconds after the one before."""
+    async for step in steps:
+        await server.wait_connected()
+        if step.after:
+            log.info("sending %s in %gs", step.summary, step.after)
+            await trio.sleep(step.after)
+        await server.send(step.frame)
+        log.info("sent %s", step.summary)
 
 
 def _print_received(item: Received, record_file: IO[str] | None) -> None:
