@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
+import tempfile
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -31,9 +33,11 @@ from ozw.backends.direct.workspace import (
     sweep_root,
 )
 from ozw.backends.execution import (
+    ProcessLedger,
     configured_environment,
     require_valid_environment,
     run_script,
+    stop_leftovers,
 )
 from ozw.config import DirectConfig
 from ozw.deadlines import WORKSPACE_REMOVAL_MARGIN
@@ -130,17 +134,63 @@ class DirectBackend(ProcessBackend):
         """The run of one task (no I/O yet)."""
         return DirectTaskRun(self, params, log)
 
+    async def recover(self) -> None:
+        """At start-up: stop the process groups a dead run of a worker left in this
+        root (its abandoned ledger), then (cleanup on) sweep the workspaces it left, then
+        start this worker's own ledger. In that order: a leftover agent must be gone
+        before its workspace is removed or reused."""
+        directory = await anyio.to_thread.run_sync(self._state_dir)
+        if directory is None:
+            return
+        await stop_leftovers(directory, self.config.kill_grace)
+        await self._sweep()
+        try:
+            self.runner.ledger = ProcessLedger.open(directory)
+        except OSError as exc:
+            logger.warning(
+                "cannot record this worker's processes in %s (%s): agents left by a crash "
+                "will not be stopped at the next start",
+                directory,
+                exc.strerror or exc,
+            )
+
+    def _state_dir(self) -> str | None:
+        """Where the process ledgers live: the workspace root, or with ``target_dir`` a
+        private directory of this user's under the temporary directory."""
+        if not self.config.target_dir:
+            return self.config.workspace_root
+        path = os.path.join(tempfile.gettempdir(), f"ozw-direct-{os.getuid()}")
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
+            info = os.lstat(path)
+        except OSError as exc:
+            logger.warning("cannot use %s for process records: %s", path, exc.strerror or exc)
+            return None
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            logger.warning("not using %s for process records: not a private directory", path)
+            return None
+        return path
+
+    async def _sweep(self) -> None:
+        """Remove the workspaces nobody holds in an ozw-owned root (cleanup on)."""
+        if self.cleanup and not self.config.target_dir:
+            root = self.config.workspace_root
+            with contextlib.suppress(OSError):
+                for path in await anyio.to_thread.run_sync(sweep_root, root):
+                    logger.info("removed leftover workspace %s", path)
+
     async def aclose(self) -> None:
-        """Remove lingering workspaces (see the module docstring) unless cleanup is off."""
+        """Remove lingering workspaces (see the module docstring) unless cleanup is off;
+        drop this worker's process ledger."""
         with anyio.CancelScope(shield=True):
             for workspace in list(self._workspaces.values()):
                 if (problem := await self.release(workspace)) is not None:
                     logger.warning("%s", problem)
-            if self.cleanup and not self.config.target_dir:
-                root = self.config.workspace_root
-                with contextlib.suppress(OSError):
-                    for path in await anyio.to_thread.run_sync(sweep_root, root):
-                        logger.info("removed leftover workspace %s", path)
+            await self._sweep()
+            if self.runner.ledger is not None:
+                self.runner.ledger.close()
+                self.runner.ledger = None
 
     # -- used by DirectTaskRun
 

@@ -7,6 +7,10 @@ they are started and stopped, how operator scripts run, how long a call may take
   group, output relayed live, stopped group-wide (SIGTERM, ``kill_grace``, SIGKILL).
 - :mod:`~ozw.backends.execution.scripts`: :func:`run_script`, one ``/bin/sh -c``
   script run to a :class:`ScriptResult`.
+- :mod:`~ozw.backends.execution.spawn`: children started so the kernel ends them
+  when the worker dies (``PR_SET_PDEATHSIG``).
+- :mod:`~ozw.backends.execution.ledger` / :mod:`~ozw.backends.execution.leftovers`:
+  the on-disk record of live process groups, and stopping a dead worker's at start-up.
 - :mod:`~ozw.backends.execution.limits`: :func:`bounded` (a step that fails the task
   past its bound) and :func:`cleanup_bound` (shielded clean-up with a deadline).
 
@@ -22,6 +26,8 @@ from ozw.backends.execution.environment import (
     layered_environment,
     require_valid_environment,
 )
+from ozw.backends.execution.ledger import ProcessLedger
+from ozw.backends.execution.leftovers import stop_leftovers
 from ozw.backends.execution.limits import bounded, cleanup_bound
 from ozw.backends.execution.processes import ProcessRunner, group_alive
 from ozw.backends.execution.scripts import SHELL, ScriptResult, run_script
@@ -29,6 +35,7 @@ from ozw.backends.execution.scripts import SHELL, ScriptResult, run_script
 __all__ = [
     "SHELL",
     "WORKER_ONLY_VARIABLES",
+    "ProcessLedger",
     "ProcessRunner",
     "ScriptResult",
     "bounded",
@@ -41,4 +48,5 @@ __all__ = [
     "layered_environment",
     "require_valid_environment",
     "run_script",
+    "stop_leftovers",
 ]

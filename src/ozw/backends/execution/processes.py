@@ -12,12 +12,14 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 
 import anyio
 import anyio.abc
 
+from ozw.backends.execution.ledger import ProcessLedger
+from ozw.backends.execution.procfs import all_stats
+from ozw.backends.execution.spawn import ChildProcess, spawn
 from ozw.failures import normalise_exit_code
 from ozw.logs import TaskLog
 
@@ -31,7 +33,7 @@ group may hold our pipes open forever)."""
 GROUP_POLL_INTERVAL = 0.05
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
     """Signal a process group; False when it no longer exists."""
     try:
         os.killpg(pgid, sig)
@@ -50,7 +52,7 @@ def group_alive(pgid: int) -> bool:
     not): every cancellation would then wait the full grace period. On Linux the
     group's members are therefore checked in /proc, zombies not counting.
     """
-    if not _signal_group(pgid, 0):  # type: ignore[arg-type]
+    if not signal_group(pgid, 0):  # type: ignore[arg-type]
         return False
     running = _group_running_in_proc(pgid)
     return True if running is None else running
@@ -59,20 +61,9 @@ def group_alive(pgid: int) -> bool:
 def _group_running_in_proc(pgid: int) -> bool | None:
     """Whether a non-zombie member of the group exists per /proc; None without /proc."""
     try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+        return any(stat.pgrp == pgid and stat.running for stat in all_stats())
     except OSError:
         return None
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stream:
-                stat = stream.read()
-        except OSError:
-            continue  # exited meanwhile
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 class ProcessRunner:
@@ -82,8 +73,11 @@ class ProcessRunner:
     :meth:`kill_all` is the second-Ctrl-C path: SIGKILL to every live group now.
     """
 
-    def __init__(self, kill_grace: float = 10.0) -> None:
+    def __init__(self, kill_grace: float = 10.0, ledger: ProcessLedger | None = None) -> None:
         self.kill_grace = kill_grace
+        self.ledger = ledger
+        """Where started groups are recorded, so a later start-up can stop them if this
+        worker dies without doing so (see :mod:`~ozw.backends.execution.ledger`)."""
         self._groups: set[int] = set()
 
     @property
@@ -93,7 +87,7 @@ class ProcessRunner:
     def kill_all(self) -> None:
         """SIGKILL every process group this runner started and has not reaped."""
         for pgid in list(self._groups):
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
 
     async def run(
         self,
@@ -112,17 +106,11 @@ class ProcessRunner:
         normalised exit code (signal N → 128+N). On cancellation the whole group is
         stopped (SIGTERM, ``kill_grace``, SIGKILL) before the cancellation propagates.
         """
-        process = await anyio.open_process(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        process = spawn(command, env=env, cwd=cwd, stdin=stdin is not None)
         pgid = process.pid
         self._groups.add(pgid)
+        if self.ledger is not None:
+            self.ledger.record(pgid, label)
         # The relays are shielded from cancellation: what a child writes while its group
         # is being stopped (an agent's last words on SIGTERM) still reaches the log, and
         # a chatty child cannot block on a full pipe through its grace period. Once the
@@ -145,7 +133,7 @@ class ProcessRunner:
                     # holding stdin without reading must not keep us writing.
                     feed.cancel()
                     # The leader is gone; anything left of its group is a stray.
-                    _signal_group(pgid, signal.SIGKILL)
+                    signal_group(pgid, signal.SIGKILL)
                 except BaseException:
                     with anyio.CancelScope(shield=True):
                         await self.terminate(process)
@@ -156,25 +144,27 @@ class ProcessRunner:
                         scope.deadline = deadline
         finally:
             self._groups.discard(pgid)
+            if self.ledger is not None:
+                self.ledger.forget(pgid)
             with anyio.CancelScope(shield=True):
                 await process.aclose()
         return normalise_exit_code(returncode)
 
-    async def terminate(self, process: anyio.abc.Process) -> None:
+    async def terminate(self, process: ChildProcess) -> None:
         """SIGTERM the group, wait up to ``kill_grace`` for all of it to exit, then SIGKILL."""
         pgid = process.pid
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         with anyio.move_on_after(self.kill_grace):
             await process.wait()
             # No event tells when the last member of a group exits: poll.
             while group_alive(pgid):  # noqa: ASYNC110
                 await anyio.sleep(GROUP_POLL_INTERVAL)
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         with anyio.move_on_after(self.kill_grace):
             await process.wait()
 
 
-async def _feed(scope: anyio.CancelScope, process: anyio.abc.Process, data: bytes) -> None:
+async def _feed(scope: anyio.CancelScope, process: ChildProcess, data: bytes) -> None:
     assert process.stdin is not None
     try:
         with scope:

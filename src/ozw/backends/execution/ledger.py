@@ -1,0 +1,153 @@
+"""A worker's record, on disk, of the process groups it started and has not reaped.
+
+A worker killed with SIGKILL cannot stop its agents; the kernel ends the direct
+children (:mod:`~ozw.backends.execution.spawn`), not what they started. So each
+worker keeps a ledger file, ``flock``-ed for as long as it lives, listing every live
+group: its id and its leader's start time from /proc (a pid reused later never
+matches). At start-up, a ledger nobody holds any more is a dead worker's: its groups
+are stopped (:mod:`~ozw.backends.execution.leftovers`) and the file removed.
+
+The file holds one line of JSON, ``{"<pgid>": {"start": <ticks>, "label": ...}}``,
+rewritten in place on every change (written first, then cut to length, so a crash
+between the two leaves the new line followed by an old tail that reading ignores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+
+from ozw.backends.execution.procfs import read_stat
+
+logger = logging.getLogger("ozw.backends.execution")
+
+LEDGER_PREFIX: Final = ".ozw-processes-"
+LEDGER_SUFFIX: Final = ".json"
+
+
+@attrs.frozen
+class Entry:
+    """One recorded process group."""
+
+    pgid: int
+    start_ticks: int
+    """Its leader's start time (clock ticks since boot)."""
+    label: str
+
+
+def parse_ledger(data: bytes) -> list[Entry]:
+    """The entries of a ledger file (its first line); [] when it is unreadable."""
+    line = data.split(b"\n", 1)[0]
+    try:
+        table = json.loads(line)
+        return [
+            Entry(int(pgid), int(item["start"]), str(item.get("label", "")))
+            for pgid, item in table.items()
+        ]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+
+
+class ProcessLedger:
+    """This worker's ledger file; create it with :meth:`open`."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+        self._entries: dict[int, Entry] = {}
+
+    @classmethod
+    def open(cls, directory: str) -> ProcessLedger:
+        """Create and lock a new ledger in ``directory``. Raises OSError."""
+        name = f"{LEDGER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{LEDGER_SUFFIX}"
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def record(self, pgid: int, label: str) -> None:
+        """Record a group whose leader ``pgid`` was just started (and not yet reaped)."""
+        stat = read_stat(pgid)
+        if stat is None:
+            return  # already gone: nothing to stop later
+        self._entries[pgid] = Entry(pgid, stat.start_ticks, label)
+        self._write()
+
+    def forget(self, pgid: int) -> None:
+        """Drop a group this worker stopped or reaped."""
+        if self._entries.pop(pgid, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        if self._fd is None:
+            return
+        table = {str(e.pgid): {"start": e.start_ticks, "label": e.label} for e in self.entries}
+        data = json.dumps(table, separators=(",", ":")).encode() + b"\n"
+        try:
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+        except OSError as exc:
+            # The tasks run on; only the crash clean-up of this group may be missed.
+            logger.warning("cannot update the process ledger %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Remove the ledger (a clean stop: every group was stopped)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+
+@contextlib.contextmanager
+def abandoned_ledgers(directory: str) -> Iterator[list[tuple[str, list[Entry]]]]:
+    """The ledgers in ``directory`` no live worker holds, locked by us meanwhile, with
+    their entries; removed on a clean exit from the block."""
+    found: list[tuple[str, int, list[Entry]]] = []
+    try:
+        with os.scandir(directory) as entries:
+            names = [
+                e.name
+                for e in entries
+                if e.name.startswith(LEDGER_PREFIX) and e.name.endswith(LEDGER_SUFFIX)
+            ]
+    except OSError:
+        names = []
+    try:
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                data = os.pread(fd, 1 << 20, 0)
+            except OSError:
+                os.close(fd)  # held by a live worker (or unreadable): not ours to judge
+                continue
+            found.append((path, fd, parse_ledger(data)))
+        yield [(path, entries) for path, _, entries in found]
+        for path, _, _ in found:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    finally:
+        for _, fd, _ in found:
+            os.close(fd)
