@@ -34,6 +34,7 @@ from ozw.backends.direct.workspace import (
 )
 from ozw.backends.execution import (
     ProcessLedger,
+    ScriptResult,
     configured_environment,
     require_valid_environment,
     run_script,
@@ -290,19 +291,31 @@ class DirectTaskRun(TaskRun):
         require_valid_environment(env, FailureReason.AGENT_INVOCATION, "the agent")
         self.agent_env = env
 
-    async def _run_setup_command(self, command: str, workspace: Workspace) -> None:
-        env = self._script_env(workspace, setup=True)
-        require_valid_environment(env, FailureReason.SETUP_COMMAND, "the setup command")
-        result = await run_script(
+    async def _run_workspace_script(
+        self, command: str, workspace: Workspace, *, setup: bool
+    ) -> ScriptResult:
+        """Run the setup or teardown script in the workspace. Raises TaskFailure when its
+        environment holds a variable no process can receive."""
+        label, reason, timeout = (
+            ("setup", FailureReason.SETUP_COMMAND, self._config.setup_timeout)
+            if setup
+            else ("teardown", FailureReason.TEARDOWN_COMMAND, self._config.teardown_timeout)
+        )
+        env = self._script_env(workspace, setup=setup)
+        require_valid_environment(env, reason, f"the {label} command")
+        return await run_script(
             self.backend.runner,
             command,
-            what="setup command",
-            label="setup",
+            what=f"{label} command",
+            label=label,
             log=self.log,
             env=env,
-            timeout=self._config.setup_timeout,
+            timeout=timeout,
             cwd=workspace.path,
         )
+
+    async def _run_setup_command(self, command: str, workspace: Workspace) -> None:
+        result = await self._run_workspace_script(command, workspace, setup=True)
         if not result.ok:
             raise result.failure(FailureReason.SETUP_COMMAND)
 
@@ -356,19 +369,8 @@ class DirectTaskRun(TaskRun):
         command = self._config.teardown_command
         if not command:
             return None
-        env = self._script_env(workspace, setup=False)
         try:
-            require_valid_environment(env, FailureReason.TEARDOWN_COMMAND, "the teardown command")
+            result = await self._run_workspace_script(command, workspace, setup=False)
         except TaskFailure as exc:
             return exc.cause
-        result = await run_script(
-            self.backend.runner,
-            command,
-            what="teardown command",
-            label="teardown",
-            log=self.log,
-            env=env,
-            timeout=self._config.teardown_timeout,
-            cwd=workspace.path,
-        )
         return None if result.ok else result.describe()
