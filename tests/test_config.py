@@ -19,6 +19,7 @@ from ozw.config import (
     DirectConfig,
     DockerConfig,
     EnvEntry,
+    KubernetesConfig,
     ServerConfig,
     WorkerConfig,
     dump_config,
@@ -647,6 +648,7 @@ STARTER_BACKENDS: dict[str, object] = {
     "docker": DockerConfig(default_image="ubuntu:22.04"),
     "direct": DirectConfig(),
     "command": CommandConfig(dispatch_command="/opt/oz/dispatch.sh"),
+    "kubernetes": KubernetesConfig(),
 }
 
 

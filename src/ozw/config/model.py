@@ -8,10 +8,11 @@ reading a field tells all there is to know about it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final, Literal, TypeAlias, get_args
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import attrs
 
+from ozw.config import kubernetes as kube
 from ozw.config import rules
 from ozw.config.rules import DURATION, POSITIVE_DURATION, rule
 
@@ -20,7 +21,7 @@ DEFAULT_ROOT_URL: Final = "https://app.warp.dev"
 DEFAULT_WORKSPACE_ROOT: Final = "/var/lib/oz/workspaces"
 API_KEY_ENV: Final = "WARP_API_KEY"
 
-BackendName: TypeAlias = Literal["docker", "direct", "command"]
+BackendName: TypeAlias = Literal["docker", "direct", "command", "kubernetes"]
 PullPolicy: TypeAlias = Literal["always", "if-not-present", "never"]
 LogFormat: TypeAlias = Literal["human", "json"]
 LogLevel: TypeAlias = Literal["debug", "info", "warning", "error"]
@@ -86,12 +87,66 @@ class CommandConfig:
     kill_grace: float = attrs.field(default=10.0, metadata=DURATION)
 
 
-BackendConfig: TypeAlias = DockerConfig | DirectConfig | CommandConfig
+@attrs.frozen
+class KubernetesConfig:
+    """``[backend.kubernetes]``: PROTOCOL.md 9's keys (durations as ozw strings), plus
+    ozw's own ``context``, ``pod_template_file``, ``preflight``, ``reattach``, ``call_timeout``."""
+
+    namespace: str = attrs.field(default=kube.DEFAULT_NAMESPACE, metadata=rule(rules.required_text))
+    kubeconfig: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    """A kubeconfig file; unset: in-cluster, then ``$KUBECONFIG``, then ``~/.kube/config``."""
+    context: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    """The kubeconfig context (default: its current context)."""
+    default_image: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    image_pull_policy: kube.KubePullPolicy = "IfNotPresent"
+    use_image_volumes: bool = False
+    preflight_image: str = attrs.field(
+        default=kube.DEFAULT_PREFLIGHT_IMAGE, metadata=rule(rules.required_text)
+    )
+    sidecar_image: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    setup_command: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    teardown_command: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    extra_labels: dict[str, str] = attrs.field(factory=dict, metadata=rule(kube.labels))
+    extra_annotations: dict[str, str] = attrs.field(factory=dict, metadata=rule(kube.strings))
+    active_deadline_seconds: int | None = attrs.field(
+        default=None, metadata=rule(rules.at_least(1))
+    )
+    ttl_seconds_after_finished: int | None = attrs.field(
+        default=None, metadata=rule(rules.at_least(0))
+    )
+    """Unset: 86400 (a day); always left out when cleanup is off."""
+    workspace_size_limit: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    unschedulable_timeout: float = attrs.field(
+        default=kube.DEFAULT_UNSCHEDULABLE_TIMEOUT, metadata=DURATION
+    )
+    """How long a pod may stay unschedulable before the task fails; 0 disables."""
+    coding_cli_sidecars: dict[str, str] = attrs.field(factory=dict, metadata=rule(kube.strings))
+    pod_template: dict[str, Any] | None = attrs.field(
+        default=None, metadata=rule(kube.pod_template)
+    )
+    pod_template_file: str | None = attrs.field(
+        default=None, validator=kube.one_template, metadata=rule(kube.pod_template_file)
+    )
+    preflight_resources: dict[str, Any] | None = attrs.field(
+        default=None, metadata=rule(kube.preflight_resources)
+    )
+    environment: tuple[EnvEntry, ...] = ()
+    preflight: bool = True
+    """Run the preflight Job at start-up."""
+    reattach: bool = True
+    """At start-up adopt this worker's running Jobs (and report finished unreported ones);
+    at shutdown leave running Jobs alone and report nothing for them."""
+    call_timeout: float = attrs.field(default=kube.DEFAULT_CALL_TIMEOUT, metadata=POSITIVE_DURATION)
+    """Bound of each Kubernetes API call."""
+
+
+BackendConfig: TypeAlias = DockerConfig | DirectConfig | CommandConfig | KubernetesConfig
 
 BACKEND_CLASSES: Final[dict[BackendName, type[BackendConfig]]] = {
     "docker": DockerConfig,
     "direct": DirectConfig,
     "command": CommandConfig,
+    "kubernetes": KubernetesConfig,
 }
 
 
@@ -135,6 +190,8 @@ def backend_name(backend: BackendConfig) -> BackendName:
             return "direct"
         case CommandConfig():
             return "command"
+        case KubernetesConfig():
+            return "kubernetes"
 
 
 def resolve_environment(entries: Iterable[EnvEntry], environ: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,112 @@
+"""``pod_template`` / ``pod_template_file`` / ``preflight_resources`` are checked at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ozw.backends.kubernetes.manifests import pod_spec_template, preflight_resources
+from ozw.backends.kubernetes.template import TemplateError, check_pod_spec
+from ozw.config import CliOverrides, ConfigError, load_config
+from tests.kubernetes.manifest_cases import TEMPLATE
+
+
+def test_a_real_template_passes_unchanged() -> None:
+    assert check_pod_spec(TEMPLATE) == TEMPLATE
+
+
+def test_a_template_without_containers_is_fine() -> None:
+    assert check_pod_spec({"nodeSelector": {"a": "b"}}) == {"nodeSelector": {"a": "b"}}
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ({"nodeSelecter": {"a": "b"}}, "pod_template.nodeSelecter: unknown key"),
+        (
+            {"containers": [{"name": "task", "imagePulPolicy": "Always"}]},
+            "pod_template.containers[0].imagePulPolicy: unknown key",
+        ),
+        (
+            {"tolerations": [{"key": "a", "efect": "NoSchedule"}]},
+            "pod_template.tolerations[0].efect: unknown key",
+        ),
+        ({"containers": [{"name": "t", "ports": [{"containerPort": "x"}]}]}, "containerPort"),
+        ({"containers": [{"image": "x"}]}, "name"),
+        ([1, 2], "expected a table"),
+    ],
+)
+def test_mistakes_are_refused_with_their_path(template: object, message: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        check_pod_spec(template)
+    assert message in str(caught.value)
+
+
+def _load(tmp_path: Path, table: str) -> object:
+    path = tmp_path / "worker.toml"
+    path.write_text(f'worker_id = "w"\n[backend.kubernetes]\n{table}\n')
+    return load_config(str(path), CliOverrides(), {})
+
+
+def _refusal(tmp_path: Path, table: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, table)
+    return str(caught.value)
+
+
+def test_config_refuses_a_bad_inline_template(tmp_path: Path) -> None:
+    message = _refusal(tmp_path, "pod_template = { hostNetwerk = true }")
+    assert "backend.kubernetes.pod_template" in message
+    assert "hostNetwerk: unknown key" in message
+    assert "\n" not in message
+
+
+def test_config_takes_a_template(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path, 'pod_template = { serviceAccountName = "oz", nodeSelector = { pool = "a" } }'
+    )
+    assert pod_spec_template(config.backend) == {  # type: ignore[attr-defined]
+        "serviceAccountName": "oz",
+        "nodeSelector": {"pool": "a"},
+    }
+
+
+def test_template_file(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text("serviceAccountName: oz\nnodeSelector:\n  pool: agents\n")
+    config = _load(tmp_path, f'pod_template_file = "{path}"')
+    expected = {"serviceAccountName": "oz", "nodeSelector": {"pool": "agents"}}
+    assert pod_spec_template(config.backend) == expected  # type: ignore[attr-defined]
+
+
+def test_template_file_mistakes(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("serviceAcountName: oz\n")
+    assert "serviceAcountName: unknown key" in _refusal(tmp_path, f'pod_template_file = "{bad}"')
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [\n")
+    assert "not valid YAML" in _refusal(tmp_path, f'pod_template_file = "{broken}"')
+    missing = tmp_path / "missing.yaml"
+    assert "No such file" in _refusal(tmp_path, f'pod_template_file = "{missing}"')
+
+
+def test_both_template_forms_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text("{}\n")
+    message = _refusal(tmp_path, f'pod_template = {{}}\npod_template_file = "{path}"')
+    assert "not both" in message
+
+
+def test_preflight_resources_are_checked(tmp_path: Path) -> None:
+    message = _refusal(tmp_path, 'preflight_resources = { limit = { cpu = "1" } }')
+    assert "limit: unknown key" in message
+    config = _load(tmp_path, 'preflight_resources = { limits = { cpu = "1" } }')
+    assert preflight_resources(config.backend) == {"limits": {"cpu": "1"}}  # type: ignore[attr-defined]
+
+
+def test_labels_and_durations(tmp_path: Path) -> None:
+    assert "not a valid label value" in _refusal(tmp_path, 'extra_labels = { team = "a b" }')
+    config = _load(tmp_path, 'unschedulable_timeout = "2m"\nextra_labels = { team = "infra" }')
+    assert config.backend.unschedulable_timeout == 120  # type: ignore[attr-defined]
+    assert "must be one of" in _refusal(tmp_path, 'image_pull_policy = "always"')
