@@ -1,0 +1,45 @@
+"""``python -m tests.kubernetes.fakeapi``: run the fake API server until killed.
+
+Prints ``listening on http://127.0.0.1:<port>`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tests.kubernetes.fakeapi.server import FakeApi, serve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="fakeapi")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--step", type=float, default=0.05, help="seconds between pod steps")
+    parser.add_argument(
+        "--forbid-root", action="store_true", help="refuse pods with root containers"
+    )
+    parser.add_argument("--token", help="require this bearer token")
+    parser.add_argument("--reject-jobs", help="an admission webhook refuses every Job with this")
+    parser.add_argument(
+        "--deny", action="append", default=[], help="verb:resource[/sub] not allowed"
+    )
+    parser.add_argument("--watch-timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    api = FakeApi(
+        step=args.step,
+        forbid_root=args.forbid_root,
+        token=args.token,
+        reject_jobs=args.reject_jobs,
+        watch_timeout=args.watch_timeout,
+    )
+    api.denied.update(args.deny)
+    server = serve(api, args.port)
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
