@@ -49,6 +49,8 @@ class TaskResult(enum.StrEnum):
     CANCELLED = "cancelled"
     FAILED = "failed"
     HANDED_OFF = "handed_off"
+    DETACHED = "detached"
+    """Stopped by the worker's shutdown but left running for the next start to reattach."""
 
 
 @attrs.define
@@ -111,13 +113,23 @@ def failed(
 
 
 def _outcome_of_stop(
-    control: TaskControl, task_timeout: float | None, exit_code: int | None = None
+    control: TaskControl,
+    task_timeout: float | None,
+    exit_code: int | None = None,
+    *,
+    reattaches: bool = False,
 ) -> TaskOutcome:
-    """The outcome of a task the worker stopped; ``exit_code`` when the agent's was seen."""
+    """The outcome of a task the worker stopped; ``exit_code`` when the agent's was seen.
+
+    A shutdown of a backend that ``reattaches`` reports nothing: the task lives on and
+    the worker's next start adopts it.
+    """
     task_id = control.params.task_id
     match control.cause:
         case StopCause.SERVER:
             return cancelled(task_id)
+        case StopCause.SHUTDOWN if reattaches:
+            return TaskOutcome(None, TaskResult.DETACHED)
         case StopCause.SHUTDOWN:
             return failed(
                 task_id, FailureReason.GRACEFUL_SHUTDOWN, "the worker is shutting down", exit_code
@@ -165,7 +177,7 @@ async def run_task(
         if timer.cancelled_caught and control.cause is None:
             control.cause = StopCause.TIMEOUT
         if control.scope.cancelled_caught or timer.cancelled_caught or outcome is None:
-            outcome = _outcome_of_stop(control, task_timeout)
+            outcome = _outcome_of_stop(control, task_timeout, reattaches=backend.reattaches)
         outcome = attrs.evolve(outcome, phase=control.phase)
     except Exception as exc:
         if timer.cancel_called and control.cause is None:
@@ -177,7 +189,9 @@ async def run_task(
         elif control.cause is not None or control.scope.cancel_called:
             # A backend that turned our own stop (or deadline) into a failure: the stop
             # is the truth.
-            outcome = _outcome_of_stop(control, task_timeout, failure.exit_code)
+            outcome = _outcome_of_stop(
+                control, task_timeout, failure.exit_code, reattaches=backend.reattaches
+            )
         else:
             outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)
         outcome = attrs.evolve(outcome, phase=control.phase)

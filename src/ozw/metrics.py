@@ -140,6 +140,8 @@ class WorkerMetrics:
 
     def on_finished(self, _params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
         self.tasks_active.dec()
+        if outcome.result is TaskResult.DETACHED:
+            return  # not ended: the worker's next start reattaches and reports it
         result = RESULT_LABELS[outcome.result]
         self.completed.labels(result=result).inc()
         self.duration.labels(result=result).observe(duration)

@@ -32,7 +32,7 @@ from ozw.protocol import ProtocolError, TaskAssignment, decode_server_message, e
 TAIL_LINES = 20
 SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"
 AGENT_SIDECAR = "warpdotdev/warp-agent:latest"
-"""The agent sidecar the Oz server names in its assignments (docker backend)."""
+"""The agent sidecar the Oz server names in its assignments (container backends)."""
 
 
 class SmokeError(Exception):
@@ -48,7 +48,7 @@ def sample_assignment(config: WorkerConfig) -> TaskAssignment:
         "task": {"id": task_id, "title": "ozw smoke test"},
         "env_vars": {"OZ_STANDIN_PROMPT": SAMPLE_PROMPT},
     }
-    if config.backend_name == "docker":
+    if config.backend_name in ("docker", "kubernetes"):
         data["sidecar_image"] = AGENT_SIDECAR
     return _decode_assignment(data, "the built-in sample")
 

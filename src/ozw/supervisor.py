@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from ozw.backends.base import Backend
-from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, TaskPhase, run_task
+from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, TaskPhase, TaskResult, run_task
 from ozw.logs import TaskLog
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings, TaskParams, build_task_params
@@ -156,6 +156,24 @@ class Supervisor:
         for claimed in self.events.on_claimed:
             _notify(claimed, params)
 
+    def adopt(self, params: TaskParams) -> None:
+        """Take over a task an earlier run of this worker started and that outlived it
+        (a Kubernetes Job): it occupies a slot and is reported like any task, without a
+        second claim."""
+        key = execution_key(params)
+        if key in self.active:
+            return
+        control = TaskControl(params, TaskLog(params.task_id, execution_id=params.execution_id))
+        self.active[key] = control
+        self._last_of_run[params.task_id] = control
+        tlog = control.log
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        tlog.info("reattached (execution %s)", params.execution_id or "-")
+        assert self._nursery is not None, "Supervisor.run must be started first"
+        self._nursery.start_soon(self._run_task, control, name=f"task {params.task_id}")
+        for claimed in self.events.on_claimed:
+            _notify(claimed, params)
+
     def _reject(self, task_id: str, reason: str) -> None:
         self.outbox.put(TaskRejected(task_id, reason))
         for rejected in self.events.on_rejected:
@@ -204,7 +222,9 @@ class Supervisor:
             if not self.active:
                 self._idle.set()
         duration = trio.current_time() - started
-        if outcome.message is None:
+        if outcome.result is TaskResult.DETACHED:
+            control.log.info("left running for the next start to reattach (%.1fs)", duration)
+        elif outcome.message is None:
             _remember(self.handed_off, params.task_id, params)
             control.log.info("handed off (%.1fs)", duration)
         else:

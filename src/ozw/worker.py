@@ -160,6 +160,8 @@ class Worker:
             if handle_signals:
                 await root.start(self._watch_signals)
             await root.start(self.supervisor.run)
+            for adopted in self.backend.reattached():
+                self.supervisor.adopt(adopted)
             if listeners:
                 self.metrics_port = await root.start(
                     serve_http, self.metrics, lambda: self.connection.connected, listeners
@@ -188,6 +190,13 @@ class Worker:
         supervisor = self.supervisor
         supervisor.stop_accepting()
         with self._shutdown_scope:
+            if self.backend.reattaches:
+                if supervisor.active:
+                    log.info(
+                        "leaving %d task(s) running for the next start to reattach",
+                        len(supervisor.active),
+                    )
+                self.backend.detach()
             if self.backend.tasks_survive_shutdown:
                 log.info("waiting for %d task(s) being handed off", len(supervisor.active))
             else:

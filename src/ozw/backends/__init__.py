@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def create_backend(config: WorkerConfig) -> Backend:
     """The backend the configuration selects (imported lazily: each pulls its own deps)."""
-    from ozw.config import CommandConfig, DirectConfig, DockerConfig
+    from ozw.config import CommandConfig, DirectConfig, DockerConfig, KubernetesConfig
 
     match config.backend:
         case DirectConfig():
@@ -28,4 +28,10 @@ def create_backend(config: WorkerConfig) -> Backend:
             from ozw.backends.docker import DockerBackend
 
             return DockerBackend(config.backend, worker_id=config.worker_id, cleanup=config.cleanup)
+        case KubernetesConfig():
+            from ozw.backends.kubernetes.backend import KubernetesBackend
+
+            return KubernetesBackend(
+                config.backend, worker_id=config.worker_id, cleanup=config.cleanup
+            )
     raise BackendUnavailable(f"unknown backend {config.backend!r}")

@@ -78,6 +78,10 @@ class Backend(abc.ABC):
     teardown_timeout: float = 300.0
     """The deadline of one task's teardown."""
 
+    reattaches: bool = False
+    """True when a task stopped by the worker's shutdown lives on (a Kubernetes Job) and
+    the next start of this worker adopts it: the shutdown reports nothing for it."""
+
     def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
         self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
         """The worker's environment (default ``os.environ``), read once here: configured
@@ -96,6 +100,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
         """Create the run of one task (no I/O here)."""
+
+    def reattached(self) -> list[TaskParams]:
+        """Tasks an earlier run of this worker left running, found by :meth:`recover`:
+        the supervisor adopts each (a slot, watched to its end, reported)."""
+        return []
+
+    def detach(self) -> None:
+        """The worker stops gracefully and :attr:`reattaches`: leave running work alone."""
 
     async def cancel(self, params: TaskParams) -> None:
         """Best-effort cancel of work living elsewhere (after a hand-off)."""

@@ -1,0 +1,230 @@
+"""Following one task Job to its end (PROTOCOL.md 9, "Monitoring").
+
+Three watchers race inside one task group and the first verdict wins: a watch on
+the Job (by name), a watch on its pods (by execution-hash label), and a safety
+poll every 30 s (a watch can miss what a poll cannot, and an unschedulable pod's
+timeout passes without any event). Meanwhile the task container's log is followed
+and relayed into the task log line by line. On failure, the logs of the pod's
+other containers (up to 1 MiB each) go to the worker log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Any, Final
+
+import anyio
+import httpx2 as httpx
+from lightkube import ApiError
+
+from ozw.backends.kubernetes.classify import (
+    classify_job_failure,
+    classify_pod,
+    job_complete,
+    job_failed,
+    needs_events,
+    unschedulable_since,
+)
+from ozw.backends.kubernetes.client import KubeApi, api_error_text
+from ozw.backends.kubernetes.manifests import TASK_CONTAINER
+from ozw.backends.kubernetes.names import execution_selector
+from ozw.failures import FailureReason, TaskFailure
+from ozw.logs import TaskLog
+
+logger = logging.getLogger("ozw.backends.kubernetes")
+
+SAFETY_POLL: Final = 30.0
+LOG_DRAIN: Final = 5.0
+"""How long a finished task's log follower may take to relay its last lines."""
+MAX_LOG_BYTES: Final = 1 << 20
+
+Json = dict[str, Any]
+Verdict = TaskFailure | None
+"""None: the Job completed."""
+
+
+def _container_running_or_done(pod: Json, name: str) -> bool:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        state = status.get("state") or {}
+        if status.get("name") == name and ("running" in state or "terminated" in state):
+            return True
+    return False
+
+
+class JobMonitor:
+    """Watches one Job and its pods until it completes or fails."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        job_name: str,
+        execution_id: str,
+        log: TaskLog,
+        *,
+        unschedulable_timeout: float,
+        logs_since: float | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.api = api
+        self.job_name = job_name
+        self.selector = execution_selector(execution_id)
+        self.log = log
+        self.unschedulable_timeout = unschedulable_timeout
+        self.logs_since = logs_since
+        """For a reattached task, the ``time.time()`` of this worker's start: earlier lines
+        were relayed (or lost) by the run before the restart."""
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.poll_interval = SAFETY_POLL
+        self.followed: dict[str, anyio.Event] = {}
+        """Pods whose task container log is being followed → set when the stream ended."""
+        self.rechecks: set[str] = set()
+        """Unschedulable pods with a re-check due when their timeout ends."""
+        self.verdict: Verdict = None
+        self._decided = anyio.Event()
+
+    def _decide(self, verdict: Verdict) -> None:
+        if not self._decided.is_set():
+            self.verdict = verdict
+            self._decided.set()
+
+    async def run(self) -> None:
+        """Return once the Job completed; raise its TaskFailure when it failed."""
+        async with anyio.create_task_group() as group:
+            self._group = group
+            group.start_soon(self._watch_job)
+            group.start_soon(self._watch_pods)
+            group.start_soon(self._poll)
+            await self._decided.wait()
+            # Let the log follower relay the last lines before we report.
+            with anyio.move_on_after(LOG_DRAIN):
+                for ended in list(self.followed.values()):
+                    await ended.wait()
+            group.cancel_scope.cancel()
+        if self.verdict is not None:
+            raise self.verdict
+
+    # -- the three watchers --
+
+    async def _watch_job(self) -> None:
+        async with aclosing(self.api.watch("Job", name=self.job_name)) as events:
+            async for event, job in events:
+                if event == "DELETED":
+                    self._decide(
+                        TaskFailure(FailureReason.JOB_WATCH, f"Job {self.job_name} was deleted")
+                    )
+                else:
+                    await self._job_state(job)
+
+    async def _watch_pods(self) -> None:
+        async with aclosing(self.api.watch("Pod", labels=self.selector)) as events:
+            async for event, pod in events:
+                if event != "DELETED":
+                    await self._pod_state(pod)
+
+    async def _poll(self) -> None:
+        while True:
+            await anyio.sleep(self.poll_interval)
+            try:
+                job = await self.api.get_job(self.job_name)
+                if job is None:
+                    self._decide(
+                        TaskFailure(FailureReason.JOB_WATCH, f"Job {self.job_name} is gone")
+                    )
+                    return
+                await self._job_state(job)
+                for pod in await self.api.list_pods(self.selector):
+                    await self._pod_state(pod)
+            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
+                # The watches carry on; only a lasting outage matters, and it shows there.
+                self.log.warning("safety poll of Job %s failed: %s", self.job_name, _text(exc))
+
+    # -- judging states --
+
+    async def _job_state(self, job: Json) -> None:
+        if job_complete(job):
+            self._decide(None)
+        elif job_failed(job):
+            failure = None
+            try:
+                for pod in await self.api.list_pods(self.selector):
+                    failure = failure or await self._pod_failure(pod)
+            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
+                self.log.warning("listing the pods of failed Job %s: %s", self.job_name, _text(exc))
+            self._decide(failure or classify_job_failure(job))
+
+    async def _pod_state(self, pod: Json) -> None:
+        name = pod.get("metadata", {}).get("name", "")
+        if name and name not in self.followed and _container_running_or_done(pod, TASK_CONTAINER):
+            self.followed[name] = anyio.Event()
+            self._group.start_soon(self._follow, name)
+        failure = await self._pod_failure(pod)
+        if failure is not None:
+            await self._dump_logs(pod)
+            self._decide(failure)
+            return
+        since = unschedulable_since(pod)
+        if since is not None and self.unschedulable_timeout > 0 and name not in self.rechecks:
+            # No event marks the timeout's end: look again exactly then.
+            self.rechecks.add(name)
+            due = since + dt.timedelta(seconds=self.unschedulable_timeout) - self.clock()
+            self._group.start_soon(self._recheck, max(0.0, due.total_seconds()))
+
+    async def _recheck(self, delay: float) -> None:
+        await anyio.sleep(delay)
+        try:
+            for pod in await self.api.list_pods(self.selector):
+                await self._pod_state(pod)
+        except (ApiError, httpx.HTTPError, TimeoutError) as exc:
+            self.log.warning("re-reading the pods of Job %s: %s", self.job_name, _text(exc))
+
+    async def _pod_failure(self, pod: Json) -> TaskFailure | None:
+        events: list[Json] = []
+        if needs_events(pod):
+            uid = pod.get("metadata", {}).get("uid", "")
+            try:
+                events = await self.api.list_events(uid)
+            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
+                self.log.warning("listing events of pod %s: %s", uid, _text(exc))
+        return classify_pod(pod, events, self.clock(), self.unschedulable_timeout)
+
+    # -- logs --
+
+    async def _follow(self, pod: str) -> None:
+        try:
+            since = None
+            if self.logs_since is not None:
+                since = max(1, math.ceil(time.time() - self.logs_since))
+            stream = self.api.follow_log(pod, TASK_CONTAINER, since=since)
+            async with aclosing(stream) as lines:
+                async for line in lines:
+                    self.log.output("agent", line)
+        except (ApiError, httpx.HTTPError) as exc:
+            self.log.debug("log stream of pod %s ended: %s", pod, _text(exc))
+            del self.followed[pod]  # tried again on the pod's next change
+            return
+        self.followed[pod].set()
+
+    async def _dump_logs(self, pod: Json) -> None:
+        name = pod.get("metadata", {}).get("name", "")
+        spec = pod.get("spec", {})
+        for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+            cname = container.get("name", "")
+            if cname == TASK_CONTAINER and name in self.followed:
+                continue  # already relayed line by line
+            try:
+                text = await self.api.read_log(name, cname, MAX_LOG_BYTES)
+            except (ApiError, httpx.HTTPError, TimeoutError):
+                continue  # a container that never started has no log
+            if text.strip():
+                self.log.info("pod %s container %s output:\n%s", name, cname, text.rstrip())
+
+
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, ApiError):
+        return api_error_text(exc)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,273 @@
+"""A real ``ozw`` process on the Kubernetes backend, against the fake API server.
+
+The fake is a separate process speaking the real API (see test_fakeapi_kubectl.py);
+the dispatch server is the project's own. Nothing in between is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ozw.backends.kubernetes.names import ANNOTATION_REPORTED, job_name
+from ozw.protocol import (
+    TASK_STATE_CANCELLED,
+    TaskAssignment,
+    TaskCancellation,
+    TaskClaimed,
+    TaskCompleted,
+    TaskFailed,
+)
+from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster
+from tests.ozw_process import OzwProcess
+from tests.support.worker import API_KEY, assignment, start_server, terminal_for
+
+SECRET = "s3cr3t-value-never-in-a-job-spec"
+JOBS = "/apis/batch/v1/namespaces/agents/jobs"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+    with fake_cluster(tmp_path) as running:
+        yield running
+
+
+def write_config(tmp_path: Path, port: int, cluster: FakeCluster, **extra: str) -> Path:
+    lines = "\n".join(f"{key} = {value}" for key, value in extra.items())
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        f"""
+worker_id = "k8s-worker"
+shutdown_grace = "20s"
+
+[server]
+websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
+root_url = "http://127.0.0.1:{port}"
+
+[backend.kubernetes]
+namespace = "agents"
+kubeconfig = "{cluster.kubeconfig}"
+{lines}
+"""
+    )
+    return config
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WARP_", "KUBE"))}
+    env["WARP_API_KEY"] = API_KEY
+    return env
+
+
+def task(task_id: str, image: str) -> TaskAssignment:
+    found = assignment(task_id, docker_image=image)
+    found.env_vars["GITHUB_TOKEN"] = SECRET
+    return found
+
+
+def job_of(cluster: FakeCluster, task_id: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = cluster.get(f"{JOBS}/{job_name(task_id, task_id)}")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
+    return found
+
+
+async def test_story_of_a_task(cluster: FakeCluster, tmp_path: Path) -> None:
+    """assign → Job → pod running → log lines relayed → Job complete → task_completed →
+    Job deleted."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster)
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await ozw.wait_line("kubernetes preflight Job .* passed")
+            # The server assigns a task.
+            await server.send(task("story-1", "fake/agent:1"))
+            # The worker creates its Job, whose spec holds no secret value.
+            await ozw.wait_line(r"task=story-1 Job oz-task-story-1-exec-story-1 created")
+            spec = job_of(cluster, "story-1")
+            assert spec is not None
+            assert SECRET not in json.dumps(spec)
+            # The pod runs; its log lines are relayed into the worker's log.
+            await ozw.wait_line(r"task=story-1 \[agent\] fake agent: TASK_ID=story-1")
+            await ozw.wait_line(r"task=story-1 \[agent\] fake agent: exiting 0")
+            # The Job completes; the server hears task_completed.
+            done = await server.wait_for(terminal_for("story-1"))
+            assert isinstance(done, TaskCompleted)
+            assert done.task_state != TASK_STATE_CANCELLED
+            # The Job is deleted, its pod and Secret with it.
+            await ozw.wait_line(r"task=story-1 Job oz-task-story-1-exec-story-1 deleted")
+        assert job_of(cluster, "story-1") is None
+        assert cluster.get("/api/v1/namespaces/agents/secrets")["items"] == []
+        assert cluster.get("/api/v1/namespaces/agents/pods")["items"] == []
+        assert server.messages_for("story-1")[0] == TaskClaimed("story-1", "k8s-worker")
+        assert SECRET not in ozw.log
+        ozw.send_signal(signal.SIGTERM)
+        assert await ozw.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_task_keeps_its_job_marked_reported(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await server.send(task("fails", "fake/exit-3"))
+            failed = await server.wait_for(terminal_for("fails"))
+            await ozw.wait_line(r"task=fails Job .* kept \(failed\)")
+        assert isinstance(failed, TaskFailed)
+        assert failed.failure_reason == "container_exit"
+        assert failed.exit_code == 3
+        kept = job_of(cluster, "fails")
+        assert kept is not None
+        assert kept["metadata"]["annotations"][ANNOTATION_REPORTED] == "true"
+        assert cluster.get("/api/v1/namespaces/agents/secrets")["items"] == []
+        ozw.send_signal(signal.SIGTERM)
+        assert await ozw.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_cancellation_deletes_the_job(cluster: FakeCluster, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await server.send(task("held", "fake/hold"))
+            await ozw.wait_line(r"task=held \[agent\] fake agent: working")
+            await server.send(TaskCancellation("held"))
+            done = await server.wait_for(terminal_for("held"))
+        assert isinstance(done, TaskCompleted)
+        assert done.task_state == TASK_STATE_CANCELLED
+        assert job_of(cluster, "held") is None
+        deletes = [
+            r for r in cluster.requests() if r["method"] == "DELETE" and "/jobs/" in r["path"]
+        ]
+        assert deletes[-1]["query"]["propagationPolicy"] == "Foreground"
+        ozw.send_signal(signal.SIGTERM)
+        assert await ozw.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_task_timeout_deletes_the_job(cluster: FakeCluster, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
+        text = config.read_text().replace('shutdown_grace = "20s"', 'task_timeout = "2s"')
+        config.write_text(text)
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await server.send(task("slow", "fake/hold"))
+            failed = await server.wait_for(terminal_for("slow"))
+        assert isinstance(failed, TaskFailed)
+        assert failed.failure_reason == "task_timeout"
+        assert job_of(cluster, "slow") is None
+        ozw.send_signal(signal.SIGTERM)
+        assert await ozw.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_shutdown_leaves_the_job_running_and_reports_nothing(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await server.send(task("lives-on", "fake/hold"))
+            await ozw.wait_line(r"task=lives-on \[agent\] fake agent: working")
+            ozw.send_signal(signal.SIGTERM)
+            assert await ozw.wait() == 0
+        assert server.messages_for("lives-on") == [TaskClaimed("lives-on", "k8s-worker")]
+        assert "left running for the next start" in ozw.log
+        job = job_of(cluster, "lives-on")
+        assert job is not None
+        assert "deletionTimestamp" not in job["metadata"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_reattachment_after_sigkill(cluster: FakeCluster, tmp_path: Path) -> None:
+    """The worker is killed mid-task; started again, it adopts the Job and reports it."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
+        first = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await server.send(task("survivor", "fake/hold"))
+            await first.wait_line(r"task=survivor \[agent\] fake agent: working")
+            assert first.process is not None
+            os.killpg(first.process.pid, signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+        assert server.messages_for("survivor") == [TaskClaimed("survivor", "k8s-worker")]
+        assert job_of(cluster, "survivor") is not None
+        second = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await second.wait_line(r"found 1 Job\(s\) of an earlier run to reattach")
+            await second.wait_line(
+                r"task=survivor reattached to Job oz-task-survivor-exec-survivor"
+            )
+            cluster.control(f"release/agents/{job_name('survivor', 'survivor')}", exit="0")
+            # Lines written since the restart are relayed.
+            await second.wait_line(r"task=survivor \[agent\] fake agent: exiting 0")
+            done = await server.wait_for(terminal_for("survivor"))
+            await second.wait_line(r"task=survivor Job .* deleted")
+        assert isinstance(done, TaskCompleted)
+        claims = [m for m in server.messages_for("survivor") if isinstance(m, TaskClaimed)]
+        assert len(claims) == 1, "an adopted task is not claimed again"
+        assert second.log.count("fake agent: exiting 0") == 1
+        assert job_of(cluster, "survivor") is None
+        second.send_signal(signal.SIGTERM)
+        assert await second.wait() == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_finished_unreported_job_is_reported_at_start(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
+        first = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(60):
+            await server.wait_connected()
+            await server.send(task("finished-alone", "fake/hold"))
+            await first.wait_line(r"task=finished-alone \[agent\] fake agent: working")
+            assert first.process is not None
+            os.killpg(first.process.pid, signal.SIGKILL)
+            await first.wait()
+            name = job_name("finished-alone", "finished-alone")
+            cluster.control(f"release/agents/{name}", exit="4")
+            # kubectl waits (a watch) until the Job has failed while no worker ran.
+            await trio.to_thread.run_sync(
+                lambda: cluster.kubectl("wait", "--for=condition=failed", f"job/{name}")
+            )
+            second = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+            failed = await server.wait_for(terminal_for("finished-alone"))
+        assert isinstance(failed, TaskFailed)
+        assert failed.failure_reason == "container_exit"
+        assert failed.exit_code == 4
+        second.send_signal(signal.SIGTERM)
+        assert await second.wait() == 0
+        nursery.cancel_scope.cancel()
