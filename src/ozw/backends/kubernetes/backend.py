@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 import anyio
-import httpx2 as httpx
-from lightkube import ApiError
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.backends.execution import (
@@ -34,10 +32,11 @@ from ozw.backends.execution import (
 )
 from ozw.backends.kubernetes.classify import job_finished
 from ozw.backends.kubernetes.client import (
+    API_PROBLEMS,
     KubeApi,
     KubeConfigError,
-    api_error_text,
     load_kubeconfig,
+    problem_text,
 )
 from ozw.backends.kubernetes.manifests import (
     TaskJobSpec,
@@ -77,15 +76,8 @@ POD_ENDED: Final = frozenset(
     }
 )
 """Failures that mean the pod has ended (the Job fails with it)."""
-ApiProblem = (ApiError, httpx.HTTPError, TimeoutError, KubeConfigError)
-
-
-def _problem(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return api_error_text(exc)
-    if isinstance(exc, TimeoutError):
-        return "the API server did not answer in time"
-    return str(exc) or type(exc).__name__
+ApiProblem = API_PROBLEMS
+_problem = problem_text
 
 
 class KubernetesBackend(Backend):

@@ -118,40 +118,38 @@ def _state(status: Json, key: str) -> Json | None:
     return value if isinstance(value, Mapping) else None
 
 
+def _status_failure(pod: Json, entry: Json, init: bool) -> TaskFailure | None:
+    """The failure one container status shows (an init container's or a main one's)."""
+    kind = "init container" if init else "container"
+    name = entry.get("name", "?")
+    terminated = _state(entry, "terminated")
+    if terminated and terminated.get("exitCode"):
+        if init:
+            reason = FailureReason.INIT_CONTAINER
+        elif terminated.get("reason") == "OOMKilled":
+            reason = FailureReason.CONTAINER_OOM
+        else:
+            reason = FailureReason.CONTAINER_EXIT
+        cause = _terminated_cause(pod, kind, name, terminated)
+        return TaskFailure(reason, cause, terminated_exit_code(terminated))
+    waiting = _state(entry, "waiting")
+    if waiting and waiting.get("reason") in IMMEDIATE_WAITING:
+        cause = _waiting_cause(pod, kind, name, waiting)
+        return TaskFailure(waiting_reason(waiting["reason"], init), cause)
+    return None
+
+
 def _container_failure(pod: Json) -> TaskFailure | None:
     status = pod.get("status", {})
     sidecars = _restartable_inits(pod)
     for entry in status.get("initContainerStatuses") or []:
-        name = entry.get("name", "?")
-        terminated = _state(entry, "terminated")
-        if terminated and terminated.get("exitCode") and name not in sidecars:
-            return TaskFailure(
-                FailureReason.INIT_CONTAINER,
-                _terminated_cause(pod, "init container", name, terminated),
-                terminated_exit_code(terminated),
-            )
-        waiting = _state(entry, "waiting")
-        if waiting and waiting.get("reason") in IMMEDIATE_WAITING:
-            return TaskFailure(
-                waiting_reason(waiting["reason"], True),
-                _waiting_cause(pod, "init container", name, waiting),
-            )
+        if entry.get("name") in sidecars and _state(entry, "terminated"):
+            continue  # a native sidecar's exit never decides the pod
+        if (failure := _status_failure(pod, entry, True)) is not None:
+            return failure
     for entry in status.get("containerStatuses") or []:
-        name = entry.get("name", "?")
-        terminated = _state(entry, "terminated")
-        if terminated and terminated.get("exitCode"):
-            oom = terminated.get("reason") == "OOMKilled"
-            return TaskFailure(
-                FailureReason.CONTAINER_OOM if oom else FailureReason.CONTAINER_EXIT,
-                _terminated_cause(pod, "container", name, terminated),
-                terminated_exit_code(terminated),
-            )
-        waiting = _state(entry, "waiting")
-        if waiting and waiting.get("reason") in IMMEDIATE_WAITING:
-            return TaskFailure(
-                waiting_reason(waiting["reason"], False),
-                _waiting_cause(pod, "container", name, waiting),
-            )
+        if (failure := _status_failure(pod, entry, False)) is not None:
+            return failure
     return None
 
 

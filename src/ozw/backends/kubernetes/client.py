@@ -380,7 +380,7 @@ class KubeApi:
                     version = None
                     continue
                 logger.warning(
-                    "%s watch failed (%s); reconnecting in %.1fs", kind, _describe(exc), delay
+                    "%s watch failed (%s); reconnecting in %.1fs", kind, problem_text(exc), delay
                 )
                 await anyio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -394,9 +394,14 @@ def _selector(text: str | None) -> dict[str, Any] | None:
     return {key: value for key, value in pairs}
 
 
-def _describe(exc: BaseException) -> str:
+API_PROBLEMS: Final = (ApiError, httpx.HTTPError, TimeoutError, KubeConfigError)
+"""What any call of :class:`KubeApi` may raise for a reason outside ozw."""
+
+
+def problem_text(exc: BaseException) -> str:
+    """One line for people about an API problem (never a traceback)."""
     if isinstance(exc, ApiError):
         return api_error_text(exc)
     if isinstance(exc, TimeoutError):
-        return "timed out"
+        return "the API server did not answer in time"
     return str(exc) or type(exc).__name__

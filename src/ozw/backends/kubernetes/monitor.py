@@ -30,7 +30,7 @@ from ozw.backends.kubernetes.classify import (
     needs_events,
     unschedulable_since,
 )
-from ozw.backends.kubernetes.client import KubeApi, api_error_text
+from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
 from ozw.backends.kubernetes.manifests import TASK_CONTAINER
 from ozw.backends.kubernetes.names import execution_selector
 from ozw.failures import FailureReason, TaskFailure
@@ -139,9 +139,11 @@ class JobMonitor:
                 await self._job_state(job)
                 for pod in await self.api.list_pods(self.selector):
                     await self._pod_state(pod)
-            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
+            except API_PROBLEMS as exc:
                 # The watches carry on; only a lasting outage matters, and it shows there.
-                self.log.warning("safety poll of Job %s failed: %s", self.job_name, _text(exc))
+                self.log.warning(
+                    "safety poll of Job %s failed: %s", self.job_name, problem_text(exc)
+                )
 
     # -- judging states --
 
@@ -153,8 +155,10 @@ class JobMonitor:
             try:
                 for pod in await self.api.list_pods(self.selector):
                     failure = failure or await self._pod_failure(pod)
-            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
-                self.log.warning("listing the pods of failed Job %s: %s", self.job_name, _text(exc))
+            except API_PROBLEMS as exc:
+                self.log.warning(
+                    "listing the pods of failed Job %s: %s", self.job_name, problem_text(exc)
+                )
             self._decide(failure or classify_job_failure(job))
 
     async def _pod_state(self, pod: Json) -> None:
@@ -179,8 +183,8 @@ class JobMonitor:
         try:
             for pod in await self.api.list_pods(self.selector):
                 await self._pod_state(pod)
-        except (ApiError, httpx.HTTPError, TimeoutError) as exc:
-            self.log.warning("re-reading the pods of Job %s: %s", self.job_name, _text(exc))
+        except API_PROBLEMS as exc:
+            self.log.warning("re-reading the pods of Job %s: %s", self.job_name, problem_text(exc))
 
     async def _pod_failure(self, pod: Json) -> TaskFailure | None:
         events: list[Json] = []
@@ -188,8 +192,8 @@ class JobMonitor:
             uid = pod.get("metadata", {}).get("uid", "")
             try:
                 events = await self.api.list_events(uid)
-            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
-                self.log.warning("listing events of pod %s: %s", uid, _text(exc))
+            except API_PROBLEMS as exc:
+                self.log.warning("listing events of pod %s: %s", uid, problem_text(exc))
         return classify_pod(pod, events, self.clock(), self.unschedulable_timeout)
 
     # -- logs --
@@ -204,7 +208,7 @@ class JobMonitor:
                 async for line in lines:
                     self.log.output("agent", line)
         except (ApiError, httpx.HTTPError) as exc:
-            self.log.debug("log stream of pod %s ended: %s", pod, _text(exc))
+            self.log.debug("log stream of pod %s ended: %s", pod, problem_text(exc))
             del self.followed[pod]  # tried again on the pod's next change
             return
         self.followed[pod].set()
@@ -218,13 +222,7 @@ class JobMonitor:
                 continue  # already relayed line by line
             try:
                 text = await self.api.read_log(name, cname, MAX_LOG_BYTES)
-            except (ApiError, httpx.HTTPError, TimeoutError):
+            except API_PROBLEMS:
                 continue  # a container that never started has no log
             if text.strip():
                 self.log.info("pod %s container %s output:\n%s", name, cname, text.rstrip())
-
-
-def _text(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return api_error_text(exc)
-    return str(exc) or type(exc).__name__

@@ -13,12 +13,10 @@ import logging
 from typing import Final
 
 import anyio
-import httpx2 as httpx
-from lightkube import ApiError
 
 from ozw.backends.execution import cleanup_bound
 from ozw.backends.kubernetes.classify import classify_pod, job_complete, preflight_failure
-from ozw.backends.kubernetes.client import KubeApi, api_error_text
+from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
 from ozw.backends.kubernetes.manifests import preflight_job
 from ozw.backends.kubernetes.names import preflight_job_name
 from ozw.config import KubernetesConfig
@@ -78,9 +76,10 @@ async def run_preflight(api: KubeApi, worker_id: str, config: KubernetesConfig) 
     name = preflight_job_name(worker_id)
     try:
         job = await api.create(preflight_job(name, worker_id, config))
-    except (ApiError, httpx.HTTPError, TimeoutError) as exc:
+    except API_PROBLEMS as exc:
         raise BackendUnavailable(
-            f"kubernetes preflight: could not create Job {name} ({_text(exc)}); {_guidance(config)}"
+            f"kubernetes preflight: could not create Job {name} ({problem_text(exc)}); "
+            + _guidance(config)
         ) from None
     try:
         problem = await _wait(api, name, job["metadata"]["uid"], config)
@@ -88,8 +87,8 @@ async def run_preflight(api: KubeApi, worker_id: str, config: KubernetesConfig) 
         with cleanup_bound(config.call_timeout):
             try:
                 await api.delete_job(name)
-            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
-                logger.warning("could not delete preflight Job %s: %s", name, _text(exc))
+            except API_PROBLEMS as exc:
+                logger.warning("could not delete preflight Job %s: %s", name, problem_text(exc))
     if problem is not None:
         raise BackendUnavailable(f"kubernetes preflight: {problem}; {_guidance(config)}")
     logger.info("kubernetes preflight Job %s passed", name)
@@ -118,13 +117,7 @@ async def _wait(api: KubeApi, name: str, uid: str, config: KubernetesConfig) -> 
                 refused = preflight_failure(await api.list_events(uid))
                 if refused is not None:
                     return f"Job {name} could not create its pod: {refused}"
-            except (ApiError, httpx.HTTPError, TimeoutError) as exc:
-                return f"watching Job {name}: {_text(exc)}"
+            except API_PROBLEMS as exc:
+                return f"watching Job {name}: {problem_text(exc)}"
             await anyio.sleep(PREFLIGHT_POLL)
     return f"Job {name} created no pod within {PREFLIGHT_TIMEOUT:g}s"
-
-
-def _text(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return api_error_text(exc)
-    return str(exc) or type(exc).__name__
