@@ -6,12 +6,13 @@ the dispatch server is the project's own. Nothing in between is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import trio
 
 from ozw.backends.kubernetes.names import ANNOTATION_REPORTED, job_name
+from ozw.devserver import DispatchServer
 from ozw.protocol import (
     TASK_STATE_CANCELLED,
     TaskAssignment,
@@ -41,13 +43,16 @@ def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
         yield running
 
 
-def write_config(tmp_path: Path, port: int, cluster: FakeCluster, **extra: str) -> Path:
+def write_config(
+    tmp_path: Path, port: int, cluster: FakeCluster, top: str = "", **extra: str
+) -> Path:
     lines = "\n".join(f"{key} = {value}" for key, value in extra.items())
     config = tmp_path / "worker.toml"
     config.write_text(
         f"""
 worker_id = "k8s-worker"
 shutdown_grace = "20s"
+{top}
 
 [server]
 websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
@@ -60,6 +65,30 @@ kubeconfig = "{cluster.kubeconfig}"
 """
     )
     return config
+
+
+@contextlib.asynccontextmanager
+async def scene(
+    tmp_path: Path, cluster: FakeCluster, top: str = "", **extra: str
+) -> AsyncIterator[tuple[DispatchServer, Callable[[], Awaitable[OzwProcess]]]]:
+    """A dispatch server, and a way to start ``ozw`` processes configured for both."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, cluster, top, **extra)
+
+        async def start() -> OzwProcess:
+            process = OzwProcess(["--config", str(config)], worker_env())
+            started: OzwProcess = await nursery.start(process.run)
+            return started
+
+        yield server, start
+        nursery.cancel_scope.cancel()
+
+
+async def stop(ozw: OzwProcess) -> None:
+    """SIGTERM, and a clean exit."""
+    ozw.send_signal(signal.SIGTERM)
+    assert await ozw.wait() == 0
 
 
 def worker_env() -> dict[str, str]:
@@ -87,10 +116,8 @@ def job_of(cluster: FakeCluster, task_id: str) -> dict[str, Any] | None:
 async def test_story_of_a_task(cluster: FakeCluster, tmp_path: Path) -> None:
     """assign → Job → pod running → log lines relayed → Job complete → task_completed →
     Job deleted."""
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster)
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster) as (server, start):
+        ozw = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await ozw.wait_line("kubernetes preflight Job .* passed")
@@ -115,18 +142,14 @@ async def test_story_of_a_task(cluster: FakeCluster, tmp_path: Path) -> None:
         assert cluster.get("/api/v1/namespaces/agents/pods")["items"] == []
         assert server.messages_for("story-1")[0] == TaskClaimed("story-1", "k8s-worker")
         assert SECRET not in ozw.log
-        ozw.send_signal(signal.SIGTERM)
-        assert await ozw.wait() == 0
-        nursery.cancel_scope.cancel()
+        await stop(ozw)
 
 
 async def test_a_failed_task_keeps_its_job_marked_reported(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        ozw = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await server.send(task("fails", "fake/exit-3"))
@@ -139,16 +162,12 @@ async def test_a_failed_task_keeps_its_job_marked_reported(
         assert kept is not None
         assert kept["metadata"]["annotations"][ANNOTATION_REPORTED] == "true"
         assert cluster.get("/api/v1/namespaces/agents/secrets")["items"] == []
-        ozw.send_signal(signal.SIGTERM)
-        assert await ozw.wait() == 0
-        nursery.cancel_scope.cancel()
+        await stop(ozw)
 
 
 async def test_cancellation_deletes_the_job(cluster: FakeCluster, tmp_path: Path) -> None:
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        ozw = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await server.send(task("held", "fake/hold"))
@@ -162,18 +181,15 @@ async def test_cancellation_deletes_the_job(cluster: FakeCluster, tmp_path: Path
             r for r in cluster.requests() if r["method"] == "DELETE" and "/jobs/" in r["path"]
         ]
         assert deletes[-1]["query"]["propagationPolicy"] == "Foreground"
-        ozw.send_signal(signal.SIGTERM)
-        assert await ozw.wait() == 0
-        nursery.cancel_scope.cancel()
+        await stop(ozw)
 
 
 async def test_task_timeout_deletes_the_job(cluster: FakeCluster, tmp_path: Path) -> None:
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
-        text = config.read_text().replace('shutdown_grace = "20s"', 'task_timeout = "2s"')
-        config.write_text(text)
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster, 'task_timeout = "2s"', preflight="false") as (
+        server,
+        start,
+    ):
+        ozw = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await server.send(task("slow", "fake/hold"))
@@ -181,38 +197,30 @@ async def test_task_timeout_deletes_the_job(cluster: FakeCluster, tmp_path: Path
         assert isinstance(failed, TaskFailed)
         assert failed.failure_reason == "task_timeout"
         assert job_of(cluster, "slow") is None
-        ozw.send_signal(signal.SIGTERM)
-        assert await ozw.wait() == 0
-        nursery.cancel_scope.cancel()
+        await stop(ozw)
 
 
 async def test_shutdown_leaves_the_job_running_and_reports_nothing(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        ozw = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await server.send(task("lives-on", "fake/hold"))
             await ozw.wait_line(r"task=lives-on \[agent\] fake agent: working")
-            ozw.send_signal(signal.SIGTERM)
-            assert await ozw.wait() == 0
+            await stop(ozw)
         assert server.messages_for("lives-on") == [TaskClaimed("lives-on", "k8s-worker")]
         assert "left running for the next start" in ozw.log
         job = job_of(cluster, "lives-on")
         assert job is not None
         assert "deletionTimestamp" not in job["metadata"]
-        nursery.cancel_scope.cancel()
 
 
 async def test_reattachment_after_sigkill(cluster: FakeCluster, tmp_path: Path) -> None:
     """The worker is killed mid-task; started again, it adopts the Job and reports it."""
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
-        first = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        first = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await server.send(task("survivor", "fake/hold"))
@@ -222,7 +230,7 @@ async def test_reattachment_after_sigkill(cluster: FakeCluster, tmp_path: Path) 
             assert await first.wait() == -signal.SIGKILL
         assert server.messages_for("survivor") == [TaskClaimed("survivor", "k8s-worker")]
         assert job_of(cluster, "survivor") is not None
-        second = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        second = await start()
         with trio.fail_after(60):
             await second.wait_line(r"found 1 Job\(s\) of an earlier run to reattach")
             await second.wait_line(
@@ -238,18 +246,14 @@ async def test_reattachment_after_sigkill(cluster: FakeCluster, tmp_path: Path) 
         assert len(claims) == 1, "an adopted task is not claimed again"
         assert second.log.count("fake agent: exiting 0") == 1
         assert job_of(cluster, "survivor") is None
-        second.send_signal(signal.SIGTERM)
-        assert await second.wait() == 0
-        nursery.cancel_scope.cancel()
+        await stop(second)
 
 
 async def test_a_finished_unreported_job_is_reported_at_start(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, cluster, preflight="false")
-        first = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        first = await start()
         with trio.fail_after(60):
             await server.wait_connected()
             await server.send(task("finished-alone", "fake/hold"))
@@ -263,11 +267,9 @@ async def test_a_finished_unreported_job_is_reported_at_start(
             await trio.to_thread.run_sync(
                 lambda: cluster.kubectl("wait", "--for=condition=failed", f"job/{name}")
             )
-            second = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+            second = await start()
             failed = await server.wait_for(terminal_for("finished-alone"))
         assert isinstance(failed, TaskFailed)
         assert failed.failure_reason == "container_exit"
         assert failed.exit_code == 4
-        second.send_signal(signal.SIGTERM)
-        assert await second.wait() == 0
-        nursery.cancel_scope.cancel()
+        await stop(second)
