@@ -7,15 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import trio
+
 from tests.kubernetes.fake_cluster import REPO, FakeCluster, fake_cluster
+from tests.support.worker import API_KEY, start_server
 
 
-def _config(tmp_path: Path, cluster: FakeCluster, extra: str = "") -> Path:
+def _config(tmp_path: Path, cluster: FakeCluster, extra: str = "", port: int = 9) -> Path:
     path = tmp_path / "k8s.toml"
     path.write_text(
         f"""worker_id = "k8s-worker"
 [server]
-websocket_url = "ws://127.0.0.1:9/ws"
+websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
 [backend.kubernetes]
 namespace = "agents"
 kubeconfig = "{cluster.kubeconfig}"
@@ -25,9 +28,14 @@ kubeconfig = "{cluster.kubeconfig}"
     return path
 
 
-def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
+def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WARP_", "KUBE"))}
-    env["WARP_API_KEY"] = "test-key"
+    env["WARP_API_KEY"] = API_KEY
+    return env
+
+
+def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
+    env = _env()
     return subprocess.run(
         [sys.executable, "-m", "ozw", *args],
         cwd=REPO,
@@ -39,12 +47,24 @@ def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_check_passes_against_a_permissive_cluster(tmp_path: Path) -> None:
-    with fake_cluster(tmp_path) as cluster:
-        result = _ozw("check", "--config", str(_config(tmp_path, cluster)))
-        requests = cluster.requests()
-    assert result.returncode == 0, result.stdout + result.stderr
-    line = next(x for x in result.stdout.splitlines() if "backend kubernetes" in x)
+async def test_check_passes_against_a_permissive_cluster(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        with fake_cluster(tmp_path) as cluster:
+            config = _config(tmp_path, cluster, port=server.port or 0)
+            result = await trio.run_process(
+                [sys.executable, "-m", "ozw", "check", "--config", str(config)],
+                cwd=REPO,
+                env=_env(),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            requests = cluster.requests()
+        nursery.cancel_scope.cancel()
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stdout + stderr
+    line = next(x for x in stdout.splitlines() if "backend kubernetes" in x)
     assert line.startswith("ok ")
     assert "Kubernetes v1.37.0-fake" in line
     assert "permissions ok, dry-run Job accepted" in line
