@@ -81,7 +81,7 @@ class Tinyproxy:
         return [target for target in found if not target.startswith("log-sync-")]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -115,7 +115,7 @@ async def running_tinyproxy(
 ) -> AsyncIterator[Tinyproxy]:
     """tinyproxy for the duration of the block; ``connect_ports`` limits CONNECT targets."""
     for _attempt in range(5):
-        proxy = Tinyproxy(_free_port())
+        proxy = Tinyproxy(free_port())
         config = _write_config(directory, proxy.port, basic_auth, connect_ports)
         async with trio.open_nursery() as nursery:
             # In the foreground (-d) without a LogFile, tinyproxy logs to its stdout.
