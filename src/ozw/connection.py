@@ -21,7 +21,8 @@ import trio
 import trio_websocket as tws
 
 from ozw.deadlines import CLOSE_TIMEOUT
-from ozw.dial import describe_error, leaves, open_websocket
+from ozw.dial import describe_error, open_websocket
+from ozw.exit_status import leaves
 from ozw.outbox import Outbox
 from ozw.protocol import ProtocolError, ServerMessage, decode_server_message, encode_message
 from ozw.proxy import Proxy

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import NoReturn
 
@@ -18,6 +18,7 @@ import h11
 import trio
 import trio_websocket as tws
 
+from ozw.exit_status import leaves
 from ozw.proxy import Proxy
 
 MAX_PROXY_REPLY = 64 * 1024
@@ -162,15 +163,6 @@ def _what_matters(group: BaseExceptionGroup[BaseException]) -> BaseException:
         return cancelled or group
     found = list(leaves(errors))
     return found[0] if len(found) == 1 else errors
-
-
-def leaves(exc: BaseException) -> Iterator[BaseException]:
-    """The exceptions inside ``exc``, groups flattened, in order."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from leaves(inner)
-    else:
-        yield exc
 
 
 def _raise_alone(exc: BaseException) -> NoReturn:
