@@ -37,6 +37,8 @@ from tests.docker.conftest import (
     Engine,
     Images,
     Registries,
+    busybox_rootfs,
+    import_image,
 )
 from tests.event_loops import on_both_loops
 from tests.support.params import make_params as task_params
@@ -859,6 +861,40 @@ async def test_if_not_present_uses_a_local_image_without_pulling(
     )
     assert outcome is ExecuteResult.COMPLETED
     assert not any("pulling" in m for m in captured.messages())
+
+
+@on_both_loops
+async def test_a_present_image_is_inspected_once_and_again_after_a_failure(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    # A task image of this test's own, so it can be removed under the backend.
+    image = f"{images.prefix}/cached-{uuid.uuid4().hex[:8]}:1"
+    rootfs = busybox_rootfs({"/nonce": (uuid.uuid4().bytes, 0o644)})
+    await anyio.to_thread.run_sync(import_image, engine, image, rootfs)
+    calls = tmp_path / "calls"
+    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    backend = make_backend(engine, docker=recording, pull_policy="never")
+
+    async def one() -> tuple[ExecuteResult | TaskFailure, list[str]]:
+        calls.unlink(missing_ok=True)
+        task_id = new_task_id("cached")
+        params = make_params(task_id, image, sidecars=[agent(images)])
+        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
+        inspected = [c for c in calls.read_text().splitlines() if c.startswith("image inspect")]
+        return outcome, inspected
+
+    first, inspected = await one()
+    assert first is ExecuteResult.COMPLETED
+    assert len(inspected) == 2  # the task image and the agent sidecar, at once
+    second, inspected = await one()
+    assert second is ExecuteResult.COMPLETED
+    assert inspected == []  # known: no inspection per task under never/if-not-present
+    await docker(engine, "image", "rm", "--force", image)
+    third, _ = await one()
+    assert failure_of(third).reason is FailureReason.CONTAINER_CREATE  # by its old ID
+    fourth, inspected = await one()
+    assert failure_of(fourth).cause == f"image {image} is not present and pull_policy is 'never'"
+    assert inspected == [f"image inspect --format={{{{json .}}}} {image}"]  # looked again
 
 
 @on_both_loops

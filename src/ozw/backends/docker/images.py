@@ -3,11 +3,19 @@
 A pull failure or a platform mismatch is ``image_pull``, for sidecar images too.
 Every inspection is bounded by ``call_timeout``, a pull by ``transfer_timeout``; a
 timeout is ``image_pull``.
+
+Under ``if-not-present`` and ``never`` an image, once found and platform-checked, is
+remembered by reference for the worker's life (no inspection per task): those
+policies use what is present and never look for a newer one anyway. A task whose
+setup or create fails makes the backend forget its images, so the next task looks
+again (an image removed meanwhile is then pulled or refused as usual). ``always``
+pulls and inspects for every task.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from ozw.backends.docker.cli import CallResult, DockerCLI
 from ozw.backends.docker.inspect import JSON_FORMAT, Daemon, LocalImage, parse_daemon, parse_image
@@ -32,6 +40,13 @@ class Images:
         self.pull_policy = pull_policy
         self.platform: str | None = None
         """The daemon's ``os/arch``, once known."""
+        self._known: dict[str, LocalImage] = {}
+        """Images found and platform-checked (``if-not-present`` and ``never`` only)."""
+
+    def forget(self, references: Iterable[str]) -> None:
+        """Look these images up again next time (a call involving them failed)."""
+        for reference in references:
+            self._known.pop(reference, None)
 
     async def daemon_platform(self) -> str:
         """The daemon's ``os/arch`` (asked once)."""
@@ -56,6 +71,8 @@ class Images:
     async def ensure(self, reference: str, log: TaskLog, *, what: str = "image") -> LocalImage:
         """Pull (per ``pull_policy``) and platform-check ``reference``. Raises IMAGE_PULL."""
         policy = self.pull_policy
+        if (known := self._known.get(reference)) is not None:
+            return known
         image = None if policy == "always" else await self.inspect(reference)
         if image is None:
             if policy == "never":
@@ -75,6 +92,8 @@ class Images:
                 FailureReason.IMAGE_PULL,
                 f"{what} {reference} is for {image.platform} but the Docker daemon runs {daemon}",
             )
+        if policy != "always":
+            self._known[reference] = image
         return image
 
     async def _pull(self, reference: str, log: TaskLog, what: str) -> None:

@@ -18,6 +18,7 @@ that is ``task_timeout``'s job.
 from __future__ import annotations
 
 import collections
+import functools
 import secrets
 from collections.abc import Mapping
 
@@ -40,6 +41,7 @@ from ozw.backends.docker.container import (
     sidecar_problem,
 )
 from ozw.backends.docker.engine_api import EngineUnreachable, api_request
+from ozw.backends.docker.gather import gather
 from ozw.backends.docker.images import Images, ask_daemon
 from ozw.backends.docker.inspect import (
     STATE_FORMAT,
@@ -60,7 +62,7 @@ from ozw.backends.execution import configured_environment, layered_environment
 from ozw.config import DockerConfig
 from ozw.failures import FailureReason, TaskFailure
 from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.params import Sidecar, TaskParams
 
 
 @attrs.frozen
@@ -117,17 +119,43 @@ class DockerTaskRun(TaskRun):
             raise TaskFailure(FailureReason.CONTAINER_CREATE, problem)
 
     async def setup(self) -> None:
-        """Validate, pull the image, prepare every sidecar volume."""
+        """Validate, pull the images, prepare every sidecar volume.
+
+        The images are inspected (pulled) at once, then the volumes prepared at once:
+        independent docker calls cost one round trip, not one each. A failure makes
+        the backend forget what it knew about this task's images.
+        """
         self._validate()
         kit = self.toolkit
-        self.image = await kit.images.ensure(self.params.image, self.log)
-        for sidecar in self.params.sidecars:
-            image = await kit.images.ensure(sidecar.image, self.log, what="sidecar image")
-            if sidecar.read_write:
-                volume = await self._private_volume(image)
-            else:
-                volume = await kit.volumes.prepare_sidecar_volume(image, self.log)
-            self.sidecars.append(SidecarMount(volume, sidecar.mount_path, sidecar.read_write))
+        sidecars = self.params.sidecars
+        references = [self.params.image, *(sidecar.image for sidecar in sidecars)]
+        try:
+            images = await gather(
+                [functools.partial(kit.images.ensure, self.params.image, self.log)]
+                + [
+                    functools.partial(kit.images.ensure, s.image, self.log, what="sidecar image")
+                    for s in sidecars
+                ]
+            )
+            self.image = images[0]
+            volumes = await gather(
+                [
+                    functools.partial(self._sidecar_volume, sidecar, image)
+                    for sidecar, image in zip(sidecars, images[1:], strict=True)
+                ]
+            )
+        except TaskFailure:
+            kit.images.forget(references)
+            raise
+        self.sidecars = [
+            SidecarMount(volume, sidecar.mount_path, sidecar.read_write)
+            for sidecar, volume in zip(sidecars, volumes, strict=True)
+        ]
+
+    async def _sidecar_volume(self, sidecar: Sidecar, image: LocalImage) -> str:
+        if sidecar.read_write:
+            return await self._private_volume(image)
+        return await self.toolkit.volumes.prepare_sidecar_volume(image, self.log)
 
     async def _private_volume(self, image: LocalImage) -> str:
         """A volume of this task's own, filled from ``image`` (a ``read_write`` sidecar)."""
@@ -196,6 +224,8 @@ class DockerTaskRun(TaskRun):
                 FailureReason.CONTAINER_CREATE, f"could not create the container: {exc}"
             ) from None
         if not answer.ok:
+            # The image may be gone since it was inspected: look again next time.
+            kit.images.forget([self.params.image])
             raise TaskFailure(
                 FailureReason.CONTAINER_CREATE, f"could not create the container: {answer.message}"
             )
