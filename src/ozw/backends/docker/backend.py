@@ -33,8 +33,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
-from types import TracebackType
-from typing import ClassVar, Final, Self
+from typing import Any, ClassVar, Final, Self
 
 import anyio
 import anyio.abc
@@ -176,17 +175,13 @@ class DockerBackend(ProcessBackend):
         self._background.start_soon(self.reaper.sweep_when_needed)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """Stop the sweep, then close as every backend does."""
         if self._background is not None:
             self._background.cancel_scope.cancel()
             await self._background.__aexit__(None, None, None)
             self._background = None
-        await super().__aexit__(exc_type, exc, tb)
+        await super().__aexit__(*exc_info)
 
     # -- tasks --
 
