@@ -35,9 +35,13 @@ def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
         yield running
 
 
+def _job_text(name: str, image: str) -> str:
+    return JOB % {"name": name, "image": image}
+
+
 def _job(tmp_path: Path, name: str, image: str = "busybox:1.36") -> str:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(JOB % {"name": name, "image": image})
+    path.write_text(_job_text(name, image))
     return str(path)
 
 
@@ -95,6 +99,20 @@ def test_create_twice_is_409(cluster: FakeCluster, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("Error from server (AlreadyExists): error when creating")
     assert result.stderr.rstrip().endswith('jobs.batch "twice" already exists')
+
+
+def test_strict_field_validation_refuses_unknown_fields(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(_job_text("typo", "busybox").replace("image:", "imag:"))
+    result = cluster.kubectl("create", "-f", str(path), check=False)
+    assert result.returncode == 1
+    assert "Error from server (BadRequest)" in result.stderr
+    assert 'strict decoding error: unknown field "spec.template.spec.containers[0].imag"' in (
+        result.stderr
+    )
+    assert cluster.kubectl("get", "jobs", "-o", "name").stdout == ""
 
 
 def test_server_side_dry_run_stores_nothing(cluster: FakeCluster, tmp_path: Path) -> None:
