@@ -1,11 +1,13 @@
-"""``ozw smoke`` as a real process: one line when the backend cannot run anything."""
+"""``ozw smoke`` as a real process: one line when the backend cannot run anything, timeouts."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from tests.ozw_command import one_error_line, run_ozw
-from tests.ozw_process import REPO
+from tests.ozw_process import REPO, STANDIN_AGENT
 
 
 def test_an_unreachable_docker_engine_is_one_line(tmp_path: Path) -> None:
@@ -35,3 +37,47 @@ def test_a_missing_agent_is_one_line(tmp_path: Path) -> None:
     assert one_error_line(result.stderr) == (
         f"ozw: error: direct backend: oz CLI {tmp_path / 'no-such-oz'} does not exist"
     )
+
+
+def test_a_timeout_is_reported_within_timeout_and_kill_grace(tmp_path: Path) -> None:
+    config = tmp_path / "direct.toml"
+    config.write_text(
+        f'worker_id = "smoke-test"\n[backend.direct]\nworkspace_root = "{tmp_path / "ws"}"\n'
+        f'oz_path = "{STANDIN_AGENT}"\nkill_grace = "1s"\n'
+    )
+    task = tmp_path / "task.json"
+    # An agent that ignores SIGTERM: only the kill after kill_grace ends it.
+    prompt = "echo working; ignore sigterm; sleep 120"
+    task.write_text(
+        json.dumps(
+            {
+                "task_id": "slow-1",
+                "task": {"id": "slow-1"},
+                "env_vars": {"OZ_STANDIN_PROMPT": prompt},
+            }
+        )
+    )
+    result = run_ozw(
+        "smoke", "--config", str(config), "--task", str(task), "--timeout", "2s", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    first, *rest = result.stdout.splitlines()
+    found = re.fullmatch(
+        r"smoke: FAILED: task slow-1 timed out after 2s \(stopped and reported in ([0-9.]+)s\)",
+        first,
+    )
+    assert found, result.stdout
+    # timeout (2s) + kill_grace (1s), with room for a loaded machine; the agent itself
+    # would have run for 120s.
+    assert 2 <= float(found[1]) < 2 + 1 + 10
+    assert "  [agent stdout] working" in rest
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_timeout_of_zero_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_ozw(
+        "smoke", "--config", str(REPO / "config/examples/direct.toml"), "--timeout", "0s",
+        cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert one_error_line(result.stderr) == "ozw: error: --timeout: '0s' is not more than 0"

@@ -159,7 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         default="10m",
         metavar="DURATION",
-        help="give up after this (default: %(default)s)",
+        help="fail the task after this, as a task_timeout (default: %(default)s)",
+    )
+    smoke.add_argument(
+        "--image", metavar="IMAGE", help="run the task in this image (docker; air-gapped sites)"
+    )
+    smoke.add_argument(
+        "--sidecar-image",
+        metavar="IMAGE",
+        help="mount the agent from this sidecar image (docker; default: the one Oz names)",
     )
 
     check = commands.add_parser(
@@ -328,6 +336,8 @@ def cmd_smoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         timeout = parse_duration(args.timeout)
     except ValueError as exc:
         return _error(f"--timeout: {exc}")
+    if timeout <= 0:
+        return _error(f"--timeout: {args.timeout!r} is not more than 0")
     try:
         # The embedded server needs no Oz account: any API key will do.
         config = load_config(
@@ -336,10 +346,11 @@ def cmd_smoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         return _error(str(exc))
     from ozw.logs import configure_logging
-    from ozw.smoke import smoke_main
+    from ozw.smoke import ImageOverrides, smoke_main
 
     configure_logging(config.log_level, config.log_format)
-    return smoke_main(config, task_file=args.task, timeout=timeout)
+    images = ImageOverrides(image=args.image, sidecar_image=args.sidecar_image)
+    return smoke_main(config, task_file=args.task, timeout=timeout, images=images)
 
 
 def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -2,8 +2,11 @@
 
 An embedded dispatch server on 127.0.0.1 stands in for Oz; the configured backend
 runs one assignment (a built-in sample, or a JSON file holding an assignment's
-``data``). Exit 0 only when the task completed (or, on the command backend, was
-handed off); otherwise the outcome and the agent's last output lines are printed.
+``data``), its images overridable for air-gapped sites. Exit 0 only when the task
+completed (or, on the command backend, was handed off); otherwise the outcome and
+the agent's last output lines are printed. ``--timeout`` is the task's time limit:
+past it the worker stops the task as a ``task_timeout`` (the agent gets the backend's
+``kill_grace``), so a hung task is reported within ``timeout + kill_grace``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import trio
 
 from ozw.backends import create_backend
 from ozw.config import WorkerConfig, format_duration
-from ozw.failures import BackendUnavailable
+from ozw.failures import BackendUnavailable, FailureReason
 from ozw.lifecycle import TaskOutcome, TaskResult
 from ozw.local import open_local_worker
 from ozw.logs import LOGGER_NAME, escape_controls
@@ -31,12 +34,35 @@ from ozw.protocol import ProtocolError, TaskAssignment, decode_server_message, e
 
 TAIL_LINES = 20
 SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"
+HUNG_BACKEND_MARGIN = 30.0
+"""Past ``timeout + kill_grace``, how long a stopped task's teardown may take."""
 AGENT_SIDECAR = "warpdotdev/warp-agent:latest"
 """The agent sidecar the Oz server names in its assignments (container backends)."""
 
 
 class SmokeError(Exception):
     """The smoke run could not even start (bad task file, backend unavailable)."""
+
+
+@attrs.frozen
+class ImageOverrides:
+    """``--image`` / ``--sidecar-image``: what the assignment names, replaced."""
+
+    image: str | None = None
+    sidecar_image: str | None = None
+
+    def apply(self, assignment: TaskAssignment) -> TaskAssignment:
+        return attrs.evolve(
+            assignment,
+            docker_image=self.image or assignment.docker_image,
+            sidecar_image=self.sidecar_image or assignment.sidecar_image,
+        )
+
+
+def kill_grace_of(config: WorkerConfig) -> float:
+    """How long the backend gives a stopped agent before killing it (0 if it has none)."""
+    grace = getattr(config.backend, "kill_grace", 0.0)
+    return float(grace)
 
 
 def sample_assignment(config: WorkerConfig) -> TaskAssignment:
@@ -105,7 +131,9 @@ async def run_smoke(
     logging.getLogger(LOGGER_NAME).addHandler(tail)
     try:
         backend = create_backend(config)
-        local_config = attrs.evolve(config, api_key=secrets.token_urlsafe(16))
+        # The worker itself stops the task at the deadline, teardown included, and
+        # reports why; the smoke run waits past that only for a backend that hangs.
+        local_config = attrs.evolve(config, api_key=secrets.token_urlsafe(16), task_timeout=timeout)
         async with open_local_worker(local_config, backend, handle_signals=True) as local:
 
             def on_finished(params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
@@ -115,7 +143,7 @@ async def run_smoke(
 
             local.worker.supervisor.events.on_finished.append(on_finished)
             await local.server.send(encode_message(assignment))
-            with trio.move_on_after(timeout):
+            with trio.move_on_after(timeout + kill_grace_of(config) + HUNG_BACKEND_MARGIN):
                 await finished.wait()
             local.worker.request_stop(
                 "smoke run over" if finished.is_set() else "smoke run timed out"
@@ -127,11 +155,19 @@ async def run_smoke(
 
 
 def smoke_main(
-    config: WorkerConfig, *, task_file: str | None, timeout: float, out: IO[str] = sys.stdout
+    config: WorkerConfig,
+    *,
+    task_file: str | None,
+    timeout: float,
+    images: ImageOverrides = ImageOverrides(),
+    out: IO[str] = sys.stdout,
 ) -> int:
     """The ``ozw smoke`` command; returns the exit code."""
     try:
         assignment = load_assignment(Path(task_file)) if task_file else sample_assignment(config)
+        assignment = images.apply(assignment)
+        # A shorter task_timeout in the configuration is the limit that applies.
+        timeout = min(timeout, config.task_timeout or timeout)
         result = trio.run(functools.partial(run_smoke, config, assignment, timeout))
     except (SmokeError, BackendUnavailable) as exc:
         print(f"ozw: error: {exc}", file=sys.stderr)
@@ -139,8 +175,16 @@ def smoke_main(
     outcome = result.outcome
     task_id = escape_controls(assignment.task_id)
     if outcome is None:
+        grace = format_duration(kill_grace_of(config))
         print(
-            f"smoke: FAILED: task {task_id} did not finish within {format_duration(timeout)}",
+            f"smoke: FAILED: task {task_id} did not stop within {format_duration(timeout)} "
+            f"and {grace} of kill grace (the backend does not answer)",
+            file=out,
+        )
+    elif outcome.reason is FailureReason.TASK_TIMEOUT:
+        print(
+            f"smoke: FAILED: task {task_id} timed out after {format_duration(timeout)} "
+            f"(stopped and reported in {result.duration:.1f}s)",
             file=out,
         )
     elif outcome.result in (TaskResult.COMPLETED, TaskResult.HANDED_OFF):
@@ -158,4 +202,4 @@ def smoke_main(
     return 1
 
 
-__all__ = ["SmokeError", "run_smoke", "smoke_main"]
+__all__ = ["ImageOverrides", "SmokeError", "run_smoke", "smoke_main"]
