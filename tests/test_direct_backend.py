@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -840,3 +841,37 @@ async def test_kill_all_stops_a_running_agent_at_once(
             await ready.wait()
             await backend.kill_all()
     assert failure(result[0]).exit_code == 137
+
+
+@on_both_loops
+async def test_with_target_dir_a_dead_runs_private_directories_are_swept_at_start_up(
+    tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    target = tmp_path / "project"
+    target.mkdir()
+    live = make_backend(tmp_path, environ, target_dir=str(target))
+    await live.recover()
+    run = live.open_task(make_params("live"), TaskLog("live"))
+    await run.setup()
+    assert run.workspace is not None
+    private = Path(run.workspace.private_dir)
+    state = system_tmp / f"ozw-direct-{os.getuid()}"
+    assert private.parent == state
+    # What a killed worker left: a private directory (environment file and all).
+    dead = state / "ozw-crashed-0a1b2c3d"
+    dead.mkdir()
+    (dead / ENV_FILE_NAME).write_text("SECRET_FROM_SETUP=1\n")
+
+    restarted = make_backend(tmp_path, environ, target_dir=str(target))
+    await restarted.recover()
+    assert not dead.exists()
+    assert private.is_dir()  # locked by a live task: left alone
+    await run.teardown()
+    assert not private.exists()
+    await live.aclose()
+    await restarted.aclose()
+    assert sorted(p.name for p in state.iterdir()) == []
+    assert list(target.iterdir()) == []

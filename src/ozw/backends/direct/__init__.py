@@ -40,7 +40,9 @@ Choices where the contract is silent:
 
 - Task ids are validated in ``target_dir`` mode too (same rule everywhere).
 - With ``target_dir``, everything per task (git config, environment file, harness
-  config directories) lives in a private ``mkdtemp`` directory outside ``target_dir``,
+  config directories) lives in a private ``mkdtemp`` directory outside ``target_dir``
+  (in ``$TMPDIR/ozw-direct-<uid>/`` once :meth:`DirectBackend.recover` ran, locked
+  while its task lives, so a start-up after a crash sweeps the ones left),
   removed at teardown whatever ``cleanup`` says: concurrent tasks must not share them
   and the operator's directory must not collect our files. Its name carries the task
   id when short, else a hash of it, so any id a per-task workspace accepts works here.

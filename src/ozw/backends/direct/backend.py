@@ -23,6 +23,7 @@ from ozw.backends.direct.rules import (
     script_variables,
 )
 from ozw.backends.direct.workspace import (
+    PRIVATE_PREFIX,
     Workspace,
     WorkspaceError,
     create_private_workspace,
@@ -31,6 +32,7 @@ from ozw.backends.direct.workspace import (
     read_env_file,
     release_workspace,
     sweep_root,
+    sweep_unlocked,
 )
 from ozw.backends.execution import (
     ProcessLedger,
@@ -75,6 +77,8 @@ class DirectBackend(ProcessBackend):
             config.teardown_timeout + 2 * config.kill_grace + WORKSPACE_REMOVAL_MARGIN
         )
         self._oz: str | None = None
+        self._private_parent: str | None = None
+        """With ``target_dir``, where the tasks' private directories go (set at start-up)."""
         self._workspaces: dict[str, Workspace] = {}
 
     @property
@@ -143,6 +147,8 @@ class DirectBackend(ProcessBackend):
         directory = await anyio.to_thread.run_sync(self._state_dir)
         if directory is None:
             return
+        if self.config.target_dir:
+            self._private_parent = directory
         await stop_leftovers(directory, self.config.kill_grace)
         await self._sweep()
         try:
@@ -157,7 +163,8 @@ class DirectBackend(ProcessBackend):
 
     def _state_dir(self) -> str | None:
         """Where the process ledgers live: the workspace root, or with ``target_dir`` a
-        private directory of this user's under the temporary directory."""
+        private directory of this user's under the temporary directory (which then also
+        holds the tasks' private directories)."""
         if not self.config.target_dir:
             return self.config.workspace_root
         path = os.path.join(tempfile.gettempdir(), f"ozw-direct-{os.getuid()}")
@@ -174,8 +181,18 @@ class DirectBackend(ProcessBackend):
         return path
 
     async def _sweep(self) -> None:
-        """Remove the workspaces nobody holds in an ozw-owned root (cleanup on)."""
-        if self.cleanup and not self.config.target_dir:
+        """Remove the workspaces nobody holds in an ozw-owned root (cleanup on), and with
+        ``target_dir`` the private directories nobody holds (always: they hold the
+        environment files of tasks, and are removed after every task anyway)."""
+        if self.config.target_dir:
+            if self._private_parent is not None:
+                with contextlib.suppress(OSError):
+                    swept = await anyio.to_thread.run_sync(
+                        sweep_unlocked, self._private_parent, PRIVATE_PREFIX
+                    )
+                    for path in swept:
+                        logger.info("removed leftover private directory %s", path)
+        elif self.cleanup:
             root = self.config.workspace_root
             with contextlib.suppress(OSError):
                 for path in await anyio.to_thread.run_sync(sweep_root, root):
@@ -204,7 +221,11 @@ class DirectBackend(ProcessBackend):
         try:
             if self.config.target_dir:
                 workspace = await anyio.to_thread.run_sync(
-                    create_private_workspace, self.config.target_dir, params.task_id, params.harness
+                    create_private_workspace,
+                    self.config.target_dir,
+                    params.task_id,
+                    params.harness,
+                    self._private_parent,
                 )
             else:
                 workspace = await anyio.to_thread.run_sync(

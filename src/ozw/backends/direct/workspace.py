@@ -32,6 +32,8 @@ logger = logging.getLogger("ozw.backends.direct")
 
 ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
 
+PRIVATE_PREFIX: Final = "ozw-"
+"""The name prefix of a ``target_dir`` task's private directory."""
 ROOT_MARKER: Final = ".ozw-workspaces"
 """Present in a workspace root that ozw owns; only such a root is swept."""
 
@@ -197,18 +199,27 @@ def create_task_workspace(root: str, task_id: str, harness: str | None) -> Works
     return workspace
 
 
-def create_private_workspace(target_dir: str, task_id: str, harness: str | None) -> Workspace:
-    """``target_dir`` mode: run in the shared directory, private files in a temp dir."""
+def create_private_workspace(
+    target_dir: str, task_id: str, harness: str | None, parent: str | None = None
+) -> Workspace:
+    """``target_dir`` mode: run in the shared directory, private files in a new
+    directory ``ozw-<task>-...`` of ``parent`` (default: the temporary directory), locked
+    while the task lives so that :func:`sweep_unlocked` finds it after a crash."""
     problem = task_id_problem(task_id)
     if problem is not None:
         raise WorkspaceError(problem)
     if not os.path.isdir(target_dir):
         raise WorkspaceError(f"target_dir {target_dir} is not an existing directory")
     try:
-        private_dir = tempfile.mkdtemp(prefix=f"ozw-{private_dir_label(task_id)}-")
+        private_dir = tempfile.mkdtemp(
+            prefix=f"{PRIVATE_PREFIX}{private_dir_label(task_id)}-", dir=parent
+        )
+        lock_fd = _lock_directory(private_dir)
     except OSError as exc:
         raise WorkspaceError(f"cannot create a private directory: {exc.strerror or exc}") from exc
-    workspace = Workspace(task_id, os.path.abspath(target_dir), private_dir, owned=False)
+    workspace = Workspace(
+        task_id, os.path.abspath(target_dir), private_dir, owned=False, lock_fd=lock_fd
+    )
     try:
         _populate(private_dir, harness)
     except OSError as exc:
@@ -242,9 +253,17 @@ def sweep_root(root: str) -> list[str]:
     """
     if not os.path.isfile(os.path.join(root, ROOT_MARKER)):
         return []
+    return sweep_unlocked(root)
+
+
+def sweep_unlocked(directory: str, prefix: str = "") -> list[str]:
+    """Remove every directory in ``directory`` (named ``prefix...``) that no live worker
+    holds locked; returns what went. Symlinks and files are left alone."""
     removed = []
-    with os.scandir(root) as entries:
-        candidates = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    with os.scandir(directory) as entries:
+        candidates = [
+            e.path for e in entries if e.is_dir(follow_symlinks=False) and e.name.startswith(prefix)
+        ]
     for path in candidates:
         try:
             lock_fd = _lock_directory(path)
