@@ -23,91 +23,19 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+from tests.kubernetes.fakeapi.discovery import (
+    RESOURCES,
+    VERSION,
+    gv_path,
+    merge_patch,
+    openapi_document,
+    strict_check,
+)
 from tests.kubernetes.fakeapi.kubelet import Cluster
 from tests.kubernetes.fakeapi.protobuf import access_review
 from tests.kubernetes.fakeapi.store import KINDS, ApiError, Obj, Store, now
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
-VERSION = {
-    "major": "1",
-    "minor": "37",
-    "gitVersion": "v1.37.0-fake",
-    "gitCommit": "0" * 40,
-    "gitTreeState": "clean",
-    "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "go1.25",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
-_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
-RESOURCES: dict[str, list[Obj]] = {
-    "v1": [
-        {
-            "name": "pods",
-            "singularName": "pod",
-            "namespaced": True,
-            "kind": "Pod",
-            "verbs": _VERBS,
-            "shortNames": ["po"],
-        },
-        {
-            "name": "namespaces",
-            "singularName": "namespace",
-            "namespaced": False,
-            "kind": "Namespace",
-            "verbs": ["get"],
-            "shortNames": ["ns"],
-        },
-        {
-            "name": "pods/log",
-            "singularName": "",
-            "namespaced": True,
-            "kind": "Pod",
-            "verbs": ["get"],
-        },
-        {
-            "name": "secrets",
-            "singularName": "secret",
-            "namespaced": True,
-            "kind": "Secret",
-            "verbs": _VERBS,
-        },
-        {
-            "name": "events",
-            "singularName": "event",
-            "namespaced": True,
-            "kind": "Event",
-            "verbs": _VERBS,
-            "shortNames": ["ev"],
-        },
-    ],
-    "batch/v1": [
-        {
-            "name": "jobs",
-            "singularName": "job",
-            "namespaced": True,
-            "kind": "Job",
-            "verbs": _VERBS,
-            "categories": ["all"],
-        },
-        {
-            "name": "jobs/status",
-            "singularName": "",
-            "namespaced": True,
-            "kind": "Job",
-            "verbs": ["get", "patch", "update"],
-        },
-    ],
-    "authorization.k8s.io/v1": [
-        {
-            "name": "selfsubjectaccessreviews",
-            "singularName": "selfsubjectaccessreview",
-            "namespaced": False,
-            "kind": "SelfSubjectAccessReview",
-            "verbs": ["create"],
-        },
-    ],
-}
 _PATH = re.compile(
     r"^/(?:api/v1|apis/(?P<group>[a-z0-9.]+)/v1)"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<resource>[a-z]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[a-z]+))?)?$"
@@ -336,7 +264,7 @@ class Handler(BaseHTTPRequestHandler):
                     + self.api.reject_jobs,
                 )
             if query.get("fieldValidation") == "Strict":
-                _strict_check(body)
+                strict_check(body)
             created = store.create(resource, ns, body, dry_run=dry_run)
             if resource == "jobs" and not dry_run:
                 self._init_job(created)
@@ -345,10 +273,10 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "PATCH" and ns and name:
             patch = self._body()
             if dry_run:
-                self._send(200, _merge(store.get(resource, ns, name), patch))
+                self._send(200, merge_patch(store.get(resource, ns, name), patch))
             else:
                 self._send(
-                    200, store.update(resource, ns, name, lambda o: o.update(_merge(o, patch)))
+                    200, store.update(resource, ns, name, lambda o: o.update(merge_patch(o, patch)))
                 )
         elif method == "DELETE" and ns and name:
             body = self._body()
@@ -545,57 +473,6 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"ok": True})
 
 
-def _strict_check(body: Obj) -> None:
-    """``fieldValidation=Strict`` (what kubectl asks for): an unknown field is a 400, as
-    the real server's strict decoding makes it. The official schema decides."""
-    import re as regex
-
-    import kubernetes_validate
-    from kubernetes_validate.utils import ValidationError
-
-    try:
-        kubernetes_validate.validate(body, "1.37.0", strict=True)
-    except ValidationError as error:
-        found = regex.search(r"\('(.+)' was unexpected\)", error.message)
-        if found is None:
-            raise ApiError(400, "BadRequest", error.message) from None
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
-        field = f"{path.lstrip('.')}.{found.group(1)}".lstrip(".")
-        raise ApiError(
-            400, "BadRequest", f'strict decoding error: unknown field "{field}"'
-        ) from None
-
-
-def gv_path(group_version: str) -> str:
-    return "api/v1" if group_version == "v1" else f"apis/{group_version}"
-
-
-def openapi_document(gv: str) -> Obj:
-    """A minimal OpenAPI v3 document of a group version: its collection paths, each
-    creation and patch declaring the ``fieldValidation`` query parameter (what
-    kubectl's validation looks for before it asks the server to validate strictly)."""
-    group_version = "v1" if gv == "api/v1" else gv.removeprefix("apis/")
-    group, _, version = group_version.rpartition("/")
-    parameter = {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}
-    paths: Obj = {}
-    for resource in RESOURCES.get(group_version, []):
-        if "/" in resource["name"]:
-            continue
-        gvk = {"group": group, "version": version, "kind": resource["kind"]}
-        base = f"/{gv}/namespaces/{{namespace}}/{resource['name']}"
-        if not resource["namespaced"]:
-            base = f"/{gv}/{resource['name']}"
-        operation = {"parameters": [parameter], "x-kubernetes-group-version-kind": gvk}
-        paths[base] = {"post": operation}
-        paths[base + "/{name}"] = {"patch": operation, "put": operation}
-    return {
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.37.0-fake"},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }
-
-
 def _container_statuses(pod: Obj) -> list[Obj]:
     status = pod.get("status", {})
     return [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
@@ -613,19 +490,6 @@ def _terminated(pod: Obj, container: str) -> bool:
         entry["name"] == container and "terminated" in entry.get("state", {})
         for entry in _container_statuses(pod)
     )
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
 
 
 def serve(api: FakeApi, port: int = 0) -> ThreadingHTTPServer:
