@@ -326,7 +326,7 @@ def test_bare_ozw_says_what_to_do_first(tmp_path: Path) -> None:
 
 def test_help_shows_defaults(tmp_path: Path) -> None:
     run_help = " ".join(run_ozw("run", "--help", cwd=tmp_path).stdout.split())
-    for shown in ("--shutdown-grace DURATION time tasks get to finish on Ctrl-C / SIGTERM "
+    for shown in ("--shutdown-grace DURATION on Ctrl-C / SIGTERM, time for teardown "
                   "(default: 30s)", "(default: docker)", "log line format (default: human)",
                   "(default: https://app.warp.dev)", "--cleanup [true|false]"):  # fmt: skip
         assert shown in run_help

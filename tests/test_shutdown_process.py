@@ -9,10 +9,17 @@ from pathlib import Path
 
 import trio
 
-from ozw.protocol import TaskClaimed, TaskFailed
+from ozw.protocol import (
+    REJECT_SHUTTING_DOWN,
+    TaskAssignment,
+    TaskClaimed,
+    TaskCompleted,
+    TaskFailed,
+    TaskRejected,
+)
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.procs import processes_carrying
-from tests.support.worker import API_KEY, assignment, start_server
+from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 
 
 def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: str) -> Path:
@@ -106,4 +113,86 @@ async def test_second_sigint_kills_at_once_and_exits_130(tmp_path: Path) -> None
         assert elapsed < 15, elapsed
         assert processes_carrying(marker) == []
         assert "stopping now, killing every task" in ozw.log
+        nursery.cancel_scope.cancel()
+
+
+def gated(task_id: str, gate: Path, marker: str) -> TaskAssignment:
+    """An assignment whose agent runs until the test writes its steps into ``gate``."""
+    os.mkfifo(gate)
+    task = assignment(task_id)
+    task.env_vars.update({"OZ_STANDIN_SCRIPT": str(gate), "OZW_TEST_MARKER": marker})
+    return task
+
+
+async def open_gate(gate: Path, steps: str = "echo finished") -> None:
+    # Opening for writing waits for the agent to open it for reading.
+    await trio.Path(gate).write_text(steps)
+
+
+async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(30):
+            await server.wait_connected()
+            await server.send(gated("draining", tmp_path / "gate", marker))
+            await ozw.wait_line(r"task=draining agent started")
+            ozw.send_signal(signal.SIGQUIT)
+            await ozw.wait_line("received SIGQUIT: draining")
+            await server.send(assignment("late"))
+            await server.wait_for(lambda m: isinstance(m, TaskRejected))
+            await open_gate(tmp_path / "gate")
+            assert await ozw.wait() == 0
+        assert server.messages_for("draining") == [
+            TaskClaimed("draining", "sigint-worker"),
+            TaskCompleted("draining", "Task completed successfully"),
+        ]
+        assert server.messages_for("late") == [TaskRejected("late", REJECT_SHUTTING_DOWN)]
+        assert (tmp_path / "teardown" / "draining").read_text().strip() == "torn-down"
+        assert "drained: every task has finished" in ozw.log
+        assert processes_carrying(marker) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Path) -> None:
+    marker = f"ozw-test-{uuid.uuid4()}"
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(30):
+            await server.wait_connected()
+            await server.send(gated("stopped", tmp_path / "gate", marker))
+            await ozw.wait_line(r"task=stopped agent started")
+            ozw.send_signal(signal.SIGQUIT)
+            await ozw.wait_line("received SIGQUIT: draining")
+            ozw.send_signal(signal.SIGTERM)
+            assert await ozw.wait() == 0
+        messages = server.messages_for("stopped")
+        assert len(messages) == 2
+        assert isinstance(messages[1], TaskFailed)
+        assert messages[1].failure_reason == "graceful_shutdown"
+        assert (tmp_path / "teardown" / "stopped").read_text().strip() == "torn-down"
+        assert "received SIGTERM: stopping gracefully" in ozw.log
+        assert processes_carrying(marker) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
+        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        with trio.fail_after(30):
+            await server.wait_connected()
+            ozw.send_signal(signal.SIGHUP)
+            await ozw.wait_line("received SIGHUP: ignored")
+            # Still working: a task runs to its end after the SIGHUP.
+            await server.send(assignment("after-hup"))
+            done = await server.wait_for(terminal_for("after-hup"))
+            assert done == TaskCompleted("after-hup", "Task completed successfully")
+            ozw.send_signal(signal.SIGTERM)
+            assert await ozw.wait() == 0
         nursery.cancel_scope.cancel()

@@ -105,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="run the worker (the default)", description="Run the worker until stopped."
+        "run",
+        help="run the worker (the default)",
+        description="Run the worker until stopped. SIGINT/SIGTERM: stop taking work, cancel "
+        "the running tasks, tear down, report, exit 0; a second one kills at once (exit 130). "
+        "SIGQUIT: drain (no new work, running tasks finish, exit 0). SIGHUP: ignored.",
     )
     add_config_flags(run)
 

@@ -24,7 +24,14 @@ from ozw.deadlines import CLOSE_TIMEOUT
 from ozw.dial import describe_error, open_websocket
 from ozw.exit_status import leaves
 from ozw.outbox import Outbox
-from ozw.protocol import ProtocolError, ServerMessage, decode_server_message, encode_message
+from ozw.protocol import (
+    ProtocolError,
+    ServerMessage,
+    WorkerMessage,
+    decode_server_message,
+    encode_message,
+    message_type,
+)
 from ozw.proxy import Proxy
 
 log = logging.getLogger(__name__)
@@ -245,6 +252,7 @@ class Connection:
             except ProtocolError as exc:
                 log.warning("skipped a malformed message: %s", exc)
                 continue
+            _log_frame("in", message)
             self.on_message(message)
 
     async def _write(
@@ -254,6 +262,7 @@ class Connection:
         while True:
             entries = await self.outbox.wait_from(cursor)
             for entry in entries:
+                _log_frame("out", entry.message)
                 await ws.send_message(encode_message(entry.message))
                 cursor = entry.seq + 1
             nursery.start_soon(self._confirm, ws, heard, cursor - 1)
@@ -271,6 +280,17 @@ class Connection:
             await trio.sleep(self.settings.ping_interval)
             await ws.ping()
             heard()
+
+
+def _log_frame(direction: str, message: ServerMessage | WorkerMessage) -> None:
+    """At debug level, each frame by type and task (never its contents: they hold secrets)."""
+    if log.isEnabledFor(logging.DEBUG):
+        kind = message_type(message)
+        fields = {"event": f"frame_{direction}", "frame": kind}
+        task_id = getattr(message, "task_id", None)
+        if task_id is not None:
+            fields["task_id"] = task_id
+        log.debug("frame %s: %s", direction, kind, extra=fields)
 
 
 _CONNECTION_ERRORS = (

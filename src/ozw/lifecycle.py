@@ -161,12 +161,12 @@ async def run_task(
             with timer:
                 control.phase = TaskPhase.SETUP
                 setup_started = True
-                log.info("setup started")
+                log.info("setup started", extra={"event": "setup_started"})
                 began = trio.current_time()
                 await run.setup()
                 log.debug("setup done (%.2fs)", trio.current_time() - began)
                 control.phase = TaskPhase.EXECUTE
-                log.info("agent started")
+                log.info("agent started", extra={"event": "agent_started"})
                 began = trio.current_time()
                 result = await run.execute()
                 log.debug("agent ended (%.2fs)", trio.current_time() - began)

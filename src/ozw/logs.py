@@ -1,19 +1,29 @@
 """Operator-facing logging: one line per event, task id on every task line.
 
 ``human`` is ``2026-11-24T13:50:36.123Z INFO  task=run-1 message``; ``json`` is one
-object per line with ``time``, ``level``, ``logger``, ``message`` and, on task
-lines, ``task_id`` (plus ``stream`` for relayed agent output).
+object per line with ``time``, ``level``, ``logger``, ``message``, ``worker_id`` and
+the line's structured fields: on task lines ``task_id`` and ``execution_id``, on
+lifecycle lines ``event`` (``claimed``, ``rejected``, ``finished``, ...) and, when
+a task ends, ``result``, ``reason``, ``exit_code`` and ``duration_s``; ``stream``
+on relayed output.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import shlex
 import sys
 import time
+from collections.abc import Sequence
 from typing import IO, Any, Final
 
 LOGGER_NAME: Final = "ozw"
+WORKER_ID: Final[contextvars.ContextVar[str | None]] = contextvars.ContextVar(
+    "ozw_worker_id", default=None
+)
+"""The worker whose code is logging (set by ``Worker.run``; Trio tasks inherit it)."""
 _STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
@@ -73,12 +83,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        worker_id = WORKER_ID.get()
+        if worker_id is not None:
+            obj["worker_id"] = worker_id
         for key in ("task_id", "stream"):
             value = getattr(record, key, None)
             if value is not None:
                 obj[key] = value
         for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            if key not in _STANDARD_ATTRS and not key.startswith("_") and value is not None:
                 obj[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_info:
             obj["exception"] = self.formatException(record.exc_info)
@@ -99,6 +112,18 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
     root.propagate = False
+
+
+def log_command(
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger], argv: Sequence[str]
+) -> None:
+    """At debug level, the command line a backend is about to run.
+
+    Callers never put a secret value in a command line (values travel in the
+    environment or an env-file), so the line is shown as it is.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("run: %s", shlex.join(argv), extra={"event": "command"})
 
 
 class TaskLog(logging.LoggerAdapter[logging.Logger]):

@@ -481,3 +481,10 @@ def encode_message(message: WorkerMessage | TaskAssignment | TaskCancellation) -
 def is_terminal(message: WorkerMessage) -> bool:
     """Whether a worker message is a task's terminal report."""
     return isinstance(message, TaskCompleted | TaskFailed)
+
+
+def message_type(message: ServerMessage | WorkerMessage) -> str:
+    """The wire ``type`` of a message (``task_assignment``, ``task_claimed``, ...)."""
+    if isinstance(message, UnknownMessage):
+        return message.type
+    return _TYPE_NAMES[type(message)]

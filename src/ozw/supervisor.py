@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
@@ -116,16 +116,24 @@ class Supervisor:
         tlog = TaskLog(task_id, execution_id=assignment.execution_id)
         if key in self.active or key in self.ended:
             # A repeat (the server re-sent it): the execution is ours and runs once.
-            tlog.info("execution already claimed here: claimed again, not run again")
+            tlog.info(
+                "execution already claimed here: claimed again, not run again",
+                extra={"event": "claimed_again"},
+            )
             self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
             return
         if not self.accepting:
-            tlog.info("rejected: %s", REJECT_SHUTTING_DOWN)
+            tlog.info("rejected: %s", REJECT_SHUTTING_DOWN, extra=_rejected(REJECT_SHUTTING_DOWN))
             self._reject(task_id, REJECT_SHUTTING_DOWN)
             return
         limit = self.settings.max_concurrent_tasks
         if limit and len(self.active) >= limit:
-            tlog.info("rejected: %s (%d running)", REJECT_AT_CAPACITY, len(self.active))
+            tlog.info(
+                "rejected: %s (%d running)",
+                REJECT_AT_CAPACITY,
+                len(self.active),
+                extra=_rejected(REJECT_AT_CAPACITY),
+            )
             self._reject(task_id, REJECT_AT_CAPACITY)
             return
         params = build_task_params(assignment, self.settings.params)
@@ -144,12 +152,13 @@ class Supervisor:
         self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
         execution = params.execution_id or "-"
         if previous is None:
-            tlog.info("claimed (execution %s)", execution)
+            tlog.info("claimed (execution %s)", execution, extra=CLAIMED_EVENT)
         else:
             tlog.info(
                 "claimed (execution %s); starts when execution %s of this run has ended",
                 execution,
                 previous.params.execution_id or "-",
+                extra=CLAIMED_EVENT,
             )
         assert self._nursery is not None, "Supervisor.run must be started first"
         self._nursery.start_soon(self._run_task, control, name=f"task {task_id}")
@@ -222,14 +231,27 @@ class Supervisor:
             if not self.active:
                 self._idle.set()
         duration = trio.current_time() - started
+        fields = {
+            "event": "finished",
+            "result": outcome.result.value,
+            "reason": outcome.reason.value if outcome.reason is not None else None,
+            "exit_code": outcome.exit_code,
+            "duration_s": round(duration, 3),
+        }
         if outcome.result is TaskResult.DETACHED:
-            control.log.info("left running for the next start to reattach (%.1fs)", duration)
+            control.log.info(
+                "left running for the next start to reattach (%.1fs)", duration, extra=fields
+            )
         elif outcome.message is None:
             _remember(self.handed_off, params.task_id, params)
-            control.log.info("handed off (%.1fs)", duration)
+            control.log.info("handed off (%.1fs)", duration, extra=fields)
         else:
             self.outbox.put(outcome.message)
-            control.log.info("%s %s", outcome.result, _summary(outcome, duration))
+            # The same cause the server gets, so the worker's own log says why.
+            cause = f": {outcome.cause}" if outcome.cause else ""
+            level = logging.WARNING if outcome.result is TaskResult.FAILED else logging.INFO
+            summary = _summary(outcome, duration)
+            control.log.log(level, "%s %s%s", outcome.result, summary, cause, extra=fields)
         self.finished += 1
         for finished in self.events.on_finished:
             _notify(finished, params, outcome, duration)
@@ -256,6 +278,13 @@ class Supervisor:
     async def wait_idle(self) -> None:
         """Wait until no task is running."""
         await self._idle.wait()
+
+
+CLAIMED_EVENT: Final = {"event": "claimed"}
+
+
+def _rejected(reason: str) -> dict[str, str]:
+    return {"event": "rejected", "reason": reason}
 
 
 def _remember(memory: dict[K, V], key: K, value: V) -> None:

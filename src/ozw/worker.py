@@ -3,16 +3,21 @@
 ::
 
     Worker.run (root nursery)
-    ├── signals      first SIGINT/SIGTERM: graceful stop; second: immediate stop
+    ├── signals      SIGINT/SIGTERM: stop (cancel, teardown, report); again: kill now;
+    │                SIGQUIT: drain (no new work, running tasks finish); SIGHUP: ignored
     ├── connection   dial, read, single writer, heartbeat; reconnects
     └── supervisor   one child per task: setup → execute → teardown
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
 
 import trio
 
@@ -21,6 +26,7 @@ from ozw.config import WorkerConfig
 from ozw.connection import Connection, ConnectionSettings
 from ozw.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
 from ozw.failures import BackendUnavailable, StartupError
+from ozw.logs import WORKER_ID
 from ozw.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
@@ -96,6 +102,9 @@ class Worker:
         self.metrics_port: int | None = None
         self.exit_code = EXIT_OK
         self._stop = trio.Event()
+        self._ending = trio.Event()
+        """Set by a stop or a drain: the worker takes no new work and will exit."""
+        self._drain_scope: trio.CancelScope | None = None
         self._forced = trio.Event()
         self._shutdown_scope = trio.CancelScope()
 
@@ -115,6 +124,22 @@ class Worker:
             # At once, not when the shutdown task next runs: no assignment slips in.
             self.supervisor.stop_accepting()
             self._stop.set()
+            self._ending.set()
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+
+    def request_drain(self, why: str = "asked to drain") -> None:
+        """Drain: no new work, running tasks finish as they would, then exit 0."""
+        if self._ending.is_set():
+            return
+        log.info(
+            "%s: draining (no new work; %d task(s) finish first; SIGTERM cancels them)",
+            why,
+            len(self.supervisor.active),
+        )
+        self.supervisor.stop_accepting()
+        self._drain_scope = trio.CancelScope()
+        self._ending.set()
 
     def force_stop(self, why: str = "asked again") -> None:
         """Immediate stop: kill agents and containers now, exit 130."""
@@ -124,6 +149,9 @@ class Worker:
         self.exit_code = EXIT_FORCED
         self._forced.set()
         self._stop.set()
+        self._ending.set()
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
         self._shutdown_scope.cancel()
 
     async def run(
@@ -138,6 +166,14 @@ class Worker:
             StartupError: the backend's start-up check failed, or the metrics address
                 cannot be bound.
         """
+        WORKER_ID.set(self.config.worker_id)
+        # Signals are received from the start; they are acted on once the tasks run.
+        with _signal_receiver(handle_signals) as signals:
+            return await self._run(signals, task_status)
+
+    async def _run(
+        self, signals: AsyncIterator[int] | None, task_status: trio.TaskStatus[Worker]
+    ) -> int:
         found = await self.backend.check()
         await self.backend.recover()
         log.info(
@@ -157,8 +193,8 @@ class Worker:
                     f"cannot serve metrics on {self.config.metrics_addr}: {exc.strerror or exc}"
                 ) from None
         async with trio.open_nursery() as root:
-            if handle_signals:
-                await root.start(self._watch_signals)
+            if signals is not None:
+                root.start_soon(self._watch_signals, signals)
             await root.start(self.supervisor.run)
             for adopted in self.backend.reattached():
                 self.supervisor.adopt(adopted)
@@ -168,22 +204,30 @@ class Worker:
                 )
             await root.start(self.connection.run)
             task_status.started(self)
-            await self._stop.wait()
+            await self._ending.wait()
+            if self._drain_scope is not None:
+                with self._drain_scope:
+                    await self.supervisor.wait_idle()
+                if not self._stop.is_set():
+                    log.info("drained: every task has finished")
             await self._shutdown()
             root.cancel_scope.cancel()
         return self.exit_code
 
-    async def _watch_signals(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self._stop.is_set():
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            match signal_action(signum, stopping=self._stop.is_set()):
+                case SignalAction.IGNORE:
+                    log.info("received %s: ignored (SIGTERM stops the worker)", name)
+                case SignalAction.DRAIN:
+                    if self._ending.is_set():
+                        log.info("received %s: already stopping", name)
+                    self.request_drain(f"received {name}")
+                case SignalAction.STOP:
                     self.request_stop(f"received {name}")
                     log.info("press Ctrl-C again to stop at once")
-                else:
+                case SignalAction.FORCE:
                     self.force_stop(f"received {name} again")
 
     async def _shutdown(self) -> None:
@@ -237,6 +281,36 @@ class Worker:
             await self.backend.kill_all()
             self.supervisor.force_stop()
             await self.supervisor.wait_idle()
+
+
+class SignalAction(enum.Enum):
+    STOP = "stop"
+    FORCE = "force"
+    DRAIN = "drain"
+    IGNORE = "ignore"
+
+
+HANDLED_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP)
+
+
+def signal_action(signum: int, *, stopping: bool) -> SignalAction:
+    """What a signal does, as operators expect: SIGINT/SIGTERM stop (a second one
+    forces), SIGQUIT drains, SIGHUP (a closed terminal) is ignored."""
+    match signum:
+        case signal.SIGHUP:
+            return SignalAction.IGNORE
+        case signal.SIGQUIT:
+            return SignalAction.DRAIN
+    return SignalAction.FORCE if stopping else SignalAction.STOP
+
+
+@contextlib.contextmanager
+def _signal_receiver(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
+    if not enabled:
+        yield None
+        return
+    with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+        yield signals
 
 
 async def serve(config: WorkerConfig, backend: Backend) -> int:

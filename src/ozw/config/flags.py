@@ -110,7 +110,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
          "backend.target_dir", metavar="DIR", only=("direct", "has one")),
     Flag(("--task-timeout",), "task_timeout", "fail tasks running longer (e.g. 2h)",
          "task_timeout", metavar="DURATION"),
-    Flag(("--shutdown-grace",), "shutdown_grace", "time tasks get to finish on Ctrl-C / SIGTERM",
+    Flag(("--shutdown-grace",), "shutdown_grace", "on Ctrl-C / SIGTERM, time for teardown",
          "shutdown_grace", metavar="DURATION"),
     Flag(("--metrics-addr",), "metrics_addr", "serve /metrics and /healthz here",
          "metrics_addr", metavar="HOST:PORT"),

@@ -28,6 +28,7 @@ import attrs
 from ozw.backends.docker.container import docker_error
 from ozw.backends.execution import ProcessRunner, bounded, cleanup_bound
 from ozw.failures import FailureReason
+from ozw.logs import log_command
 
 logger = logging.getLogger("ozw.backends.docker")
 
@@ -97,6 +98,7 @@ class DockerCLI:
     ) -> CallResult:
         """Run ``docker <args>`` to completion (killed at once when cancelled)."""
         env = self.environ if extra_env is None else {**self.environ, **extra_env}
+        log_command(logger, [self.docker, *args])
         completed = await anyio.run_process(
             [self.docker, *args],
             input=input,
@@ -141,6 +143,7 @@ class DockerCLI:
                 (source, subprocess.DEVNULL, write_fd),
                 (destination, read_fd, subprocess.DEVNULL),
             ):
+                log_command(logger, [self.docker, *args])
                 processes.append(
                     await anyio.open_process(
                         [self.docker, *args],

@@ -21,7 +21,7 @@ from ozw.backends.execution.ledger import ProcessLedger
 from ozw.backends.execution.procfs import all_stats
 from ozw.backends.execution.spawn import ChildProcess, spawn
 from ozw.failures import normalise_exit_code
-from ozw.logs import TaskLog
+from ozw.logs import TaskLog, log_command
 
 MAX_LINE = 16 * 1024
 """Longer output lines are split: a chatty agent must not grow our memory."""
@@ -106,6 +106,7 @@ class ProcessRunner:
         normalised exit code (signal N → 128+N). On cancellation the whole group is
         stopped (SIGTERM, ``kill_grace``, SIGKILL) before the cancellation propagates.
         """
+        log_command(log, command)
         process = spawn(command, env=env, cwd=cwd, stdin=stdin is not None)
         pgid = process.pid
         self._groups.add(pgid)
