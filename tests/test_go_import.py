@@ -14,6 +14,7 @@ from ozw.config import (
     DirectConfig,
     DockerConfig,
     EnvEntry,
+    KubernetesConfig,
     WorkerConfig,
     load_config,
 )
@@ -153,7 +154,7 @@ backend:
 
 
 def test_kubernetes_config_keeps_every_key(tmp_path: Path) -> None:
-    text, _ = convert(tmp_path, KUBERNETES_YAML)
+    text, output = convert(tmp_path, KUBERNETES_YAML)
     table = tomllib.loads(text)["backend"]["kubernetes"]
     assert set(table) == set(GO_BACKEND_KEYS["kubernetes"])
     assert table["use_image_volumes"] is True
@@ -168,6 +169,27 @@ def test_kubernetes_config_keeps_every_key(tmp_path: Path) -> None:
         "containers": [{"name": "task", "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}],
     }
     assert table["preflight_resources"] == {"limits": {"cpu": "100m", "memory": "64Mi"}}
+    # And ozw reads it as the same Kubernetes backend.
+    assert load_config(str(output), CliOverrides(), {}).backend == KubernetesConfig(
+        namespace="agents",
+        kubeconfig="/path/to/kubeconfig",
+        default_image="my-registry.io/dev-image:latest",
+        image_pull_policy="Always",
+        use_image_volumes=True,
+        preflight_image="registry.internal/busybox:1.36",
+        sidecar_image="registry.internal/warp-agent:latest",
+        setup_command="./setup.sh",
+        teardown_command="./teardown.sh",
+        extra_labels={"team": "infra", "on": "yes"},
+        extra_annotations={"owner": "ops"},
+        active_deadline_seconds=7200,
+        ttl_seconds_after_finished=3600,
+        workspace_size_limit="10Gi",
+        unschedulable_timeout=120.0,
+        coding_cli_sidecars={"claude": "registry.internal/my-claude-wrapper:v1"},
+        pod_template=table["pod_template"],
+        preflight_resources=table["preflight_resources"],
+    )
     assert (
         "# not converted (TOML has no null; left out): pod_template.priorityClassName = null"
         in text
