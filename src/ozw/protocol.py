@@ -1,21 +1,40 @@
-"""The wire messages of PROTOCOL.md 2 and 3 and their JSON (de)serialisation.
+"""The protocol's JSON (de)serialisation; the messages themselves are :mod:`ozw.messages`.
 
 Every frame is ``{"type": <string>, "data": <object>}``. Decoding is tolerant where
 the server may evolve (unknown fields are ignored, optional fields may be absent)
 and strict where a wrong value would do harm (a string where a number belongs is
 refused, never coerced). Every decoding problem surfaces as :class:`ProtocolError`
-with a one-line description; nothing else escapes.
+with a one-line description; nothing else escapes. The message classes are
+re-exported here, so importers name one module for the whole protocol.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+# Every message class is re-exported, so importers name one module for the protocol.
+from ozw import messages
+from ozw.messages import *  # noqa: F403
+from ozw.messages import (
+    MESSAGE_TYPE_NAMES,
+    SERVER_MESSAGE_TYPES,
+    WORKER_MESSAGE_TYPES,
+    JsonObject,
+    Owner,
+    ServerMessage,
+    Task,
+    TaskAssignment,
+    TaskCancellation,
+    TaskCompleted,
+    TaskFailed,
+    UnknownMessage,
+    WorkerMessage,
+)
 from ozw.strict import (
     REQUIRED,
     Invalid,
@@ -27,18 +46,16 @@ from ozw.strict import (
     structure_items,
 )
 
-JsonObject: TypeAlias = dict[str, Any]
-
-TASK_ASSIGNMENT: Final = "task_assignment"
-TASK_CANCELLATION: Final = "task_cancellation"
-TASK_CLAIMED: Final = "task_claimed"
-TASK_REJECTED: Final = "task_rejected"
-TASK_COMPLETED: Final = "task_completed"
-TASK_FAILED: Final = "task_failed"
-
-REJECT_AT_CAPACITY: Final = "worker at maximum concurrency"
-REJECT_SHUTTING_DOWN: Final = "worker shutting down"
-TASK_STATE_CANCELLED: Final = "CANCELLED"
+__all__ = [
+    *messages.__all__,
+    "ProtocolError",
+    "decode_server_message",
+    "decode_worker_message",
+    "encode_message",
+    "is_terminal",
+    "unstructure",
+    "unstructure_task",
+]
 
 
 class ProtocolError(Exception):
@@ -50,162 +67,6 @@ class ProtocolError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(_one_line(message))
-
-
-# --- server → worker ---------------------------------------------------------
-
-
-@attrs.frozen
-class Owner:
-    type: str | None = None
-    id: Any = None
-
-
-@attrs.frozen
-class Harness:
-    type: str | None = None
-
-
-@attrs.frozen
-class AwsInference:
-    disabled: bool = False
-    role_arn: str | None = None
-    region: str | None = None
-
-
-@attrs.frozen
-class InferenceProviders:
-    aws: AwsInference | None = None
-
-
-@attrs.frozen
-class SessionSharing:
-    public_access: str | None = None
-
-
-@attrs.frozen
-class AgentConfigSnapshot:
-    """The agent configuration the server snapshotted for a task (all optional)."""
-
-    environment_id: str | None = None
-    base_prompt: str | None = None
-    model_id: str | None = None
-    profile_id: str | None = None
-    skill_spec: str | None = None
-    mcp_servers: dict[str, Any] | None = None
-    computer_use_enabled: bool | None = None
-    idle_timeout_minutes: int | None = None
-    harness: Harness | None = None
-    harness_auth_secrets: Any = None
-    inference_providers: InferenceProviders | None = None
-    session_sharing: SessionSharing | None = None
-    snapshot_disabled: bool | None = None
-    snapshot_upload_timeout_secs: int | None = None
-    snapshot_script_timeout_secs: int | None = None
-
-
-@attrs.frozen
-class Task:
-    """The task record. ``raw`` keeps the object exactly as received, for pass-through."""
-
-    id: str
-    title: str | None = None
-    task_definition: dict[str, Any] | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    owner: Owner | None = None
-    agent_config_snapshot: AgentConfigSnapshot | None = None
-    agent_conversation_id: str | None = None
-    raw: JsonObject = attrs.field(factory=dict, eq=False, repr=False)
-
-
-@attrs.frozen
-class SidecarSpec:
-    image: str
-    mount_path: str
-    read_write: bool = False
-
-
-@attrs.frozen
-class InstanceShape:
-    vcpus: float | None = None
-    memory_gb: float | None = None
-
-
-@attrs.frozen
-class TaskAssignment:
-    task_id: str
-    task: Task
-    execution_id: str | None = None
-    docker_image: str | None = None
-    sidecar_image: str | None = None
-    env_vars: dict[str, str] = attrs.field(factory=dict)
-    additional_sidecars: list[SidecarSpec] = attrs.field(factory=list)
-    additional_oz_args: list[str] = attrs.field(factory=list)
-    instance_shape: InstanceShape | None = None
-
-
-@attrs.frozen
-class TaskCancellation:
-    task_id: str
-
-
-@attrs.frozen
-class UnknownMessage:
-    """A well-formed frame of a type this worker does not know (logged and skipped)."""
-
-    type: str
-
-
-ServerMessage: TypeAlias = TaskAssignment | TaskCancellation | UnknownMessage
-
-
-# --- worker → server ---------------------------------------------------------
-
-
-@attrs.frozen
-class TaskClaimed:
-    task_id: str
-    worker_id: str
-
-
-@attrs.frozen
-class TaskRejected:
-    task_id: str
-    reason: str
-
-
-@attrs.frozen
-class TaskCompleted:
-    task_id: str
-    message: str
-    task_state: str | None = None
-
-
-@attrs.frozen
-class TaskFailed:
-    task_id: str
-    message: str
-    failure_reason: str
-    exit_code: int | None = None
-
-
-WorkerMessage: TypeAlias = TaskClaimed | TaskRejected | TaskCompleted | TaskFailed
-TerminalMessage: TypeAlias = TaskCompleted | TaskFailed
-
-_SERVER_TYPES: Final[dict[str, type[Any]]] = {
-    TASK_ASSIGNMENT: TaskAssignment,
-    TASK_CANCELLATION: TaskCancellation,
-}
-_WORKER_TYPES: Final[dict[str, type[Any]]] = {
-    TASK_CLAIMED: TaskClaimed,
-    TASK_REJECTED: TaskRejected,
-    TASK_COMPLETED: TaskCompleted,
-    TASK_FAILED: TaskFailed,
-}
-_TYPE_NAMES: Final[dict[type[Any], str]] = {
-    cls: name for name, cls in (_SERVER_TYPES | _WORKER_TYPES).items()
-}
 
 
 # --- the converter -------------------------------------------------------------
@@ -434,7 +295,7 @@ def decode_server_message(text: str | bytes) -> ServerMessage:
             Nothing else escapes, whatever the input.
     """
     kind, data = _parse_frame(text)
-    cls = _SERVER_TYPES.get(kind)
+    cls = SERVER_MESSAGE_TYPES.get(kind)
     if cls is None:
         return UnknownMessage(kind)
     message: ServerMessage = _decode(kind, data, cls)
@@ -451,7 +312,7 @@ def decode_worker_message(text: str | bytes) -> WorkerMessage:
         ProtocolError: as :func:`decode_server_message`, and for an unknown type.
     """
     kind, data = _parse_frame(text)
-    cls = _WORKER_TYPES.get(kind)
+    cls = WORKER_MESSAGE_TYPES.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown worker message type {json.dumps(kind)}")
     message: WorkerMessage = _decode(kind, data, cls)
@@ -473,7 +334,7 @@ def unstructure(message: WorkerMessage | TaskAssignment | TaskCancellation) -> J
 def encode_message(message: WorkerMessage | TaskAssignment | TaskCancellation) -> str:
     """Encode a message as one compact JSON text frame."""
     return json.dumps(
-        {"type": _TYPE_NAMES[type(message)], "data": unstructure(message)},
+        {"type": MESSAGE_TYPE_NAMES[type(message)], "data": unstructure(message)},
         separators=(",", ":"),
     )
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ozw.backends.kubernetes.manifests import pod_spec_template, preflight_resources
+from ozw.backends.kubernetes.manifests import preflight_resources
+from ozw.backends.kubernetes.pod_template import pod_spec_template
 from ozw.backends.kubernetes.template import TemplateError, check_pod_spec
 from ozw.config import CliOverrides, ConfigError, load_config
 from tests.kubernetes.manifest_cases import TEMPLATE
