@@ -1,4 +1,4 @@
-"""Executions of one run (PROTOCOL.md 8) through a real WebSocket server and real agents.
+"""Executions of one run (docs/protocol.md) through a real WebSocket server and real agents.
 
 The worker runs the stand-in ``oz`` on the direct backend. An agent that must keep
 running until the test says so reads its steps from a FIFO (``OZ_STANDIN_SCRIPT``):

@@ -185,7 +185,7 @@ CATALOG = {
     "oz_worker_websocket_reconnects_total",
     "oz_worker_info",
 }
-"""PROTOCOL.md 8, as Prometheus exposes it (a histogram is three sample names)."""
+"""docs/protocol.md, as Prometheus exposes it (a histogram is three sample names)."""
 
 
 async def test_every_series_of_the_catalog_is_there_at_zero_from_start_up() -> None:

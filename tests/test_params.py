@@ -1,4 +1,4 @@
-"""Task parameters (PROTOCOL.md 4): every rule, and its absence."""
+"""Task parameters (docs/protocol.md): every rule, and its absence."""
 
 from __future__ import annotations
 

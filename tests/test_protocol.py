@@ -1,4 +1,4 @@
-"""Wire messages (PROTOCOL.md 2 and 3): shapes, round trips and hostile input."""
+"""Wire messages (docs/protocol.md): shapes, round trips and hostile input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dialling the dispatch server through a real tinyproxy (PROTOCOL.md 8, "Proxies").
+"""Dialling the dispatch server through a real tinyproxy (docs/protocol.md, "Proxies").
 
 Each test checks tinyproxy's own log: a connection counted as proxied really asked
 the proxy for a tunnel, and a bypassed one never did.

@@ -1,4 +1,4 @@
-"""Which proxy applies (PROTOCOL.md 8): the explicit setting, the environment, NO_PROXY.
+"""Which proxy applies (docs/protocol.md): the explicit setting, the environment, NO_PROXY.
 
 The NO_PROXY table follows Go's golang.org/x/net/http/httpproxy (the Go worker's rules).
 """

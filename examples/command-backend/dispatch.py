@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Example `dispatch_command` for ozw's command backend: run each task on this host.
 
-ozw runs this script with the dispatch payload (PROTOCOL.md 5, "command") on stdin.
+ozw runs this script with the dispatch payload (docs/protocol.md, "command") on stdin.
 It starts the agent CLI detached (its own session, so it outlives this script and
 the worker), writes what `cancel.py` needs into a per-run state directory and exits
 0, which tells ozw the task was handed off. Any problem is one line on stderr and a

@@ -1,4 +1,4 @@
-"""The WebSocket session with the dispatch server (PROTOCOL.md 1).
+"""The WebSocket session with the dispatch server (docs/protocol.md).
 
 One :class:`Connection` dials, re-dials with exponential back-off, keeps the link
 alive with pings, declares it dead after a silence, and closes it with code 1000 on

@@ -1,4 +1,4 @@
-"""A local dispatch server speaking PROTOCOL.md: for tests, the demo and smoke runs.
+"""A local dispatch server speaking docs/protocol.md: for tests, the demo and smoke runs.
 
 It is a real WebSocket server: it checks the bearer key, records every message a
 worker sends, and lets code (or the ``ozw dev-server`` command, :mod:`ozw.dev_command`)

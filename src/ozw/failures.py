@@ -1,4 +1,4 @@
-"""Failure reasons (PROTOCOL.md 6), the classified task failure and exit-code rules."""
+"""Failure reasons (docs/protocol.md), the classified task failure and exit-code rules."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class FailureReason(enum.StrEnum):
     DISPATCH_COMMAND = "dispatch_command"
     DISPATCH_TIMEOUT = "dispatch_timeout"
     CANCEL_COMMAND = "cancel_command"
-    # The Kubernetes backend's (PROTOCOL.md 6 and 9).
+    # The Kubernetes backend's (docs/protocol.md).
     JOB_CREATE = "job_create"
     JOB_WATCH = "job_watch"
     JOB_FAILED = "job_failed"

@@ -138,7 +138,7 @@ def _outcome_of_stop(
             return failed(
                 task_id, FailureReason.TASK_TIMEOUT, f"task timed out after {task_timeout:g}s"
             )
-    # Stopped, and not by the server, a timeout or our shutdown (PROTOCOL.md 6).
+    # Stopped, and not by the server, a timeout or our shutdown (docs/protocol.md).
     return failed(task_id, FailureReason.TASK_CANCELLED, "the task was stopped for no known cause")
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics and the health endpoint.
 
-:class:`WorkerMetrics` exports exactly the Go worker's catalog (PROTOCOL.md 8), every
+:class:`WorkerMetrics` exports exactly the Go worker's catalog (docs/protocol.md), every
 known series present at 0 from start-up, so existing dashboards and alerts work. It
 owns its own registry (not the process-global one), so tests and the demo can run
 several workers side by side. :func:`serve_http` is a tiny

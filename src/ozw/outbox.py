@@ -4,7 +4,7 @@ Claimed, rejected and terminal messages are queued here; the connection's single
 writer sends them. An entry is *confirmed* only when a ping sent after it has been
 answered (the server had read everything before the ping), so a message written
 into a connection that then died is re-sent on the next one. Nothing is dropped
-while the worker lives: this is the PROTOCOL.md 3 invariant.
+while the worker lives: this is the docs/protocol.md invariant.
 """
 
 from __future__ import annotations

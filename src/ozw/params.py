@@ -1,10 +1,10 @@
 """Task parameters: the backend-neutral value the worker builds from an assignment.
 
-PROTOCOL.md 4 is the rulebook. Backends never read the raw assignment; they get a
+docs/protocol.md is the rulebook. Backends never read the raw assignment; they get a
 :class:`TaskParams`. Everything here is a pure function so each rule can be tested
 exhaustively without I/O; :func:`build_task_params` only wires them together.
 
-Choices where PROTOCOL.md is silent:
+Choices where docs/protocol.md is silent:
 
 - "Blank" means empty after :meth:`str.strip`; a blank string counts as absent
   everywhere, and values that pass are used trimmed (image names, snapshot values,
@@ -63,7 +63,7 @@ class ParamSettings:
 
 @attrs.frozen
 class TaskParams:
-    """Everything a backend needs to run one task (PROTOCOL.md 4).
+    """Everything a backend needs to run one task (docs/protocol.md).
 
     ``env`` is ordered and already merged (later entries of the same name won);
     backends add their own configured ``environment`` on top.
@@ -126,7 +126,7 @@ def resolve_server_root_url(configured: str | None) -> str:
 def task_environment(
     task_id: str, server_root_url: str | None, env_vars: Mapping[str, str]
 ) -> dict[str, str]:
-    """The task environment, in PROTOCOL.md 4 order.
+    """The task environment, in docs/protocol.md order.
 
     ``TASK_ID``, ``GIT_TERMINAL_PROMPT=0``, ``GH_PROMPT_DISABLED=1``,
     ``WARP_SERVER_ROOT_URL`` (only when ``server_root_url`` is non-blank), then every
@@ -281,7 +281,7 @@ def idle_on_complete_args(snapshot: AgentConfigSnapshot | None, setting: str | N
 def base_args(
     task: Task, additional_oz_args: Sequence[str], settings: ParamSettings
 ) -> tuple[str, ...]:
-    """The agent CLI arguments, in the exact order of PROTOCOL.md 4."""
+    """The agent CLI arguments, in the exact order of docs/protocol.md."""
     args = ["agent", "run"]
     if task.owner is not None and task.owner.type == "TEAM":
         args += ["--share", "team:edit"]

@@ -1,4 +1,4 @@
-"""Which HTTP proxy, if any, the WebSocket is dialled through (PROTOCOL.md 8, "Proxies").
+"""Which HTTP proxy, if any, the WebSocket is dialled through (docs/protocol.md, "Proxies").
 
 Pure rules, no I/O. An explicit ``server.proxy_url`` applies to every host. Without
 it the environment decides as Go's ``http.ProxyFromEnvironment`` does (the Go worker

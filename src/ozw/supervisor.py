@@ -1,6 +1,6 @@
 """The supervisor: takes assignments, enforces concurrency, runs and reports tasks.
 
-A task id names a run; each assignment of it is an execution (PROTOCOL.md 8).
+A task id names a run; each assignment of it is an execution (docs/protocol.md).
 Every execution runs in its own child of the supervisor's nursery. Slots are a
 plain dict of active executions keyed by ``(task_id, execution_id)``: one is added
 before its claim is queued and removed in one ``finally``, so a slot is released

@@ -1,4 +1,4 @@
-"""The failure table of PROTOCOL.md 9 as pod-status fixtures, one row per check."""
+"""The failure table of docs/protocol.md as pod-status fixtures, one row per check."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command backend: hand each task to the operator's own scheduler (PROTOCOL.md 5).
+"""The command backend: hand each task to the operator's own scheduler (docs/protocol.md).
 
 For every task ozw runs ``dispatch_command`` with ``/bin/sh -c`` and writes one JSON
 document, the *dispatch payload* (:func:`dispatch_payload`), to its stdin::
@@ -203,7 +203,7 @@ def dispatch_failure_cause(result: ScriptResult) -> str:
 
 
 class CommandBackend(ProcessBackend):
-    """Hands each task to ``dispatch_command`` (PROTOCOL.md 5, "command").
+    """Hands each task to ``dispatch_command`` (docs/protocol.md, "command").
 
     Args:
         config: the ``[backend.command]`` table.

@@ -115,7 +115,7 @@ _TYPED: Final = "typed"
 """Marks a Kubernetes sub-tree: taken from the typed reading of the file."""
 
 # Every key of the Go worker's FileConfig, with how its value is read. The ozw key
-# has the same name in each case (PROTOCOL.md 9 for Kubernetes).
+# has the same name in each case (docs/protocol.md for Kubernetes).
 _TOP_KEYS: Final[dict[str, _Convert]] = {
     "worker_id": _text,
     "cleanup": _boolean,

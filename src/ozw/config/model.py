@@ -89,7 +89,7 @@ class CommandConfig:
 
 @attrs.frozen
 class KubernetesConfig:
-    """``[backend.kubernetes]``: PROTOCOL.md 9's keys (durations as ozw strings), plus
+    """``[backend.kubernetes]``: docs/protocol.md's keys (durations as ozw strings), plus
     ozw's own ``context``, ``pod_template_file``, ``preflight``, ``reattach``, ``call_timeout``."""
 
     namespace: str = attrs.field(default=kube.DEFAULT_NAMESPACE, metadata=rule(rules.required_text))

@@ -197,7 +197,7 @@ def address(value: object) -> str | None:
 
 def worker_id(value: object) -> str:
     checked = required_text(value)
-    # PROTOCOL.md 7. Case-insensitive: "Warp-1" would look just as official.
+    # docs/protocol.md. Case-insensitive: "Warp-1" would look just as official.
     if checked.lower().startswith("warp"):
         raise Invalid(f"{checked!r} is reserved (ids starting with 'warp' belong to Warp)")
     if any(char.isspace() for char in checked):

@@ -1,4 +1,4 @@
-"""The direct backend: the ``oz`` CLI on the host, one workspace per task (PROTOCOL.md 5).
+"""The direct backend: the ``oz`` CLI on the host, one workspace per task (docs/protocol.md).
 
 Modules: :mod:`~ozw.backends.direct.rules` (pure rules), :mod:`~ozw.backends.direct.workspace`
 (workspaces on disk), :mod:`~ozw.backends.direct.backend` (the backend and its task run).
@@ -48,7 +48,7 @@ Choices where the contract is silent:
   id when short, else a hash of it, so any id a per-task workspace accepts works here.
 - A workspace that already exists is the run's, from an earlier execution (a follow-up
   of the same ``task_id``; kept by cleanup off, by a crash, or by a Go worker that used
-  the same root): it is reused as it is, as the Go worker does (PROTOCOL.md 8), with a
+  the same root): it is reused as it is, as the Go worker does (docs/protocol.md), with a
   fresh environment file. ozw deletes it afterwards (cleanup on) only when it created
   it or the root carries :data:`ROOT_MARKER`: in another root the directory may be the
   operator's. A workspace in use by another worker process (see locking below) is

@@ -52,7 +52,7 @@ logger = logging.getLogger("ozw.backends.direct")
 
 
 class DirectBackend(ProcessBackend):
-    """Runs the ``oz`` CLI on the host (PROTOCOL.md 5, "direct").
+    """Runs the ``oz`` CLI on the host (docs/protocol.md, "direct").
 
     Args:
         config: the ``[backend.direct]`` table.

@@ -1,4 +1,4 @@
-"""The docker backend: every task in its own container (PROTOCOL.md 5, "docker").
+"""The docker backend: every task in its own container (docs/protocol.md, "docker").
 
 Everything goes through the ``docker`` CLI, run with the worker's own environment, so
 the daemon, contexts, TLS settings and registry credentials are found exactly as the

@@ -1,7 +1,7 @@
 """Environment rules shared by every backend: one layering order, one validity policy,
 one rule for what a child process inherits from the worker.
 
-**Layering** (PROTOCOL.md 4 and 5; later layers win for the same name), see
+**Layering** (docs/protocol.md; later layers win for the same name), see
 :func:`layered_environment`:
 
 1. ``inherited``: what the child takes from the worker's own environment

@@ -61,7 +61,7 @@ class ScriptResult:
     def failure(self, reason: FailureReason, cause: str | None = None) -> TaskFailure:
         """The task failure this run stands for (``cause`` defaults to :meth:`describe`).
 
-        No exit code: that field is the agent's own exit only (PROTOCOL.md 6).
+        No exit code: that field is the agent's own exit only (docs/protocol.md).
         """
         return TaskFailure(reason, cause if cause is not None else self.describe())
 

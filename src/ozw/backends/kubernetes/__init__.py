@@ -1,4 +1,4 @@
-"""The Kubernetes backend: every task a Job on a cluster (PROTOCOL.md 9).
+"""The Kubernetes backend: every task a Job on a cluster (docs/protocol.md).
 
 One idea per module:
 

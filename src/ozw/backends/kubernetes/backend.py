@@ -1,4 +1,4 @@
-"""The Kubernetes backend proper: each task a Job (PROTOCOL.md 9), beyond the Go worker's.
+"""The Kubernetes backend proper: each task a Job (docs/protocol.md), beyond the Go worker's.
 
 One task::
 

@@ -1,4 +1,4 @@
-"""Why a task's pod or Job failed, from its API JSON (PROTOCOL.md 9, the failure table).
+"""Why a task's pod or Job failed, from its API JSON (docs/protocol.md, "Failure reasons").
 
 Pure: the backend passes a pod (and, for a pending or failed pod, its events) as the
 API server returned them, plus the current time; these functions return a
@@ -204,7 +204,7 @@ def needs_events(pod: Json) -> bool:
 def classify_pod(
     pod: Json, events: Sequence[Json], now: dt.datetime, unschedulable_timeout: float
 ) -> TaskFailure | None:
-    """The failure a pod shows (PROTOCOL.md 9, "Pod failure checks, in order"), or None."""
+    """The failure a pod shows (docs/protocol.md, "kubernetes"), or None."""
     status = pod.get("status", {})
     if status.get("reason") == "Evicted" or "evict" in status.get("message", "").lower():
         cause = ". ".join([f"{pod_context(pod)} was evicted", *_status_details(pod)])

@@ -1,4 +1,4 @@
-"""The objects the backend creates, as plain API JSON (PROTOCOL.md 9), built purely.
+"""The objects the backend creates, as plain API JSON (docs/protocol.md), built purely.
 
 - the task **Job** (backoffLimit 0, a pod of init containers for sidecars and setup
   plus the ``task`` container, merged into the operator's ``pod_template``);
@@ -292,7 +292,7 @@ def task_pod_spec(spec: TaskJobSpec, config: KubernetesConfig) -> dict[str, Any]
 
 
 def task_job(spec: TaskJobSpec, config: KubernetesConfig) -> dict[str, Any]:
-    """The task Job (PROTOCOL.md 9, "Job spec")."""
+    """The task Job (docs/protocol.md, "kubernetes")."""
     labels = task_labels(spec.worker_id, spec.task_id, spec.execution_id, config.extra_labels)
     job_spec: dict[str, Any] = {"backoffLimit": 0}
     if config.active_deadline_seconds is not None:
@@ -355,7 +355,7 @@ def secret_owner_patch(job_name: str, job_uid: str) -> dict[str, Any]:
 
 
 def preflight_job(name: str, worker_id: str, config: KubernetesConfig) -> dict[str, Any]:
-    """The start-up preflight Job (PROTOCOL.md 9, "Preflight at start-up")."""
+    """The start-up preflight Job (docs/protocol.md, "kubernetes")."""
     policy = pull_policy(config.image_pull_policy)
     resources = preflight_resources(config)
     image = config.preflight_image

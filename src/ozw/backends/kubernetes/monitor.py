@@ -1,4 +1,4 @@
-"""Following one task Job to its end (PROTOCOL.md 9, "Monitoring").
+"""Following one task Job to its end (docs/protocol.md, "kubernetes").
 
 Three watchers race inside one task group and the first verdict wins: a watch on
 the Job (by name), a watch on its pods (by execution-hash label), and a safety

@@ -1,6 +1,6 @@
 """Names, labels and annotations of the objects the Kubernetes backend creates.
 
-PROTOCOL.md 9: a task Job is ``oz-task-<run id>-exec-<last 8 chars of execution
+docs/protocol.md: a task Job is ``oz-task-<run id>-exec-<last 8 chars of execution
 id>``, every object carries the worker, task and execution ids as sanitised label
 values plus their SHA-256 hashes, which are exact (the sanitised values can collide)
 and are what the backend selects by. All functions are pure.

@@ -68,7 +68,7 @@ def merge_resources(base: Mapping[str, Any], override: Mapping[str, Any]) -> dic
 
 
 def overlay_task_container(template: dict[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:
-    """A template container named ``task`` with ours laid over it (PROTOCOL.md 9)."""
+    """A template container named ``task`` with ours laid over it (docs/protocol.md)."""
     merged = copy.deepcopy(template)
     for key in ("image", "command", "args", "workingDir"):
         merged[key] = ours[key]

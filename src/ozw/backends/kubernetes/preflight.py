@@ -2,7 +2,7 @@
 
 - :func:`access_problems`: one ``SelfSubjectAccessReview`` per verb the backend uses,
   so ``ozw check`` names every missing permission in one line.
-- :func:`run_preflight`: the Go worker's preflight Job (PROTOCOL.md 9): it proves
+- :func:`run_preflight`: the Go worker's preflight Job (docs/protocol.md): it proves
   that a Job of this shape can get its pod (a root init container for sidecar
   copies, or an image volume) before any task fails on it. Always deleted.
 """
