@@ -53,6 +53,7 @@ __all__ = [
     "decode_worker_message",
     "encode_message",
     "is_terminal",
+    "message_type",
     "unstructure",
     "unstructure_task",
 ]
@@ -348,4 +349,4 @@ def message_type(message: ServerMessage | WorkerMessage) -> str:
     """The wire ``type`` of a message (``task_assignment``, ``task_claimed``, ...)."""
     if isinstance(message, UnknownMessage):
         return message.type
-    return _TYPE_NAMES[type(message)]
+    return MESSAGE_TYPE_NAMES[type(message)]
