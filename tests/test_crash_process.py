@@ -8,12 +8,15 @@ import signal
 import uuid
 from pathlib import Path
 
+import pytest
 import trio
 
 from ozw.protocol import TaskClaimed, TaskCompleted
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.procs import alive, processes_carrying, wait_until_gone
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
+
+pytestmark = pytest.mark.slow
 
 
 def write_config(tmp_path: Path, port: int) -> Path:

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import anyio
+import pytest
 
 from ozw.backends.execution import ProcessLedger, ProcessRunner, stop_leftovers
 from ozw.backends.execution.ledger import LEDGER_PREFIX, Entry, abandoned_ledgers, parse_ledger
@@ -20,6 +21,8 @@ from ozw.backends.execution.procfs import ProcStat, read_stat
 from ozw.logs import TaskLog
 from tests.event_loops import on_both_loops
 from tests.support.procs import alive, wait_until_gone
+
+pytestmark = pytest.mark.slow
 
 # ------------------------------------------------------------------ PR_SET_PDEATHSIG
 

@@ -22,6 +22,8 @@ from tests.tinyproxy import (
     start_dispatch_server,
 )
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "Pr0xyPassw0rd"
 
 

@@ -7,6 +7,7 @@ import signal
 import uuid
 from pathlib import Path
 
+import pytest
 import trio
 
 from ozw.protocol import (
@@ -20,6 +21,8 @@ from ozw.protocol import (
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.procs import processes_carrying
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
+
+pytestmark = pytest.mark.slow
 
 
 def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: str) -> Path:

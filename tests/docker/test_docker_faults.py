@@ -43,6 +43,8 @@ from tests.docker.test_docker_backend import (
 from tests.docker.test_docker_smoke import REPO
 from tests.event_loops import on_both_loops
 
+pytestmark = pytest.mark.slow
+
 # --- a worker killed during docker create -------------------------------------------------
 
 

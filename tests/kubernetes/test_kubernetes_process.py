@@ -33,6 +33,8 @@ from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster
 from tests.ozw_process import OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 
+pytestmark = pytest.mark.slow
+
 SECRET = "s3cr3t-value-never-in-a-job-spec"
 JOBS = "/apis/batch/v1/namespaces/agents/jobs"
 

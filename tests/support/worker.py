@@ -54,15 +54,18 @@ async def start_server(nursery: trio.Nursery, port: int = 0) -> DispatchServer:
     return server
 
 
-async def start_stoppable_server(nursery: trio.Nursery) -> tuple[DispatchServer, trio.CancelScope]:
-    """A dispatch server and the scope that takes it away (as a crash or restart would)."""
+async def start_stoppable_server(
+    nursery: trio.Nursery, port: int = 0
+) -> tuple[DispatchServer, trio.CancelScope]:
+    """A dispatch server and the scope that takes it away (as a crash or restart would);
+    ``port`` brings one back where a previous one listened."""
     scope = trio.CancelScope()
     server = DispatchServer(API_KEY)
 
     async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with scope:
             async with trio.open_nursery() as inner:
-                await inner.start(server.serve, "127.0.0.1", 0)
+                await inner.start(server.serve, "127.0.0.1", port)
                 task_status.started()
                 await trio.sleep_forever()
 
