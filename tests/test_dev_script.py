@@ -47,7 +47,7 @@ def test_blank_lines_and_comments_are_no_step(line: str) -> None:
     [
         ("{", "not JSON"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"cancel": "a", "after": -1}', "after: -1 is negative"),
+        ('{"cancel": "a", "after": -1}', "after: -1 is not a duration"),
         ('{"cancel": "a", "after": true}', "after: expected a duration"),
         ('{"cancel": "a", "after": "soon"}', "after: 'soon' is not a duration"),
         ('{"cancel": "a", "task_id": "b"}', "a cancel line has only 'cancel' and 'after'"),

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import attrs
 
-from ozw.config import parse_duration
+from ozw.config.rules import duration
 from ozw.protocol import (
     ProtocolError,
     TaskAssignment,
@@ -27,6 +27,7 @@ from ozw.protocol import (
     UnknownMessage,
     decode_server_message,
 )
+from ozw.strict import Invalid
 
 CANCEL_SHORTHAND: Final = "cancel "
 
@@ -75,15 +76,10 @@ def parse_line(line: str) -> Step | None:
 
 
 def _after(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ScriptError(f"after: expected a duration such as '2s', not {value!r}")
     try:
-        seconds = parse_duration(value) if isinstance(value, str) else float(value)
-    except ValueError as exc:
+        return duration(value)
+    except Invalid as exc:
         raise ScriptError(f"after: {exc}") from None
-    if seconds < 0:
-        raise ScriptError(f"after: {value!r} is negative")
-    return seconds
 
 
 def _summary(frame: str) -> str:
