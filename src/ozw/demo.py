@@ -3,8 +3,9 @@
 One Trio nursery holds a local dispatch server, a worker on the direct backend
 (running the stand-in ``oz`` agent in a temporary workspace root) and a script of
 sample tasks: some succeed, one fails, one is cancelled mid-run and one is
-rejected because the worker is at capacity. Progress is shown live (a status view
-on a terminal, plain lines otherwise) and a final table is printed.
+rejected because the worker is at capacity. Progress is shown live
+(:mod:`ozw.demo_view`: a status view on a terminal, plain lines otherwise), then
+the outcomes and a pointer to the next step.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import logging
 import secrets
 import sys
 import tempfile
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import Final
 
 import attrs
 import trio
+from rich.console import Console
 
 from ozw.backends.direct import DirectBackend
 from ozw.config import DirectConfig, WorkerConfig
-from ozw.devserver import DispatchServer, Received
+from ozw.demo_view import StatusView, make_console
+from ozw.devserver import DispatchServer
 from ozw.local import open_local_worker
 from ozw.logs import configure_logging
 from ozw.protocol import (
@@ -39,6 +41,10 @@ from ozw.protocol import (
 from ozw.worker import Worker
 
 MAX_CONCURRENT = 3
+NEXT_STEP: Final = (
+    "Next: `ozw config init` writes config/worker.toml to run a worker against Oz "
+    "(README: Quickstart)."
+)
 
 
 @attrs.frozen
@@ -56,9 +62,15 @@ SAMPLES = (
         "sleep 1; echo Fixed it",
     ),
     SampleTask(
-        "demo-broken-build", "Investigate the broken build", "echo Building; sleep 1.5; exit 3"
+        "demo-broken-build",
+        "Investigate the broken build",
+        "echo Building; sleep 1.5; exit 3",
     ),
-    SampleTask("demo-long-refactor", "A long refactor", "echo Starting a long refactor; sleep 60"),
+    SampleTask(
+        "demo-long-refactor",
+        "A long refactor",
+        "echo Starting a long refactor; sleep 60",
+    ),
     SampleTask("demo-over-capacity", "One task too many", "echo never runs"),
     SampleTask(
         "demo-write-docs",
@@ -76,100 +88,13 @@ def standin_agent() -> Path:
     return Path(__file__).resolve().parents[2] / "examples" / "agent" / "oz"
 
 
-@attrs.define
-class Row:
-    task_id: str
-    title: str
-    state: str = "assigned"
-    reason: str = ""
-    exit_code: str = ""
-    started: float | None = None
-    ended: float | None = None
-
-    @property
-    def duration(self) -> str:
-        if self.started is None:
-            return ""
-        end = self.ended if self.ended is not None else trio.current_time()
-        return f"{end - self.started:.1f}s"
-
-
-class StatusView:
-    """Per-task status, redrawn in place on a terminal, one line per change otherwise."""
-
-    def __init__(self, out: IO[str], *, live: bool) -> None:
-        self.out = out
-        self.live = live
-        self.rows: dict[str, Row] = {}
-        self._drawn = 0
-
-    def add(self, sample: SampleTask) -> None:
-        self.rows[sample.task_id] = Row(sample.task_id, sample.title)
-        self._changed(sample.task_id)
-
-    def on_message(self, item: Received) -> None:
-        message = item.message
-        row = self.rows.get(message.task_id)
-        if row is None:
-            return
-        now = trio.current_time()
-        match message:
-            case TaskClaimed():
-                row.state, row.started = "running", now
-            case TaskRejected():
-                row.state, row.reason = "rejected", message.reason
-            case TaskCompleted(task_state="CANCELLED"):
-                row.state, row.ended = "cancelled", now
-            case TaskCompleted():
-                row.state, row.ended = "completed", now
-            case TaskFailed():
-                row.state, row.ended, row.reason = "failed", now, message.failure_reason
-                row.exit_code = "" if message.exit_code is None else str(message.exit_code)
-        self._changed(message.task_id)
-
-    def note(self, text: str) -> None:
-        if not self.live:
-            print(text, file=self.out, flush=True)
-
-    def _changed(self, task_id: str) -> None:
-        if self.live:
-            self.redraw()
-        else:
-            row = self.rows[task_id]
-            extra = ", ".join(
-                x for x in (row.reason, row.exit_code and f"exit {row.exit_code}") if x
-            )
-            print(
-                f"{row.task_id:<22} {row.state}{f' ({extra})' if extra else ''}",
-                file=self.out,
-                flush=True,
-            )
-
-    def redraw(self) -> None:
-        lines = list(self.table())
-        if self._drawn:
-            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
-        self.out.write("\n".join(lines) + "\n")
-        self.out.flush()
-        self._drawn = len(lines)
-
-    def table(self) -> Iterator[str]:
-        header = ("task", "outcome", "reason", "exit", "duration")
-        rows = [(r.task_id, r.state, r.reason, r.exit_code, r.duration) for r in self.rows.values()]
-        widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=False)]
-        for line in (header, *rows):
-            yield "  ".join(
-                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
-            ).rstrip()
-
-
 async def run_demo(
-    out: IO[str], *, live: bool, workdir: Path, metrics_addr: str | None = None
+    console: Console, *, live: bool, workdir: Path, metrics_addr: str | None = None
 ) -> int:
     """Run the demo; returns the exit code (0, or 130 after a second Ctrl-C)."""
     api_key = secrets.token_urlsafe(16)
-    view = StatusView(out, live=live)
     server = DispatchServer(api_key)
+    view = StatusView(console, live=live)
     server.on_receive.append(view.on_message)
     config = WorkerConfig(
         worker_id="demo-worker",
@@ -187,40 +112,42 @@ async def run_demo(
     )
     assert isinstance(config.backend, DirectConfig)
     backend = DirectBackend(config.backend, cleanup=True)
-    async with (
-        open_local_worker(
-            config, backend, server=server, handle_signals=True, stop_reason="demo finished"
-        ) as local,
-        trio.open_nursery() as nursery,
-    ):
-        worker = local.worker
-        view.note(f"dispatch server on {server.url}; worker connected")
-        if worker.metrics_port is not None:
-            view.note(f"metrics on http://127.0.0.1:{worker.metrics_port}/metrics")
-        if live:
-            nursery.start_soon(_tick, view)
-        with trio.CancelScope() as script:
-            nursery.start_soon(_stop_script_when, local.stopped, script)
-            await _play(server, view, worker)
+    with view:
+        async with (
+            open_local_worker(
+                config,
+                backend,
+                server=server,
+                handle_signals=True,
+                stop_reason="demo finished",
+            ) as local,
+            trio.open_nursery() as nursery,
+        ):
+            worker = local.worker
+            view.server_action(f"listens on 127.0.0.1:{server.port}; worker connected")
+            if worker.metrics_port is not None:
+                view.server_action(f"metrics on http://127.0.0.1:{worker.metrics_port}/metrics")
+            if live:
+                nursery.start_soon(_tick, view)
+            with trio.CancelScope() as script:
+                nursery.start_soon(_stop_script_when, local.stopped, script)
+                await _play(server, view, worker)
+            # A signal stopped the worker (its tasks end as graceful_shutdown), not the script.
+            interrupted = script.cancelled_caught or not worker.supervisor.accepting
             worker.request_stop("demo finished")
-        interrupted = script.cancelled_caught
-        await local.stopped.wait()
-        nursery.cancel_scope.cancel()
-    exit_code = local.exit_code or 0
-    if live:
-        view.redraw()
-    else:
-        print("", file=out)
-        for line in view.table():
-            print(line, file=out)
+            await local.stopped.wait()
+            nursery.cancel_scope.cancel()
+    if not live:
+        view.print_table()
+    console.print()
     if interrupted:
-        print(
-            "\nStopped by a signal: running tasks were cancelled, their teardown ran and "
+        console.print(
+            "Stopped by a signal: running tasks were cancelled, their teardown ran and "
             "each was reported as graceful_shutdown.",
-            file=out,
+            soft_wrap=True,
         )
-    out.flush()
-    return exit_code
+    console.print(NEXT_STEP, soft_wrap=True)
+    return local.exit_code or 0
 
 
 async def _tick(view: StatusView) -> None:
@@ -240,32 +167,36 @@ def _assignment(sample: SampleTask) -> TaskAssignment:
     return TaskAssignment(
         sample.task_id,
         Task(
-            id=sample.task_id, title=sample.title, raw={"id": sample.task_id, "title": sample.title}
+            id=sample.task_id,
+            title=sample.title,
+            raw={"id": sample.task_id, "title": sample.title},
         ),
         execution_id=f"exec-{sample.task_id}",
         env_vars={"OZ_STANDIN_PROMPT": sample.prompt},
     )
 
 
+async def _assign(server: DispatchServer, view: StatusView, sample: SampleTask) -> None:
+    view.assigned(sample.task_id, sample.title)
+    await server.send(_assignment(sample))
+
+
 async def _play(server: DispatchServer, view: StatusView, worker: Worker) -> None:
     fix, broken, long, extra, docs = SAMPLES
     for sample in (fix, broken, long):
-        view.add(sample)
-        await server.send(_assignment(sample))
+        await _assign(server, view, sample)
     await server.wait_for(lambda m: isinstance(m, TaskClaimed) and m.task_id == long.task_id)
     # Three tasks run: the fourth is one too many.
-    view.add(extra)
-    await server.send(_assignment(extra))
+    await _assign(server, view, extra)
     await server.wait_for(lambda m: isinstance(m, TaskRejected))
     # Let the long task really start before the server cancels it.
     await trio.sleep(1.5)
-    view.note(f"server cancels {long.task_id}")
+    view.cancelling(long.task_id)
     await server.send(TaskCancellation(long.task_id))
     await server.wait_for(
         lambda m: m.task_id == fix.task_id and isinstance(m, TaskCompleted | TaskFailed)
     )
-    view.add(docs)
-    await server.send(_assignment(docs))
+    await _assign(server, view, docs)
     claimed = [row.task_id for row in view.rows.values() if row.state != "rejected"]
     await server.wait_until(
         lambda: all(view.rows[t].state not in ("assigned", "running") for t in claimed)
@@ -275,8 +206,8 @@ async def _play(server: DispatchServer, view: StatusView, worker: Worker) -> Non
 
 def demo_main(*, log_path: str | None = None, metrics_addr: str | None = None) -> int:
     """The ``ozw demo`` command."""
-    out = sys.stdout
-    live = out.isatty()
+    console = make_console(sys.stdout)
+    live = console.is_terminal and not console.is_dumb_terminal
     with tempfile.TemporaryDirectory(prefix="ozw-demo-") as tmp:
         workdir = Path(tmp)
         log_file = Path(log_path) if log_path else workdir / "worker.log"
@@ -285,18 +216,21 @@ def demo_main(*, log_path: str | None = None, metrics_addr: str | None = None) -
                 configure_logging("info", "human", log_stream)
             else:
                 configure_logging("info", "human", sys.stderr)
-            print(
+            console.print(
                 "ozw demo: a local dispatch server, a worker on the direct backend and "
                 "the stand-in agent; Ctrl-C shows a graceful stop.",
-                file=out,
-                flush=True,
+                soft_wrap=True,
             )
             if live:
                 kept = "" if log_path else " (removed at exit; --log-file keeps one)"
-                print(f"worker log: {log_file}{kept}", file=out, flush=True)
+                console.print(f"worker log: {log_file}{kept}", soft_wrap=True)
             code = trio.run(
                 functools.partial(
-                    run_demo, out, live=live, workdir=workdir, metrics_addr=metrics_addr
+                    run_demo,
+                    console,
+                    live=live,
+                    workdir=workdir,
+                    metrics_addr=metrics_addr,
                 )
             )
         logging.getLogger("ozw").handlers.clear()
