@@ -12,6 +12,7 @@ import trio
 
 from tests.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
 from tests.ozw_process import REPO, OzwProcess
+from tests.pipe_lines import LineReader
 
 
 async def test_ctrl_c_stops_the_dev_server_cleanly_in_one_line() -> None:
@@ -153,26 +154,6 @@ async def test_a_cancel_typed_on_stdin_cancels_the_task(tmp_path: Path) -> None:
     finally:
         if dev.returncode is None:
             dev.kill()
-
-
-class LineReader:
-    """Lines of a process's pipe, read as they come."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.pending = b""
-
-    async def next_matching(self, needle: str) -> str:
-        with trio.fail_after(60):
-            while True:
-                while b"\n" in self.pending:
-                    line, self.pending = self.pending.split(b"\n", 1)
-                    if needle in line.decode():
-                        return line.decode()
-                chunk = await self.stream.receive_some()
-                if not chunk:
-                    raise AssertionError(f"the stream ended before a line with {needle!r}")
-                self.pending += chunk
 
 
 def test_a_line_the_worker_would_drop_is_refused_naming_it(tmp_path: Path) -> None:

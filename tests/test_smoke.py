@@ -1,13 +1,18 @@
-"""``ozw smoke`` as a real process: one line when the backend cannot run anything, timeouts."""
+"""``ozw smoke`` as a real process: one line when the backend cannot run, timeouts, Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 from pathlib import Path
 
-from tests.ozw_command import one_error_line, run_ozw
+import trio
+
+from tests.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
 from tests.ozw_process import REPO, STANDIN_AGENT
+from tests.pipe_lines import LineReader
 
 
 def test_an_unreachable_docker_engine_is_one_line(tmp_path: Path) -> None:
@@ -81,3 +86,38 @@ def test_a_timeout_of_zero_is_a_usage_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert one_error_line(result.stderr) == "ozw: error: --timeout: '0s' is not more than 0"
+
+
+async def test_ctrl_c_stops_the_smoke_run_in_one_line_with_exit_130(tmp_path: Path) -> None:
+    config = tmp_path / "direct.toml"
+    config.write_text(
+        f'worker_id = "smoke-test"\n[backend.direct]\nworkspace_root = "{tmp_path / "ws"}"\n'
+        f'oz_path = "{STANDIN_AGENT}"\nkill_grace = "1s"\n'
+    )
+    task = tmp_path / "task.json"
+    task.write_text(
+        json.dumps(
+            {
+                "task_id": "long-1",
+                "task": {"id": "long-1"},
+                "env_vars": {"OZ_STANDIN_PROMPT": "echo started; sleep 120"},
+            }
+        )
+    )
+    argv = [str(OZW), "smoke", "--config", str(config), "--task", str(task), "--timeout", "5m"]
+    smoke = await trio.lowlevel.open_process(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=HOST_ENV
+    )
+    try:
+        assert smoke.stdout is not None
+        assert smoke.stderr is not None
+        await LineReader(smoke.stderr).next_matching("task=long-1 [agent stdout] started")
+        smoke.send_signal(signal.SIGINT)
+        with trio.fail_after(60):
+            code = await smoke.wait()
+        out = (await smoke.stdout.receive_some(65536)).decode()
+    finally:
+        if smoke.returncode is None:
+            smoke.kill()
+    assert code == 130
+    assert out.splitlines() == ["smoke: interrupted: task long-1 was stopped before it ended"]

@@ -25,6 +25,7 @@ import trio
 
 from ozw.backends import create_backend
 from ozw.config import WorkerConfig, format_duration
+from ozw.exit_status import EXIT_INTERRUPTED
 from ozw.failures import BackendUnavailable, FailureReason
 from ozw.lifecycle import TaskOutcome, TaskResult
 from ozw.local import open_local_worker
@@ -119,6 +120,10 @@ class SmokeResult:
     outcome: TaskOutcome | None = None
     duration: float = 0.0
     tail: list[str] = attrs.field(factory=list)
+    hung: bool = False
+    """No outcome by ``timeout + kill_grace`` and a margin: the backend does not answer."""
+    interrupted: bool = False
+    """A signal stopped the worker before the task ended on its own."""
 
 
 async def run_smoke(
@@ -126,7 +131,7 @@ async def run_smoke(
 ) -> SmokeResult:
     """Run one assignment through a real worker and the configured backend."""
     result = SmokeResult()
-    finished = trio.Event()
+    ended = trio.Event()
     tail = _TailHandler(assignment.task_id)
     logging.getLogger(LOGGER_NAME).addHandler(tail)
     try:
@@ -134,24 +139,40 @@ async def run_smoke(
         # The worker itself stops the task at the deadline, teardown included, and
         # reports why; the smoke run waits past that only for a backend that hangs.
         local_config = attrs.evolve(config, api_key=secrets.token_urlsafe(16), task_timeout=timeout)
-        async with open_local_worker(local_config, backend, handle_signals=True) as local:
+        async with (
+            open_local_worker(local_config, backend, handle_signals=True) as local,
+            trio.open_nursery() as watchers,
+        ):
 
             def on_finished(params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
-                if params.task_id == assignment.task_id:
+                if params.task_id == assignment.task_id and not result.hung:
                     result.outcome, result.duration = outcome, duration
-                    finished.set()
+                    ended.set()
 
             local.worker.supervisor.events.on_finished.append(on_finished)
+            # Ctrl-C stops the worker, perhaps before the task was even claimed.
+            watchers.start_soon(_set_when_set, local.stopped, ended)
             await local.server.send(encode_message(assignment))
             with trio.move_on_after(timeout + kill_grace_of(config) + HUNG_BACKEND_MARGIN):
-                await finished.wait()
-            local.worker.request_stop(
-                "smoke run over" if finished.is_set() else "smoke run timed out"
+                await ended.wait()
+            result.hung = not ended.is_set()
+            # Only a signal stops the worker (and so the task) before this point.
+            stopped_early = local.stopped.is_set() or (
+                result.outcome is not None
+                and result.outcome.reason is FailureReason.GRACEFUL_SHUTDOWN
             )
+            result.interrupted = stopped_early and not result.hung
+            local.worker.request_stop("smoke run over" if not result.hung else "smoke run hung")
+            watchers.cancel_scope.cancel()
     finally:
         logging.getLogger(LOGGER_NAME).removeHandler(tail)
     result.tail = list(tail.lines)
     return result
+
+
+async def _set_when_set(source: trio.Event, target: trio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 def smoke_main(
@@ -174,6 +195,9 @@ def smoke_main(
         return 2 if isinstance(exc, SmokeError) else 1
     outcome = result.outcome
     task_id = escape_controls(assignment.task_id)
+    if result.interrupted:
+        print(f"smoke: interrupted: task {task_id} was stopped before it ended", file=out)
+        return EXIT_INTERRUPTED
     if outcome is None:
         grace = format_duration(kill_grace_of(config))
         print(
