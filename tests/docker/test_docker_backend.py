@@ -8,10 +8,10 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -190,6 +190,30 @@ def wrapper_docker(tmp_path: Path, body: str) -> str:
     path.write_text(f'#!/bin/sh\nREAL={real}\n{textwrap.dedent(body)}\nexec $REAL "$@"\n')
     path.chmod(0o755)
     return str(path)
+
+
+def recording_docker(tmp_path: Path) -> tuple[str, Path]:
+    """A docker CLI wrapper recording every call, and the directory of its records.
+
+    Each call writes its arguments (NUL-separated) and its own environment (from
+    ``/proc``) to files of its own, then execs the real CLI, which keeps exactly that
+    environment: the records cover every docker CLI child, however short-lived."""
+    records = tmp_path / "docker-calls"
+    records.mkdir()
+    body = f"""
+        record=$(mktemp {records}/call.XXXXXX)
+        printf '%s\\0' "$@" > "$record.argv"
+        cat /proc/$$/environ > "$record.environ"
+        """
+    return wrapper_docker(tmp_path, body), records
+
+
+def recorded_calls(records: Path) -> list[tuple[list[bytes], bytes]]:
+    """``(argv, environ)`` of every call the recording wrapper saw."""
+    return [
+        (argv.read_bytes().split(b"\0")[:-1], argv.with_suffix(".environ").read_bytes())
+        for argv in sorted(records.glob("*.argv"))
+    ]
 
 
 # --- start-up --------------------------------------------------------------------------
@@ -773,9 +797,11 @@ async def test_no_docker_cli_child_or_credential_helper_gets_the_api_key(
     (config_dir / "config.json").write_text(
         json.dumps({"credHelpers": {registries.auth.address: "ozwtest"}})
     )
+    recording, records = recording_docker(tmp_path)
     backend = make_backend(
         engine,
         pull_policy="always",
+        docker=recording,
         environ={
             "WARP_API_KEY": api_key,
             "DOCKER_CONFIG": str(config_dir),
@@ -790,44 +816,25 @@ async def test_no_docker_cli_child_or_credential_helper_gets_the_api_key(
         env={"STANDIN_BEHAVIOUR": "sleep:300"},
     )
     captured = CapturedLog(task_id)
-    seen: dict[int, tuple[bytes, bytes]] = {}
-    stop = threading.Event()
-    sampler = threading.Thread(target=_sample_docker_children, args=(seen, stop), daemon=True)
-    sampler.start()
-    try:
-        async with anyio.create_task_group() as nursery:
-            scope, done, _ = await _start_sleeper(backend, params, captured, nursery)
-            scope.cancel()
-            await done.wait()
-    finally:
-        stop.set()
-        await anyio.to_thread.run_sync(sampler.join)
-    commands = [command.split(b"\0")[1:3] for command, _ in seen.values()]
+    async with anyio.create_task_group() as nursery:
+        scope, done, _ = await _start_sleeper(backend, params, captured, nursery)
+        scope.cancel()
+        await done.wait()
+    calls = recorded_calls(records)
+    commands = [argv[:2] for argv, _ in calls]
     assert [b"start", b"--attach"] in commands, commands
     assert [b"system", b"dial-stdio"] in commands, commands
-    assert all(api_key.encode() not in environ for _, environ in seen.values())
-    assert all(not environ.startswith(b"WARP_API_KEY=") for _, environ in seen.values())
-    assert all(b"\0WARP_API_KEY=" not in environ for _, environ in seen.values())
+    # Every call got the worker's environment without the key (the wrapper saw it).
+    assert all(
+        environ.startswith(b"DOCKER_CONFIG=") or b"\0DOCKER_CONFIG=" in environ
+        for _, environ in calls
+    )
+    assert [argv for argv, environ in calls if api_key.encode() in environ] == []
+    assert [argv for argv, environ in calls if environ.startswith(b"WARP_API_KEY=")] == []
+    assert [argv for argv, environ in calls if b"\0WARP_API_KEY=" in environ] == []
     assert helper_env.exists(), "the pull did not use the credential helper"
     assert "WARP_API_KEY" not in helper_env.read_text()
-
-
-def _sample_docker_children(seen: dict[int, tuple[bytes, bytes]], stop: threading.Event) -> None:
-    """Until ``stop``: ``(cmdline, environ)`` of every docker CLI child of this
-    process, read from ``/proc`` (every 5 ms: short calls are caught too)."""
-    me = str(os.getpid())
-    while not stop.wait(0.005):
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) in seen:
-                continue
-            try:
-                parent = (entry / "stat").read_text().rpartition(")")[2].split()[1]
-                cmdline = (entry / "cmdline").read_bytes()
-                if parent != me or not cmdline.split(b"\0", 1)[0].endswith(b"docker"):
-                    continue
-                seen[int(entry.name)] = (cmdline, (entry / "environ").read_bytes())
-            except (OSError, IndexError):
-                continue
+    assert api_key not in helper_env.read_text()
 
 
 @on_both_loops
@@ -1014,16 +1021,9 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
     nonce = uuid.uuid4().hex
-    record = tmp_path / "record"
     # Every docker CLI child: its command line and its environment (the wrapper runs
     # with exactly the environment the real CLI gets); and any file left in /tmp.
-    recording = wrapper_docker(
-        tmp_path,
-        f"""
-        printf "%s\\n" "$*" >> {record}.argv
-        env >> {record}.env
-        """,
-    )
+    recording, records = recording_docker(tmp_path)
     backend = make_backend(engine, docker=recording)
     task_id = new_task_id("anyvalue")
     values = {
@@ -1053,9 +1053,10 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
     assert hashes == {
         name: hashlib.sha256(value.encode()).hexdigest() for name, value in values.items()
     }
-    assert nonce not in record.with_suffix(".argv").read_text()
-    assert nonce not in record.with_suffix(".env").read_text()
-    assert "system dial-stdio" in record.with_suffix(".argv").read_text()
+    calls = recorded_calls(records)
+    assert [b"system", b"dial-stdio"] in [argv[:2] for argv, _ in calls]
+    assert [argv for argv, _ in calls if any(nonce.encode() in arg for arg in argv)] == []
+    assert [argv for argv, environ in calls if nonce.encode() in environ] == []
     leftovers = await anyio.to_thread.run_sync(
         files_containing, Path(tempfile.gettempdir()), nonce, started
     )
@@ -1101,15 +1102,23 @@ async def test_the_image_entrypoint_wraps_the_agent_as_in_the_go_worker(
 
 def files_containing(root: Path, needle: str, since: float) -> list[str]:
     """Files under ``root`` changed since ``since`` that hold ``needle`` (the suite's own
-    temporary directories and private engines skipped)."""
+    temporary directories and private engines skipped). Other programs share ``/tmp``:
+    what vanishes or cannot be read meanwhile is skipped, never an error."""
     found = []
-    for entry in root.iterdir():
-        if entry.name.startswith(("pytest-of-", "ozw-dockerd-")):
-            continue
-        paths = [entry] if not entry.is_dir() else [p for p in entry.rglob("*") if p.is_file()]
-        for path in paths:
+    for directory, subdirectories, files in os.walk(root):
+        if Path(directory) == root:
+            subdirectories[:] = [
+                name
+                for name in subdirectories
+                if not name.startswith(("pytest-of-", "ozw-dockerd-"))
+            ]
+        for name in files:
+            path = Path(directory, name)
             try:
-                if path.stat().st_mtime >= since and needle.encode() in path.read_bytes():
+                status = path.lstat()
+                if not stat.S_ISREG(status.st_mode) or status.st_mtime < since:
+                    continue  # a FIFO would block the read
+                if needle.encode() in path.read_bytes():
                     found.append(str(path))
             except OSError:
                 continue
