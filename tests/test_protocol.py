@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ozw import protocol
+from ozw.fast_structure import GiveUp
 from ozw.protocol import (
     REJECT_AT_CAPACITY,
     TASK_STATE_CANCELLED,
@@ -711,3 +713,60 @@ def test_assignment_shaped_data_never_raises_anything_else(kind: str, data: Any)
 )
 def test_arbitrary_worker_frames_never_raise_anything_else(kind: str, data: Any) -> None:
     check_worker_decode(frame(kind, data))
+
+
+# --- the fast path (ozw.fast_structure) against the strict converter ------------------
+
+
+def agree(data: Any, cls: type[Any]) -> bool:
+    """Whether the fast path built what the strict converter builds; False if it gave up.
+
+    It must never accept what the converter refuses."""
+    try:
+        fast = protocol._fast.structure(data, cls)
+    except GiveUp:
+        return False
+    strict = protocol._converter.structure(data, cls)  # raises if the fast path was wrong
+    assert fast == strict
+    if isinstance(fast, TaskAssignment):
+        assert fast.task.raw == strict.task.raw
+    return True
+
+
+def test_the_fast_path_takes_a_full_assignment() -> None:
+    assert agree(FULL_ASSIGNMENT, TaskAssignment)
+    assert agree({"task_id": "t", "task": {"id": "t"}}, TaskAssignment)
+    assert agree({"task_id": "t", "worker_id": "w"}, TaskClaimed)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task_id": "tâche"},  # non-ASCII: the strict way checks for surrogates
+        {"env_vars": {"A": 1}},
+        {"additional_oz_args": ["x", 2]},
+        {"instance_shape": {"vcpus": 2}},  # an integer for a float: converted the strict way
+        {"task": {"id": "t", "owner": {"Type": True}}},
+        {"task": None},
+    ],
+)
+def test_the_fast_path_leaves_doubtful_data_to_the_converter(change: dict[str, Any]) -> None:
+    assert not agree({**FULL_ASSIGNMENT, **change}, TaskAssignment)
+
+
+@settings(max_examples=200)
+@given(assignment_like)
+def test_the_fast_path_agrees_with_the_strict_converter(data: Any) -> None:
+    agree(data, TaskAssignment)
+    agree(data, TaskCancellation)
+
+
+@settings(max_examples=200)
+@given(
+    st.dictionaries(st.sampled_from(sorted(FULL_ASSIGNMENT)), json_values | st.text()),
+    st.dictionaries(st.sampled_from(sorted(FULL_TASK)), json_values | st.text()),
+)
+def test_the_fast_path_agrees_on_mostly_valid_assignments(
+    assignment: dict[str, Any], task: dict[str, Any]
+) -> None:
+    agree({**FULL_ASSIGNMENT, **assignment, "task": {**FULL_TASK, **task}}, TaskAssignment)

@@ -18,7 +18,8 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 # Every message class is re-exported, so importers name one module for the protocol.
-from ozw import messages
+from ozw import messages, strict_json
+from ozw.fast_structure import FastStructurer, GiveUp
 from ozw.messages import *  # noqa: F403
 from ozw.messages import (
     MESSAGE_TYPE_NAMES,
@@ -197,6 +198,8 @@ def _make_converter() -> cattrs.Converter:
 
 
 _converter: Final = _make_converter()
+_fast: Final = FastStructurer(_wire_name, raw={Task: "raw"})
+"""Valid frames, several times faster; anything else goes to ``_converter``."""
 
 _MAX_PROBLEMS: Final = 5
 """Problems listed in one error message; a hostile frame must not make a huge log line."""
@@ -220,26 +223,6 @@ def _one_line(text: str) -> str:
     )
 
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):  # e.g. 1e999: not a usable number
-        raise ValueError(f"number out of range: {text[:40]}")
-    return value
-
-
-def _parse_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:  # past sys.get_int_max_str_digits(); the stock text is a lecture
-        raise ValueError(f"number out of range: {len(text)} digits") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON does not, and nothing good
-    # comes from a NaN CPU limit.
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _label(kind: str) -> str:
     """The message type as it may appear at the start of an error message."""
     return kind if kind.isidentifier() else json.dumps(kind)
@@ -250,13 +233,7 @@ def _label(kind: str) -> str:
 
 def _parse_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
     try:
-        frame = json.loads(
-            text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_refuse_constant
-        )
-    except UnicodeDecodeError:  # a ValueError too, but its text is about codecs
-        raise ProtocolError("malformed JSON: not valid UTF-8") from None
-    except RecursionError:
-        raise ProtocolError("malformed JSON: nested too deeply") from None
+        frame = strict_json.loads(text)
     except ValueError as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
     if not isinstance(frame, dict):
@@ -275,6 +252,10 @@ def _parse_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
 
 
 def _decode(kind: str, data: dict[str, Any], cls: type[Any]) -> Any:
+    try:
+        return _fast.structure(data, cls)
+    except GiveUp:
+        pass  # the strict converter decides, and words the problem
     try:
         return _converter.structure(data, cls)
     except RecursionError:
