@@ -23,7 +23,7 @@ import trio_websocket as tws
 from ozw.deadlines import CLOSE_TIMEOUT
 from ozw.dial import describe_error, open_websocket
 from ozw.exit_status import leaves
-from ozw.outbox import Outbox
+from ozw.outbox import Outbox, WriteProgress
 from ozw.protocol import (
     ProtocolError,
     ServerMessage,
@@ -232,7 +232,9 @@ class Connection:
         with silence:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, ws, heard)
-                nursery.start_soon(self._write, ws, heard, nursery)
+                written = WriteProgress(self.outbox.first_unconfirmed_seq() - 1)
+                nursery.start_soon(self._write, ws, written)
+                nursery.start_soon(self._confirm, ws, heard, written)
                 nursery.start_soon(self._heartbeat, ws, heard)
                 await self._closing.wait()
                 nursery.cancel_scope.cancel()
@@ -255,25 +257,30 @@ class Connection:
             _log_frame("in", message)
             self.on_message(message)
 
-    async def _write(
-        self, ws: tws.WebSocketConnection, heard: Callable[[], None], nursery: trio.Nursery
-    ) -> None:
-        cursor = self.outbox.first_unconfirmed_seq()
+    async def _write(self, ws: tws.WebSocketConnection, written: WriteProgress) -> None:
+        cursor = written.seq + 1
         while True:
             entries = await self.outbox.wait_from(cursor)
             for entry in entries:
                 _log_frame("out", entry.message)
                 await ws.send_message(encode_message(entry.message))
                 cursor = entry.seq + 1
-            nursery.start_soon(self._confirm, ws, heard, cursor - 1)
+            written.advance(cursor - 1)
 
     async def _confirm(
-        self, ws: tws.WebSocketConnection, heard: Callable[[], None], seq: int
+        self, ws: tws.WebSocketConnection, heard: Callable[[], None], written: WriteProgress
     ) -> None:
-        # The pong comes after the server read every frame we wrote before the ping.
-        await ws.ping()
-        heard()
-        self.outbox.confirm_through(seq)
+        # One ping in flight at a time, covering everything written before it: under
+        # load a ping per batch would cost as much as the messages themselves.
+        confirmed = written.seq
+        while True:
+            await written.wait_beyond(confirmed)
+            target = written.seq
+            # The pong comes after the server read every frame we wrote before the ping.
+            await ws.ping()
+            heard()
+            self.outbox.confirm_through(target)
+            confirmed = target
 
     async def _heartbeat(self, ws: tws.WebSocketConnection, heard: Callable[[], None]) -> None:
         while True:

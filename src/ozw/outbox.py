@@ -10,6 +10,7 @@ while the worker lives: this is the docs/protocol.md invariant.
 from __future__ import annotations
 
 import collections
+import itertools
 
 import attrs
 import trio
@@ -51,11 +52,12 @@ class Outbox:
 
     async def wait_from(self, seq: int) -> list[Entry]:
         """Wait until entries numbered ``seq`` or later exist and return them, in order."""
-        while True:
-            ready = [entry for entry in self._entries if entry.seq >= seq]
-            if ready:
-                return ready
+        while not self._entries or self._entries[-1].seq < seq:
             await self._changed.wait()
+        # Sequence numbers are contiguous: skip the older entries without looking at
+        # them (thousands may wait for their confirmation under load).
+        skip = max(0, seq - self._entries[0].seq)
+        return list(itertools.islice(self._entries, skip, None))
 
     def confirm_through(self, seq: int) -> None:
         """The server has read every entry up to ``seq``: forget them."""
@@ -71,3 +73,22 @@ class Outbox:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+class WriteProgress:
+    """How far one connection's writer has written: what its confirmer waits on."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        """The last sequence number written (-1 before the first)."""
+        self._changed = trio.Event()
+
+    def advance(self, seq: int) -> None:
+        self.seq = seq
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_beyond(self, seq: int) -> None:
+        """Wait until something after ``seq`` has been written."""
+        while self.seq <= seq:
+            await self._changed.wait()
