@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
+from ozw.backends.execution.machine_limits import start_refused
 from ozw.backends.execution.processes import MAX_LINE, ProcessRunner
 from ozw.logs import TaskLog
 from tests.event_loops import on_both_loops
@@ -139,3 +143,45 @@ async def test_input_a_detached_grandchild_never_reads_does_not_hold_up_the_resu
         # The sleeper left the group on purpose: tidy it up ourselves.
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+START_UNDER_A_LOW_FD_LIMIT = """
+import os, resource, anyio
+from ozw.backends.execution.processes import ProcessRunner
+from ozw.logs import TaskLog
+
+async def main():
+    in_use = len(os.listdir("/proc/self/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 1, hard))
+    try:
+        await ProcessRunner().run(["true"], log=TaskLog("t"), label="agent", env={})
+    except OSError as exc:
+        print(exc.errno, exc.strerror)
+
+anyio.run(main, backend=os.environ["LOOP"])
+"""
+
+
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_a_start_refused_by_the_open_file_limit_names_the_limit(loop: str) -> None:
+    # A real start in a child interpreter whose open-file limit leaves no room for pipes.
+    result = subprocess.run(
+        [sys.executable, "-c", START_UNDER_A_LOW_FD_LIMIT],
+        env={**os.environ, "LOOP": loop},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    code, _, text = result.stdout.strip().partition(" ")
+    assert int(code) == errno.EMFILE, result.stdout + result.stderr
+    assert text.startswith("the worker's open-file limit is reached (RLIMIT_NOFILE ")
+    assert "`ulimit -n`" in text
+    assert text.endswith("lower max_concurrent_tasks or raise the limit")
+
+
+def test_other_start_failures_keep_their_own_words() -> None:
+    missing = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    assert start_refused(missing) is missing
+    assert "RLIMIT_NPROC" in (start_refused(OSError(errno.EAGAIN, "x")).strerror or "")

@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 
 from ozw.backends.execution.ledger import ProcessLedger
+from ozw.backends.execution.machine_limits import start_refused
 from ozw.backends.execution.procfs import all_stats
 from ozw.backends.execution.spawn import ChildProcess, spawn
 from ozw.failures import normalise_exit_code
@@ -107,7 +108,10 @@ class ProcessRunner:
         stopped (SIGTERM, ``kill_grace``, SIGKILL) before the cancellation propagates.
         """
         log_command(log, command)
-        process = spawn(command, env=env, cwd=cwd, stdin=stdin is not None)
+        try:
+            process = spawn(command, env=env, cwd=cwd, stdin=stdin is not None)
+        except OSError as exc:
+            raise start_refused(exc) from exc
         pgid = process.pid
         self._groups.add(pgid)
         if self.ledger is not None:
