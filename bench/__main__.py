@@ -8,6 +8,9 @@ asserts an absolute time. ``ratio`` = worker median / baseline median.
     python -m bench --quick           # small n: a smoke check
     python -m bench --only direct     # direct, docker, protocol, scale (repeatable)
     python -m bench --json out.json   # also write the results as JSON
+    python -m bench --require-all     # exit 1 unless every row was measured (CI)
+
+A full run of everything (no ``--quick``, no ``--only``) rewrites bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -22,24 +25,32 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.results import RESULTS, machine, markdown
 from bench.stats import Row, table
 
-NAMES = ("direct", "docker", "protocol", "scale")
+NAMES = ("direct", "docker", "protocol", "scale", "many", "reconnect")
 
 
 def _runners(quick: bool) -> dict[str, Callable[[], list[Row]]]:
     """Name → the function that runs that benchmark."""
     from bench.direct import bench_direct
     from bench.docker import bench_docker
+    from bench.many import bench_many
     from bench.protocol import bench_protocol
+    from bench.reconnect import bench_reconnect
     from bench.scale import bench_scale
 
     direct_n, docker_n, batches, tasks, bursts = (5, 3, 8, 50, 1) if quick else (20, 10, 30, 200, 3)
+    burst_size = 300 if quick else 5000
+    owed, reconnects = (100, 1) if quick else (1000, 5)
+    many, probes, steady = (50, 10, 0.5) if quick else (1000, 50, 2.0)
     return {
         "direct": lambda: bench_direct(direct_n),
         "docker": lambda: bench_docker(docker_n),
         "protocol": lambda: bench_protocol(batches),
-        "scale": lambda: bench_scale(tasks, bursts),
+        "scale": lambda: bench_scale(tasks, burst_size, bursts),
+        "many": lambda: bench_many(many, probes, steady),
+        "reconnect": lambda: bench_reconnect(owed, reconnects),
     }
 
 
@@ -56,6 +67,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"run only this benchmark (repeatable): {', '.join(NAMES)}",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument(
+        "--results",
+        metavar="PATH",
+        help="write the Markdown results to PATH (default: bench/RESULTS.md after a full run)",
+    )
+    parser.add_argument(
+        "--require-all",
+        action="store_true",
+        help="exit 1 unless every row was measured (a smoke check; never a time limit)",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     errors = 0
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     print(
         f"ozw benchmarks{' (quick)' if args.quick else ''}: python {platform.python_version()}, "
         f"{os.cpu_count()} CPU(s), {platform.machine()}; running {', '.join(selected)}",
@@ -85,11 +107,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for line in table(rows):
         print(line)
-    skipped = [row for row in rows if row.skipped is not None]
+    skipped = [row for row in rows if row.skipped is not None or row.n == 0]
     sys.stdout.flush()
     for row in skipped:
-        print(f"\n!!! {row.name} was NOT measured: {row.skipped}", file=sys.stderr, flush=True)
-    print(f"\ntotal {time.perf_counter() - started:.1f}s")
+        why = row.skipped or "no samples"
+        print(f"\n!!! {row.name} was NOT measured: {why}", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - started
+    print(f"\ntotal {elapsed:.1f}s")
+    results = args.results or (RESULTS if not args.quick and not args.only else None)
+    if results:
+        header = machine()
+        header["run"] = (
+            f"`python -m bench{' --quick' if args.quick else ''}` in {elapsed:.0f}s; "
+            f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+            "(the machine is shared: wall-clock rows move with it)"
+        )
+        Path(results).write_text(markdown(rows, header))
+        print(f"wrote {results}")
     if args.json:
         document = {
             "quick": args.quick,
@@ -101,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         Path(args.json).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
-    return 1 if errors else 0
+    if errors or (args.require_all and skipped):
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

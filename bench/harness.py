@@ -115,11 +115,12 @@ async def with_worker(
     body: Callable[[Session], Awaitable[T]],
     *,
     worker_id: str = "bench-worker",
+    timings: dict[str, float] | None = None,
 ) -> T:
     """Run ``body`` against a connected worker (on ``backend``, configured by
     ``backend_config`` when the backend reads its table) and a local dispatch server
     on 127.0.0.1, then stop the worker gracefully. Production connection
-    timings: no pings fire during a benchmark."""
+    timings unless ``timings`` overrides some: no pings fire during a benchmark."""
     api_key = secrets.token_urlsafe(16)
     probe = Probe()
     server = DispatchServer(api_key)
@@ -137,7 +138,12 @@ async def with_worker(
     try:
         with trio.CancelScope() as stop_wait:
             async with open_local_worker(
-                config, backend, server=server, flush_timeout=5, stop_reason="benchmark finished"
+                config,
+                backend,
+                server=server,
+                timings=timings,
+                flush_timeout=5,
+                stop_reason="benchmark finished",
             ) as local:
                 local.worker.supervisor.events.on_finished.append(probe.on_finished)
                 await server.wait_connected()

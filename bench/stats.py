@@ -22,6 +22,14 @@ def p90(samples: Sequence[float]) -> float:
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
 
 
+def p99(samples: Sequence[float]) -> float:
+    """Nearest-rank 99th percentile."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
 @dataclass
 class Row:
     """One comparison: ``worker`` and ``baseline`` are per-operation times in seconds.
@@ -39,6 +47,10 @@ class Row:
     phases: dict[str, float] = field(default_factory=dict)
     throughput: bool = False
     """Print operations per second beside the times (protocol and scale rows)."""
+    unit: str = "s"
+    """What the samples are: seconds, or "bytes" (memory rows)."""
+    goal: str = ""
+    """The goal this row measures, in words (bench/RESULTS.md shows it)."""
 
     @property
     def n(self) -> int:
@@ -56,6 +68,7 @@ class Row:
         return {
             "name": self.name,
             "n": self.n,
+            "unit": self.unit,
             "worker_median_s": _finite(median(self.worker)),
             "worker_p90_s": _finite(p90(self.worker)),
             "baseline_median_s": _finite(median(self.baseline)),
@@ -83,6 +96,13 @@ def phase_medians(marks: Iterable[Mapping[str, float]], order: Sequence[str]) ->
     return result
 
 
+def human(value: float, unit: str) -> str:
+    """A sample for people, in its unit."""
+    if unit == "bytes":
+        return "-" if math.isnan(value) else f"{value / 2**20:.1f}MB"
+    return human_time(value)
+
+
 def human_time(seconds: float) -> str:
     if math.isnan(seconds):
         return "-"
@@ -104,10 +124,10 @@ def table(rows: Sequence[Row]) -> list[str]:
         lines.append(
             (
                 row.name,
-                human_time(median(row.worker)),
-                human_time(p90(row.worker)),
-                human_time(median(row.baseline)),
-                human_time(p90(row.baseline)),
+                human(median(row.worker), row.unit),
+                human(p90(row.worker), row.unit),
+                human(median(row.baseline), row.unit),
+                human(p90(row.baseline), row.unit),
                 f"{row.ratio:.2f}x",
                 str(row.n),
             )
