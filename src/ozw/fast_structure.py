@@ -27,33 +27,28 @@ class GiveUp(Exception):
     """The fast path is not sure about a value: structure it the strict way."""
 
 
-_GIVE_UP = GiveUp()
-"""Raised often on the slow path's way in: one instance, no traceback to build."""
-
-
 def _str(value: Any) -> str:
     # Only ASCII is decided here: it cannot hold a lone surrogate.
     if type(value) is str and value.isascii():
         return value
-    raise _GIVE_UP
-
-
-def _int(value: Any) -> int:
-    if type(value) is int:
-        return value
-    raise _GIVE_UP
+    raise GiveUp
 
 
 def _float(value: Any) -> float:
     if type(value) is float and math.isfinite(value):
         return value
-    raise _GIVE_UP
+    raise GiveUp
 
 
-def _bool(value: Any) -> bool:
-    if type(value) is bool:
-        return value
-    raise _GIVE_UP
+def _exactly(tp: type) -> Structure:
+    """A check for a type JSON gives exactly (bool is no int here, unlike in Python)."""
+
+    def check(value: Any) -> Any:
+        if type(value) is tp:
+            return value
+        raise GiveUp
+
+    return check
 
 
 def _any(value: Any) -> Any:
@@ -63,12 +58,12 @@ def _any(value: Any) -> Any:
 def _object(value: Any) -> dict[str, Any]:
     if type(value) is dict:
         return value
-    raise _GIVE_UP
+    raise GiveUp
 
 
 def _str_map(value: Any) -> dict[str, str]:
     if type(value) is not dict:
-        raise _GIVE_UP
+        raise GiveUp
     # null means absent, as the strict converter has it.
     if None in value.values():
         value = {key: item for key, item in value.items() if item is not None}
@@ -79,7 +74,7 @@ def _str_map(value: Any) -> dict[str, str]:
 
 def _str_list(value: Any) -> list[str]:
     if type(value) is not list:
-        raise _GIVE_UP
+        raise GiveUp
     _ascii_strings(value)
     return list(value)
 
@@ -90,16 +85,16 @@ def _ascii_strings(values: Iterable[Any]) -> None:
     try:
         joined = "".join(values)
     except TypeError:
-        raise _GIVE_UP from None
+        raise GiveUp from None
     if not joined.isascii():
-        raise _GIVE_UP
+        raise GiveUp
 
 
 _SCALARS: dict[Any, Structure] = {
     str: _str,
-    int: _int,
+    int: _exactly(int),
     float: _float,
-    bool: _bool,
+    bool: _exactly(bool),
     Any: _any,
     dict[str, Any]: _object,
     dict[str, str]: _str_map,
@@ -145,7 +140,7 @@ class FastStructurer:
 
             def structure_list(value: Any) -> list[Any]:
                 if type(value) is not list:
-                    raise _GIVE_UP
+                    raise GiveUp
                 return [item(element) for element in value]
 
             return structure_list
@@ -155,7 +150,7 @@ class FastStructurer:
 
     def _generate(self, cls: type) -> Structure:
         hints = typing.get_type_hints(cls)
-        namespace: dict[str, Any] = {"cls": cls, "G": _GIVE_UP}
+        namespace: dict[str, Any] = {"cls": cls, "G": GiveUp}
         lines = ["def structure(o):", "    if type(o) is not dict: raise G", "    get = o.get"]
         arguments = []
         for index, field in enumerate(attrs.fields(cls)):
