@@ -60,7 +60,7 @@ def fold(root: Frame) -> dict[str, float]:
 def profiled() -> Iterator[dict[str, float]]:
     """Profile the block; the yielded dict is filled with seconds per part at its end."""
     parts: dict[str, float] = {}
-    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler = Profiler(interval=0.001, async_mode="disabled")
     profiler.start()
     try:
         yield parts
