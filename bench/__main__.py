@@ -28,7 +28,9 @@ from pathlib import Path
 from bench.results import RESULTS, machine, markdown
 from bench.stats import Row, table
 
-NAMES = ("direct", "docker", "protocol", "scale", "many", "reconnect")
+NAMES = ("many", "direct", "docker", "protocol", "scale", "reconnect")
+"""In run order: ``many`` first, so its RSS is the worker's and not what earlier
+benchmarks left in this process."""
 
 
 def _runners(quick: bool) -> dict[str, Callable[[], list[Row]]]:
