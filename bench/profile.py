@@ -25,6 +25,7 @@ PARTS: tuple[tuple[str, str, str], ...] = (
     ("worker: outbox → socket", "ozw/outbox.py", ""),
     ("worker: read loop", "ozw/connection.py", "_read"),
     ("logging (both sides)", "/logging/", ""),
+    ("websocket frames (both sides)", "ozw/wsclient.py", ""),
     ("websocket frames (both sides)", "trio_websocket/", ""),
     ("websocket frames (both sides)", "wsproto/", ""),
     ("dispatch server + benchmark", "ozw/devserver.py", ""),

@@ -19,7 +19,6 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import attrs
 import trio
-import trio_websocket as tws
 
 from ozw.backends import create_backend
 from ozw.config import API_KEY_ENV, CommandConfig, DockerConfig, WorkerConfig, url_problem
@@ -28,6 +27,7 @@ from ozw.dial import describe_error, open_websocket
 from ozw.failures import BackendUnavailable, TaskFailure
 from ozw.params import DEFAULT_IMAGE
 from ozw.proxy import ProxySettingError, choose_proxy
+from ozw.wsclient import ConnectionRejected
 
 if TYPE_CHECKING:
     from ozw.backends.docker import DockerBackend
@@ -164,11 +164,10 @@ async def server_check(config: WorkerConfig, environ: Mapping[str, str]) -> Chec
             extra_headers=[(b"Authorization", f"Bearer {config.api_key}".encode())],
             connect_timeout=SERVER_TIMEOUT,
             disconnect_timeout=5.0,
-            message_queue_size=1,
             max_message_size=16 * 1024 * 1024,
         ) as ws:
             await ws.aclose(code=1000, reason="ozw check")
-    except Exception as exc:  # an ExceptionGroup from a proxied dial's nursery too
+    except Exception as exc:
         failure = dial_failure(exc)
         if proxy is not None and str(proxy) not in failure:
             failure += f" (through proxy {proxy})"
@@ -182,7 +181,7 @@ def dial_failure(exc: BaseException) -> str:
     leaf = exc
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
-    if isinstance(leaf, tws.ConnectionRejected):
+    if isinstance(leaf, ConnectionRejected):
         if leaf.status_code in (401, 403):
             return f"API key rejected (HTTP {leaf.status_code})"
         return f"server refused the connection (HTTP {leaf.status_code})"

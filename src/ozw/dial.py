@@ -1,8 +1,8 @@
 """Open the WebSocket to the dispatch server: directly, or through an HTTP proxy.
 
-trio-websocket dials only directly, so this module opens the TCP stream itself (or
-the tunnel: ``CONNECT host:port``, parsed with h11), adds TLS to the server for
-``wss://``, and hands the stream to trio-websocket's ``wrap_client_stream``.
+This module opens the TCP stream itself (or the tunnel: ``CONNECT host:port``,
+parsed with h11), adds TLS to the server for ``wss://``, and does the WebSocket
+handshake on that stream (:mod:`ozw.wsclient`).
 """
 
 from __future__ import annotations
@@ -11,15 +11,18 @@ import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import NoReturn
 
 import attrs
 import h11
 import trio
-import trio_websocket as tws
 
-from ozw.exit_status import leaves
 from ozw.proxy import Proxy
+from ozw.wsclient import (
+    ClientWebSocket,
+    ConnectionTimeout,
+    HandshakeError,
+    handshake,
+)
 
 MAX_PROXY_REPLY = 64 * 1024
 """A proxy's answer to CONNECT is a status line and a few headers; more is not a proxy."""
@@ -115,74 +118,38 @@ async def open_websocket(
     extra_headers: list[tuple[bytes, bytes]],
     connect_timeout: float,
     disconnect_timeout: float,
-    message_queue_size: int,
     max_message_size: int,
-) -> AsyncIterator[tws.WebSocketConnection]:
+) -> AsyncIterator[ClientWebSocket]:
     """A client WebSocket to ``url``, through ``proxy`` when there is one.
 
-    Not ``trio_websocket.open_websocket_url``: after a handshake timeout it waits for
-    its reader task, which a peer that accepted TCP and went silent never ends. Here
-    the whole dial (TCP, CONNECT, TLS, handshake) is bounded by ``connect_timeout``.
+    The whole dial (TCP, CONNECT, TLS, handshake) is bounded by ``connect_timeout``:
+    a peer that accepted TCP and went silent cannot hold it.
 
     Raises OSError (ConnectionError, ProxyRefused among them, for a proxy that will
-    not tunnel), ``trio.BrokenResourceError`` (TLS), trio-websocket's HandshakeError
-    subclasses (ConnectionRejected, ConnectionTimeout); in an exception group when
-    they come from the connection's reader task.
+    not tunnel), ``trio.BrokenResourceError`` (TLS), HandshakeError and its
+    subclasses ConnectionRejected and ConnectionTimeout (:mod:`ozw.wsclient`).
     """
     target = Target.from_url(url)
     try:
-        async with trio.open_nursery() as nursery:
-            try:
-                with trio.fail_after(connect_timeout):
-                    ws = await _handshake(
-                        nursery,
-                        proxy,
-                        target,
-                        ssl_context,
-                        extra_headers,
-                        message_queue_size,
-                        max_message_size,
-                    )
-            except trio.TooSlowError:
-                raise tws.ConnectionTimeout from None
-            try:
-                yield ws
-            finally:
-                # Bounded and shielded: a dead peer cannot hold us, a cancel cannot skip it.
-                with trio.move_on_after(disconnect_timeout, shield=True):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        _raise_alone(_what_matters(group))
-
-
-def _what_matters(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """An outside cancel wins (the dial's errors no longer matter); one error comes alone."""
-    cancelled, errors = group.split(trio.Cancelled)
-    if cancelled is not None or errors is None:
-        return cancelled or group
-    found = list(leaves(errors))
-    return found[0] if len(found) == 1 else errors
-
-
-def _raise_alone(exc: BaseException) -> NoReturn:
-    """Raise ``exc`` keeping its own context (not the group it was taken from)."""
-    context = exc.__context__
+        with trio.fail_after(connect_timeout):
+            ws = await _handshake(proxy, target, ssl_context, extra_headers, max_message_size)
+    except trio.TooSlowError:
+        raise ConnectionTimeout from None
     try:
-        raise exc
+        yield ws
     finally:
-        exc.__context__ = context
+        # Bounded and shielded: a dead peer cannot hold us, a cancel cannot skip it.
+        with trio.move_on_after(disconnect_timeout, shield=True):
+            await ws.aclose()
 
 
 async def _handshake(
-    nursery: trio.Nursery,
     proxy: Proxy | None,
     target: Target,
     ssl_context: ssl.SSLContext | None,
     extra_headers: list[tuple[bytes, bytes]],
-    message_queue_size: int,
     max_message_size: int,
-) -> tws.WebSocketConnection:
+) -> ClientWebSocket:
     if proxy is None:
         tcp = await trio.open_tcp_stream(target.host, target.port)
     else:
@@ -197,28 +164,24 @@ async def _handshake(
                 https_compatible=True,
             )
             await stream.do_handshake()
-        return await tws.wrap_client_stream(
-            nursery,
+        return await handshake(
             stream,
             target.host_header,
             target.resource,
             extra_headers=extra_headers,
-            message_queue_size=message_queue_size,
             max_message_size=max_message_size,
         )
     except BaseException:
-        # A failed TLS or WebSocket handshake (or a timeout) must not leak the socket,
-        # and closing it is what ends the reader task of a silent peer.
+        # A failed TLS or WebSocket handshake (or a timeout) must not leak the socket.
         await trio.aclose_forcefully(stream)
         raise
 
 
 _SILENT_ERRORS: dict[type[BaseException], str] = {
-    tws.ConnectionTimeout: "no answer to the WebSocket handshake in time",
-    tws.DisconnectionTimeout: "no answer to the closing handshake in time",
-    tws.HandshakeError: "the WebSocket handshake failed",
+    ConnectionTimeout: "no answer to the WebSocket handshake in time",
+    HandshakeError: "the WebSocket handshake failed",
 }
-"""What the message-less exceptions of trio-websocket mean."""
+"""What the message-less handshake exceptions mean."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -63,4 +63,4 @@ def describe(exc: BaseException) -> str:
 
 def _is_ours(exc: BaseException) -> bool:
     """Errors ozw raises on purpose carry a message meant for the operator."""
-    return type(exc).__module__.split(".")[0] in ("ozw", "trio_websocket")
+    return type(exc).__module__.split(".")[0] == "ozw"

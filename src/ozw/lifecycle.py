@@ -149,7 +149,6 @@ async def run_task(
     params, log = control.params, control.log
     outcome: TaskOutcome | None = None
     setup_started = False
-    timer = trio.CancelScope()
     try:
         run = backend.open_task(params, log)
         with control.scope:
@@ -157,30 +156,31 @@ async def run_task(
                 await control.after.wait()
                 log.info("previous execution of this run ended: starting")
             if task_timeout is not None:
-                timer.deadline = trio.current_time() + task_timeout
-            with timer:
-                control.phase = TaskPhase.SETUP
-                setup_started = True
-                log.info("setup started", extra={"event": "setup_started"})
-                began = trio.current_time()
-                await run.setup()
-                log.debug("setup done (%.2fs)", trio.current_time() - began)
-                control.phase = TaskPhase.EXECUTE
-                log.info("agent started", extra={"event": "agent_started"})
-                began = trio.current_time()
-                result = await run.execute()
-                log.debug("agent ended (%.2fs)", trio.current_time() - began)
-                if result is ExecuteResult.HANDED_OFF:
-                    outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
-                else:
-                    outcome = completed(params.task_id)
-        if timer.cancelled_caught and control.cause is None:
+                # The task's own deadline (see _timed_out).
+                control.scope.deadline = trio.current_time() + task_timeout
+            control.phase = TaskPhase.SETUP
+            setup_started = True
+            log.info("setup started", extra={"event": "setup_started"})
+            began = trio.current_time()
+            await run.setup()
+            log.debug("setup done (%.2fs)", trio.current_time() - began)
+            control.phase = TaskPhase.EXECUTE
+            log.info("agent started", extra={"event": "agent_started"})
+            began = trio.current_time()
+            result = await run.execute()
+            log.debug("agent ended (%.2fs)", trio.current_time() - began)
+            if result is ExecuteResult.HANDED_OFF:
+                outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
+            else:
+                outcome = completed(params.task_id)
+        if control.scope.cancelled_caught and _timed_out(control):
             control.cause = StopCause.TIMEOUT
-        if control.scope.cancelled_caught or timer.cancelled_caught or outcome is None:
+        if control.scope.cancelled_caught or outcome is None:
             outcome = _outcome_of_stop(control, task_timeout, reattaches=backend.reattaches)
-        outcome = attrs.evolve(outcome, phase=control.phase)
+        if outcome.phase is not control.phase:
+            outcome = attrs.evolve(outcome, phase=control.phase)
     except Exception as exc:
-        if timer.cancel_called and control.cause is None:
+        if control.scope.cancel_called and _timed_out(control):
             control.cause = StopCause.TIMEOUT
         failure = _task_failure_in(exc)
         if failure is None:
@@ -202,6 +202,11 @@ async def run_task(
     if teardown_failed:
         outcome = attrs.evolve(outcome, teardown_failed=True)
     return outcome
+
+
+def _timed_out(control: TaskControl) -> bool:
+    """A cancel that is the task's deadline: no stop gave it a cause, and it passed."""
+    return control.cause is None and trio.current_time() >= control.scope.deadline
 
 
 def _task_failure_in(exc: BaseException) -> TaskFailure | None:

@@ -114,15 +114,19 @@ class WorkerMetrics:
         )
         self.info = Info("oz_worker", "Worker build and identity", registry=r)
         self.info.info({"version": ozw_version(), "backend": backend, "worker_id": worker_id})
-        # Known label values start at 0, so dashboards see every series from the start.
+        # Known label values start at 0, so dashboards see every series from the start;
+        # their children are kept, so a task's end looks none up by its labels.
         for label in REJECT_LABELS.values():
             self.rejected.labels(reason=label)
-        for label in RESULT_LABELS.values():
-            self.completed.labels(result=label)
-            self.duration.labels(result=label)
-        for phase in FAILURE_PHASES:
-            for reason in FailureReason:
-                self.failures.labels(phase=phase, reason=reason.value)
+        self._completed = {
+            label: (self.completed.labels(result=label), self.duration.labels(result=label))
+            for label in RESULT_LABELS.values()
+        }
+        self._failures = {
+            (phase, reason.value): self.failures.labels(phase=phase, reason=reason.value)
+            for phase in FAILURE_PHASES
+            for reason in FailureReason
+        }
         for kind in RECONNECT_REASONS:
             self.reconnects.labels(reason=kind)
         self.max_concurrent.set(max_concurrent)
@@ -142,15 +146,13 @@ class WorkerMetrics:
         self.tasks_active.dec()
         if outcome.result is TaskResult.DETACHED:
             return  # not ended: the worker's next start reattaches and reports it
-        result = RESULT_LABELS[outcome.result]
-        self.completed.labels(result=result).inc()
-        self.duration.labels(result=result).observe(duration)
+        completed, durations = self._completed[RESULT_LABELS[outcome.result]]
+        completed.inc()
+        durations.observe(duration)
         if outcome.reason is not None:
-            phase = failure_phase(outcome.phase)
-            self.failures.labels(phase=phase, reason=outcome.reason.value).inc()
+            self._failures[failure_phase(outcome.phase), outcome.reason.value].inc()
         if outcome.teardown_failed:
-            phase, reason = CLEANUP_FAILURE
-            self.failures.labels(phase=phase, reason=reason).inc()
+            self._failures[CLEANUP_FAILURE].inc()
 
     def on_connection(self, connected: bool, _why: str) -> None:
         self.connected.set(1 if connected else 0)

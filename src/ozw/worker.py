@@ -26,7 +26,7 @@ from ozw.config import WorkerConfig
 from ozw.connection import Connection, ConnectionSettings
 from ozw.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
 from ozw.failures import BackendUnavailable, StartupError
-from ozw.logs import WORKER_ID
+from ozw.logs import WORKER_ID, lean_records
 from ozw.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
@@ -167,6 +167,7 @@ class Worker:
                 cannot be bound.
         """
         WORKER_ID.set(self.config.worker_id)
+        lean_records()
         # Signals are received from the start; they are acted on once the tasks run.
         with _signal_receiver(handle_signals) as signals:
             return await self._run(signals, task_status)
