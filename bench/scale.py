@@ -28,19 +28,25 @@ seconds per task. The profiler slows everything down alike; read them as shares.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import ClassVar
 
 import trio
 import trio_websocket as tws
 
-from bench.harness import Session, run_one, run_trio, with_worker
+from bench.harness import STOP_WAIT, Session, run_one, run_trio, with_worker
 from bench.profile import profiled
 from bench.stats import Row, median
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.connection import MAX_MESSAGE_SIZE
+from ozw.dial import open_websocket
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 from ozw.protocol import Task, TaskAssignment, TaskClaimed, TaskCompleted, encode_message
+from ozw.wsclient import ClientWebSocket
 
 
 class InstantRun(TaskRun):
@@ -131,22 +137,48 @@ async def _worker_burst(session: Session, prefix: str, count: int) -> tuple[floa
     return elapsed / count, cpu / count
 
 
-async def _serve_frames_of_tasks(*, task_status: trio.TaskStatus[tws.WebSocketServer]) -> None:
-    """A stand-in for the worker's frames alone: each frame in gets two frames back."""
+@asynccontextmanager
+async def _frames_of_tasks() -> AsyncIterator[tws.WebSocketConnection]:
+    """The worker's frames alone: a trio-websocket server (the dispatch server's
+    library) and, dialled to it, the worker's own WebSocket answering each frame
+    with two frames (claim, result) and everything one read brought in one write, as
+    the worker's writer does; yields the server's side of that connection."""
     claimed = encode_message(TaskClaimed("run-00000000-0000-0000-0000-000000000000", "w"))
     done = encode_message(TaskCompleted("run-00000000-0000-0000-0000-000000000000", "done"))
+    accepted: list[tws.WebSocketConnection] = []
+    connected = trio.Event()
 
-    async def answer(request: tws.WebSocketRequest) -> None:
-        ws = await request.accept()
-        try:
-            while True:
-                await ws.get_message()
-                await ws.send_message(claimed)
-                await ws.send_message(done)
-        except tws.ConnectionClosed:
-            pass
+    async def accept(request: tws.WebSocketRequest) -> None:
+        accepted.append(await request.accept())
+        connected.set()
+        await trio.sleep_forever()
 
-    await tws.serve_websocket(answer, "127.0.0.1", 0, ssl_context=None, task_status=task_status)
+    async def answer(ws: ClientWebSocket) -> None:
+        while True:
+            frames = await ws.receive()
+            await ws.send_messages([claimed, done] * len(frames))
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(tws.serve_websocket, accept, "127.0.0.1", 0, ssl_context=None)
+        )
+        async with (
+            open_websocket(
+                f"ws://127.0.0.1:{server.port}/frames",
+                proxy=None,
+                ssl_context=None,
+                extra_headers=[],
+                connect_timeout=STOP_WAIT,
+                disconnect_timeout=STOP_WAIT,
+                max_message_size=MAX_MESSAGE_SIZE,
+            ) as worker_ws,
+            trio.open_nursery() as answering,
+        ):
+            answering.start_soon(answer, worker_ws)
+            await connected.wait()
+            yield accepted[0]
+            answering.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
 
 
 async def _frames_burst(ws: tws.WebSocketConnection, frame: str, count: int) -> float:
@@ -199,9 +231,7 @@ def bench_scale(count: int, burst_size: int, bursts: int) -> list[Row]:
                     sequential.worker.append(marks["terminal"] - marks["sent"])
                     sequential.baseline.append(await _echo_round_trip(ws, frame))
                 total = time.perf_counter() - total_started
-                frames_server = await nursery.start(_serve_frames_of_tasks)
-                frames_url = f"ws://127.0.0.1:{frames_server.port}/frames"
-                async with tws.open_websocket_url(frames_url) as frames_ws:
+                async with _frames_of_tasks() as frames_ws:
                     for r in range(bursts):
                         wall, worker_cpu = await _worker_burst(session, f"burst{r}", burst_size)
                         burst.worker.append(wall)
@@ -227,8 +257,9 @@ def bench_scale(count: int, burst_size: int, bursts: int) -> list[Row]:
             f"profile of a burst of {min(burst_size, PROFILED_TASKS)}, per task"
         )
         floor.note = (
-            "a server answering each assignment frame with two frames, no decoding, no "
-            f"task: {1 / floor.ratio:.2f}x the echo's rate, the most any worker could reach"
+            "the worker's WebSocket answering each assignment frame with two frames, no "
+            f"decoding, no task: {1 / floor.ratio:.2f}x the echo's rate, the most this "
+            "worker could reach against this server"
         )
 
     run_trio(lambda: with_worker(InstantBackend(), None, body, worker_id="bench-scale"))
