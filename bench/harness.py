@@ -10,8 +10,12 @@ happens, in the one Trio thread that runs both the server and the worker:
   "agent started" (a logging handler on the ``ozw`` logger);
 - ``agent_first`` / ``agent_last``: the first and last line of the agent's stdout as
   the worker relays it into the task log (the agent is running once it has printed);
-- ``finished``: the supervisor's ``on_finished`` hook, after teardown, when the
-  terminal message has been queued for the connection.
+- ``reported``: the supervisor's ``on_reported`` hook, when the terminal message has
+  been queued for the connection (before teardown on the docker backend, whose
+  teardown only removes the finished container);
+- ``finished``: the supervisor's ``on_finished`` hook, after teardown, when the slot
+  is free again. :func:`run_one` waits for it too, so one task's removal never
+  overlaps the next sample.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from ozw.worker import Worker
 
 T = TypeVar("T")
 
-TASK_PHASES = ("sent", "setup", "execute", "agent_first", "agent_last", "finished", "terminal")
-"""The marks of one task in the order they happen (``claimed`` runs beside them)."""
+TASK_PHASES = ("sent", "setup", "execute", "agent_first", "agent_last", "reported", "terminal")
+"""The marks of one task in the order they happen (``claimed`` and ``finished`` run beside
+them)."""
 
 STOP_WAIT = 30.0
 """How long the worker may take to stop after a benchmark."""
@@ -98,6 +103,9 @@ class Probe(logging.Handler):
                 self.failures[message.task_id] = f"{message.failure_reason}: {message.message}"
             self.mark(message.task_id, "terminal")
 
+    def on_reported(self, params: TaskParams, outcome: TaskOutcome) -> None:
+        self.mark(params.task_id, "reported")
+
     def on_finished(self, params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
         self.mark(params.task_id, "finished")
 
@@ -145,6 +153,7 @@ async def with_worker(
                 flush_timeout=5,
                 stop_reason="benchmark finished",
             ) as local:
+                local.worker.supervisor.events.on_reported.append(probe.on_reported)
                 local.worker.supervisor.events.on_finished.append(probe.on_finished)
                 await server.wait_connected()
                 try:
@@ -160,13 +169,15 @@ async def with_worker(
 
 
 async def run_one(session: Session, message: TaskAssignment) -> dict[str, float]:
-    """Send one assignment, wait for its terminal message; returns the task's marks.
+    """Send one assignment, wait for its terminal message and its slot's release;
+    returns the task's marks.
 
     Raises RuntimeError when the task failed."""
     probe, task_id = session.probe, message.task_id
     probe.mark(task_id, "sent")
     await session.server.send(message)
     await probe.wait(task_id, "terminal")
+    await probe.wait(task_id, "finished")
     if task_id in probe.failures:
         raise RuntimeError(f"task {task_id} failed: {probe.failures[task_id]}")
     return probe.marks[task_id]
@@ -176,6 +187,9 @@ def task_phases(marks: list[dict[str, float]]) -> dict[str, float]:
     """Medians of the worker's phases over ``marks`` (see :data:`TASK_PHASES`)."""
     phases = {"sent → claimed (at the server)": median([m["claimed"] - m["sent"] for m in marks])}
     phases.update(phase_medians(marks, TASK_PHASES))
+    phases["reported → slot free (teardown after the report)"] = median(
+        [m["finished"] - m["reported"] for m in marks]
+    )
     return phases
 
 

@@ -55,9 +55,10 @@ class OneBackend(Backend):
         self.teardown_error: BaseException | None = None
         self.teardown_hangs = False
         self.block = False
+        self.run_class: type[OneRun] = OneRun
 
     def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
-        return OneRun(self)
+        return self.run_class(self)
 
 
 def control() -> TaskControl:
@@ -70,6 +71,42 @@ async def test_success_completes_and_tears_down() -> None:
     assert outcome.message == TaskCompleted("t1", "Task completed successfully")
     assert backend.log == ["setup", "execute", "teardown", "teardown done"]
     assert not outcome.teardown_failed
+
+
+async def test_the_result_is_reported_after_teardown_by_default() -> None:
+    backend = OneBackend()
+    outcome = await run_task(
+        backend, control(), report=lambda o: backend.log.append(f"report {o.result}")
+    )
+    assert backend.log == ["setup", "execute", "teardown", "teardown done", "report completed"]
+    assert outcome.result == "completed"
+
+
+class ReleasingRun(OneRun):
+    teardown_after_report = True
+
+
+async def test_a_teardown_that_only_releases_runs_after_the_report() -> None:
+    backend = OneBackend()
+    backend.run_class = ReleasingRun
+    backend.teardown_error = RuntimeError("rm -f failed")
+    outcome = await run_task(
+        backend, control(), report=lambda o: backend.log.append(f"report {o.result}")
+    )
+    assert backend.log == ["setup", "execute", "report completed", "teardown"]
+    # Known only after the report, and still in the returned outcome (metrics, log).
+    assert outcome.teardown_failed
+
+
+async def test_a_failed_setup_is_reported_once_when_teardown_follows_the_report() -> None:
+    backend = OneBackend()
+    backend.run_class = ReleasingRun
+    backend.setup_error = TaskFailure(FailureReason.IMAGE_PULL, "no such image")
+    reports: list[str] = []
+    outcome = await run_task(backend, control(), report=lambda o: reports.append(o.result))
+    assert reports == ["failed"]
+    assert outcome.reason is FailureReason.IMAGE_PULL
+    assert backend.log == ["setup", "teardown", "teardown done"]
 
 
 async def test_setup_failure_is_reported_and_teardown_still_runs() -> None:

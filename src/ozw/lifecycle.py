@@ -4,12 +4,15 @@ Setup and execute run inside the task's cancel scope (a server cancellation, the
 worker's shutdown or the optional ``task_timeout`` cancel it). Teardown runs once
 setup has started, whatever happened, in a shielded scope with its own deadline;
 only a hard stop (second Ctrl-C) cancels it. Its failure is logged and counted and
-never changes the task's result.
+never changes the task's result, so a run whose teardown only releases resources
+(:attr:`~ozw.backends.base.TaskRun.teardown_after_report`) has its result reported
+before teardown starts: the server hears it without waiting for a container's removal.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -143,11 +146,21 @@ def _outcome_of_stop(
 
 
 async def run_task(
-    backend: Backend, control: TaskControl, *, task_timeout: float | None = None
+    backend: Backend,
+    control: TaskControl,
+    *,
+    task_timeout: float | None = None,
+    report: Callable[[TaskOutcome], None] | None = None,
 ) -> TaskOutcome:
-    """Run one task to its end and return its outcome; never raises for task failures."""
+    """Run one task to its end and return its outcome; never raises for task failures.
+
+    ``report`` gets the outcome once, as soon as its terminal message may go: after
+    teardown, or before it when the run's teardown only releases resources. The
+    returned outcome also says whether teardown failed.
+    """
     params, log = control.params, control.log
     outcome: TaskOutcome | None = None
+    reported = False
     setup_started = False
     try:
         run = backend.open_task(params, log)
@@ -198,7 +211,12 @@ async def run_task(
     finally:
         teardown_failed = False
         if setup_started:
+            if report is not None and outcome is not None and run.teardown_after_report:
+                report(outcome)
+                reported = True
             teardown_failed = not await _teardown(backend, run, control)
+    if report is not None and not reported:
+        report(outcome)
     if teardown_failed:
         outcome = attrs.evolve(outcome, teardown_failed=True)
     return outcome

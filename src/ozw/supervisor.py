@@ -11,6 +11,7 @@ teardown included.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Final, TypeVar
@@ -67,6 +68,8 @@ class TaskEvents:
 
     on_claimed: list[Callable[[TaskParams], None]] = attrs.field(factory=list)
     on_rejected: list[Callable[[str, str], None]] = attrs.field(factory=list)
+    on_reported: list[Callable[[TaskParams, TaskOutcome], None]] = attrs.field(factory=list)
+    """The terminal message was queued (teardown may still run: the slot is held)."""
     on_finished: list[Callable[[TaskParams, TaskOutcome, float], None]] = attrs.field(factory=list)
 
 
@@ -221,7 +224,12 @@ class Supervisor:
         key = execution_key(params)
         started = trio.current_time()
         try:
-            outcome = await run_task(self.backend, control, task_timeout=self.settings.task_timeout)
+            outcome = await run_task(
+                self.backend,
+                control,
+                task_timeout=self.settings.task_timeout,
+                report=functools.partial(self._report, params),
+            )
         finally:
             del self.active[key]
             if self._last_of_run.get(params.task_id) is control:
@@ -246,7 +254,6 @@ class Supervisor:
             _remember(self.handed_off, params.task_id, params)
             control.log.info("handed off (%.1fs)", duration, extra=fields)
         else:
-            self.outbox.put(outcome.message)
             # The same cause the server gets, so the worker's own log says why.
             cause = f": {outcome.cause}" if outcome.cause else ""
             level = logging.WARNING if outcome.result is TaskResult.FAILED else logging.INFO
@@ -255,6 +262,14 @@ class Supervisor:
         self.finished += 1
         for finished in self.events.on_finished:
             _notify(finished, params, outcome, duration)
+
+    def _report(self, params: TaskParams, outcome: TaskOutcome) -> None:
+        """Queue the terminal message (hand-offs and detached tasks have none)."""
+        if outcome.message is None:
+            return
+        self.outbox.put(outcome.message)
+        for reported in self.events.on_reported:
+            _notify(reported, params, outcome)
 
     # --- shutdown -----------------------------------------------------------------
 

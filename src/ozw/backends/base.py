@@ -12,6 +12,10 @@ The lifecycle drives one :class:`TaskRun` per task::
     await run.execute()      # cancellable: the agent; COMPLETED or HANDED_OFF
     await run.teardown()     # always, once setup started; shielded, with a deadline
 
+The terminal message is queued after teardown, or before it when the run's
+:attr:`TaskRun.teardown_after_report` says its teardown only releases what the result
+no longer needs; the slot is held until teardown has ended either way.
+
 Cancellation is the caller's cancel scope: a backend stops its child processes /
 containers when cancelled and re-raises. :meth:`Backend.cancel` exists only for
 work that lives outside this process (the command backend's hand-offs).
@@ -49,6 +53,11 @@ class ExecuteResult(enum.Enum):
 
 class TaskRun(abc.ABC):
     """One task on one backend."""
+
+    teardown_after_report: ClassVar[bool] = False
+    """True when teardown only releases resources (removing a finished container): the
+    server may hear the result before it starts. False when teardown still belongs to
+    the task (a teardown script) and must end before the result is reported."""
 
     def __init__(self, params: TaskParams, log: TaskLog) -> None:
         self.params = params

@@ -1,12 +1,15 @@
-"""One engine API request through the docker CLI's own connection to the daemon.
+"""Engine API requests through the docker CLI's own connection to the daemon.
 
 ``docker system dial-stdio`` connects to the daemon exactly as every other docker
 command does (``DOCKER_HOST``, contexts, TLS, ``ssh://``) and relays its stdin and
-stdout; the request is written to it as HTTP/1.1 (h11) and the answer read back. What
-it carries travels through a pipe only: never a command line, a file, or the CLI's
-environment. The backend uses it for ``docker create``, whose command-line form can
-only take environment values through argv, a line-based env-file, or the CLI's own
-environment (see :mod:`~ozw.backends.docker.container`).
+stdout; requests are written to it as HTTP/1.1 (h11) and the answers read back, one
+after the other on the same connection. What it carries travels through a pipe only:
+never a command line, a file, or the CLI's environment. The backend uses it for
+``docker create``, whose command-line form can only take environment values through
+argv, a line-based env-file, or the CLI's own environment (see
+:mod:`~ozw.backends.docker.container`), and for the per-task check that a sidecar
+volume still exists. A task opens its connection as its setup starts, so the CLI's own
+start-up overlaps the task's other work instead of delaying the container.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+from typing import Self
 
 import anyio
 import anyio.abc
@@ -62,21 +66,17 @@ class EngineUnreachable(Exception):
     """``docker system dial-stdio`` ended without an answer; the message says why."""
 
 
-def _request_bytes(connection: h11.Connection, method: str, target: str, body: bytes) -> bytes:
-    headers = [
-        ("Host", "docker"),
-        ("User-Agent", "ozw"),
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-    ]
-    return b"".join(
-        [
-            connection.send(h11.Request(method=method, target=target, headers=headers)) or b"",
-            connection.send(h11.Data(data=body)) or b"",
-            connection.send(h11.EndOfMessage()) or b"",
-        ]
-    )
+def _request_bytes(
+    connection: h11.Connection, method: str, target: str, body: bytes | None
+) -> bytes:
+    headers = [("Host", "docker"), ("User-Agent", "ozw")]
+    if body is not None:
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    parts = [connection.send(h11.Request(method=method, target=target, headers=headers))]
+    if body is not None:
+        parts.append(connection.send(h11.Data(data=body)))
+    parts.append(connection.send(h11.EndOfMessage()))
+    return b"".join(part or b"" for part in parts)
 
 
 async def _read_response(
@@ -102,51 +102,84 @@ async def _read_response(
             raise EngineUnreachable("the connection closed before an answer")
 
 
-async def api_request(cli: DockerCLI, method: str, target: str, body: object) -> ApiResponse:
-    """``<method> <target>`` with ``body`` as JSON, through ``docker system dial-stdio``.
+class EngineConnection:
+    """One ``docker system dial-stdio`` child: requests one at a time, kept alive.
 
-    Raises :class:`EngineUnreachable` (with the CLI's error) when no answer came.
-    Unbounded: the caller bounds it; cancellation kills the CLI.
+    Open with :meth:`open`, close with :meth:`aclose` (or ``async with``). A request
+    raises :class:`EngineUnreachable` (with the CLI's error) when no answer came; the
+    connection is then unusable, as it is after a cancelled request. Requests are
+    unbounded: the caller bounds them; cancellation breaks the connection.
     """
-    connection = h11.Connection(h11.CLIENT)
-    request = _request_bytes(connection, method, target, json.dumps(body).encode())
-    process = await anyio.open_process(
-        [cli.docker, "system", "dial-stdio"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli.environ,
-        start_new_session=True,
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    assert process.stderr is not None
-    stderr: list[bytes] = []
-    drained = anyio.Event()
 
-    async def drain_stderr(stream: anyio.abc.ByteReceiveStream) -> None:
-        stderr.extend([chunk async for chunk in stream])
-        drained.set()
+    def __init__(self, process: anyio.abc.Process) -> None:
+        self._process = process
+        self._http = h11.Connection(h11.CLIENT)
+        self._lock = anyio.Lock()
+        self._failure: str | None = None
+        """Why the connection is unusable, once it is."""
 
-    response: ApiResponse | None = None
-    failure = ""
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drain_stderr, process.stderr)
+    @classmethod
+    async def open(cls, cli: DockerCLI) -> Self:
+        """Start the CLI; it connects while the caller goes on."""
+        process = await anyio.open_process(
+            [cli.docker, "system", "dial-stdio"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli.environ,
+            start_new_session=True,
+        )
+        return cls(process)
+
+    @property
+    def usable(self) -> bool:
+        """False once a request failed or was interrupted, or the CLI has exited."""
+        return self._failure is None and self._process.returncode is None
+
+    async def request(self, method: str, target: str, body: object = None) -> ApiResponse:
+        """``<method> <target>`` with ``body`` as JSON (none when None); the answer."""
+        async with self._lock:
+            if self._failure is not None:
+                raise EngineUnreachable(self._failure)
+            self._failure = "a request was interrupted"
+            payload = None if body is None else json.dumps(body).encode()
             try:
-                await process.stdin.send(request)
-                response = await _read_response(connection, process.stdout)
+                process = self._process
+                assert process.stdin is not None
+                assert process.stdout is not None
+                await process.stdin.send(_request_bytes(self._http, method, target, payload))
+                response = await _read_response(self._http, process.stdout)
             except (h11.ProtocolError, anyio.BrokenResourceError, EngineUnreachable) as exc:
-                failure = str(exc) or type(exc).__name__
-                # The CLI says why on stderr as it exits (no daemon, TLS, ssh...).
-                with anyio.move_on_after(ERROR_WAIT):
-                    await drained.wait()
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-    finally:
+                self._failure = await self._cli_error() or str(exc) or type(exc).__name__
+                raise EngineUnreachable(self._failure) from None
+            if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
+                self._http.start_next_cycle()
+                self._failure = None
+            else:
+                self._failure = "the engine closed the connection"
+            return response
+
+    async def _cli_error(self) -> str:
+        """What the CLI says on stderr as it exits (no daemon, TLS, ssh...), if anything."""
+        stderr = self._process.stderr
+        assert stderr is not None
+        chunks: list[bytes] = []
+        with anyio.move_on_after(ERROR_WAIT):
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    chunks.append(await stderr.receive())
+        return docker_error(b"".join(chunks)) if chunks else ""
+
+    async def aclose(self) -> None:
+        """Stop the CLI (shielded: also when the caller is cancelled)."""
+        self._failure = "the connection is closed"
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
         with anyio.CancelScope(shield=True):
-            await process.aclose()
-    if response is None:
-        raise EngineUnreachable(docker_error(b"".join(stderr)) if stderr else failure)
-    return response
+            await self._process.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

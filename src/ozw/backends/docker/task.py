@@ -7,8 +7,11 @@
              and fill (or reuse) its shared volume, mounted read-only; a read_write
              sidecar gets a private volume <shared>-rw-<random>, filled for this task
     execute  docker create, docker start -a (output relayed into the task log,
-             cancellable), docker inspect (exit code, OOMKilled)
-    teardown docker rm -f, docker volume rm of private volumes (unless cleanup is off)
+             cancellable); when it exits non-zero, docker inspect (exit code,
+             OOMKilled) classifies the end
+    teardown (after the result is reported) docker inspect of a container that
+             exited 0 (an OOM kill of a child is worth a warning), docker rm -f,
+             docker volume rm of private volumes (unless cleanup is off)
 
 A cancelled or lost container is stopped with ``kill_grace`` (killing the CLI does
 not stop a container); ``docker wait`` (the agent's own run time) is not bounded:
@@ -40,7 +43,7 @@ from ozw.backends.docker.container import (
     memory_bytes,
     sidecar_problem,
 )
-from ozw.backends.docker.engine_api import EngineUnreachable, api_request
+from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
 from ozw.backends.docker.gather import gather
 from ozw.backends.docker.images import Images, ask_daemon
 from ozw.backends.docker.inspect import (
@@ -83,6 +86,9 @@ class Toolkit:
 class DockerTaskRun(TaskRun):
     """One task in one container (plus a private volume per ``read_write`` sidecar)."""
 
+    teardown_after_report = True
+    """Teardown removes what has ended: the server need not wait for the removal."""
+
     def __init__(self, toolkit: Toolkit, params: TaskParams, log: TaskLog) -> None:
         super().__init__(params, log)
         self.toolkit = toolkit
@@ -94,6 +100,11 @@ class DockerTaskRun(TaskRun):
         self.container: str | None = None
         self.private_volumes: list[str] = []
         """Private ``read_write`` sidecar volumes, registered before their creation."""
+        self.engine: EngineConnection | None = None
+        """The task's engine connection, from the start of setup until the container
+        is created."""
+        self.exited_zero = False
+        """The container exited 0 and was not inspected: teardown looks for an OOM kill."""
 
     def _validate(self) -> None:
         params = self.params
@@ -127,6 +138,8 @@ class DockerTaskRun(TaskRun):
         """
         self._validate()
         kit = self.toolkit
+        # Opened first: the CLI connects while the images and volumes are looked at.
+        self.engine = await EngineConnection.open(kit.cli)
         sidecars = self.params.sidecars
         references = [self.params.image, *(sidecar.image for sidecar in sidecars)]
         try:
@@ -155,7 +168,7 @@ class DockerTaskRun(TaskRun):
     async def _sidecar_volume(self, sidecar: Sidecar, image: LocalImage) -> str:
         if sidecar.read_write:
             return await self._private_volume(image)
-        return await self.toolkit.volumes.prepare_sidecar_volume(image, self.log)
+        return await self.toolkit.volumes.prepare_sidecar_volume(image, self.log, self.engine)
 
     async def _private_volume(self, image: LocalImage) -> str:
         """A volume of this task's own, filled from ``image`` (a ``read_write`` sidecar)."""
@@ -216,13 +229,21 @@ class DockerTaskRun(TaskRun):
         """``docker create`` as an engine API request: values travel in a pipe only."""
         kit = self.toolkit
         target, body = create_request(self.spec(name))
+        engine, self.engine = self.engine, None
         try:
+            if engine is None or not engine.usable:
+                if engine is not None:
+                    await engine.aclose()
+                engine = await EngineConnection.open(kit.cli)
             with kit.cli.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"):
-                answer = await api_request(kit.cli, "POST", target, body)
+                answer = await engine.request("POST", target, body)
         except EngineUnreachable as exc:
             raise TaskFailure(
                 FailureReason.CONTAINER_CREATE, f"could not create the container: {exc}"
             ) from None
+        finally:
+            if engine is not None:
+                await engine.aclose()
         if not answer.ok:
             # The image may be gone since it was inspected: look again next time.
             kit.images.forget([self.params.image])
@@ -241,6 +262,13 @@ class DockerTaskRun(TaskRun):
             env=kit.cli.environ,
             stderr_tail=stderr_tail,
         )
+        if code == 0:
+            # The CLI exits 0 only once the engine has reported exit status 0 (it waits
+            # for it): completed, whatever an inspection would add.
+            self.exited_zero = True
+            if not kit.cleanup:
+                kit.cli.untrack(name)
+            return ExecuteResult.COMPLETED
         tail = list(stderr_tail)
         state = await self._inspect(name)
         if state is None and not await self._daemon_answers():
@@ -272,11 +300,14 @@ class DockerTaskRun(TaskRun):
         failure = classify_exit(state, memory_bytes(shape.memory_gb if shape else None))
         if failure is not None:
             raise failure
-        if state.oom_killed:
-            self.log.warning("the engine OOM-killed a process of the container; the agent exited 0")
+        self._warn_of_oom(state)
         if not kit.cleanup:
             kit.cli.untrack(name)
         return ExecuteResult.COMPLETED
+
+    def _warn_of_oom(self, state: ContainerState) -> None:
+        if state.oom_killed:
+            self.log.warning("the engine OOM-killed a process of the container; the agent exited 0")
 
     async def _daemon_answers(self) -> bool:
         """Whether the daemon answers ``docker version`` (a lost container's first
@@ -294,9 +325,19 @@ class DockerTaskRun(TaskRun):
         return parse_state(result.stdout)
 
     async def teardown(self) -> None:
-        """Remove the container, then the private sidecar volumes, unless cleanup is off."""
+        """Remove the container, then the private sidecar volumes, unless cleanup is off.
+
+        Runs after the result is reported (:attr:`teardown_after_report`); the slot is
+        held until it ends."""
         kit = self.toolkit
         name = self.container
+        if self.engine is not None:
+            await self.engine.aclose()
+            self.engine = None
+        if self.exited_zero and name is not None:
+            inspected = await kit.cli.cleanup("container", "inspect", STATE_FORMAT, name)
+            if inspected is not None and inspected.ok:
+                self._warn_of_oom(parse_state(inspected.stdout))
         if not kit.cleanup:
             if name is not None:
                 kit.cli.untrack(name)

@@ -28,10 +28,12 @@ Choices where the contract is silent:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 import tarfile
 import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Final
 
@@ -39,6 +41,7 @@ import anyio
 
 from ozw.backends.docker.cli import DockerCLI
 from ozw.backends.docker.container import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER, ROLE_FILL
+from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
 from ozw.backends.docker.inspect import LocalImage
 from ozw.backends.docker.references import volume_name
 from ozw.failures import FailureReason, TaskFailure
@@ -50,6 +53,8 @@ FILL_COMMAND: Final = "ozw-fill"
 """Command of helper containers, which are created but never started (an image without
 ``CMD`` cannot be created without one)."""
 FILLED_MARKER: Final = ".ozw-sidecar-filled"
+NOT_FOUND: Final = 404
+"""The engine's answer for a volume that does not exist."""
 
 
 def marker_tar(content: str) -> bytes:
@@ -86,23 +91,33 @@ class SidecarVolumes:
             lock = self._volume_locks[volume] = anyio.Lock()
         return lock
 
-    async def _exists(self, volume: str) -> bool:
+    async def _exists(self, volume: str, engine: EngineConnection | None = None) -> bool:
+        """Whether ``volume`` exists: asked on ``engine`` when given, else (or when it
+        gives no clear answer) with ``docker volume inspect``."""
         with self.cli.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
+            if engine is not None:
+                with contextlib.suppress(EngineUnreachable):
+                    answer = await engine.request("GET", f"/volumes/{urllib.parse.quote(volume)}")
+                    if answer.ok or answer.status == NOT_FOUND:
+                        return answer.ok
             return (await self.cli.run("volume", "inspect", volume)).ok
 
-    async def prepare_sidecar_volume(self, image: LocalImage, log: TaskLog) -> str:
+    async def prepare_sidecar_volume(
+        self, image: LocalImage, log: TaskLog, engine: EngineConnection | None = None
+    ) -> str:
         """The shared filled volume of a sidecar image, filled once and reused.
 
         Mounted read-only only. Raises SIDECAR_PREP. One lock per volume name:
         concurrent tasks wanting the same sidecar wait for the first one's fill and
-        then reuse it.
+        then reuse it. ``engine`` (the task's connection) answers the per-task check
+        that a known volume still exists, without a CLI process of its own.
         """
         volume = volume_name(image.reference, image.content_digest)
         async with self._lock_for(volume):
             if volume in self._ready_volumes:
                 # Cheap re-check: `docker volume prune` may have removed it meanwhile, and
                 # `docker create` would then mount a new, empty volume without a word.
-                if await self._exists(volume):
+                if await self._exists(volume, engine):
                     log.info("reusing sidecar volume %s", volume)
                     return volume
                 self._ready_volumes.discard(volume)
