@@ -1177,7 +1177,9 @@ async def test_a_hung_docker_call_fails_its_phase_in_time(
     backend.cli.call_timeout = 20.0
     task_id = new_task_id("hung")
     sidecar = agent(images, images.fresh_sidecar(engine, "hung"))
-    params = make_params(task_id, images.task, sidecars=[sidecar])
+    # Only a container that exited non-zero is inspected before the result.
+    env = {"STANDIN_BEHAVIOUR": "exit:3"} if command == "container inspect" else {}
+    params = make_params(task_id, images.task, sidecars=[sidecar], env=env)
     started = time.monotonic()
     with anyio.fail_after(300):
         outcome, _ = await run_task(backend, params, CapturedLog(task_id))

@@ -40,6 +40,7 @@ import anyio.abc
 
 from ozw.backends.base import ProcessBackend, TaskRun
 from ozw.backends.docker.cli import CLI_KILL_GRACE, CallResult, DockerCLI
+from ozw.backends.docker.engine_api import EngineConnections
 from ozw.backends.docker.images import Images, ask_daemon
 from ozw.backends.docker.reaper import Reaper
 from ozw.backends.docker.task import DockerTaskRun, Toolkit
@@ -92,6 +93,8 @@ class DockerBackend(ProcessBackend):
         self.volumes = SidecarVolumes(self.cli, worker_id)
         """The sidecar volumes, filled once and reused."""
         self.reaper = Reaper(self.cli, worker_id, cleanup=cleanup)
+        self.engines = EngineConnections(self.cli)
+        """Engine connections for the tasks, one kept open ahead."""
         self.toolkit = Toolkit(
             config,
             worker_id,
@@ -101,6 +104,7 @@ class DockerBackend(ProcessBackend):
             self.images,
             self.volumes,
             self.reaper,
+            self.engines,
         )
         self._background: anyio.abc.TaskGroup | None = None
         """Runs the sweep while the backend is entered (``async with``)."""
@@ -169,7 +173,9 @@ class DockerBackend(ProcessBackend):
         return []
 
     async def __aenter__(self) -> Self:
-        """Start the sweep of what a teardown could not remove (see :mod:`.reaper`)."""
+        """Start the sweep of what a teardown could not remove (see :mod:`.reaper`), and
+        keep a spare engine connection for the next task until the backend closes."""
+        self.engines.keep_spares()
         self._background = anyio.create_task_group()
         await self._background.__aenter__()
         self._background.start_soon(self.reaper.sweep_when_needed)
@@ -202,4 +208,5 @@ class DockerBackend(ProcessBackend):
             await self.cli.cleanup("kill", *names)
 
     async def aclose(self) -> None:
-        """Nothing is held between tasks: sidecar volumes are kept on purpose."""
+        """Close the spare engine connection (sidecar volumes are kept on purpose)."""
+        await self.engines.aclose()

@@ -8,8 +8,9 @@ never a command line, a file, or the CLI's environment. The backend uses it for
 ``docker create``, whose command-line form can only take environment values through
 argv, a line-based env-file, or the CLI's own environment (see
 :mod:`~ozw.backends.docker.container`), and for the per-task check that a sidecar
-volume still exists. A task opens its connection as its setup starts, so the CLI's own
-start-up overlaps the task's other work instead of delaying the container.
+volume still exists. A task takes its connection as its setup starts: the spare
+:class:`EngineConnections` opened ahead for it, whose CLI has started and connected
+while nothing waited for it, or else a new one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from ozw.backends.docker.container import docker_error
 
 ERROR_WAIT = 5.0
 """How long to wait for the CLI's own error message once the connection failed."""
+PING_WAIT = 2.0
+"""How long a spare connection may take to answer a ping before a fresh one is opened."""
 
 
 @attrs.frozen
@@ -183,3 +186,50 @@ class EngineConnection:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class EngineConnections:
+    """Hands out engine connections, keeping one opened ahead for the next task.
+
+    A task's first engine request would otherwise wait for its CLI to start and
+    connect; the spare has done that already. A spare is pinged before it is handed
+    out (the daemon may have restarted since it was opened) and replaced by a fresh
+    connection when it does not answer.
+    """
+
+    def __init__(self, cli: DockerCLI) -> None:
+        self.cli = cli
+        self._spare: EngineConnection | None = None
+        self._closed = True
+        """No spare is kept until :meth:`keep_spares`: someone must close it."""
+
+    def keep_spares(self) -> None:
+        """Keep a spare from now on (until :meth:`aclose`)."""
+        self._closed = False
+
+    async def take(self) -> EngineConnection:
+        """A connection of the caller's own (closed by the caller)."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            answered = False
+            try:
+                with anyio.move_on_after(PING_WAIT), contextlib.suppress(EngineUnreachable):
+                    answered = (await spare.request("GET", "/_ping")).ok
+            finally:
+                if not answered:
+                    await spare.aclose()
+            if answered:
+                return spare
+        return await EngineConnection.open(self.cli)
+
+    async def refill(self) -> None:
+        """Open the spare for the next task, unless there is one (or this is closed)."""
+        if self._spare is None and not self._closed:
+            self._spare = await EngineConnection.open(self.cli)
+
+    async def aclose(self) -> None:
+        """Close the spare; none is opened afterwards."""
+        self._closed = True
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await spare.aclose()

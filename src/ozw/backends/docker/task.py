@@ -43,7 +43,7 @@ from ozw.backends.docker.container import (
     memory_bytes,
     sidecar_problem,
 )
-from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
+from ozw.backends.docker.engine_api import EngineConnection, EngineConnections, EngineUnreachable
 from ozw.backends.docker.gather import gather
 from ozw.backends.docker.images import Images, ask_daemon
 from ozw.backends.docker.inspect import (
@@ -81,6 +81,7 @@ class Toolkit:
     images: Images
     volumes: SidecarVolumes
     reaper: Reaper
+    engines: EngineConnections
 
 
 class DockerTaskRun(TaskRun):
@@ -103,6 +104,8 @@ class DockerTaskRun(TaskRun):
         self.engine: EngineConnection | None = None
         """The task's engine connection, from the start of setup until the container
         is created."""
+        self.took_engine = False
+        """Set once setup took an engine connection: teardown opens the next spare."""
         self.exited_zero = False
         """The container exited 0 and was not inspected: teardown looks for an OOM kill."""
 
@@ -138,8 +141,9 @@ class DockerTaskRun(TaskRun):
         """
         self._validate()
         kit = self.toolkit
-        # Opened first: the CLI connects while the images and volumes are looked at.
-        self.engine = await EngineConnection.open(kit.cli)
+        # Taken first: a new one connects while the images are looked at.
+        self.engine = await kit.engines.take()
+        self.took_engine = True
         sidecars = self.params.sidecars
         references = [self.params.image, *(sidecar.image for sidecar in sidecars)]
         try:
@@ -334,6 +338,9 @@ class DockerTaskRun(TaskRun):
         if self.engine is not None:
             await self.engine.aclose()
             self.engine = None
+        if self.took_engine:
+            # For the next task, while this one's container is removed.
+            await kit.engines.refill()
         if self.exited_zero and name is not None:
             inspected = await kit.cli.cleanup("container", "inspect", STATE_FORMAT, name)
             if inspected is not None and inspected.ok:
