@@ -1196,12 +1196,13 @@ async def test_a_hung_docker_call_fails_its_phase_in_time(
 async def test_with_cleanup_off_a_lost_container_is_stopped_and_kept(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    # `docker start` returns at once (no attachment) and `docker wait` fails: the
-    # backend loses track of a container that runs on.
+    # `docker start` loses its attachment at once (it then exits non-zero: exit 0 means
+    # the container exited 0) and `docker wait` fails: the backend loses track of a
+    # container that runs on.
     losing = wrapper_docker(
         tmp_path,
         """
-        if [ "$1" = start ]; then exec "$REAL" start "$3"; fi
+        if [ "$1" = start ]; then "$REAL" start "$3"; echo "attach: broken pipe" >&2; exit 1; fi
         if [ "$1" = wait ]; then echo "injected wait failure" >&2; exit 1; fi
         """,
     )

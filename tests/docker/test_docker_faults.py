@@ -187,6 +187,18 @@ async def test_a_daemon_restart_fails_the_task_clearly_and_leaves_nothing(
             while await _leftovers(engine, owned):  # noqa: ASYNC110 - no engine event
                 await anyio.sleep(0.2)
         assert backend.reaper.sweeps >= 1
+        # The spare engine connection opened while the daemon was down is dead: the
+        # next task notices and opens a fresh one.
+        assert backend.engines.has_spare
+        after_id = new_task_id("after")
+        after = backend.open_task(make_params(after_id, images.task, sidecars=[agent(images)]),
+                                  CapturedLog(after_id).log)  # fmt: skip
+        try:
+            await after.setup()
+            assert await after.execute() is ExecuteResult.COMPLETED
+        finally:
+            with anyio.CancelScope(shield=True):
+                await after.teardown()
     assert len(outcome) == 1
     failure = outcome[0]
     assert isinstance(failure, TaskFailure), failure

@@ -21,8 +21,10 @@ One task::
                             API request through `docker system dial-stdio`, so
                             environment values travel in a pipe only)
              docker start -a  (output relayed into the task log, cancellable)
-             docker inspect   (exit code, OOMKilled)
-    teardown docker rm -f, docker volume rm of private volumes (unless cleanup is off)
+             docker inspect   (exit code, OOMKilled: after a non-zero exit only)
+    teardown (after the result is reported) docker inspect after an exit 0 (an OOM
+             warning), docker rm -f, docker volume rm of private volumes (unless
+             cleanup is off)
 
 The modules, one idea each:
 
@@ -33,8 +35,9 @@ The modules, one idea each:
   (resources, mounts, environment, ``docker create`` arguments, exit classification).
 - :mod:`~ozw.backends.docker.cli`: the CLI runner (bounded calls, clean-up calls,
   export streaming) and the registry of containers and volumes the backend made.
-- :mod:`~ozw.backends.docker.engine_api`: one engine API request through the CLI's
-  own connection (``docker create``).
+- :mod:`~ozw.backends.docker.engine_api`: engine API requests through the CLI's
+  own connection (``docker create``, the sidecar volume check), and the spare
+  connection opened ahead for the next task.
 - :mod:`~ozw.backends.docker.images`: pulls, inspections, the platform check.
 - :mod:`~ozw.backends.docker.volumes`: sidecar volumes, filled once and reused
   (read-only), and the private per-task copies of ``read_write`` sidecars.

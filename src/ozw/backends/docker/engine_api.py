@@ -207,6 +207,10 @@ class EngineConnections:
         """Keep a spare from now on (until :meth:`aclose`)."""
         self._closed = False
 
+    @property
+    def has_spare(self) -> bool:
+        return self._spare is not None
+
     async def take(self) -> EngineConnection:
         """A connection of the caller's own (closed by the caller)."""
         spare, self._spare = self._spare, None
