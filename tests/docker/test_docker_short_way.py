@@ -94,10 +94,10 @@ async def test_the_next_task_takes_the_spare_connection(
     async with backend:
         first = await one()
         # Its own connection at the start, the next task's spare during its teardown.
-        assert first.count("system dial-stdio") == 2, first
-        assert first.index("system dial-stdio", 1) > first.index(
-            next(c for c in first if c.startswith("start --attach"))
-        )
+        dials = [i for i, call in enumerate(first) if call == "system dial-stdio"]
+        start = next(i for i, call in enumerate(first) if call.startswith("start --attach"))
+        assert len(dials) == 2, first
+        assert dials[0] < start < dials[1], first
         second = await one()
         # Nothing started on its way to the container: the first call is the start.
         assert second[0].startswith("start --attach"), second
