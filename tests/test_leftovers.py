@@ -18,6 +18,7 @@ from ozw.backends.execution import ProcessLedger, ProcessRunner, stop_leftovers
 from ozw.backends.execution.ledger import LEDGER_PREFIX, Entry, abandoned_ledgers, parse_ledger
 from ozw.backends.execution.leftovers import leftover_members
 from ozw.backends.execution.procfs import ProcStat, read_stat
+from ozw.backends.execution.spawn import guarded_command
 from ozw.logs import TaskLog
 from tests.event_loops import on_both_loops
 from tests.support.procs import alive, wait_until_gone
@@ -29,19 +30,22 @@ pytestmark = pytest.mark.slow
 SPAWNER = textwrap.dedent(
     """
     import sys, time
-    from ozw.backends.execution.spawn import spawn
-    child = spawn(["sleep", "60"], env={"PATH": "/usr/bin:/bin"})
+    from ozw.backends.execution import spawn
+    if sys.argv[1] == "pre-exec":
+        spawn._setpriv = lambda: None  # as on a machine without util-linux setpriv
+    child = spawn.spawn(["sleep", "60"], env={"PATH": "/usr/bin:/bin"})
     print(child.pid, flush=True)
     time.sleep(60)
     """
 )
 
 
+@pytest.mark.parametrize("way", ["setpriv", "pre-exec"])
 @on_both_loops
-async def test_the_kernel_ends_a_child_whose_worker_was_killed() -> None:
+async def test_the_kernel_ends_a_child_whose_worker_was_killed(way: str) -> None:
     # A stand-in worker starts a child through spawn(), then dies of SIGKILL.
     async with await anyio.open_process(
-        [sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-c", SPAWNER, way], stdout=subprocess.PIPE, start_new_session=True
     ) as worker:
         assert worker.stdout is not None
         with anyio.fail_after(20):
@@ -50,6 +54,23 @@ async def test_the_kernel_ends_a_child_whose_worker_was_killed() -> None:
         worker.kill()
         await worker.wait()
     assert await wait_until_gone([child], timeout=10) == []
+
+
+def test_setpriv_is_used_where_util_linux_has_it() -> None:
+    # The fast way (vfork, no Python in the child) is the one this machine runs.
+    assert guarded_command(["sleep", "1"], os.getpid()) is not None
+
+
+def test_the_guard_never_runs_the_command_once_the_worker_is_gone(tmp_path: Path) -> None:
+    # A worker that died before the parent-death signal was set: the child's parent is
+    # then someone else (here: told the worker is pid 1, which is not its parent).
+    marker = tmp_path / "ran"
+    for worker, ran in ((1, False), (os.getpid(), True)):
+        argv = guarded_command(["touch", str(marker)], worker)
+        assert argv is not None
+        completed = subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}, check=False)
+        assert (completed.returncode == 0) is ran
+        assert marker.exists() is ran
 
 
 @on_both_loops

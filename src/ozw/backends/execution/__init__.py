@@ -8,7 +8,8 @@ they are started and stopped, how operator scripts run, how long a call may take
 - :mod:`~ozw.backends.execution.scripts`: :func:`run_script`, one ``/bin/sh -c``
   script run to a :class:`ScriptResult`.
 - :mod:`~ozw.backends.execution.spawn`: children started so the kernel ends them
-  when the worker dies (``PR_SET_PDEATHSIG``).
+  when the worker dies (``PR_SET_PDEATHSIG``); :mod:`~ozw.backends.execution.executables`
+  checks first that ``execve`` would start the command.
 - :mod:`~ozw.backends.execution.ledger` / :mod:`~ozw.backends.execution.leftovers`:
   the on-disk record of live process groups, and stopping a dead worker's at start-up.
 - :mod:`~ozw.backends.execution.limits`: :func:`bounded` (a step that fails the task
