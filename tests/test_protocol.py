@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -770,3 +772,22 @@ def test_the_fast_path_agrees_on_mostly_valid_assignments(
     assignment: dict[str, Any], task: dict[str, Any]
 ) -> None:
     agree({**FULL_ASSIGNMENT, **assignment, "task": {**FULL_TASK, **task}}, TaskAssignment)
+
+
+PREPARED = (
+    "import sys; from ozw import protocol\n"
+    "if sys.argv[1] == 'prepare': protocol.prepare()\n"
+    "print(' '.join(sorted(cls.__name__ for cls in protocol._fast._hooks)))"
+)
+
+
+@pytest.mark.parametrize("prepare", [True, False])
+def test_prepare_writes_every_message_types_code_before_any_frame(prepare: bool) -> None:
+    # In a fresh interpreter: this module's other tests have long used every type.
+    argv = [sys.executable, "-c", PREPARED, "prepare" if prepare else "no"]
+    ready = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    wanted = {cls.__name__ for cls in (*protocol.MESSAGE_TYPE_NAMES, protocol.Task)}
+    if prepare:
+        assert wanted <= set(ready)  # with the types nested in them
+    else:
+        assert ready == []

@@ -23,6 +23,7 @@ from ozw.protocol import (
     WorkerMessage,
     decode_worker_message,
     encode_message,
+    prepare,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class DispatchServer:
         With ``ssl_context`` it speaks ``wss://`` (tests of TLS through a proxy).
         """
         self.scheme = "wss" if ssl_context else "ws"
+        prepare()  # the first assignment is then sent as fast as the rest
 
         async def start(*, task_status: trio.TaskStatus[tws.WebSocketServer]) -> None:
             await tws.serve_websocket(

@@ -125,6 +125,10 @@ class FastStructurer:
         """``value`` as a ``cls``; raises :class:`GiveUp` when unsure."""
         return self._hook(cls)(value)
 
+    def prepare(self, cls: type) -> None:
+        """Generate the code for ``cls`` now rather than at its first value."""
+        self._hook(cls)
+
     def _hook(self, cls: type) -> Structure:
         hook = self._hooks.get(cls)
         if hook is None:

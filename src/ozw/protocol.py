@@ -321,6 +321,16 @@ def encode_message(message: WorkerMessage | TaskAssignment | TaskCancellation) -
     )
 
 
+def prepare() -> None:
+    """Generate now the code that decodes and encodes every message type: cattrs and
+    the fast path write it at a type's first use, tens of ms that would otherwise
+    delay the claim of the first assignment (issue 14)."""
+    for cls in (*MESSAGE_TYPE_NAMES, Task):
+        _fast.prepare(cls)
+        _converter.get_structure_hook(cls)
+        _converter.get_unstructure_hook(cls)
+
+
 def is_terminal(message: WorkerMessage) -> bool:
     """Whether a worker message is a task's terminal report."""
     return isinstance(message, TaskCompleted | TaskFailed)

@@ -30,6 +30,7 @@ from ozw.logs import WORKER_ID, lean_records
 from ozw.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.outbox import Outbox
 from ozw.params import ParamSettings
+from ozw.protocol import prepare as prepare_protocol
 from ozw.proxy import choose_proxy
 from ozw.supervisor import Supervisor, SupervisorSettings
 
@@ -193,6 +194,7 @@ class Worker:
                 raise StartupError(
                     f"cannot serve metrics on {self.config.metrics_addr}: {exc.strerror or exc}"
                 ) from None
+        prepare_protocol()  # not at the first assignment: its claim would be late
         async with trio.open_nursery() as root:
             if signals is not None:
                 root.start_soon(self._watch_signals, signals)
