@@ -29,13 +29,17 @@ pytestmark = pytest.mark.slow
 
 SPAWNER = textwrap.dedent(
     """
-    import sys, time
+    import sys, time, trio
     from ozw.backends.execution import spawn
     if sys.argv[1] == "pre-exec":
         spawn._setpriv = lambda: None  # as on a machine without util-linux setpriv
-    child = spawn.spawn(["sleep", "60"], env={"PATH": "/usr/bin:/bin"})
-    print(child.pid, flush=True)
-    time.sleep(60)
+
+    async def main():
+        child = await spawn.spawn(["sleep", "60"], env={"PATH": "/usr/bin:/bin"})
+        print(child.pid, flush=True)
+        time.sleep(60)
+
+    trio.run(main)
     """
 )
 
@@ -75,8 +79,9 @@ def test_the_guard_never_runs_the_command_once_the_worker_is_gone(tmp_path: Path
 
 @on_both_loops
 async def test_a_child_outlives_the_thread_that_was_idle(tmp_path: Path) -> None:
-    # Trio forks in worker threads that exit when idle; spawn() forks on the loop's
-    # own thread, so a child started after a burst of thread work stays alive.
+    # Trio forks in worker threads that exit when idle; spawn() starts children on a
+    # thread that lives as long as the process, so a child started after a burst of
+    # thread work stays alive.
     for _ in range(4):
         await anyio.to_thread.run_sync(lambda: None)
     runner = ProcessRunner(kill_grace=1)

@@ -82,8 +82,8 @@ class ProcessRunner:
         self._groups: set[int] = set()
         self._starting = anyio.Lock()
         """One child starts at a time, each after a checkpoint: when a thousand tasks
-        reach their start at once, the loop runs one start (~2 ms) per pass instead of
-        all of them in one pass, so nothing else waits behind them (issue 14)."""
+        reach their start at once, the loop runs one start's own work (the checks,
+        the ledger) per pass, not all of them in one pass (issue 14)."""
 
     @property
     def live_groups(self) -> frozenset[int]:
@@ -114,7 +114,7 @@ class ProcessRunner:
         log_command(log, command)
         async with self._starting:
             try:
-                process = spawn(command, env=env, cwd=cwd, stdin=stdin is not None)
+                process = await spawn(command, env=env, cwd=cwd, stdin=stdin is not None)
             except OSError as exc:
                 raise start_refused(exc) from exc
             pgid = process.pid

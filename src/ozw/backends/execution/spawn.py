@@ -5,17 +5,18 @@ killed with SIGKILL (its own children are found at the next start-up through
 :mod:`~ozw.backends.execution.ledger`). The parent-death signal fires when the
 *thread* that forked the child exits, not the process: Trio (and so
 ``anyio.open_process`` on Trio) forks in a worker thread that exits after a few idle
-seconds, which would kill every agent shortly after it started. So the child starts
-here, on the event loop's own thread, which lives as long as the worker; the child's
+seconds, which would kill every agent shortly after it started. So every child starts
+on one thread that lives as long as the worker (:mod:`~ozw.backends.execution.starter`,
+which also keeps the wait for the child's ``execve`` off the event loop); the child's
 pipes and exit are then awaited with anyio's file-descriptor waits (``pidfd`` for the
 exit), which work the same under Trio and asyncio.
 
 The signal is set by util-linux ``setpriv --pdeathsig KILL`` in the child, followed
 by a one-line ``/bin/sh`` guard that runs the command only if the worker is still its
 parent (a worker that died before the signal was set would never send it). No Python
-runs in the child, so CPython starts it with ``vfork``: ~1-2 ms of the loop's time
-per child at 1,000 running tasks, where a pre-exec step forces a ``fork`` that copies
-the worker's page tables with the GIL held (~10x that; issue 14). Without ``setpriv``
+runs in the child, so CPython starts it with ``vfork``, where a pre-exec step forces a
+``fork`` that copies the worker's page tables with the GIL held: ~10x longer at 1,000
+running tasks (issue 14). Without ``setpriv``
 (util-linux before 2.33, or none), a Python pre-exec step sets the signal instead.
 The command is checked first (:mod:`~ozw.backends.execution.executables`), so one
 that cannot start is still an ``OSError``.
@@ -38,6 +39,7 @@ import anyio
 import anyio.abc
 
 from ozw.backends.execution.executables import check_executable
+from ozw.backends.execution.starter import STARTER
 
 PR_SET_PDEATHSIG: Final = 1
 READ_SIZE: Final = 65536
@@ -209,7 +211,7 @@ class ChildProcess:
             self._popen.poll()
 
 
-def spawn(
+async def spawn(
     command: Sequence[str],
     *,
     env: Mapping[str, str],
@@ -217,21 +219,26 @@ def spawn(
     stdin: bool = False,
 ) -> ChildProcess:
     """Start ``command`` in its own session, stdout and stderr piped (and stdin when
-    ``stdin``), ended by the kernel if the worker dies. Raises OSError / ValueError."""
+    ``stdin``), ended by the kernel if the worker dies. Started on the
+    :mod:`~ozw.backends.execution.starter` thread; not cancellable (it is short).
+    Raises OSError / ValueError."""
     if not command:
         raise ValueError("no command to start")
     parent = os.getpid()
     argv = guarded_command(command, parent)
     if argv is not None:
         check_executable(command[0], env=env, cwd=cwd)
-    popen = subprocess.Popen(
-        argv if argv is not None else list(command),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=None if argv is not None else _die_with_parent(parent),
-    )
-    return ChildProcess(popen)
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv if argv is not None else list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=None if argv is not None else _die_with_parent(parent),
+        )
+
+    return ChildProcess(await STARTER.call(start))
