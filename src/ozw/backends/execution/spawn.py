@@ -225,11 +225,12 @@ async def spawn(
     if not command:
         raise ValueError("no command to start")
     parent = os.getpid()
-    argv = guarded_command(command, parent)
-    if argv is not None:
-        check_executable(command[0], env=env, cwd=cwd)
 
     def start() -> subprocess.Popen[bytes]:
+        # All on the starter thread: the checks read files, the first one runs setpriv.
+        argv = guarded_command(command, parent)
+        if argv is not None:
+            check_executable(command[0], env=env, cwd=cwd)
         return subprocess.Popen(
             argv if argv is not None else list(command),
             cwd=cwd,
