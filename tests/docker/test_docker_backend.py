@@ -466,6 +466,27 @@ async def test_memory_hog_under_a_small_shape_is_container_oom(
 
 
 @on_both_loops
+async def test_exit_137_under_a_memory_limit_without_an_oom_is_container_exit(
+    engine: Engine, images: Images
+) -> None:
+    # The engine's event log is asked for a late OOM report; none comes.
+    backend = make_backend(engine)
+    task_id = new_task_id("exit137")
+    params = make_params(
+        task_id,
+        images.task,
+        sidecars=[agent(images)],
+        env={"STANDIN_BEHAVIOUR": "exit:137"},
+        shape=InstanceShape(memory_gb=0.5),
+    )
+    captured = CapturedLog(task_id)
+    outcome, _ = await run_task(backend, params, captured)
+    failure = failure_of(outcome)
+    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_EXIT, 137), failure
+    assert not any("OOM" in message for message in captured.messages())
+
+
+@on_both_loops
 async def test_missing_entrypoint_is_container_start(engine: Engine, images: Images) -> None:
     backend = make_backend(engine)
     task_id = new_task_id("nostart")

@@ -23,6 +23,7 @@ from ozw.backends.docker.container import (
     sidecar_problem,
 )
 from ozw.backends.docker.inspect import ContainerState, LocalImage, parse_state
+from ozw.backends.docker.late_oom import late_oom_possible
 from ozw.backends.docker.references import (
     ImageReference,
     InvalidReference,
@@ -363,6 +364,17 @@ def test_oom_is_container_oom() -> None:
     assert failure is not None
     assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_OOM, 137)
     assert "(limit 21474836 bytes)" in failure.cause
+
+
+def test_a_late_oom_is_possible_only_for_sigkill_under_a_memory_limit() -> None:
+    killed = _state(ExitCode=137)
+    assert late_oom_possible(killed, memory_limit=21474836)
+    assert not late_oom_possible(killed, memory_limit=None)
+    assert not late_oom_possible(_state(ExitCode=137, OOMKilled=True), memory_limit=21474836)
+    assert not late_oom_possible(_state(ExitCode=1), memory_limit=21474836)
+    never = _state(Status="created", ExitCode=137, StartedAt="0001-01-01T00:00:00Z")
+    assert never.started_at is None
+    assert not late_oom_possible(never, memory_limit=21474836)
 
 
 def test_never_started_is_container_start_without_exit_code() -> None:

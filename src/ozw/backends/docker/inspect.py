@@ -68,6 +68,8 @@ class ContainerState:
     oom_killed: bool
     error: str
     started: bool
+    started_at: datetime.datetime | None = None
+    """When it started (the engine's clock), None when it never did."""
 
 
 def _validated(model: type[_Model], raw: bytes | str, what: str) -> _Model:
@@ -113,4 +115,5 @@ def parse_state(raw: bytes | str) -> ContainerState:
         oom_killed=bool(state.oom_killed),
         error=state.error or "",
         started=_ever_started(state.started_at),
+        started_at=state.started_at if _ever_started(state.started_at) else None,
     )

@@ -53,6 +53,7 @@ from ozw.backends.docker.inspect import (
     LocalImage,
     parse_state,
 )
+from ozw.backends.docker.late_oom import late_oom_possible, oom_logged
 from ozw.backends.docker.reaper import Reaper
 from ozw.backends.docker.references import (
     container_name,
@@ -301,7 +302,11 @@ class DockerTaskRun(TaskRun):
         if not state.started and not state.error and tail:
             state = attrs.evolve(state, error=tail[-1])
         shape = self.params.instance_shape
-        failure = classify_exit(state, memory_bytes(shape.memory_gb if shape else None))
+        memory_limit = memory_bytes(shape.memory_gb if shape else None)
+        if late_oom_possible(state, memory_limit) and await oom_logged(kit.cli, name, state):
+            self.log.info("the engine reported the OOM kill after the container's exit")
+            state = attrs.evolve(state, oom_killed=True)
+        failure = classify_exit(state, memory_limit)
         if failure is not None:
             raise failure
         self._warn_of_oom(state)
