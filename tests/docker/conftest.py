@@ -79,10 +79,11 @@ def _fail(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def engine() -> Iterator[Engine]:
-    """The engine: ``DOCKER_HOST`` when it answers, else a private ``dockerd``."""
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The engine: ``DOCKER_HOST`` when it answers, else a private ``dockerd`` (whose
+    log is kept when a test failed: see ``tests/docker/README.md``)."""
     try:
-        with docker_engine() as (host, private):
+        with docker_engine(keep_log=lambda: request.session.testsfailed > 0) as (host, private):
             yield Engine(host, private=private)
     except NoEngine as exc:
         _fail(str(exc))

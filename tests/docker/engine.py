@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ENGINE_START_TIMEOUT = 60.0
@@ -102,28 +102,42 @@ class PrivateDockerd:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
-    def remove(self) -> None:
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the daemon's log."""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def remove(self, *, keep_log: bool = False) -> None:
+        """Stop the daemon and remove its directory; with ``keep_log`` (a test failed)
+        its log is first copied to :func:`kept_log_path`."""
         self.stop()
+        if keep_log and self.log_path.exists():
+            shutil.copyfile(self.log_path, kept_log_path(self.root))
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def kept_log_path(root: Path) -> Path:
+    """Where the log of the daemon under ``root`` is kept after a failure."""
+    return root.with_name(f"{root.name}-dockerd.log")
+
+
 @contextlib.contextmanager
-def private_dockerd() -> Iterator[PrivateDockerd]:
-    """A started :class:`PrivateDockerd`, stopped and removed afterwards."""
+def private_dockerd(keep_log: Callable[[], bool] = lambda: False) -> Iterator[PrivateDockerd]:
+    """A started :class:`PrivateDockerd`, stopped and removed afterwards (its log kept
+    when ``keep_log()`` says so then)."""
     daemon = PrivateDockerd()
     try:
         daemon.start()
         yield daemon
     finally:
-        daemon.remove()
+        daemon.remove(keep_log=keep_log())
 
 
 @contextlib.contextmanager
-def docker_engine() -> Iterator[tuple[str, bool]]:
+def docker_engine(keep_log: Callable[[], bool] = lambda: False) -> Iterator[tuple[str, bool]]:
     """Yield ``(DOCKER_HOST, private)``; raises NoEngine when there is none."""
     given = os.environ.get("DOCKER_HOST")
     if given and answers(given):
         yield given, False
         return
-    with private_dockerd() as daemon:
+    with private_dockerd(keep_log) as daemon:
         yield daemon.host, True

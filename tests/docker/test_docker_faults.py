@@ -104,9 +104,10 @@ def test_a_worker_killed_during_docker_create_leaves_no_secret_on_disk(
 
 
 @pytest.fixture(scope="module")
-def restartable() -> Iterator[tuple[PrivateDockerd, Engine, Images]]:
+def restartable(request: pytest.FixtureRequest) -> Iterator[tuple[PrivateDockerd, Engine, Images]]:
     """A private dockerd of this module's own (restarting the session's would disturb
-    other tests), with the task and agent images."""
+    other tests), with the task and agent images; its log is kept if a test failed."""
+    failed_before = request.session.testsfailed
     try:
         daemon = PrivateDockerd()
         daemon.start()
@@ -127,7 +128,7 @@ def restartable() -> Iterator[tuple[PrivateDockerd, Engine, Images]]:
         import_image(engine, images.agent, _agent_rootfs())
         yield daemon, engine, images
     finally:
-        daemon.remove()
+        daemon.remove(keep_log=request.session.testsfailed > failed_before)
 
 
 async def _leftovers(engine: Engine, owned: str) -> list[str]:
