@@ -127,9 +127,9 @@ def cancel_failures(log: Lines | Recorder) -> list[str]:
     ]
 
 
-def recording_log(task_id: str) -> tuple[TaskLog, Recorder]:
+def recording_log(task_id: str, level: int = logging.DEBUG) -> tuple[TaskLog, Recorder]:
     recorder = Recorder()
-    logger = logging.Logger(f"test.command.{task_id}", logging.DEBUG)
+    logger = logging.Logger(f"test.command.{task_id}", level)
     logger.addHandler(recorder)
     return TaskLog(task_id, logger), recorder
 
@@ -399,7 +399,7 @@ async def test_dispatch_hands_off_with_the_payload_on_stdin_and_no_secret_elsewh
 async def test_nonzero_exit_is_dispatch_command_with_the_stderr_tail(tmp_path: Path) -> None:
     script = 'for i in $(seq 1 25); do echo "err $i" >&2; done; echo partial; exit 3'
     backend = backend_for(script)
-    log, recorder = recording_log("run-1")
+    log, recorder = recording_log("run-1", logging.WARNING)
     run = backend.open_task(make_params(), log)
     with anyio.fail_after(10), pytest.raises(TaskFailure) as caught:
         await run.execute()
@@ -414,6 +414,16 @@ async def test_nonzero_exit_is_dispatch_command_with_the_stderr_tail(tmp_path: P
     warnings = recorder.lines(logging.WARNING)
     assert warnings[0] == "dispatch command exited with exit code 3; its last 20 stderr line(s):"
     assert warnings[1:] == [f"err {i}" for i in range(26 - STDERR_TAIL_LINES, 26)]
+
+
+@on_both_loops
+async def test_the_stderr_tail_is_not_repeated_where_it_was_relayed_live() -> None:
+    backend = backend_for('echo "err 1" >&2; exit 3')
+    log, recorder = recording_log("run-1", logging.INFO)
+    with anyio.fail_after(10), pytest.raises(TaskFailure):
+        await backend.open_task(make_params(), log).execute()
+    assert recorder.lines(logging.INFO).count("err 1") == 1
+    assert recorder.lines(logging.WARNING) == []
 
 
 @on_both_loops

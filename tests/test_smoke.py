@@ -44,6 +44,22 @@ def test_a_missing_agent_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_a_failed_dispatch_lists_its_stderr_once_in_the_last_output_lines(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "command.toml"
+    config.write_text(
+        'worker_id = "smoke-test"\n[backend.command]\n'
+        'dispatch_command = "echo out-line; echo err-line >&2; exit 3"\n'
+    )
+    result = run_ozw("smoke", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    tail = lines[lines.index("last output lines:") + 1 :]
+    # Two pipes: their lines may be relayed in either order.
+    assert sorted(tail) == ["  [dispatch stderr] err-line", "  [dispatch stdout] out-line"]
+
+
 def test_a_timeout_is_reported_within_timeout_and_kill_grace(tmp_path: Path) -> None:
     config = tmp_path / "direct.toml"
     config.write_text(

@@ -88,7 +88,7 @@ from ozw.failures import BackendUnavailable, FailureReason
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 
-logger = logging.getLogger("ozw.backends.command")
+logger = logging.getLogger(__name__)
 
 PAYLOAD_VERSION: Final = 1
 GO_ZERO_TIME: Final = "0001-01-01T00:00:00Z"
@@ -334,7 +334,8 @@ class CommandBackend(ProcessBackend):
         if result.start_error is not None:
             raise result.failure(FailureReason.DISPATCH_COMMAND)
         if not result.ok:
-            if result.stderr_tail:
+            # Relayed live at info level; repeated only where those lines were not shown.
+            if result.stderr_tail and not log.isEnabledFor(logging.INFO):
                 log.warning(
                     "%s; its last %d stderr line(s):",
                     result.describe(),
