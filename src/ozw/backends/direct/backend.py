@@ -48,7 +48,7 @@ from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describ
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 
-logger = logging.getLogger("ozw.backends.direct")
+logger = logging.getLogger(__name__)
 
 
 class DirectBackend(ProcessBackend):

@@ -28,7 +28,7 @@ from ozw.backends.direct.rules import (
     task_id_problem,
 )
 
-logger = logging.getLogger("ozw.backends.direct")
+logger = logging.getLogger(__name__)
 
 ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
 

@@ -51,7 +51,7 @@ from ozw.failures import BackendUnavailable
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 
-logger = logging.getLogger("ozw.backends.docker")
+logger = logging.getLogger(__name__)
 
 SUPPORTED_PLATFORMS: Final = frozenset({"linux/amd64", "linux/arm64"})
 CHECK_TIMEOUT: Final = 60.0

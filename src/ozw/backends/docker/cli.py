@@ -30,7 +30,7 @@ from ozw.backends.execution import ProcessRunner, bounded, cleanup_bound
 from ozw.failures import FailureReason
 from ozw.logs import log_command
 
-logger = logging.getLogger("ozw.backends.docker")
+logger = logging.getLogger(__name__)
 
 CLEANUP_TIMEOUT: Final = 60.0
 """Bound of each shielded clean-up call (rm -f, volume rm), beyond any stop grace."""

@@ -23,7 +23,7 @@ import anyio
 from ozw.backends.docker.cli import DockerCLI
 from ozw.backends.docker.container import LABEL_ROLE, LABEL_WORKER, ROLE_RW
 
-logger = logging.getLogger("ozw.backends.docker")
+logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL: Final = 10.0
 """Default pause between sweeps while something teardown could not remove is left."""

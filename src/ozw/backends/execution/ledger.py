@@ -27,7 +27,7 @@ import attrs
 
 from ozw.backends.execution.procfs import read_stat
 
-logger = logging.getLogger("ozw.backends.execution")
+logger = logging.getLogger(__name__)
 
 LEDGER_PREFIX: Final = ".ozw-processes-"
 LEDGER_SUFFIX: Final = ".json"

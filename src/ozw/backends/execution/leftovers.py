@@ -17,7 +17,7 @@ from ozw.backends.execution.ledger import Entry, abandoned_ledgers
 from ozw.backends.execution.processes import signal_group
 from ozw.backends.execution.procfs import ProcStat, all_stats
 
-logger = logging.getLogger("ozw.backends.execution")
+logger = logging.getLogger(__name__)
 
 POLL_INTERVAL: Final = 0.05
 

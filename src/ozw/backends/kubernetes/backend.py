@@ -62,7 +62,7 @@ from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 
-logger = logging.getLogger("ozw.backends.kubernetes")
+logger = logging.getLogger(__name__)
 
 DELETE_WAIT: Final = 60.0
 """How long a cancelled task waits for its Job to be gone after a foreground delete."""

@@ -39,7 +39,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Event, Pod, Secret
 from lightkube.types import CascadeType, PatchType
 
-logger = logging.getLogger("ozw.backends.kubernetes")
+logger = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 WATCH_SERVER_TIMEOUT: Final = 290

@@ -36,7 +36,7 @@ from ozw.backends.kubernetes.names import execution_selector
 from ozw.failures import FailureReason, TaskFailure
 from ozw.logs import TaskLog
 
-logger = logging.getLogger("ozw.backends.kubernetes")
+logger = logging.getLogger(__name__)
 
 SAFETY_POLL: Final = 30.0
 LOG_DRAIN: Final = 5.0

@@ -22,7 +22,7 @@ from ozw.backends.kubernetes.names import preflight_job_name
 from ozw.config import KubernetesConfig
 from ozw.failures import BackendUnavailable
 
-logger = logging.getLogger("ozw.backends.kubernetes")
+logger = logging.getLogger(__name__)
 
 PERMISSIONS: Final = (
     # (verb, resource, group, subresource): what the backend calls, and nothing more.
