@@ -102,7 +102,7 @@ def test_full_file(write_config: WriteConfig) -> None:
         ),
         backend=DirectConfig(
             workspace_root="/tmp/ws",
-            target_dir=None,  # "" means unset, as DESIGN.md writes it
+            target_dir=None,  # "" means unset
             setup_command="./setup.sh",
             setup_timeout=0.5,
             environment=(EnvEntry("A", "1"), EnvEntry("B")),

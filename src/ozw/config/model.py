@@ -1,4 +1,4 @@
-"""The configuration model of DESIGN.md as attrs classes, each field with its rule.
+"""The configuration model as attrs classes, each field with its rule.
 
 Durations are seconds in the model and text such as ``"90s"`` in the file. A field
 whose rule is more than its type names it in ``metadata=rule(...)`` right here, so

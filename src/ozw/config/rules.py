@@ -65,7 +65,7 @@ def text(value: object) -> str:
 
 
 def optional_text(value: object) -> str | None:
-    """A string where ``""`` means "not set" (as in DESIGN.md's ``target_dir = ""``)."""
+    """A string where ``""`` means "not set" (``target_dir = ""`` is no target directory)."""
     return text(value) or None
 
 
