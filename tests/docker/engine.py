@@ -18,6 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ENGINE_START_TIMEOUT = 60.0
+ENGINE_STOP_TIMEOUT = 120.0
+"""A daemon stops its containers first (10 s each for one that ignores SIGTERM, then
+SIGKILL) within its own 15 s shutdown timeout: far more than that on a loaded
+machine, because a SIGKILLed daemon leaves its containerd (its own session) behind."""
 
 
 class NoEngine(Exception):
@@ -97,7 +101,7 @@ class PrivateDockerd:
             return
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=ENGINE_STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)

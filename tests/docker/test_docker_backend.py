@@ -82,7 +82,7 @@ class CapturedLog(logging.Handler):
     def messages(self) -> list[str]:
         return [message for _, message in self.records]
 
-    async def wait_for(self, text: str, timeout: float = 30.0) -> None:
+    async def wait_for(self, text: str, timeout: float = 120.0) -> None:
         with anyio.fail_after(timeout):
             while not any(text in message for _, message in self.records):
                 await self._changed.wait()
@@ -137,9 +137,13 @@ def agent(images: Images, image: str | None = None) -> Sidecar:
 
 
 async def run_task(
-    backend: DockerBackend, params: TaskParams, captured: CapturedLog
+    backend: DockerBackend,
+    params: TaskParams,
+    captured: CapturedLog,
+    teardown_errors: list[str] | None = None,
 ) -> tuple[ExecuteResult | TaskFailure, DockerTaskRun]:
-    """setup → execute → teardown as the lifecycle does; the result or the failure."""
+    """setup → execute → teardown as the lifecycle does; the result or the failure.
+    With ``teardown_errors``, a teardown's RuntimeError is added there, not raised."""
     run = backend.open_task(params, captured.log)
     assert isinstance(run, DockerTaskRun)
     outcome: ExecuteResult | TaskFailure
@@ -150,7 +154,12 @@ async def run_task(
         outcome = failure
     finally:
         with anyio.CancelScope(shield=True):
-            await run.teardown()
+            try:
+                await run.teardown()
+            except RuntimeError as exc:
+                if teardown_errors is None:
+                    raise
+                teardown_errors.append(str(exc))
     return outcome, run
 
 
@@ -959,18 +968,13 @@ async def _start_sleeper(
     scope = anyio.CancelScope()
     done = anyio.Event()
     ended: list[BaseException | ExecuteResult] = []
-    run = backend.open_task(params, captured.log)
 
     async def task() -> None:
         try:
             with scope:
-                await run.setup()
-                ended.append(await run.execute())
-        except TaskFailure as failure:
-            ended.append(failure)
+                outcome, _ = await run_task(backend, params, captured)
+                ended.append(outcome)
         finally:
-            with anyio.CancelScope(shield=True):
-                await run.teardown()
             done.set()
 
     nursery.start_soon(task)

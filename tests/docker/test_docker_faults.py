@@ -38,6 +38,7 @@ from tests.docker.test_docker_backend import (
     make_backend,
     make_params,
     new_task_id,
+    run_task,
     wrapper_docker,
 )
 from tests.docker.test_docker_smoke import REPO
@@ -159,20 +160,12 @@ async def test_a_daemon_restart_fails_the_task_clearly_and_leaves_nothing(
     outcome: list[ExecuteResult | TaskFailure] = []
     teardown_errors: list[str] = []
     done = anyio.Event()
-    run = backend.open_task(params, captured.log)
 
     async def task() -> None:
         try:
-            await run.setup()
-            outcome.append(await run.execute())
-        except TaskFailure as failure:
-            outcome.append(failure)
+            result, _ = await run_task(backend, params, captured, teardown_errors)
+            outcome.append(result)
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await run.teardown()
-                except RuntimeError as exc:
-                    teardown_errors.append(str(exc))
             done.set()
 
     owned = f"--filter=label={LABEL_WORKER}={backend.worker_id}"
