@@ -12,36 +12,17 @@ import pytest
 import trio
 
 from ozw.protocol import TaskClaimed, TaskCompleted
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.procs import alive, processes_carrying, wait_until_gone
-from tests.support.worker import API_KEY, assignment, start_server, terminal_for
+from tests.support.worker import assignment, start_server, terminal_for
+from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
 
 pytestmark = pytest.mark.slow
 
 
 def write_config(tmp_path: Path, port: int) -> Path:
-    config = tmp_path / "worker.toml"
-    config.write_text(
-        f"""
-worker_id = "crash-worker"
-
-[server]
-websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
-root_url = "http://127.0.0.1:{port}"
-
-[backend.direct]
-workspace_root = "{tmp_path / "workspaces"}"
-oz_path = "{STANDIN_AGENT}"
-kill_grace = "1s"
-"""
+    return write_worker_config(
+        tmp_path, port, worker_id="crash-worker", backend=direct_backend(tmp_path, kill_grace="1s")
     )
-    return config
-
-
-def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
-    env["WARP_API_KEY"] = API_KEY
-    return env
 
 
 def read_pids(path: Path) -> list[int]:
@@ -57,7 +38,7 @@ async def test_a_restart_after_kill_9_stops_the_dead_workers_agents_then_sweeps(
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0)
-        first = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        first = await start_ozw(nursery, config)
         with trio.fail_after(30):
             await server.wait_connected()
             task = assignment("crashed")
@@ -84,7 +65,7 @@ async def test_a_restart_after_kill_9_stops_the_dead_workers_agents_then_sweeps(
         assert all(alive(pid) for pid in descendants)
         assert workspace.is_dir()
 
-        second = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        second = await start_ozw(nursery, config)
         with trio.fail_after(30):
             await second.wait_line("connected")
             stopping = await second.wait_line(r"stopping process group \d+ \(agent\) left running")

@@ -22,15 +22,14 @@ import pytest
 import trio
 
 from ozw.protocol import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed, WorkerMessage
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.procs import processes_carrying, wait_until_gone
 from tests.support.worker import (
-    API_KEY,
     assignment,
     start_server,
     start_stoppable_server,
     terminal_for,
 )
+from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
 
 pytestmark = pytest.mark.slow
 
@@ -39,30 +38,14 @@ WARM_UP_SECONDS = 6.0
 RSS_GROWTH_LIMIT_KB = 10 * 1024
 
 
-def write_config(tmp_path: Path, port: int, *, shutdown_grace: str = "30s") -> Path:
-    config = tmp_path / "worker.toml"
-    config.write_text(
-        f"""
-worker_id = "scenario-worker"
-shutdown_grace = "{shutdown_grace}"
-
-[server]
-websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
-root_url = "http://127.0.0.1:{port}"
-
-[backend.direct]
-workspace_root = "{tmp_path / "workspaces"}"
-oz_path = "{STANDIN_AGENT}"
-kill_grace = "5s"
-"""
+def write_config(tmp_path: Path, port: int) -> Path:
+    return write_worker_config(
+        tmp_path,
+        port,
+        worker_id="scenario-worker",
+        top='shutdown_grace = "30s"',
+        backend=direct_backend(tmp_path, kill_grace="5s"),
     )
-    return config
-
-
-def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
-    env["WARP_API_KEY"] = API_KEY
-    return env
 
 
 def task_with(task_id: str, prompt: str, marker: str) -> TaskAssignment:
@@ -94,7 +77,7 @@ async def test_a_result_owed_while_the_server_is_away_arrives_once_after_it_retu
         first, first_scope = await start_stoppable_server(nursery)
         port = first.port or 0
         config = write_config(tmp_path, port)
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(60):
             await first.wait_connected()
             await first.send(task_with("owed", "echo ready; sleep 3; echo done", marker))
@@ -123,7 +106,7 @@ async def test_sigterm_with_30_tasks_running_reports_each_once_and_leaves_no_age
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0)
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(90):
             await server.wait_connected()
             for task_id in task_ids:
@@ -162,7 +145,7 @@ async def test_a_short_soak_leaks_neither_memory_nor_file_descriptors(
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0)
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         assert ozw.process is not None
         pid = ozw.process.pid
         await server.wait_connected()

@@ -18,9 +18,9 @@ from ozw.protocol import (
     TaskFailed,
     TaskRejected,
 )
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.procs import processes_carrying
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
+from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
 
 pytestmark = pytest.mark.slow
 
@@ -28,30 +28,14 @@ pytestmark = pytest.mark.slow
 def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: str) -> Path:
     markers = tmp_path / "teardown"
     markers.mkdir()
-    config = tmp_path / "worker.toml"
-    config.write_text(
-        f"""
-worker_id = "sigint-worker"
-shutdown_grace = "{shutdown_grace}"
-
-[server]
-websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
-root_url = "http://127.0.0.1:{port}"
-
-[backend.direct]
-workspace_root = "{tmp_path / "workspaces"}"
-oz_path = "{STANDIN_AGENT}"
-teardown_command = "echo torn-down > {markers}/$OZ_RUN_ID"
-kill_grace = "{kill_grace}"
-"""
+    teardown = f'teardown_command = "echo torn-down > {markers}/$OZ_RUN_ID"'
+    return write_worker_config(
+        tmp_path,
+        port,
+        worker_id="sigint-worker",
+        top=f'shutdown_grace = "{shutdown_grace}"',
+        backend=direct_backend(tmp_path, kill_grace=kill_grace, extra=teardown),
     )
-    return config
-
-
-def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WARP_")}
-    env["WARP_API_KEY"] = API_KEY
-    return env
 
 
 async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_path: Path) -> None:
@@ -59,7 +43,7 @@ async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(30):
             ws = await server.wait_connected()
             for task_id in ("one", "two"):
@@ -94,7 +78,7 @@ async def test_second_sigint_kills_at_once_and_exits_130(tmp_path: Path) -> None
         server = await start_server(nursery)
         # The agent ignores SIGTERM and the grace periods are long: only a forced stop is fast.
         config = write_config(tmp_path, server.port or 0, kill_grace="60s", shutdown_grace="120s")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(30):
             await server.wait_connected()
             task = assignment("stubborn")
@@ -137,7 +121,7 @@ async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(30):
             await server.wait_connected()
             await server.send(gated("draining", tmp_path / "gate", marker))
@@ -164,7 +148,7 @@ async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Pa
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(30):
             await server.wait_connected()
             await server.send(gated("stopped", tmp_path / "gate", marker))
@@ -187,7 +171,7 @@ async def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await nursery.start(OzwProcess(["--config", str(config)], worker_env()).run)
+        ozw = await start_ozw(nursery, config)
         with trio.fail_after(30):
             await server.wait_connected()
             ozw.send_signal(signal.SIGHUP)

@@ -31,7 +31,8 @@ from ozw.protocol import (
 )
 from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster
 from tests.ozw_process import OzwProcess
-from tests.support.worker import API_KEY, assignment, start_server, terminal_for
+from tests.support.worker import assignment, start_server, terminal_for
+from tests.support.worker_process import start_ozw, worker_env, write_worker_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,39 +50,31 @@ def write_config(
     tmp_path: Path, port: int, cluster: FakeCluster, top: str = "", **extra: str
 ) -> Path:
     lines = "\n".join(f"{key} = {value}" for key, value in extra.items())
-    config = tmp_path / "worker.toml"
-    config.write_text(
-        f"""
-worker_id = "k8s-worker"
-shutdown_grace = "20s"
-{top}
-
-[server]
-websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
-root_url = "http://127.0.0.1:{port}"
-
-[backend.kubernetes]
-namespace = "agents"
-kubeconfig = "{cluster.kubeconfig}"
-{lines}
-"""
+    backend = f'[backend.kubernetes]\nnamespace = "agents"\nkubeconfig = "{cluster.kubeconfig}"\n'
+    return write_worker_config(
+        tmp_path,
+        port,
+        worker_id="k8s-worker",
+        top=f'shutdown_grace = "20s"\n{top}',
+        backend=backend + lines,
     )
-    return config
 
 
 @contextlib.asynccontextmanager
 async def scene(
     tmp_path: Path, cluster: FakeCluster, top: str = "", **extra: str
 ) -> AsyncIterator[tuple[DispatchServer, Callable[[], Awaitable[OzwProcess]]]]:
-    """A dispatch server, and a way to start ``ozw`` processes configured for both."""
+    """A dispatch server, and a way to start ``ozw`` processes configured for both
+    (each started one has connected when ``start`` returns)."""
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
         config = write_config(tmp_path, server.port or 0, cluster, top, **extra)
 
         async def start() -> OzwProcess:
-            process = OzwProcess(["--config", str(config)], worker_env())
-            started: OzwProcess = await nursery.start(process.run)
-            return started
+            ozw = await start_ozw(nursery, config, worker_env(drop=("KUBE",)))
+            with trio.fail_after(60):
+                await server.wait_connected()
+            return ozw
 
         yield server, start
         nursery.cancel_scope.cancel()
@@ -93,10 +86,17 @@ async def stop(ozw: OzwProcess) -> None:
     assert await ozw.wait() == 0
 
 
-def worker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WARP_", "KUBE"))}
-    env["WARP_API_KEY"] = API_KEY
-    return env
+async def hold(server: DispatchServer, ozw: OzwProcess, task_id: str) -> None:
+    """Assign ``task_id`` to an agent that works until released; wait until it works."""
+    await server.send(task(task_id, "fake/hold"))
+    await ozw.wait_line(rf"task={task_id} \[agent\] fake agent: working")
+
+
+async def kill_9(ozw: OzwProcess) -> int:
+    """SIGKILL the worker's process group (a crash); its exit status."""
+    assert ozw.process is not None
+    os.killpg(ozw.process.pid, signal.SIGKILL)
+    return await ozw.wait()
 
 
 def task(task_id: str, image: str) -> TaskAssignment:
@@ -121,7 +121,6 @@ async def test_story_of_a_task(cluster: FakeCluster, tmp_path: Path) -> None:
     async with scene(tmp_path, cluster) as (server, start):
         ozw = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
             await ozw.wait_line("kubernetes preflight Job .* passed")
             # The server assigns a task.
             await server.send(task("story-1", "fake/agent:1"))
@@ -153,7 +152,6 @@ async def test_a_failed_task_keeps_its_job_marked_reported(
     async with scene(tmp_path, cluster, preflight="false") as (server, start):
         ozw = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
             await server.send(task("fails", "fake/exit-3"))
             failed = await server.wait_for(terminal_for("fails"))
             await ozw.wait_line(r"task=fails Job .* kept \(failed\)")
@@ -171,9 +169,7 @@ async def test_cancellation_deletes_the_job(cluster: FakeCluster, tmp_path: Path
     async with scene(tmp_path, cluster, preflight="false") as (server, start):
         ozw = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
-            await server.send(task("held", "fake/hold"))
-            await ozw.wait_line(r"task=held \[agent\] fake agent: working")
+            await hold(server, ozw, "held")
             await server.send(TaskCancellation("held"))
             done = await server.wait_for(terminal_for("held"))
         assert isinstance(done, TaskCompleted)
@@ -193,7 +189,6 @@ async def test_task_timeout_deletes_the_job(cluster: FakeCluster, tmp_path: Path
     ):
         ozw = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
             await server.send(task("slow", "fake/hold"))
             failed = await server.wait_for(terminal_for("slow"))
         assert isinstance(failed, TaskFailed)
@@ -208,9 +203,7 @@ async def test_shutdown_leaves_the_job_running_and_reports_nothing(
     async with scene(tmp_path, cluster, preflight="false") as (server, start):
         ozw = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
-            await server.send(task("lives-on", "fake/hold"))
-            await ozw.wait_line(r"task=lives-on \[agent\] fake agent: working")
+            await hold(server, ozw, "lives-on")
             await stop(ozw)
         assert server.messages_for("lives-on") == [TaskClaimed("lives-on", "k8s-worker")]
         assert "left running for the next start" in ozw.log
@@ -224,12 +217,8 @@ async def test_reattachment_after_sigkill(cluster: FakeCluster, tmp_path: Path) 
     async with scene(tmp_path, cluster, preflight="false") as (server, start):
         first = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
-            await server.send(task("survivor", "fake/hold"))
-            await first.wait_line(r"task=survivor \[agent\] fake agent: working")
-            assert first.process is not None
-            os.killpg(first.process.pid, signal.SIGKILL)
-            assert await first.wait() == -signal.SIGKILL
+            await hold(server, first, "survivor")
+            assert await kill_9(first) == -signal.SIGKILL
         assert server.messages_for("survivor") == [TaskClaimed("survivor", "k8s-worker")]
         assert job_of(cluster, "survivor") is not None
         second = await start()
@@ -257,12 +246,8 @@ async def test_a_finished_unreported_job_is_reported_at_start(
     async with scene(tmp_path, cluster, preflight="false") as (server, start):
         first = await start()
         with trio.fail_after(60):
-            await server.wait_connected()
-            await server.send(task("finished-alone", "fake/hold"))
-            await first.wait_line(r"task=finished-alone \[agent\] fake agent: working")
-            assert first.process is not None
-            os.killpg(first.process.pid, signal.SIGKILL)
-            await first.wait()
+            await hold(server, first, "finished-alone")
+            await kill_9(first)
             name = job_name("finished-alone", "finished-alone")
             cluster.control(f"release/agents/{name}", exit="4")
             # kubectl waits (a watch) until the Job has failed while no worker ran.
