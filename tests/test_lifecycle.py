@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 import trio.testing
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
 from ozw.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure
-from ozw.lifecycle import StopCause, TaskControl, run_task
+from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, run_task
 from ozw.logs import TaskLog
 from ozw.params import TaskParams
 from ozw.protocol import TaskCompleted, TaskFailed
@@ -63,6 +65,26 @@ class OneBackend(Backend):
 
 def control() -> TaskControl:
     return TaskControl(make_params(), TaskLog("t1"))
+
+
+async def stopped_while_executing(
+    backend: OneBackend, task: TaskControl, stop: Callable[[], Awaitable[None] | None]
+) -> TaskOutcome:
+    """Run ``task`` with its agent blocked in execute, call ``stop()`` (awaited when it
+    is async) there, and return the outcome."""
+    backend.block = True
+    results: list[TaskOutcome] = []
+
+    async def run() -> None:
+        results.append(await run_task(backend, task))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await backend.executing.wait()
+        stopping = stop()
+        if stopping is not None:
+            await stopping
+    return results[0]
 
 
 async def test_success_completes_and_tears_down() -> None:
@@ -164,36 +186,19 @@ async def test_server_cancel_mid_execute_reports_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = OneBackend()
-    backend.block = True
     task = control()
-    async with trio.open_nursery() as nursery:
-        results = []
-
-        async def run() -> None:
-            results.append(await run_task(backend, task))
-
-        nursery.start_soon(run)
-        await backend.executing.wait()
-        task.stop(StopCause.SERVER)
-    assert results[0].message == TaskCompleted("t1", "Task cancelled by user request.", "CANCELLED")
+    outcome = await stopped_while_executing(backend, task, lambda: task.stop(StopCause.SERVER))
+    assert outcome.message == TaskCompleted("t1", "Task cancelled by user request.", "CANCELLED")
     assert backend.log[-1] == "teardown done"
 
 
 async def test_a_stop_the_worker_cannot_attribute_is_task_cancelled() -> None:
     backend = OneBackend()
-    backend.block = True
     task = control()
-    async with trio.open_nursery() as nursery:
-        results = []
-
-        async def run() -> None:
-            results.append(await run_task(backend, task))
-
-        nursery.start_soon(run)
-        await backend.executing.wait()
-        task.scope.cancel()  # not the server, not a timeout, not our shutdown
-    assert results[0].message == TaskFailed("t1", TASK_CANCELLED_MESSAGE, "task_cancelled", None)
-    assert results[0].cause == "the task was stopped for no known cause"
+    # Not the server, not a timeout, not our shutdown:
+    outcome = await stopped_while_executing(backend, task, task.scope.cancel)
+    assert outcome.message == TaskFailed("t1", TASK_CANCELLED_MESSAGE, "task_cancelled", None)
+    assert outcome.cause == "the task was stopped for no known cause"
     assert backend.log[-1] == "teardown done"
 
 
@@ -248,24 +253,19 @@ async def test_forced_stop_cancels_a_hanging_teardown(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     backend = OneBackend()
-    backend.block = True
     backend.teardown_hangs = True
     task = control()
-    async with trio.open_nursery() as nursery:
-        results = []
 
-        async def run() -> None:
-            results.append(await run_task(backend, task))
-
-        nursery.start_soon(run)
-        await backend.executing.wait()
+    async def force() -> None:
         task.stop(StopCause.SHUTDOWN)
         await backend.tearing_down.wait()
         task.teardown_scope.cancel()
+
+    outcome = await stopped_while_executing(backend, task, force)
     assert trio.current_time() < 1
-    assert results[0].teardown_failed
-    assert isinstance(results[0].message, TaskFailed)
-    assert results[0].message.failure_reason == "graceful_shutdown"
+    assert outcome.teardown_failed
+    assert isinstance(outcome.message, TaskFailed)
+    assert outcome.message.failure_reason == "graceful_shutdown"
 
 
 async def test_a_backend_that_cannot_open_the_task_fails_it_without_teardown() -> None:
