@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 
-from ozw.backends.kubernetes.manifests import preflight_resources
+from ozw.backends.kubernetes.manifests import preflight_resources, task_job
 from ozw.backends.kubernetes.pod_template import pod_spec_template
 from ozw.backends.kubernetes.template import TemplateError, check_pod_spec
 from ozw.config import CliOverrides, ConfigError, load_config
-from tests.kubernetes.manifest_cases import TEMPLATE
+from tests.kubernetes.manifest_cases import TEMPLATE, spec
+from tests.kubernetes.test_schema import VERSIONS
 
 
 def test_a_real_template_passes_unchanged() -> None:
@@ -111,3 +113,45 @@ def test_labels_and_durations(tmp_path: Path) -> None:
     config = _load(tmp_path, 'unschedulable_timeout = "2m"\nextra_labels = { team = "infra" }')
     assert config.backend.unschedulable_timeout == 120  # type: ignore[attr-defined]
     assert "must be one of" in _refusal(tmp_path, 'image_pull_policy = "always"')
+
+
+NUMBERS = """
+pod_template = { overhead = { cpu = 0.25 }, volumes = [
+    { name = "scratch", emptyDir = { sizeLimit = 1073741824 } },
+], containers = [{ name = "task", resources = { limits = { cpu = 1, memory = 1024 } }, env = [
+    { name = "CPUS", valueFrom = { resourceFieldRef = { resource = "limits.cpu", divisor = 1 } } },
+] }] }
+preflight_resources = { limits = { cpu = 2.0, memory = 134217728 } }
+"""
+
+
+def test_numbers_are_quantities_written_as_text(tmp_path: Path) -> None:
+    config = _load(tmp_path, NUMBERS)
+    template = pod_spec_template(config.backend)  # type: ignore[attr-defined]
+    assert template["overhead"] == {"cpu": "0.25"}
+    assert template["volumes"][0]["emptyDir"] == {"sizeLimit": "1073741824"}
+    task = template["containers"][0]
+    assert task["resources"] == {"limits": {"cpu": "1", "memory": "1024"}}
+    assert task["env"][0]["valueFrom"]["resourceFieldRef"]["divisor"] == "1"
+    assert preflight_resources(config.backend) == {  # type: ignore[attr-defined]
+        "limits": {"cpu": "2", "memory": "134217728"}
+    }
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_job_from_a_template_with_numbers_validates(tmp_path: Path, version: str) -> None:
+    config = _load(tmp_path, NUMBERS)
+    job = task_job(spec(), config.backend)  # type: ignore[attr-defined]
+    pod = job["spec"]["template"]["spec"]
+    # The shape's requests/limits merge over the template's, which were numbers.
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert pod["overhead"] == {"cpu": "0.25"}
+    kubernetes_validate.validate(job, version, strict=True)
+
+
+@pytest.mark.parametrize("value", ["true", "[1]", "{ a = 1 }"])
+def test_a_quantity_that_is_neither_text_nor_a_number_is_refused(
+    tmp_path: Path, value: str
+) -> None:
+    message = _refusal(tmp_path, f"pod_template = {{ overhead = {{ cpu = {value} }} }}")
+    assert "overhead.cpu: expected a quantity" in message

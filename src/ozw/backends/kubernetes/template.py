@@ -10,8 +10,9 @@ Kubernetes release) and every value against its type, before the worker starts.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import msgspec.inspect as mi
@@ -45,8 +46,61 @@ def _unknown_keys(value: object, info: mi.Type, path: str) -> Iterable[str]:
                     yield from _unknown_keys(element, known[key], f"{path}.{key}")
 
 
+QUANTITY_MAPS: Final = {
+    "ResourceRequirements": ("limits", "requests"),
+    "VolumeResourceRequirements": ("limits", "requests"),
+    "PodSpec": ("overhead",),
+}
+"""Maps of quantities by model and field (the models type them as plain dicts)."""
+
+
+def quantity_text(value: object, path: str) -> str:
+    """A quantity as Kubernetes text: a number (``cpu = 1``, ``memory = 1024``, as the
+    API server accepts them) becomes its decimal text; text stays as it is."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise TemplateError(f'{path}: expected a quantity (such as "500m", "1Gi" or 2), got {value!r}')
+
+
+def _is_quantity(model: type, name: str) -> bool:
+    # lightkube-models keeps the OpenAPI type in each field's annotation.
+    return "resource.Quantity" in str(getattr(model, "__annotations__", {}).get(name, ""))
+
+
+def _quantities_as_text(value: Any, info: mi.Type, path: str) -> Any:
+    """``value`` (checked for unknown keys) with every quantity as text."""
+    match info:
+        case mi.UnionType(types=types):
+            for member in types:
+                value = _quantities_as_text(value, member, path)
+        case mi.ListType(item_type=item) if isinstance(value, list):
+            return [_quantities_as_text(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        case mi.DictType(value_type=item) if isinstance(value, dict):
+            return {k: _quantities_as_text(v, item, f"{path}.{k}") for k, v in value.items()}
+        case mi.StructType(cls=model, fields=fields) if isinstance(value, dict):
+            known = {field.encode_name: field for field in fields}
+            maps = QUANTITY_MAPS.get(model.__name__, ())
+            converted = {}
+            for key, element in value.items():
+                where = f"{path}.{key}"
+                if key in maps and isinstance(element, dict):
+                    element = {k: quantity_text(q, f"{where}.{k}") for k, q in element.items()}
+                elif element is not None and _is_quantity(model, known[key].name):
+                    element = quantity_text(element, where)
+                else:
+                    element = _quantities_as_text(element, known[key].type, where)
+                converted[key] = element
+            return converted
+    return value
+
+
 def check_object(data: object, model: type[msgspec.Struct], path: str) -> dict[str, Any]:
-    """``data`` as a plain dict after checking it against ``model``.
+    """``data`` as a plain dict after checking it against ``model``, every quantity
+    written as a number turned into text.
 
     Raises:
         TemplateError: a key ``model`` does not know, or a value of the wrong type.
@@ -57,11 +111,12 @@ def check_object(data: object, model: type[msgspec.Struct], path: str) -> dict[s
     unknown = sorted(_unknown_keys(plain, mi.type_info(model), path))
     if unknown:
         raise TemplateError(f"{unknown[0]}: unknown key (not in the Kubernetes {model.__name__})")
+    plain = _quantities_as_text(plain, mi.type_info(model), path)
     try:
         msgspec.convert(plain, model)
     except msgspec.ValidationError as exc:
         raise TemplateError(f"{path}: {_located(exc, path)}") from None
-    return plain
+    return dict(plain)
 
 
 def _located(exc: msgspec.ValidationError, path: str) -> str:
