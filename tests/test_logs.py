@@ -15,7 +15,8 @@ from ozw.logs import TaskLog, configure_logging, escape_controls
 from ozw.protocol import TaskFailed
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
-from tests.test_shutdown_process import worker_env, write_config
+from tests.support.worker_process import worker_env
+from tests.test_shutdown_process import write_config
 
 
 def capture(fmt: str) -> tuple[io.StringIO, TaskLog]:
