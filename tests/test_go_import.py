@@ -284,9 +284,10 @@ def test_import_keeps_an_existing_file(tmp_path: Path) -> None:
         pytest.param("backend:\n  podman: {}\n", "backend.podman: unknown backend", id="backend"),
         pytest.param(
             "backend:\n  docker:\n    volumes: /a:/b\n",
-            "backend.docker.volumes: expected a list, got a string",
+            "backend.docker.volumes: expected a list, got '/a:/b'",
             id="volumes",
         ),
+        pytest.param("backend: 5\n", "backend: expected a mapping, got '5'", id="scalar"),
         pytest.param(
             "backend:\n  direct:\n    environment: [{name: A, val: x}]\n",
             "backend.direct.environment[0].val: unknown key",

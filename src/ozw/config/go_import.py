@@ -102,7 +102,9 @@ def _kind(value: object) -> str:
         case None:
             return "null"
         case str():
-            return "a string"
+            # Every scalar is read as text (as Go's decoder sees it): show the value
+            # the operator wrote, not a type they did not choose (`backend: 5`).
+            return repr(value if len(value) <= 40 else value[:40] + "...")
         case list():
             return "a list"
         case dict():
