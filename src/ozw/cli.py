@@ -29,6 +29,7 @@ from ozw.config import (
     parse_duration,
     starter_config,
 )
+from ozw.config.rules import address
 from ozw.exit_status import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -36,6 +37,7 @@ from ozw.exit_status import (
     TRACEBACK_ENV,
     outcome_of,
 )
+from ozw.strict import Invalid
 
 DEFAULT_CONFIG_OUTPUT: Final = "config/worker.toml"
 DEV_API_KEY_ENV: Final = "OZW_DEV_API_KEY"
@@ -315,6 +317,8 @@ def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run the local dispatch server (``ozw.devserver``) until Ctrl-C."""
     if not 0 <= args.port <= 65535:
         return _error(f"--port: {args.port} is not a port number (0-65535)")
+    if args.api_key is not None and not args.api_key.strip():
+        return _error("--api-key: must not be empty")
     api_key = args.api_key or environ.get(DEV_API_KEY_ENV) or DEFAULT_DEV_API_KEY
     from ozw.dev_command import serve_cli
 
@@ -331,6 +335,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the self-contained demo (``ozw.demo``)."""
     from ozw.demo import demo_main
 
+    if args.metrics_addr is not None:
+        try:
+            address(args.metrics_addr)
+        except Invalid as exc:
+            return _error(f"--metrics-addr: {exc}")
     return demo_main(log_path=args.log_file, metrics_addr=args.metrics_addr)
 
 

@@ -102,7 +102,7 @@ def _file_steps(name: str) -> list[Step]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ScriptError(f"{path}: {describe(exc)}") from None
+        raise ScriptError(describe(exc)) from None  # it names the file
     except UnicodeDecodeError:
         raise ScriptError(f"{path}: not UTF-8 text") from None
     return list(parse_script(text.splitlines(), str(path)))

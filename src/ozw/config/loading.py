@@ -111,6 +111,9 @@ def load_config(
         elif problem == REQUIRED and key in _REQUIRED_HINTS:
             problem += f": {_REQUIRED_HINTS[key]}"
         raise source.error(key, problem) from None
+    if overrides.api_key is not None and not overrides.api_key.strip():
+        # Given but empty: not "unset" (that would quietly take WARP_API_KEY instead).
+        raise ConfigError("--api-key: must not be empty")
     api_key = overrides.api_key or environ.get(API_KEY_ENV) or None
     return attrs.evolve(config, api_key=api_key, worker_id="" if unset_id else config.worker_id)
 
