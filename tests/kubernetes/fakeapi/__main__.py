@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.kubernetes.fakeapi.server import FakeApi, serve
+from tests.kubernetes.fakeapi.server import serve
+from tests.kubernetes.fakeapi.state import FakeApi
 
 
 def main() -> None:

@@ -155,3 +155,43 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def discovery_body(path: str) -> Obj | None:
+    """The answer to ``GET path`` when it is a discovery path, else None."""
+    groups = [g for g in RESOURCES if "/" in g]
+    if path == "/version":
+        return VERSION
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if path == "/apis":
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": g.split("/")[0],
+                    "versions": [{"groupVersion": g, "version": "v1"}],
+                    "preferredVersion": {"groupVersion": g, "version": "v1"},
+                }
+                for g in groups
+            ],
+        }
+    if path == "/openapi/v3":
+        return {
+            "paths": {
+                gv_path(g): {"serverRelativeURL": f"/openapi/v3/{gv_path(g)}?hash=fake"}
+                for g in RESOURCES
+            }
+        }
+    if path.startswith("/openapi/v3/"):
+        return openapi_document(path.removeprefix("/openapi/v3/"))
+    if path == "/api/v1" or path.removeprefix("/apis/") in groups:
+        group_version = "v1" if path == "/api/v1" else path.removeprefix("/apis/")
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": RESOURCES[group_version],
+        }
+    return None

@@ -1,0 +1,34 @@
+"""The state behind the fake API server: its store, its cluster, access rules and the
+log of requests."""
+
+from __future__ import annotations
+
+from tests.kubernetes.fakeapi.kubelet import Cluster
+from tests.kubernetes.fakeapi.store import Obj, Store
+
+
+class FakeApi:
+    """The state behind the server: the store, the cluster, access rules, request log."""
+
+    def __init__(
+        self,
+        *,
+        step: float = 0.05,
+        forbid_root: bool = False,
+        token: str | None = None,
+        reject_jobs: str | None = None,
+        watch_timeout: float = 300.0,
+    ) -> None:
+        self.store = Store()
+        self.cluster = Cluster(self.store, step=step, forbid_root=forbid_root)
+        self.token = token
+        self.reject_jobs = reject_jobs
+        self.watch_timeout = watch_timeout
+        self.denied: set[str] = set()
+        self.requests: list[Obj] = []
+        self.cut = 0
+        """Bumped to end every open watch (a load balancer dropping connections)."""
+
+    def allowed(self, verb: str, resource: str, subresource: str = "") -> bool:
+        key = f"{verb}:{resource}" + (f"/{subresource}" if subresource else "")
+        return key not in self.denied
