@@ -83,6 +83,12 @@ class Cluster:
             },
         )
 
+    def open_log(self, namespace: str, pod: str, container: str) -> None:
+        """A container's (empty) log, readable from now on."""
+        with self.lock:
+            self.logs.setdefault((namespace, pod, container), [])
+            self.log_times.setdefault((namespace, pod, container), [])
+
     def log(self, namespace: str, pod: str, container: str, line: str) -> None:
         with self.lock:
             self.logs.setdefault((namespace, pod, container), []).append(line)
@@ -327,6 +333,9 @@ class Kubelet:
                 )
             )
             return
+        # A kubelet serves a running container's log at once (empty at first): open it
+        # before the pod says Running, or a follower could be told "waiting to start".
+        self.cluster.open_log(self.namespace, self.name, main["name"])
         self._set_status(
             phase="Running",
             startTime=now(),
