@@ -146,6 +146,20 @@ async def test_story_of_a_task(cluster: FakeCluster, tmp_path: Path) -> None:
         await stop(ozw)
 
 
+async def test_a_log_is_relayed_even_when_the_pod_watch_lags_the_jobs(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    cluster.control("pod-watch-lag", seconds="2")
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        ozw = await start()
+        with trio.fail_after(60):
+            await server.send(task("lagging", "fake/agent:1"))
+            done = await server.wait_for(terminal_for("lagging"))
+        assert isinstance(done, TaskCompleted)
+        assert "task=lagging [agent] fake agent: TASK_ID=lagging" in ozw.log
+        await stop(ozw)
+
+
 async def test_a_failed_task_keeps_its_job_marked_reported(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:

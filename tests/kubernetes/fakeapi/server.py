@@ -237,6 +237,8 @@ class Handler(BaseHTTPRequestHandler):
             api.cut += 1
             with api.store.lock:
                 api.store.lock.notify_all()
+        elif parts == ["pod-watch-lag"]:
+            api.pod_watch_lag = float(query["seconds"])
         elif parts == ["deny"]:
             api.denied.add(query["rule"])
         elif parts == ["requests"]:

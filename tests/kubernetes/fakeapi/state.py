@@ -26,6 +26,8 @@ class FakeApi:
         self.watch_timeout = watch_timeout
         self.denied: set[str] = set()
         self.requests: list[Obj] = []
+        self.pod_watch_lag = 0.0
+        """Seconds each pod watch event is held back (a watch lagging behind another)."""
         self.cut = 0
         """Bumped to end every open watch (a load balancer dropping connections)."""
 

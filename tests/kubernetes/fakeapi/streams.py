@@ -55,6 +55,8 @@ def watch(api: FakeApi, out: Responder, resource: str, matches: Any, query: dict
                 break
             if change is not None:
                 kind, obj = change
+                if resource == "pods":
+                    time.sleep(api.pod_watch_lag)
                 out.chunk(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
     except ApiError as error:
         out.chunk(json.dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")

@@ -149,6 +149,13 @@ class JobMonitor:
 
     async def _job_state(self, job: Json) -> None:
         if job_complete(job):
+            # The pod watch may lag the Job's: follow a log not followed yet, so that
+            # its lines are relayed (within LOG_DRAIN) before the task is reported.
+            try:
+                for pod in await self.api.list_pods(self.selector):
+                    self._follow_if_started(pod)
+            except API_PROBLEMS as exc:
+                self.log.warning("listing the pods of Job %s: %s", self.job_name, problem_text(exc))
             self._decide(None)
         elif job_failed(job):
             failure = None
@@ -161,11 +168,16 @@ class JobMonitor:
                 )
             self._decide(failure or classify_job_failure(job))
 
-    async def _pod_state(self, pod: Json) -> None:
+    def _follow_if_started(self, pod: Json) -> None:
+        """Follow the task container's log once it has started (once per pod)."""
         name = pod.get("metadata", {}).get("name", "")
         if name and name not in self.followed and _container_running_or_done(pod, TASK_CONTAINER):
             self.followed[name] = anyio.Event()
             self._group.start_soon(self._follow, name)
+
+    async def _pod_state(self, pod: Json) -> None:
+        name = pod.get("metadata", {}).get("name", "")
+        self._follow_if_started(pod)
         failure = await self._pod_failure(pod)
         if failure is not None:
             await self._dump_logs(pod)
