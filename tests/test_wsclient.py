@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio_websocket as tws
 import wsproto
-from wsproto.events import AcceptConnection, Request
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 
 from ozw.wsclient import ClientWebSocket, ConnectionClosed, ConnectionRejected, handshake
 
@@ -189,3 +189,84 @@ async def test_a_dropped_connection_is_closed_with_1006() -> None:
         await ws.aclose()
         nursery.cancel_scope.cancel()
     assert caught.value.reason.code == 1006
+
+
+async def test_frames_of_every_length_both_ways() -> None:
+    sizes = [0, 1, 125, 126, 65535, 65536, 70001]
+    sent = [("é" * size)[:size] for size in sizes]  # two bytes a character in UTF-8
+    got: list[str | bytes] = []
+
+    async def handler(request: tws.WebSocketRequest) -> None:
+        ws = await request.accept()
+        for _ in sizes:
+            got.append(await ws.get_message())
+        for message in got:
+            await ws.send_message(message)
+
+    async with serving(handler) as port:
+        ws = await dial(port)
+        await ws.send_messages(sent)
+        echoed: list[str | bytes] = []
+        with trio.fail_after(20):
+            while len(echoed) < len(sizes):
+                echoed += await ws.receive()
+        await ws.aclose()
+    assert got == sent
+    assert echoed == sent
+
+
+@pytest.mark.parametrize("write_size", [7, 1 << 20], ids=["dribbled", "with-the-handshake"])
+async def test_frames_split_anywhere_fragments_pings_and_bad_utf8(write_size: int) -> None:
+    """Raw frames a few bytes a write, or all in the handshake's write: whole text
+    frames, a fragmented message, a ping between its fragments, then invalid UTF-8
+    (the worker closes with 1007)."""
+    pong_seen = trio.Event()
+    close_seen: list[int] = []
+
+    async def raw_server(stream: trio.SocketStream) -> None:
+        server = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        while True:
+            server.receive_data(await stream.receive_some(4096))
+            if any(isinstance(event, Request) for event in server.events()):
+                break
+        frames = server.send(AcceptConnection())
+        frames += server.send(TextMessage(data="first"))
+        frames += server.send(TextMessage(data="x" * 300))
+        frames += server.send(TextMessage(data="frag", message_finished=False))
+        frames += server.send(Ping(payload=b"p"))
+        frames += server.send(TextMessage(data="ment", message_finished=True))
+        frames += server.send(TextMessage(data="last"))
+        frames += b"\x81\x02\xff\xfe"  # a text frame that is not UTF-8
+        for at in range(0, len(frames), write_size):
+            await stream.send_all(frames[at : at + write_size])
+        while not close_seen:
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            server.receive_data(data)
+            for event in server.events():
+                if isinstance(event, Pong):
+                    pong_seen.set()
+                elif isinstance(event, CloseConnection):
+                    close_seen.append(event.code)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, raw_server, 0, host="127.0.0.1")
+        )
+        ws = await dial(listeners[0].socket.getsockname()[1])
+        messages: list[str | bytes] = []
+        with trio.fail_after(20), pytest.raises(ConnectionClosed) as caught:
+            await read_until_closed(ws, messages)
+        with trio.fail_after(20):
+            await ws.aclose()
+            await pong_seen.wait()
+        nursery.cancel_scope.cancel()
+    assert messages == ["first", "x" * 300, "fragment", "last"]
+    assert caught.value.reason.code == 1007
+
+
+async def read_until_closed(ws: ClientWebSocket, messages: list[str | bytes]) -> None:
+    while True:
+        messages += await ws.receive()

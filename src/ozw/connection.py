@@ -4,8 +4,8 @@ One :class:`Connection` dials, re-dials with exponential back-off, keeps the lin
 alive with pings, declares it dead after a silence, and closes it with code 1000 on
 shutdown. Inside one session three tasks run: the reader (decodes frames and hands
 them to the worker), the single writer (drains the :class:`~ozw.outbox.Outbox`) and
-the heartbeat. The session lives inside a cancel scope whose deadline every frame
-and pong pushes forward: when it expires, the server has been silent too long.
+the heartbeat. The session lives inside a cancel scope that a watchdog cancels
+once no frame or pong was heard for too long: the server has been silent.
 """
 
 from __future__ import annotations
@@ -223,13 +223,12 @@ class Connection:
             return _why_lost(leaf, self.settings.dead_after)
 
     async def _serve(self, ws: ClientWebSocket) -> None:
-        silence = trio.CancelScope(deadline=trio.current_time() + self.settings.dead_after)
-
-        def heard() -> None:
-            silence.deadline = trio.current_time() + self.settings.dead_after
-
+        silence = trio.CancelScope()
+        watchdog = _SilenceWatchdog(self.settings.dead_after)
+        heard = watchdog.heard
         with silence:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(watchdog.watch, silence)
                 nursery.start_soon(self._read, ws, heard)
                 written = WriteProgress(self.outbox.first_unconfirmed_seq() - 1)
                 nursery.start_soon(self._write, ws, written)
@@ -292,6 +291,29 @@ class Connection:
             await trio.sleep(self.settings.ping_interval)
             await ws.ping()
             heard()
+
+
+class _SilenceWatchdog:
+    """Cancels the session once nothing was heard for ``dead_after`` seconds.
+
+    Noting the time of each read is far cheaper than moving a cancel deadline on
+    every read (Trio re-sorts its deadlines each time); the watchdog wakes once per
+    silence period and only then compares."""
+
+    def __init__(self, dead_after: float) -> None:
+        self.dead_after = dead_after
+        self.heard_at = trio.current_time()
+
+    def heard(self) -> None:
+        self.heard_at = trio.current_time()
+
+    async def watch(self, session: trio.CancelScope) -> None:
+        while True:
+            due = self.heard_at + self.dead_after
+            if due <= trio.current_time():
+                session.cancel()
+                return
+            await trio.sleep_until(due)
 
 
 def _log_frame(direction: str, message: ServerMessage | WorkerMessage) -> None:
