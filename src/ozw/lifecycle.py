@@ -244,17 +244,16 @@ async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> boo
     control.phase = TaskPhase.TEARDOWN
     log = control.log
     began = trio.current_time()
-    with control.teardown_scope:
-        control.teardown_scope.deadline = min(
-            control.teardown_scope.deadline,
-            trio.current_time() + backend.teardown_timeout + TEARDOWN_MARGIN,
-        )
+    scope = control.teardown_scope
+    # Set before entering: Trio then registers the deadline once, as it enters the scope.
+    scope.deadline = min(scope.deadline, began + backend.teardown_timeout + TEARDOWN_MARGIN)
+    with scope:
         try:
             await run.teardown()
         except Exception as exc:
             log.warning("teardown failed: %s", exc)
             return False
-    if control.teardown_scope.cancelled_caught:
+    if scope.cancelled_caught:
         log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")
         return False
     log.debug("teardown done (%.2fs)", trio.current_time() - began)
