@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from ozw.devserver import DispatchServer
 from ozw.protocol import (
     REJECT_SHUTTING_DOWN,
     TaskAssignment,
@@ -18,6 +19,7 @@ from ozw.protocol import (
     TaskFailed,
     TaskRejected,
 )
+from tests.ozw_process import OzwProcess
 from tests.support.procs import processes_carrying
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
@@ -38,12 +40,21 @@ def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: 
     )
 
 
+async def start_worker(
+    nursery: trio.Nursery, tmp_path: Path, *, kill_grace: str = "5s", shutdown_grace: str = "30s"
+) -> tuple[DispatchServer, OzwProcess]:
+    """A dispatch server and a real ``ozw`` configured against it (teardown marks files)."""
+    server = await start_server(nursery)
+    config = write_config(
+        tmp_path, server.port or 0, kill_grace=kill_grace, shutdown_grace=shutdown_grace
+    )
+    return server, await start_ozw(nursery, config)
+
+
 async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_path: Path) -> None:
     marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_worker(nursery, tmp_path)
         with trio.fail_after(30):
             ws = await server.wait_connected()
             for task_id in ("one", "two"):
@@ -75,10 +86,8 @@ async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_
 async def test_second_sigint_kills_at_once_and_exits_130(tmp_path: Path) -> None:
     marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
         # The agent ignores SIGTERM and the grace periods are long: only a forced stop is fast.
-        config = write_config(tmp_path, server.port or 0, kill_grace="60s", shutdown_grace="120s")
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_worker(nursery, tmp_path, kill_grace="60s", shutdown_grace="120s")
         with trio.fail_after(30):
             await server.wait_connected()
             task = assignment("stubborn")
@@ -119,9 +128,7 @@ async def open_gate(gate: Path, steps: str = "echo finished") -> None:
 async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path) -> None:
     marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_worker(nursery, tmp_path)
         with trio.fail_after(30):
             await server.wait_connected()
             await server.send(gated("draining", tmp_path / "gate", marker))
@@ -146,9 +153,7 @@ async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path
 async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Path) -> None:
     marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_worker(nursery, tmp_path)
         with trio.fail_after(30):
             await server.wait_connected()
             await server.send(gated("stopped", tmp_path / "gate", marker))
@@ -169,9 +174,7 @@ async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Pa
 
 async def test_sighup_is_logged_and_ignored(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_worker(nursery, tmp_path)
         with trio.fail_after(30):
             await server.wait_connected()
             ozw.send_signal(signal.SIGHUP)
