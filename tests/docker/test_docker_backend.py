@@ -201,6 +201,12 @@ def wrapper_docker(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
+def calls_per_line_docker(tmp_path: Path) -> tuple[str, Path]:
+    """A docker CLI wrapper writing each call's arguments as a line, and that file."""
+    calls = tmp_path / "calls"
+    return wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}'), calls
+
+
 def recording_docker(tmp_path: Path) -> tuple[str, Path]:
     """A docker CLI wrapper recording every call, and the directory of its records.
 
@@ -718,8 +724,7 @@ async def test_a_cancellation_mid_create_leaves_no_fill_container(
 async def test_bad_references_and_sidecars_are_refused_before_any_command(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    recording, calls = calls_per_line_docker(tmp_path)
     backend = make_backend(engine, docker=recording)
     cases: list[tuple[TaskParams, FailureReason, str]] = [
         (make_params("t", "-v"), FailureReason.IMAGE_PULL, "not a valid image reference"),
@@ -909,8 +914,7 @@ async def test_a_present_image_is_inspected_once_and_again_after_a_failure(
     image = f"{images.prefix}/cached-{uuid.uuid4().hex[:8]}:1"
     rootfs = busybox_rootfs({"/nonce": (uuid.uuid4().bytes, 0o644)})
     await anyio.to_thread.run_sync(import_image, engine, image, rootfs)
-    calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    recording, calls = calls_per_line_docker(tmp_path)
     backend = make_backend(engine, docker=recording, pull_policy="never")
 
     async def one() -> tuple[ExecuteResult | TaskFailure, list[str]]:
@@ -1012,8 +1016,7 @@ async def test_secret_values_never_appear_on_a_command_line(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
     secret = f"ozw-secret-{uuid.uuid4().hex}"
-    calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    recording, calls = calls_per_line_docker(tmp_path)
     backend = make_backend(engine, docker=recording, environment=(EnvEntry("CONF", secret + "c"),))
     task_id = new_task_id("secret")
     params = make_params(
@@ -1092,8 +1095,7 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
 async def test_a_value_no_process_can_hold_is_container_create_naming_it(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    recording, calls = calls_per_line_docker(tmp_path)
     backend = make_backend(engine, docker=recording)
     for env, text in [
         ({"HUGE_TOKEN": "x" * 1024 * 1024}, "environment variable HUGE_TOKEN is too large"),

@@ -14,12 +14,12 @@ from tests.docker.conftest import Engine, Images
 from tests.docker.test_docker_backend import (
     CapturedLog,
     agent,
+    calls_per_line_docker,
     containers,
     make_backend,
     make_params,
     new_task_id,
     run_task,
-    wrapper_docker,
 )
 from tests.event_loops import on_both_loops
 
@@ -50,8 +50,7 @@ async def test_the_result_is_reported_before_the_container_is_removed(
 async def test_an_exit_0_is_not_inspected_before_the_result_and_nonzero_is(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    recording, calls = calls_per_line_docker(tmp_path)
     backend = make_backend(engine, docker=recording)
 
     async def calls_of(env: dict[str, str]) -> tuple[ExecuteResult | object, list[str]]:
@@ -79,8 +78,7 @@ async def test_an_exit_0_is_not_inspected_before_the_result_and_nonzero_is(
 async def test_the_next_task_takes_the_spare_connection(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    recording, calls = calls_per_line_docker(tmp_path)
     backend = make_backend(engine, docker=recording)
 
     async def one() -> list[str]:
