@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
+import subprocess
 from typing import Final
 
 import anyio
 
 from ozw.backends.docker.cli import DockerCLI
 from ozw.backends.docker.inspect import ContainerState
-from ozw.backends.execution import spawn
 from ozw.logs import log_command
 
 logger = logging.getLogger(__name__)
@@ -58,9 +56,13 @@ async def oom_logged(
         "--format={{.Action}}",
     ]
     log_command(logger, command)
-    # The execution layer's start: `docker events` streams until killed, so it must
-    # die with the worker too.
-    process = await spawn(command, env=cli.environ)
+    process = await anyio.open_process(
+        command,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli.environ,
+        start_new_session=True,
+    )
     try:
         assert process.stdout is not None
         with anyio.move_on_after(wait):
@@ -69,8 +71,8 @@ async def oom_logged(
                     return True
         return False
     finally:
+        # `docker events` streams until killed.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
+            process.kill()
         with anyio.CancelScope(shield=True):
-            await process.wait()
             await process.aclose()

@@ -32,7 +32,6 @@ from ozw.backends.execution.leftovers import stop_leftovers
 from ozw.backends.execution.limits import bounded, cleanup_bound
 from ozw.backends.execution.processes import ProcessRunner, group_alive
 from ozw.backends.execution.scripts import SHELL, ScriptResult, run_script
-from ozw.backends.execution.spawn import spawn
 
 __all__ = [
     "SHELL",
@@ -50,6 +49,5 @@ __all__ = [
     "layered_environment",
     "require_valid_environment",
     "run_script",
-    "spawn",
     "stop_leftovers",
 ]
