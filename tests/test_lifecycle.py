@@ -39,6 +39,7 @@ class OneRun(TaskRun):
         self.backend.tearing_down.set()
         if self.backend.teardown_hangs:
             await trio.sleep_forever()
+        await trio.sleep(self.backend.teardown_takes)
         if self.backend.teardown_error is not None:
             raise self.backend.teardown_error
         self.backend.log.append("teardown done")
@@ -56,6 +57,7 @@ class OneBackend(Backend):
         self.execute_error: BaseException | None = None
         self.teardown_error: BaseException | None = None
         self.teardown_hangs = False
+        self.teardown_takes = 0.0
         self.block = False
         self.run_class: type[OneRun] = OneRun
 
@@ -259,7 +261,7 @@ async def test_forced_stop_cancels_a_hanging_teardown(
     async def force() -> None:
         task.stop(StopCause.SHUTDOWN)
         await backend.tearing_down.wait()
-        task.teardown_scope.cancel()
+        task.force_stop()
 
     outcome = await stopped_while_executing(backend, task, force)
     assert trio.current_time() < 1
@@ -301,3 +303,94 @@ async def test_a_deadline_turned_into_a_failure_by_the_backend_is_still_a_timeou
     outcome = await run_task(Converting(), control(), task_timeout=30)
     assert isinstance(outcome.message, TaskFailed)
     assert outcome.message.failure_reason == "task_timeout"
+
+
+# A task that ends without a stop tears down in its own cancel scope, now shielded and
+# bounded by the teardown's deadline (one scope per task): the same rules hold there.
+
+
+async def run_until_tearing_down(
+    backend: OneBackend, task: TaskControl, act: Callable[[], None]
+) -> TaskOutcome:
+    """Run ``task`` (its agent completes at once), call ``act()`` once its teardown has
+    started, and return the outcome."""
+    results: list[TaskOutcome] = []
+
+    async def run() -> None:
+        results.append(await run_task(backend, task))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await backend.tearing_down.wait()
+        act()
+    return results[0]
+
+
+async def test_a_completed_tasks_teardown_survives_the_surrounding_scope_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.teardown_takes = 5
+    outcomes: list[TaskOutcome] = []
+
+    async def run() -> None:
+        outcomes.append(await run_task(backend, control()))
+
+    with trio.CancelScope() as outer:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await backend.tearing_down.wait()
+            outer.cancel()
+    assert backend.log[-1] == "teardown done"
+    assert outcomes[0].result == "completed"
+    assert not outcomes[0].teardown_failed
+
+
+async def test_a_stop_during_a_completed_tasks_teardown_neither_cuts_nor_changes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.teardown_takes = 5
+    task = control()
+    outcome = await run_until_tearing_down(backend, task, lambda: task.stop(StopCause.SERVER))
+    assert backend.log[-1] == "teardown done"
+    assert outcome.message == TaskCompleted("t1", "Task completed successfully")
+    assert not outcome.teardown_failed
+
+
+async def test_the_task_deadline_does_not_bound_a_completed_tasks_teardown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.teardown_takes = 15  # within its own deadline (5 s + 15 s margin)
+    start = trio.current_time()
+    outcome = await run_task(backend, control(), task_timeout=10)
+    assert trio.current_time() - start == 15
+    assert outcome.result == "completed"
+    assert not outcome.teardown_failed
+
+
+async def test_a_forced_stop_cancels_a_completed_tasks_hanging_teardown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.teardown_hangs = True
+    task = control()
+    outcome = await run_until_tearing_down(backend, task, task.force_stop)
+    assert trio.current_time() < 1
+    assert outcome.result == "completed"
+    assert outcome.teardown_failed
+
+
+async def test_a_forced_stop_before_teardown_cancels_the_teardown_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = OneBackend()
+    backend.teardown_hangs = True
+    task = control()
+    outcome = await stopped_while_executing(backend, task, task.force_stop)
+    assert trio.current_time() < 1
+    assert backend.log[-1] == "teardown"
+    assert outcome.teardown_failed
+    assert isinstance(outcome.message, TaskFailed)
+    assert outcome.message.failure_reason == "graceful_shutdown"

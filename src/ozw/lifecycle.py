@@ -63,7 +63,6 @@ class TaskControl:
     params: TaskParams
     log: TaskLog
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    teardown_scope: trio.CancelScope = attrs.field(factory=lambda: trio.CancelScope(shield=True))
     cause: StopCause | None = None
     phase: TaskPhase = TaskPhase.PENDING
     started_at: float = attrs.field(factory=trio.current_time)
@@ -71,12 +70,24 @@ class TaskControl:
     """Set when the previous execution of the same run has ended here; start after it."""
     ended: trio.Event = attrs.field(factory=trio.Event)
     """Set by the supervisor once this execution has ended, teardown included."""
+    teardown_scope: trio.CancelScope | None = None
+    """The scope teardown runs in, once it has started (see :func:`run_task`)."""
+    forced: bool = False
+    """A hard stop: teardown is cancelled too, also one that has not started yet."""
 
     def stop(self, cause: StopCause) -> None:
-        """Cancel the task (the first cause wins)."""
+        """Cancel the task (the first cause wins); a teardown already running goes on."""
         if self.cause is None:
             self.cause = cause
-        self.scope.cancel()
+        if self.phase is not TaskPhase.TEARDOWN:
+            self.scope.cancel()
+
+    def force_stop(self) -> None:
+        """Stop the task and its teardown now."""
+        self.stop(StopCause.SHUTDOWN)
+        self.forced = True
+        if self.teardown_scope is not None:
+            self.teardown_scope.cancel()
 
 
 @attrs.frozen
@@ -162,6 +173,8 @@ async def run_task(
     outcome: TaskOutcome | None = None
     reported = False
     setup_started = False
+    torn_down = False
+    teardown_failed = False
     try:
         run = backend.open_task(params, log)
         with control.scope:
@@ -186,12 +199,22 @@ async def run_task(
                 outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
             else:
                 outcome = completed(params.task_id)
-        if control.scope.cancelled_caught and _timed_out(control):
-            control.cause = StopCause.TIMEOUT
-        if control.scope.cancelled_caught or outcome is None:
-            outcome = _outcome_of_stop(control, task_timeout, reattaches=backend.reattaches)
-        if outcome.phase is not control.phase:
-            outcome = attrs.evolve(outcome, phase=control.phase)
+            if not control.scope.cancel_called:
+                # The usual end: the task's scope, never cancelled, becomes its
+                # teardown's (one cancel scope per task, not two).
+                reported = _report_before_teardown(run, outcome, report)
+                torn_down = teardown_failed = True  # unless the teardown returns
+                teardown_failed = not await _teardown(backend, run, control, control.scope)
+        if torn_down:
+            if control.scope.cancelled_caught:
+                _teardown_stopped(log)
+        else:
+            if control.scope.cancelled_caught and _timed_out(control):
+                control.cause = StopCause.TIMEOUT
+            if control.scope.cancelled_caught or outcome is None:
+                outcome = _outcome_of_stop(control, task_timeout, reattaches=backend.reattaches)
+            if outcome.phase is not control.phase:
+                outcome = attrs.evolve(outcome, phase=control.phase)
     except Exception as exc:
         if control.scope.cancel_called and _timed_out(control):
             control.cause = StopCause.TIMEOUT
@@ -209,17 +232,30 @@ async def run_task(
             outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)
         outcome = attrs.evolve(outcome, phase=control.phase)
     finally:
-        teardown_failed = False
-        if setup_started:
-            if report is not None and outcome is not None and run.teardown_after_report:
-                report(outcome)
-                reported = True
-            teardown_failed = not await _teardown(backend, run, control)
+        if setup_started and not torn_down:
+            reported = _report_before_teardown(run, outcome, report)
+            scope = trio.CancelScope(shield=True)
+            with scope:
+                teardown_failed = not await _teardown(backend, run, control, scope)
+            if scope.cancelled_caught:
+                _teardown_stopped(log)
+                teardown_failed = True
+    assert outcome is not None, "every way out of the task sets its outcome"
     if report is not None and not reported:
         report(outcome)
     if teardown_failed:
         outcome = attrs.evolve(outcome, teardown_failed=True)
     return outcome
+
+
+def _report_before_teardown(
+    run: TaskRun, outcome: TaskOutcome | None, report: Callable[[TaskOutcome], None] | None
+) -> bool:
+    """Report now when the run's teardown only releases resources; True if reported."""
+    if report is None or outcome is None or not run.teardown_after_report:
+        return False
+    report(outcome)
+    return True
 
 
 def _timed_out(control: TaskControl) -> bool:
@@ -239,22 +275,28 @@ def _task_failure_in(exc: BaseException) -> TaskFailure | None:
     return None
 
 
-async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> bool:
-    """Run the backend's teardown, shielded and bounded; True when it succeeded."""
+async def _teardown(
+    backend: Backend, run: TaskRun, control: TaskControl, scope: trio.CancelScope
+) -> bool:
+    """Run the backend's teardown in ``scope``, entered by the caller: shielded and
+    bounded from here on. True when it succeeded; a cancel (its deadline or a forced
+    stop) propagates to ``scope``."""
     control.phase = TaskPhase.TEARDOWN
+    control.teardown_scope = scope
     log = control.log
     began = trio.current_time()
-    scope = control.teardown_scope
-    # Set before entering: Trio then registers the deadline once, as it enters the scope.
-    scope.deadline = min(scope.deadline, began + backend.teardown_timeout + TEARDOWN_MARGIN)
-    with scope:
-        try:
-            await run.teardown()
-        except Exception as exc:
-            log.warning("teardown failed: %s", exc)
-            return False
-    if scope.cancelled_caught:
-        log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")
+    scope.shield = True
+    scope.deadline = began + backend.teardown_timeout + TEARDOWN_MARGIN
+    if control.forced:
+        scope.cancel()
+    try:
+        await run.teardown()
+    except Exception as exc:
+        log.warning("teardown failed: %s", exc)
         return False
     log.debug("teardown done (%.2fs)", trio.current_time() - began)
     return True
+
+
+def _teardown_stopped(log: TaskLog) -> None:
+    log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")

@@ -287,8 +287,7 @@ class Supervisor:
     def force_stop(self) -> None:
         """Stop waiting: cancel every task and its teardown now."""
         for control in self.active.values():
-            control.stop(StopCause.SHUTDOWN)
-            control.teardown_scope.cancel()
+            control.force_stop()
 
     async def wait_idle(self) -> None:
         """Wait until no task is running."""
