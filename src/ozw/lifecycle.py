@@ -12,6 +12,7 @@ before teardown starts: the server hears it without waiting for a container's re
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 
 import attrs
@@ -66,6 +67,7 @@ class TaskControl:
     cause: StopCause | None = None
     phase: TaskPhase = TaskPhase.PENDING
     started_at: float = attrs.field(factory=trio.current_time)
+    """When it was claimed: its duration counts from here."""
     after: trio.Event | None = None
     """Set when the previous execution of the same run has ended here; start after it."""
     ended: trio.Event = attrs.field(factory=trio.Event)
@@ -187,14 +189,18 @@ async def run_task(
             control.phase = TaskPhase.SETUP
             setup_started = True
             log.info("setup started", extra={"event": "setup_started"})
-            began = trio.current_time()
+            # Phase timings only for the debug lines that show them.
+            timed = log.isEnabledFor(logging.DEBUG)
+            began = trio.current_time() if timed else 0.0
             await run.setup()
-            log.debug("setup done (%.2fs)", trio.current_time() - began)
+            if timed:
+                log.debug("setup done (%.2fs)", trio.current_time() - began)
             control.phase = TaskPhase.EXECUTE
             log.info("agent started", extra={"event": "agent_started"})
-            began = trio.current_time()
+            began = trio.current_time() if timed else 0.0
             result = await run.execute()
-            log.debug("agent ended (%.2fs)", trio.current_time() - began)
+            if timed:
+                log.debug("agent ended (%.2fs)", trio.current_time() - began)
             if result is ExecuteResult.HANDED_OFF:
                 outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
             else:
@@ -294,7 +300,8 @@ async def _teardown(
     except Exception as exc:
         log.warning("teardown failed: %s", exc)
         return False
-    log.debug("teardown done (%.2fs)", trio.current_time() - began)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("teardown done (%.2fs)", trio.current_time() - began)
     return True
 
 

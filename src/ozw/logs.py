@@ -158,13 +158,52 @@ class TaskLog(logging.LoggerAdapter[logging.Logger]):
         exc_info: _ExcInfo = None,
         extra: Mapping[str, object] | None = None,
     ) -> None:
+        if self.logger.isEnabledFor(level):
+            self._line(level, msg, args, exc_info, extra)
+
+    # The levels ozw logs at, each one call deep: a task logs several lines.
+    def debug(  # type: ignore[override]
+        self,
+        msg: object,
+        *args: object,
+        exc_info: _ExcInfo = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self._line(logging.DEBUG, msg, args, exc_info, extra)
+
+    def info(  # type: ignore[override]
+        self,
+        msg: object,
+        *args: object,
+        exc_info: _ExcInfo = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            self._line(logging.INFO, msg, args, exc_info, extra)
+
+    def warning(  # type: ignore[override]
+        self,
+        msg: object,
+        *args: object,
+        exc_info: _ExcInfo = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        if self.logger.isEnabledFor(logging.WARNING):
+            self._line(logging.WARNING, msg, args, exc_info, extra)
+
+    def _line(
+        self,
+        level: int,
+        msg: object,
+        args: tuple[object, ...],
+        exc_info: _ExcInfo,
+        extra: Mapping[str, object] | None,
+    ) -> None:
         logger = self.logger
-        if not logger.isEnabledFor(level):
-            return
-        fields = dict(self.extra or {})
-        if extra:
-            fields.update(extra)
-        logger.handle(_record(logger, level, msg, args, _exc_info(exc_info), fields))
+        error = None if exc_info is None else _exc_info(exc_info)
+        record = _record(logger, level, msg, args, error, self.extra or {}, extra)
+        logger.handle(record)
 
     def output(self, stream: str, line: str) -> None:
         """Relay one line of a task's process output."""
@@ -214,7 +253,8 @@ def _record(
     msg: object,
     args: tuple[object, ...],
     exc_info: Any,
-    fields: dict[str, object],
+    stamp: Mapping[str, object],
+    extra: Mapping[str, object] | None,
 ) -> logging.LogRecord:
     """The record ``logger.makeRecord`` would make, for a fraction of its cost.
 
@@ -228,6 +268,7 @@ def _record(
         or logging.getLogRecordFactory() is not logging.LogRecord
         or (len(args) == 1 and isinstance(args[0], Mapping))
     ):
+        fields = {**stamp, **(extra or {})}
         return logger.makeRecord(logger.name, level, "", 0, msg, args, exc_info, None, fields)
     now = time.time()
     record = _new_record(logging.LogRecord)
@@ -242,7 +283,9 @@ def _record(
     attributes["created"] = now
     attributes["msecs"] = int((now - int(now)) * 1000) + 0.0
     attributes["relativeCreated"] = (now - _START_TIME) * 1000
-    attributes.update(fields)
+    attributes.update(stamp)
+    if extra:
+        attributes.update(extra)
     return record
 
 

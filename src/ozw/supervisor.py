@@ -222,7 +222,6 @@ class Supervisor:
     async def _run_task(self, control: TaskControl) -> None:
         params = control.params
         key = execution_key(params)
-        started = trio.current_time()
         try:
             outcome = await run_task(
                 self.backend,
@@ -238,7 +237,7 @@ class Supervisor:
             control.ended.set()
             if not self.active:
                 self._idle.set()
-        duration = trio.current_time() - started
+        duration = trio.current_time() - control.started_at
         fields = {
             "event": "finished",
             "result": outcome.result.value,
