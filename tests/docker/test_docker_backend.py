@@ -499,6 +499,22 @@ async def test_exit_137_under_a_memory_limit_without_an_oom_is_container_exit(
     failure = failure_of(outcome)
     assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_EXIT, 137), failure
     assert not any("OOM" in message for message in captured.messages())
+    assert event_watchers(task_id) == [], "the `docker events` of the late OOM check still runs"
+
+
+def event_watchers(task_id: str) -> list[int]:
+    """Processes running ``docker events`` about a container of ``task_id``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"events" in argv and any(task_id.encode() in arg for arg in argv):
+            found.append(int(entry))
+    return found
 
 
 @on_both_loops

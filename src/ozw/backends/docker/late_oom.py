@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
+import os
+import signal
 from typing import Final
 
 import anyio
 
 from ozw.backends.docker.cli import DockerCLI
 from ozw.backends.docker.inspect import ContainerState
+from ozw.backends.execution.spawn import spawn
 from ozw.logs import log_command
 
 logger = logging.getLogger(__name__)
@@ -56,13 +58,9 @@ async def oom_logged(
         "--format={{.Action}}",
     ]
     log_command(logger, command)
-    process = await anyio.open_process(
-        command,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=cli.environ,
-        start_new_session=True,
-    )
+    # Through the execution layer's start: `docker events` streams until killed, so
+    # like every other child it must end with a worker that is killed.
+    process = await spawn(command, env=cli.environ)
     try:
         assert process.stdout is not None
         with anyio.move_on_after(wait):
@@ -71,8 +69,8 @@ async def oom_logged(
                     return True
         return False
     finally:
-        # `docker events` streams until killed.
         with contextlib.suppress(ProcessLookupError):
-            process.kill()
+            os.kill(process.pid, signal.SIGKILL)
         with anyio.CancelScope(shield=True):
+            await process.wait()
             await process.aclose()
