@@ -46,6 +46,7 @@ def files(tmp_path: Path) -> Path:
         (["dev-server", "--api-key", ""], "--api-key: must not be empty"),
         (["dev-server", "--assignments", "absent.jsonl"], "absent.jsonl: No such file or dir"),
         (["dev-server", "--port", "0", "--record", "a-dir"], "a-dir: Is a directory"),
+        (["smoke", "--config", "good.toml", "--timeout", "-1s"], "--timeout: '-1s' is not a dur"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

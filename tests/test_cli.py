@@ -113,6 +113,11 @@ def test_bare_ozw_means_run(capsys: pytest.CaptureFixture[str]) -> None:
         (["--help"], ["--help"]),
         (["--version"], ["--version"]),
         (["config", "show"], ["config", "show"]),
+        (["smoke", "--timeout", "-1s"], ["smoke", "--timeout=-1s"]),
+        (["--task-timeout", "-.5m", "-v"], ["run", "--task-timeout=-.5m", "-v"]),
+        (["smoke", "--timeout=5s", "-1"], ["smoke", "--timeout=5s", "-1"]),
+        (["smoke", "--", "-1"], ["smoke", "--", "-1"]),
+        (["smoke", "-t", "-1"], ["smoke", "-t", "-1"]),
     ],
 )
 def test_normalise_argv(argv: list[str], expected: list[str]) -> None:

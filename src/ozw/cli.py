@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -212,11 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
-    """``ozw`` and ``ozw --flag ...`` mean ``ozw run ...``; help and version stay global."""
-    args = list(argv)
+    """``ozw`` and ``ozw --flag ...`` mean ``ozw run ...``; help and version stay global.
+
+    A value that looks like a negative number or duration joins its option
+    (``--timeout -1s`` → ``--timeout=-1s``): argparse would read it as an unknown option
+    and say only "expected one argument", where the option's own check names the problem.
+    """
+    args: list[str] = []
+    for arg in argv:
+        option = args[-1] if args else ""
+        takes_value = option.startswith("--") and option != "--" and "=" not in option
+        if takes_value and _NEGATIVE.match(arg):
+            args[-1] = f"{option}={arg}"
+        else:
+            args.append(arg)
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         return ["run", *args]
     return args
+
+
+_NEGATIVE: Final = re.compile(r"-\.?\d")
 
 
 # --------------------------------------------------------------------------- commands
