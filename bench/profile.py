@@ -25,6 +25,7 @@ PARTS: tuple[tuple[str, str, str], ...] = (
     ("worker: outbox → socket", "ozw/outbox.py", ""),
     ("worker: read loop", "ozw/connection.py", "_read"),
     ("logging (both sides)", "/logging/", ""),
+    ("logging (both sides)", "ozw/logs.py", ""),
     ("websocket frames (both sides)", "ozw/wsclient.py", ""),
     ("websocket frames (both sides)", "trio_websocket/", ""),
     ("websocket frames (both sides)", "wsproto/", ""),

@@ -248,13 +248,15 @@ class Connection:
             # Every frame one read brought: under load dozens, handled without a switch.
             frames = await ws.receive()
             heard()
+            frame_lines = log.isEnabledFor(logging.DEBUG)
             for frame in frames:
                 try:
                     message = decode_server_message(frame)
                 except ProtocolError as exc:
                     log.warning("skipped a malformed message: %s", exc)
                     continue
-                _log_frame("in", message)
+                if frame_lines:
+                    _log_frame("in", message)
                 self.on_message(message)
 
     async def _write(self, ws: ClientWebSocket, written: WriteProgress) -> None:
@@ -265,8 +267,9 @@ class Connection:
             # claimed task's result, the next claims) goes out in the same write.
             await trio.lowlevel.checkpoint()
             entries = await self.outbox.wait_from(cursor)
-            for entry in entries:
-                _log_frame("out", entry.message)
+            if log.isEnabledFor(logging.DEBUG):
+                for entry in entries:
+                    _log_frame("out", entry.message)
             await ws.send_messages([encode_message(entry.message) for entry in entries])
             cursor = entries[-1].seq + 1
             written.advance(cursor - 1)
@@ -317,14 +320,14 @@ class _SilenceWatchdog:
 
 
 def _log_frame(direction: str, message: ServerMessage | WorkerMessage) -> None:
-    """At debug level, each frame by type and task (never its contents: they hold secrets)."""
-    if log.isEnabledFor(logging.DEBUG):
-        kind = message_type(message)
-        fields = {"event": f"frame_{direction}", "frame": kind}
-        task_id = getattr(message, "task_id", None)
-        if task_id is not None:
-            fields["task_id"] = task_id
-        log.debug("frame %s: %s", direction, kind, extra=fields)
+    """A debug line for a frame, by type and task (never its contents: they hold
+    secrets); the caller checks the level once per batch of frames."""
+    kind = message_type(message)
+    fields = {"event": f"frame_{direction}", "frame": kind}
+    task_id = getattr(message, "task_id", None)
+    if task_id is not None:
+        fields["task_id"] = task_id
+    log.debug("frame %s: %s", direction, kind, extra=fields)
 
 
 _CONNECTION_ERRORS = (
