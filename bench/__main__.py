@@ -4,22 +4,29 @@ Every row compares the worker with a baseline measured in the same run (samples
 interleaved where it matters), so the numbers mean something on any machine; no row
 asserts an absolute time. ``ratio`` = worker median / baseline median.
 
-    python -m bench                   # everything (~15 s on 2 cores)
+    python -m bench                   # everything (~70 s on 2 cores)
     python -m bench --quick           # small n: a smoke check
     python -m bench --only direct     # direct, docker, protocol, scale (repeatable)
     python -m bench --json out.json   # also write the results as JSON
     python -m bench --require-all     # exit 1 unless every row was measured (CI)
 
 A full run of everything (no ``--quick``, no ``--only``) rewrites bench/RESULTS.md.
+
+Each benchmark runs in a fresh interpreter of its own: no row depends on what ran
+before it (the heap after 1,000 tasks slows some rows by half, and their baselines
+unevenly).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,8 +36,7 @@ from bench.results import RESULTS, machine, markdown
 from bench.stats import Row, table
 
 NAMES = ("many", "direct", "docker", "protocol", "scale", "reconnect")
-"""In run order: ``many`` first, so its RSS is the worker's and not what earlier
-benchmarks left in this process."""
+"""In run order."""
 
 
 def _runners(quick: bool) -> dict[str, Callable[[], list[Row]]]:
@@ -74,6 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="write the Markdown results to PATH (default: bench/RESULTS.md after a full run)",
     )
+    parser.add_argument("--rows-out", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument(
         "--require-all",
         action="store_true",
@@ -82,10 +89,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_here(names: Sequence[str], quick: bool, out: str) -> int:
+    """Run ``names`` in this process and write their rows to ``out`` (JSON)."""
+    runners = _runners(quick)
+    rows: list[Row] = []
+    for name in names:
+        rows.extend(runners[name]())
+    Path(out).write_text(json.dumps([dataclasses.asdict(row) for row in rows]))
+    return 0
+
+
+def run_apart(name: str, quick: bool) -> list[Row]:
+    """Run one benchmark in a fresh interpreter and return its rows."""
+    with tempfile.TemporaryDirectory(prefix="ozw-bench-") as scratch:
+        out = Path(scratch) / "rows.json"
+        command = [sys.executable, "-m", "bench", "--only", name, "--rows-out", str(out)]
+        child = subprocess.run([*command, *(["--quick"] if quick else [])], check=False)
+        if child.returncode != 0 or not out.exists():
+            raise RuntimeError(f"exit status {child.returncode} (its output is above)")
+        return [Row(**fields) for fields in json.loads(out.read_text())]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [name for name in NAMES if not args.only or name in args.only]
-    runners = _runners(args.quick)
+    if args.rows_out:
+        return run_here(selected, args.quick, args.rows_out)
     rows: list[Row] = []
     errors = 0
     started = time.perf_counter()
@@ -96,10 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     for name in selected:
-        run = runners[name]
         began = time.perf_counter()
         try:
-            produced = run()
+            produced = run_apart(name, args.quick)
         except Exception as exc:
             errors += 1
             traceback.print_exc()
