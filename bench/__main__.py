@@ -51,7 +51,7 @@ def _runners(quick: bool) -> dict[str, Callable[[], list[Row]]]:
     direct_n, docker_n, batches, tasks, bursts = (5, 3, 8, 50, 1) if quick else (20, 10, 30, 200, 3)
     burst_size, bursts = (300, 1) if quick else (5000, 2)
     owed, reconnects = (100, 1) if quick else (1000, 5)
-    many, probes, steady = (50, 10, 0.5) if quick else (1000, 50, 2.0)
+    many, probes, steady = (50, 10, 0.5) if quick else (1000, 200, 2.0)
     return {
         "direct": lambda: bench_direct(direct_n),
         "docker": lambda: bench_docker(docker_n),
