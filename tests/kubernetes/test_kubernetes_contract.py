@@ -6,6 +6,7 @@ Backends use anyio only: each test runs once per event loop (tests/event_loops.p
 from __future__ import annotations
 
 import json
+import logging
 import stat
 import sys
 from collections.abc import Iterator
@@ -192,3 +193,71 @@ async def test_exec_credentials_run_through_anyio(tmp_path: Path) -> None:
 
         async with backend(locked, kubeconfig) as kube:
             assert "permissions ok" in await kube.check()
+
+
+class AgentLines(logging.Handler):
+    """The agent lines relayed into one task's log; ``seen(text)`` waits for one."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.lines: list[str] = []
+        self._wanted: dict[str, anyio.Event] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "task_id", None) == self.task_id and getattr(record, "stream", None):
+            line = record.getMessage()
+            self.lines.append(line)
+            if line in self._wanted:
+                self._wanted.pop(line).set()
+
+    async def seen(self, line: str) -> None:
+        if line not in self.lines:
+            event = self._wanted.setdefault(line, anyio.Event())
+            await event.wait()
+
+
+@on_both_loops
+async def test_a_log_stream_that_ends_while_the_agent_runs_is_followed_again(
+    cluster: FakeCluster,
+) -> None:
+    relayed = AgentLines("resumed")
+    task_logger = logging.getLogger("ozw.task")
+    level = task_logger.level
+    task_logger.setLevel(logging.INFO)
+    task_logger.addHandler(relayed)
+    name = job_name("resumed", "resumed-exec")
+    try:
+        async with backend(cluster) as kube:
+            task = kube.open_task(params("resumed", "fake/hold"), TaskLog("resumed"))
+            await task.setup()
+            result: list[ExecuteResult] = []
+
+            async def execute() -> None:
+                result.append(await task.execute())
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(execute)
+                    await relayed.seen("fake agent: working")
+                    # Every followed log ends (a kubelet restart); the agent goes on.
+                    await anyio.to_thread.run_sync(cluster.control, "cut-logs")
+                    await anyio.to_thread.run_sync(
+                        lambda: cluster.control(f"say/agents/{name}", line="after-the-cut")
+                    )
+                    await relayed.seen("after-the-cut")
+                    await anyio.to_thread.run_sync(
+                        lambda: cluster.control(f"release/agents/{name}", exit="0")
+                    )
+            await task.teardown()
+    finally:
+        task_logger.removeHandler(relayed)
+        task_logger.setLevel(level)
+    assert result == [ExecuteResult.COMPLETED]
+    assert relayed.lines.count("after-the-cut") == 1
+    assert relayed.lines[-1] == "fake agent: exiting 0"
+    follows = [
+        r for r in cluster.requests() if r["path"].endswith("/log") and r["query"].get("follow")
+    ]
+    assert len(follows) >= 2, "the log was followed again"
+    assert "sinceSeconds" in follows[-1]["query"], "from just before its last line"

@@ -12,7 +12,8 @@ of its main container, like a kubelet running images with known behaviour:
 ``fake/unschedulable``  ``PodScheduled=False/Unschedulable`` for ever
 ``fake/mount-fail``     Pending with a ``FailedMount`` event
 ``fake/evicted``        evicted while running
-``fake/hold``           runs until ``POST /_fake/release/<ns>/<job>?exit=N``
+``fake/hold``           runs until ``POST /_fake/release/<ns>/<job>?exit=N``;
+                        ``POST /_fake/say/<ns>/<job>?line=TEXT`` logs a line meanwhile
 anything else           runs, writes its log lines, exits 0: Job Complete
 =====================  =========================================================
 
@@ -55,6 +56,8 @@ class Cluster:
         self.log_times: dict[tuple[str, str, str], list[float]] = {}
         """When each line was written (for ``sinceSeconds``)."""
         self.released: dict[tuple[str, str], int] = {}
+        self.mains: dict[tuple[str, str], tuple[str, str, str]] = {}
+        """(namespace, Job) → the log key of its pod's main container, once it runs."""
         self.lock = threading.Condition()
 
     # --- events and logs ---------------------------------------------------------
@@ -94,6 +97,14 @@ class Cluster:
             self.logs.setdefault((namespace, pod, container), []).append(line)
             self.log_times.setdefault((namespace, pod, container), []).append(time.time())
             self.lock.notify_all()
+
+    def say(self, namespace: str, job: str, line: str) -> None:
+        """A line in the log of the Job's running main container."""
+        with self.lock:
+            key = self.mains.get((namespace, job))
+        if key is None:
+            raise ApiError(404, "NotFound", f"no running container of Job {job}")
+        self.log(*key, line)
 
     def release(self, namespace: str, job: str, exit_code: int) -> None:
         with self.lock:
@@ -336,6 +347,12 @@ class Kubelet:
         # A kubelet serves a running container's log at once (empty at first): open it
         # before the pod says Running, or a follower could be told "waiting to start".
         self.cluster.open_log(self.namespace, self.name, main["name"])
+        with self.cluster.lock:
+            self.cluster.mains[(self.namespace, self.job_name)] = (
+                self.namespace,
+                self.name,
+                main["name"],
+            )
         self._set_status(
             phase="Running",
             startTime=now(),

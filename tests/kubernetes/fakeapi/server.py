@@ -233,6 +233,12 @@ class Handler(BaseHTTPRequestHandler):
             api.cluster.release(parts[1], parts[2], int(query.get("exit", "0")))
         elif parts == ["compact"]:
             api.store.compact()
+        elif parts[:1] == ["say"] and len(parts) == 3:
+            api.cluster.say(parts[1], parts[2], query["line"])
+        elif parts == ["cut-logs"]:
+            with api.cluster.lock:
+                api.log_cut += 1
+                api.cluster.lock.notify_all()
         elif parts == ["cut-watches"]:
             api.cut += 1
             with api.store.lock:

@@ -30,6 +30,9 @@ class FakeApi:
         """Seconds each pod watch event is held back (a watch lagging behind another)."""
         self.cut = 0
         """Bumped to end every open watch (a load balancer dropping connections)."""
+        self.log_cut = 0
+        """Bumped to end every followed log while its container still runs (a kubelet or
+        API server restart)."""
 
     def allowed(self, verb: str, resource: str, subresource: str = "") -> bool:
         key = f"{verb}:{resource}" + (f"/{subresource}" if subresource else "")

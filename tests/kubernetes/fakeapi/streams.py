@@ -92,13 +92,14 @@ def logs(api: FakeApi, out: Responder, ns: str, name: str, query: dict[str, str]
         out.reply(200, text[:limit] if limit else text, "text/plain")
         return
     out.start_stream("text/plain")
+    cut = api.log_cut
     with cluster.lock:
         # tailLines=N starts N lines from the end (0: only what comes from now on).
         sent = max(0, len(cluster.logs[key]) - int(tail)) if tail is not None else 0
         if since := query.get("sinceSeconds"):
             cutoff = time.time() - int(since)
             sent = max(sent, sum(1 for t in cluster.log_times[key] if t < cutoff))
-    while True:
+    while api.log_cut == cut:
         with cluster.lock:
             lines = cluster.logs.get(key, [])[sent:]
         for line in lines:
@@ -113,7 +114,7 @@ def logs(api: FakeApi, out: Responder, ns: str, name: str, query: dict[str, str]
                 if len(cluster.logs.get(key, [])) == sent:
                     break
         with cluster.lock:
-            if len(cluster.logs.get(key, [])) == sent:
+            if len(cluster.logs.get(key, [])) == sent and api.log_cut == cut:
                 cluster.lock.wait(0.2)
     out.end_stream()
 

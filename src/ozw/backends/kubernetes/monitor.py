@@ -4,8 +4,11 @@ Three watchers race inside one task group and the first verdict wins: a watch on
 the Job (by name), a watch on its pods (by execution-hash label), and a safety
 poll every 30 s (a watch can miss what a poll cannot, and an unschedulable pod's
 timeout passes without any event). Meanwhile the task container's log is followed
-and relayed into the task log line by line. On failure, the logs of the pod's
-other containers (up to 1 MiB each) go to the worker log.
+and relayed into the task log line by line; a stream that breaks or ends while the
+container still runs (an API server or kubelet restart) is followed again from just
+before its last line, so no line is lost (the last second's may repeat). On
+failure, the logs of the pod's other containers (up to 1 MiB each) go to the worker
+log.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ SAFETY_POLL: Final = 30.0
 LOG_DRAIN: Final = 5.0
 """How long a finished task's log follower may take to relay its last lines."""
 MAX_LOG_BYTES: Final = 1 << 20
+FOLLOW_AGAIN_FIRST: Final = 0.5
+FOLLOW_AGAIN_MAX: Final = 15.0
+"""Backoff between attempts to follow a broken log stream again."""
+FOLLOW_SETTLE: Final = 5.0
+"""How long a log stream that ended waits for its container's status to say it has
+ended before the stream is followed again (kubelets report a status every few seconds)."""
 
 Json = dict[str, Any]
 Verdict = TaskFailure | None
@@ -52,6 +61,13 @@ def _container_running_or_done(pod: Json, name: str) -> bool:
     for status in pod.get("status", {}).get("containerStatuses") or []:
         state = status.get("state") or {}
         if status.get("name") == name and ("running" in state or "terminated" in state):
+            return True
+    return False
+
+
+def _container_ended(pod: Json, name: str) -> bool:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == name and "terminated" in (status.get("state") or {}):
             return True
     return False
 
@@ -211,19 +227,52 @@ class JobMonitor:
     # -- logs --
 
     async def _follow(self, pod: str) -> None:
-        try:
-            since = None
-            if self.logs_since is not None:
-                since = max(1, math.ceil(time.time() - self.logs_since))
-            stream = self.api.follow_log(pod, TASK_CONTAINER, since=since)
-            async with aclosing(stream) as lines:
-                async for line in lines:
-                    self.log.output("agent", line)
-        except (ApiError, httpx.HTTPError) as exc:
-            self.log.debug("log stream of pod %s ended: %s", pod, problem_text(exc))
-            del self.followed[pod]  # tried again on the pod's next change
-            return
+        since = None
+        if self.logs_since is not None:
+            since = max(1, math.ceil(time.time() - self.logs_since))
+        last_line: float | None = None
+        delay = FOLLOW_AGAIN_FIRST
+        while True:
+            try:
+                stream = self.api.follow_log(pod, TASK_CONTAINER, since=since)
+                async with aclosing(stream) as lines:
+                    async for line in lines:
+                        last_line = time.time()
+                        delay = FOLLOW_AGAIN_FIRST
+                        self.log.output("agent", line)
+            except (ApiError, httpx.HTTPError) as exc:
+                if isinstance(exc, ApiError) and exc.status.code == 404:
+                    break  # the pod is gone: nothing more to follow
+                # Broken off: whatever came after is read again, even if it has ended.
+                self.log.debug("log stream of pod %s: %s", pod, problem_text(exc))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, FOLLOW_AGAIN_MAX)
+            else:
+                if await self._container_settles_ended(pod):
+                    break
+                self.log.debug("log stream of pod %s ended while its container runs", pod)
+            if last_line is not None:
+                # From just before the last line relayed: none is lost, the last
+                # second's may come again.
+                since = max(1, math.ceil(time.time() - last_line))
         self.followed[pod].set()
+
+    async def _container_settles_ended(self, pod: str) -> bool:
+        """After a log stream ended: whether the task container has ended (or its pod is
+        gone). The pod's status may lag its log by seconds, so it is read a few times
+        before the stream is taken for broken."""
+        checks = math.ceil(FOLLOW_SETTLE / FOLLOW_AGAIN_FIRST)
+        for check in range(checks):
+            if check:
+                await anyio.sleep(FOLLOW_AGAIN_FIRST)
+            try:
+                pods = await self.api.list_pods(self.selector)
+            except API_PROBLEMS:
+                continue
+            found = [p for p in pods if p.get("metadata", {}).get("name") == pod]
+            if not found or _container_ended(found[0], TASK_CONTAINER):
+                return True
+        return False
 
     async def _dump_logs(self, pod: Json) -> None:
         name = pod.get("metadata", {}).get("name", "")
