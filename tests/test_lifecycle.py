@@ -69,12 +69,14 @@ def control() -> TaskControl:
     return TaskControl(make_params(), TaskLog("t1"))
 
 
-async def stopped_while_executing(
-    backend: OneBackend, task: TaskControl, stop: Callable[[], Awaitable[None] | None]
+async def run_acting(
+    backend: OneBackend,
+    task: TaskControl,
+    when: trio.Event,
+    act: Callable[[], Awaitable[None] | None],
 ) -> TaskOutcome:
-    """Run ``task`` with its agent blocked in execute, call ``stop()`` (awaited when it
-    is async) there, and return the outcome."""
-    backend.block = True
+    """Run ``task``, call ``act()`` (awaited when it is async) once ``when`` is set, and
+    return the outcome."""
     results: list[TaskOutcome] = []
 
     async def run() -> None:
@@ -82,11 +84,19 @@ async def stopped_while_executing(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
-        await backend.executing.wait()
-        stopping = stop()
-        if stopping is not None:
-            await stopping
+        await when.wait()
+        acting = act()
+        if acting is not None:
+            await acting
     return results[0]
+
+
+async def stopped_while_executing(
+    backend: OneBackend, task: TaskControl, stop: Callable[[], Awaitable[None] | None]
+) -> TaskOutcome:
+    """Run ``task`` with its agent blocked in execute, call ``stop()`` there."""
+    backend.block = True
+    return await run_acting(backend, task, backend.executing, stop)
 
 
 async def test_success_completes_and_tears_down() -> None:
@@ -309,23 +319,6 @@ async def test_a_deadline_turned_into_a_failure_by_the_backend_is_still_a_timeou
 # bounded by the teardown's deadline (one scope per task): the same rules hold there.
 
 
-async def run_until_tearing_down(
-    backend: OneBackend, task: TaskControl, act: Callable[[], None]
-) -> TaskOutcome:
-    """Run ``task`` (its agent completes at once), call ``act()`` once its teardown has
-    started, and return the outcome."""
-    results: list[TaskOutcome] = []
-
-    async def run() -> None:
-        results.append(await run_task(backend, task))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await backend.tearing_down.wait()
-        act()
-    return results[0]
-
-
 async def test_a_completed_tasks_teardown_survives_the_surrounding_scope_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -352,7 +345,9 @@ async def test_a_stop_during_a_completed_tasks_teardown_neither_cuts_nor_changes
     backend = OneBackend()
     backend.teardown_takes = 5
     task = control()
-    outcome = await run_until_tearing_down(backend, task, lambda: task.stop(StopCause.SERVER))
+    outcome = await run_acting(
+        backend, task, backend.tearing_down, lambda: task.stop(StopCause.SERVER)
+    )
     assert backend.log[-1] == "teardown done"
     assert outcome.message == TaskCompleted("t1", "Task completed successfully")
     assert not outcome.teardown_failed
@@ -376,7 +371,7 @@ async def test_a_forced_stop_cancels_a_completed_tasks_hanging_teardown(
     backend = OneBackend()
     backend.teardown_hangs = True
     task = control()
-    outcome = await run_until_tearing_down(backend, task, task.force_stop)
+    outcome = await run_acting(backend, task, backend.tearing_down, task.force_stop)
     assert trio.current_time() < 1
     assert outcome.result == "completed"
     assert outcome.teardown_failed
