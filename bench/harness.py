@@ -80,17 +80,24 @@ class Probe(logging.Handler):
             await event.wait()
         return self.marks[task_id][key]
 
-    # logging.Handler: runs synchronously where the worker logs.
+    # logging.Handler: runs synchronously where the worker logs, always in the one Trio
+    # thread, so without the handler's lock; the probe's cost is not the worker's.
+    def handle(self, record: logging.LogRecord) -> bool:
+        self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
-        task_id = getattr(record, "task_id", None)
+        fields = record.__dict__
+        task_id = fields.get("task_id")
         if task_id is None:
             return
-        stream = getattr(record, "stream", None)
+        stream = fields.get("stream")
         if stream == "agent stdout":
             self.mark(task_id, "agent_first")
             self.mark(task_id, "agent_last", again=True)
             return
-        key = _LOG_MARKS.get(record.getMessage()) if stream is None else None
+        # The marked lines have no arguments: their text is the message itself.
+        key = _LOG_MARKS.get(record.msg) if stream is None and isinstance(record.msg, str) else None
         if key is not None:
             self.mark(task_id, key)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import trio
+import trio.testing
 
 from ozw.config import WorkerConfig
-from ozw.connection import ConnectionSettings
+from ozw.connection import READ_STREAM_GAP, ConnectionSettings, pause_for_others
 from ozw.protocol import (
     REJECT_AT_CAPACITY,
     REJECT_SHUTTING_DOWN,
@@ -18,6 +20,7 @@ from ozw.protocol import (
     TaskRejected,
 )
 from ozw.worker import Worker
+from ozw.wsclient import ClientWebSocket
 from tests.scripted_backend import ScriptedBackend
 from tests.support.worker import (
     API_KEY,
@@ -416,3 +419,87 @@ async def test_a_forced_stop_still_sends_what_is_already_known() -> None:
         assert done == TaskCompleted("stuck", "Task completed successfully")
         assert backend.killed
         assert worker.exit_code == 130
+
+
+async def test_a_stream_of_assignments_is_read_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Frames that arrive while the reader pauses after a read come in the next read.
+    batches: list[int] = []
+    receive = ClientWebSocket.receive
+
+    async def counted(ws: ClientWebSocket) -> list[str | bytes]:
+        frames = await receive(ws)
+        batches.append(len(frames))
+        return frames
+
+    monkeypatch.setattr(ClientWebSocket, "receive", counted)
+    async with running_worker(ScriptedBackend()) as local:
+        with trio.fail_after(20):
+            for i in range(60):
+                await local.server.send(assignment(f"s{i}", "ok"))
+            for i in range(60):
+                await local.server.wait_for(terminal_for(f"s{i}"))
+    assert sum(batches) >= 60
+    # Without the pause, each read brings the one or two frames sent since the last.
+    assert max(batches) >= 5, batches
+
+
+class _ReaderSteps(trio.abc.Instrument):
+    """Counts the scheduler steps of the connection's reader task."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("._read"):
+            self.steps += 1
+
+
+async def test_a_lone_frame_is_read_without_a_pause() -> None:
+    # The pause follows only a read that did not wait: a quiet worker spins nothing.
+    async with running_worker(ScriptedBackend()) as local:
+        with trio.fail_after(10):
+            await local.server.send(assignment("first", "ok"))
+            await local.server.wait_for(terminal_for("first"))
+            # A quiet moment (what the test is about, not a synchronisation): the
+            # reader has been waiting longer than READ_STREAM_GAP when "lone" comes.
+            await trio.sleep(20 * READ_STREAM_GAP)
+            reader = _ReaderSteps()
+            trio.lowlevel.add_instrument(reader)
+            try:
+                await local.server.send(assignment("lone", "ok"))
+                await local.server.wait_for(terminal_for("lone"))
+                await trio.testing.wait_all_tasks_blocked()
+            finally:
+                trio.lowlevel.remove_instrument(reader)
+    # Woken once for the frame (and perhaps its pong); a pause would be 24 more.
+    assert 1 <= reader.steps <= 4, reader.steps
+
+
+async def test_the_pause_lets_others_run_its_passes_and_is_bounded_in_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    runs = 0
+
+    async def other(step: float) -> None:
+        nonlocal runs
+        while True:
+            runs += 1
+            mock_clock.jump(step)
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other, 0.0)
+        await trio.lowlevel.checkpoint()
+        before = runs
+        await pause_for_others(24, 1.0)
+        assert 23 <= runs - before <= 25
+        nursery.cancel_scope.cancel()
+    runs = 0
+    async with trio.open_nursery() as nursery:
+        # Each pass takes a millisecond: a 5 ms limit ends the pause after about five.
+        nursery.start_soon(other, 0.001)
+        await trio.lowlevel.checkpoint()
+        before = runs
+        await pause_for_others(24, 0.005)
+        assert 4 <= runs - before <= 6
+        nursery.cancel_scope.cancel()

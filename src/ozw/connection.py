@@ -41,6 +41,21 @@ REMOTE_CLOSE: Final = "remote_close"
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Assignments carry whole task definitions; 1 MiB (the library default) is too tight."""
 
+READ_STREAM_GAP: Final = 0.0005
+"""A read that waited less than this (seconds) for its frames means they are coming in
+a stream (a burst of assignments): the reader then pauses before reading again."""
+
+READ_PAUSE_PASSES: Final = 24
+"""Scheduler passes the reader leaves to the rest of the worker after handling what one
+read of a stream brought, before it reads again. The next read then brings dozens of
+frames, decoded, claimed and answered as one batch (one read, one write, far fewer task
+switches): a burst of 5,000 instant tasks runs a third faster."""
+
+READ_PAUSE_LIMIT: Final = 0.005
+"""The most the pause may last, in seconds: under heavy load (long scheduler passes) a
+frame that arrived meanwhile (a cancellation, a pong) waits at most this long, plus
+one pass."""
+
 
 @attrs.frozen
 class ConnectionSettings:
@@ -246,7 +261,9 @@ class Connection:
     async def _read(self, ws: ClientWebSocket, heard: Callable[[], None]) -> None:
         while True:
             # Every frame one read brought: under load dozens, handled without a switch.
+            began = trio.current_time()
             frames = await ws.receive()
+            streaming = trio.current_time() - began < READ_STREAM_GAP
             heard()
             frame_lines = log.isEnabledFor(logging.DEBUG)
             for frame in frames:
@@ -258,6 +275,8 @@ class Connection:
                 if frame_lines:
                     _log_frame("in", message)
                 self.on_message(message)
+            if streaming:
+                await pause_for_others(READ_PAUSE_PASSES, READ_PAUSE_LIMIT)
 
     async def _write(self, ws: ClientWebSocket, written: WriteProgress) -> None:
         cursor = written.seq + 1
@@ -294,6 +313,17 @@ class Connection:
             await trio.sleep(self.settings.ping_interval)
             await ws.ping()
             heard()
+
+
+async def pause_for_others(passes: int, limit: float) -> None:
+    """Let every other runnable task run, up to ``passes`` times and for at most
+    ``limit`` seconds: the work a read started goes first, and what arrives meanwhile
+    is read together."""
+    until = trio.current_time() + limit
+    for _ in range(passes):
+        await trio.lowlevel.checkpoint()
+        if trio.current_time() >= until:
+            return
 
 
 class _SilenceWatchdog:
