@@ -471,8 +471,9 @@ async def test_a_lone_frame_is_read_without_a_pause() -> None:
                 await trio.testing.wait_all_tasks_blocked()
             finally:
                 trio.lowlevel.remove_instrument(reader)
-    # Woken once for the frame (and perhaps its pong); a pause would be 24 more.
-    assert 1 <= reader.steps <= 4, reader.steps
+    # Woken for the frame and for the pongs of the pings that confirm the answers (a
+    # heartbeat's too, perhaps): a handful. A pause would be 24 more.
+    assert 1 <= reader.steps < 12, reader.steps
 
 
 async def test_the_pause_lets_others_run_its_passes_and_is_bounded_in_time(
