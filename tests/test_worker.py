@@ -452,15 +452,15 @@ def test_the_reader_pauses_after_several_frames_or_every_eighth_read() -> None:
 async def test_the_pause_lets_others_run_until_its_passes_its_time_or_two_quiet_passes(
     mock_clock: trio.testing.MockClock,
 ) -> None:
-    async def count_passes(steps: list[float], limit: float) -> int:
-        """Passes another task ran during one pause, each taking the next of ``steps``
-        (round and round) on the mock clock."""
+    async def count_passes(step: float, limit: float) -> int:
+        """Passes another task ran during one pause, each taking ``step`` seconds on the
+        mock clock."""
         runs = 0
 
         async def other() -> None:
             nonlocal runs
             while True:
-                mock_clock.jump(steps[runs % len(steps)])
+                mock_clock.jump(step)
                 runs += 1
                 await trio.lowlevel.checkpoint()
 
@@ -472,11 +472,10 @@ async def test_the_pause_lets_others_run_until_its_passes_its_time_or_two_quiet_
             nursery.cancel_scope.cancel()
         return runs - before
 
-    busy, quiet = 2 * IDLE_PASS, 0.0
     # Trio may run the other task before or after the pause within a pass, so one
     # interval between the pause's wake-ups can hold no step of it: never two in a row.
-    assert 23 <= await count_passes([busy], 1.0) <= 25
+    assert 23 <= await count_passes(2 * IDLE_PASS, 1.0) <= 25
     # A millisecond a pass: a 5 ms limit ends the pause after about five.
-    assert 4 <= await count_passes([0.001], 0.005) <= 8
+    assert 4 <= await count_passes(0.001, 0.005) <= 8
     # Nothing else to run: two quiet passes end it.
-    assert await count_passes([quiet], 1.0) <= 3
+    assert await count_passes(0.0, 1.0) <= 3
