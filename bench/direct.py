@@ -36,9 +36,9 @@ from bench.harness import Session, run_one, run_trio, task_phases, with_worker
 from bench.stats import Row, median
 from ozw.backends.direct import DirectBackend, DirectTaskRun
 from ozw.config import DirectConfig
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
-from ozw.protocol import Task, TaskAssignment
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import Task, TaskAssignment
 
 STANDIN = Path(__file__).resolve().parents[1] / "examples" / "agent" / "oz"
 

@@ -33,9 +33,9 @@ from bench.stats import Row, median
 from ozw.backends.base import TaskRun
 from ozw.backends.docker import DockerBackend, DockerTaskRun
 from ozw.config import DockerConfig
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
-from ozw.protocol import Task, TaskAssignment
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import Task, TaskAssignment
 
 WORKDIR = "/workspace"
 ENTRYPOINT = "/agent/entrypoint.sh"

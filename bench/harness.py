@@ -36,11 +36,11 @@ import trio
 from bench.stats import median, phase_medians
 from ozw.backends.base import Backend
 from ozw.config import BackendConfig, WorkerConfig
-from ozw.devserver import DispatchServer, Received
-from ozw.lifecycle import TaskOutcome
-from ozw.local import open_local_worker
-from ozw.params import TaskParams
-from ozw.protocol import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed
+from ozw.dev.local import open_local_worker
+from ozw.dev.server import DispatchServer, Received
+from ozw.tasks.lifecycle import TaskOutcome
+from ozw.tasks.params import TaskParams
+from ozw.wire.codec import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed
 from ozw.worker import Worker
 
 T = TypeVar("T")

@@ -39,7 +39,7 @@ from bench.harness import Session, run_trio, with_worker
 from bench.stats import Row, p99
 from ozw.backends.direct import DirectBackend
 from ozw.config import DirectConfig
-from ozw.protocol import Task, TaskAssignment, TaskCancellation
+from ozw.wire.codec import Task, TaskAssignment, TaskCancellation
 
 SLEEPER = "#!/bin/sh\necho sleeping\nexec sleep 100000\n"
 """The stand-in agent: one line (the agent is running), then nothing until killed."""

@@ -1,9 +1,9 @@
 """Protocol (de)serialisation against the bare ``json`` module on the same text.
 
-- decode: :func:`ozw.protocol.decode_server_message` of a full, realistic
+- decode: :func:`ozw.wire.codec.decode_server_message` of a full, realistic
   ``task_assignment`` frame (every field the protocol defines, an agent config
   snapshot with MCP servers, a dozen env vars) vs ``json.loads`` of the same text;
-- encode: :func:`ozw.protocol.encode_message` of a ``task_completed`` vs
+- encode: :func:`ozw.wire.codec.encode_message` of a ``task_completed`` vs
   ``json.dumps`` (same separators) of the object it encodes to.
 
 Each sample is the mean CPU time (``time.process_time``: other processes on a busy
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.stats import Row
-from ozw.protocol import TaskAssignment, TaskCompleted, decode_server_message, encode_message
+from ozw.wire.codec import TaskAssignment, TaskCompleted, decode_server_message, encode_message
 
 BATCH_SECONDS = 0.005
 

@@ -24,9 +24,9 @@ import trio_websocket as tws
 from bench.harness import Session, run_trio, with_worker
 from bench.stats import Row
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
-from ozw.protocol import Task, TaskAssignment, TaskCompleted, encode_message
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import Task, TaskAssignment, TaskCompleted, encode_message
 
 
 class GatedRun(TaskRun):

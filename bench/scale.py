@@ -41,12 +41,12 @@ from bench.harness import STOP_WAIT, Session, run_one, run_trio, with_worker
 from bench.profile import profiled
 from bench.stats import Row, median
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.connection import MAX_MESSAGE_SIZE
-from ozw.dial import open_websocket
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
-from ozw.protocol import Task, TaskAssignment, TaskClaimed, TaskCompleted, encode_message
-from ozw.wsclient import ClientWebSocket
+from ozw.link.connection import MAX_MESSAGE_SIZE
+from ozw.link.dial import open_websocket
+from ozw.link.websocket import ClientWebSocket
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import Task, TaskAssignment, TaskClaimed, TaskCompleted, encode_message
 
 
 class InstantRun(TaskRun):

@@ -13,9 +13,9 @@ import collections
 import trio
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 
 
 class ScriptedRun(TaskRun):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from ozw.check import dispatch_command_check
-from ozw.connection import Connection
-from ozw.devserver import DispatchServer
-from ozw.outbox import Outbox
+from ozw.cli.check import dispatch_command_check
+from ozw.dev.server import DispatchServer
+from ozw.link.connection import Connection
+from ozw.link.outbox import Outbox
 from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, fast_settings, start_server, start_stoppable_server
 from tests.tinyproxy import running_tinyproxy

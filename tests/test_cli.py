@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import trio
 
-from ozw import cli
+from ozw.cli import main as cli
+from ozw.cli.exit_status import TRACEBACK_ENV, outcome_of
 from ozw.config import (
     BACKEND_NAMES,
     CliOverrides,
@@ -23,7 +24,6 @@ from ozw.config import (
     load_config,
     overrides_from_args,
 )
-from ozw.exit_status import TRACEBACK_ENV, outcome_of
 from tests.ozw_command import OZW, one_error_line, run_ozw
 from tests.ozw_process import REPO
 
@@ -245,7 +245,7 @@ def test_config_init_to_stdout(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 def test_dev_server_passes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ozw import dev_command
+    from ozw.dev import command as dev_command
 
     calls: list[dict[str, Any]] = []
 

@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.command import (
+from ozw.backends.command.backend import (
     GO_ZERO_TIME,
     STDERR_TAIL_LINES,
     CommandBackend,
@@ -40,11 +40,11 @@ from ozw.backends.command import (
 )
 from ozw.backends.execution import ScriptResult, configured_environment, group_alive
 from ozw.config import CommandConfig, EnvEntry
-from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
-from ozw.lifecycle import TaskOutcome
-from ozw.logs import TaskLog
-from ozw.params import ParamSettings, TaskParams, build_task_params
-from ozw.protocol import (
+from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.tasks.lifecycle import TaskOutcome
+from ozw.tasks.params import ParamSettings, TaskParams, build_task_params
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import (
     SidecarSpec,
     Task,
     TaskAssignment,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from ozw.protocol import TaskClaimed, TaskCompleted, TaskRejected
+from ozw.wire.codec import TaskClaimed, TaskCompleted, TaskRejected
 from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 

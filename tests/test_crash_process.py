@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ozw.protocol import TaskClaimed, TaskCompleted
+from ozw.wire.codec import TaskClaimed, TaskCompleted
 from tests.support.procs import alive, processes_carrying, wait_until_gone
 from tests.support.worker import assignment, start_server, terminal_for
 from tests.support.worker_process import direct_backend, start_ozw, write_worker_config

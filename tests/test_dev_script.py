@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ozw.dev_script import ScriptError, Step, parse_line, parse_script
+from ozw.dev.script import ScriptError, Step, parse_line, parse_script
 
 
 def frame_of(line: str) -> tuple[dict[str, object], float]:

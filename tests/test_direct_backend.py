@@ -23,9 +23,9 @@ import pytest
 from ozw.backends.base import ExecuteResult
 from ozw.backends.direct import ENV_FILE_NAME, ROOT_MARKER, DirectBackend
 from ozw.config import DirectConfig, EnvEntry
-from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 from tests.event_loops import on_both_loops
 from tests.log_lines import Lines
 from tests.support.params import make_params as task_params

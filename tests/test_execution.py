@@ -25,8 +25,8 @@ from ozw.backends.execution import (
     require_valid_environment,
     run_script,
 )
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.telemetry.logs import TaskLog
 from tests.event_loops import on_both_loops
 
 # ------------------------------------------------------------------ environment

@@ -16,7 +16,7 @@ import trio
 
 from ozw.backends.direct import DirectBackend
 from ozw.config import DirectConfig
-from ozw.protocol import (
+from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     Task,
     TaskAssignment,

@@ -8,11 +8,11 @@ import trio
 import trio.testing
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure
-from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, run_task
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
-from ozw.protocol import TaskCompleted, TaskFailed
+from ozw.tasks.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure
+from ozw.tasks.lifecycle import StopCause, TaskControl, TaskOutcome, run_task
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import TaskCompleted, TaskFailed
 from tests.support.params import make_params
 
 

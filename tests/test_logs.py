@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from ozw.logs import TaskLog, configure_logging, escape_controls
-from ozw.protocol import TaskFailed
+from ozw.telemetry.logs import TaskLog, configure_logging, escape_controls
+from ozw.wire.codec import TaskFailed
 from tests.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 from tests.support.worker_process import worker_env

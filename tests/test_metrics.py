@@ -7,8 +7,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from ozw.config import parse_address
-from ozw.failures import FailureReason
-from ozw.protocol import TaskCancellation, TaskRejected
+from ozw.tasks.failures import FailureReason
+from ozw.wire.codec import TaskCancellation, TaskRejected
 from tests.scripted_backend import ScriptedBackend
 from tests.support.worker import (
     assignment,
@@ -150,7 +150,7 @@ async def test_a_client_resetting_mid_request_does_not_hurt_the_worker() -> None
 
 async def test_a_busy_metrics_port_stops_the_worker_with_one_clear_line() -> None:
     from ozw.config import WorkerConfig
-    from ozw.failures import StartupError
+    from ozw.tasks.failures import StartupError
     from ozw.worker import Worker
 
     listener = trio.socket.socket()

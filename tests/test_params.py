@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ozw.params import (
+from ozw.tasks.params import (
     DEFAULT_IMAGE,
     DEFAULT_SERVER_ROOT_URL,
     ParamSettings,
@@ -29,7 +29,7 @@ from ozw.params import (
     task_environment,
     task_sidecars,
 )
-from ozw.protocol import (
+from ozw.wire.codec import (
     AgentConfigSnapshot,
     Harness,
     InstanceShape,

@@ -17,7 +17,7 @@ import pytest
 
 from ozw.backends.execution.machine_limits import start_refused
 from ozw.backends.execution.processes import MAX_LINE, ProcessRunner
-from ozw.logs import TaskLog
+from ozw.telemetry.logs import TaskLog
 from tests.event_loops import on_both_loops
 from tests.log_lines import Lines
 
@@ -148,7 +148,7 @@ async def test_input_a_detached_grandchild_never_reads_does_not_hold_up_the_resu
 START_UNDER_A_LOW_FD_LIMIT = """
 import os, resource, anyio
 from ozw.backends.execution.processes import ProcessRunner
-from ozw.logs import TaskLog
+from ozw.telemetry.logs import TaskLog
 
 async def main():
     in_use = len(os.listdir("/proc/self/fd"))

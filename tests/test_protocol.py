@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ozw import protocol
-from ozw.fast_structure import GiveUp
-from ozw.protocol import (
+from ozw.wire import codec as protocol
+from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     TASK_STATE_CANCELLED,
     AgentConfigSnapshot,
@@ -43,6 +42,7 @@ from ozw.protocol import (
     unstructure,
     unstructure_task,
 )
+from ozw.wire.fast_structure import GiveUp
 
 FULL_TASK: dict[str, Any] = {
     "id": "run-123",
@@ -718,7 +718,7 @@ def test_arbitrary_worker_frames_never_raise_anything_else(kind: str, data: Any)
     check_worker_decode(frame(kind, data))
 
 
-# --- the fast path (ozw.fast_structure) against the strict converter ------------------
+# --- the fast path (ozw.wire.fast_structure) against the strict converter ------------------
 
 
 def agree(data: Any, cls: type[Any]) -> bool:

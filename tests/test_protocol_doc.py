@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from ozw.failures import FailureReason
-from ozw.messages import SERVER_MESSAGE_TYPES, WORKER_MESSAGE_TYPES
-from ozw.metrics import WorkerMetrics
+from ozw.tasks.failures import FailureReason
+from ozw.telemetry.metrics import WorkerMetrics
+from ozw.wire.messages import SERVER_MESSAGE_TYPES, WORKER_MESSAGE_TYPES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 

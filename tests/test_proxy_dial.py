@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from ozw.connection import Connection
-from ozw.outbox import Outbox
-from ozw.protocol import TaskClaimed, TaskCompleted
-from ozw.proxy import Proxy, choose_proxy, parse_proxy_url
+from ozw.link.connection import Connection
+from ozw.link.outbox import Outbox
+from ozw.link.proxy import Proxy, choose_proxy, parse_proxy_url
+from ozw.wire.codec import TaskClaimed, TaskCompleted
 from tests.scripted_backend import ScriptedBackend
 from tests.support.worker import assignment, fast_settings, start_worker, terminal_for
 from tests.tinyproxy import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ozw.proxy import Proxy, ProxySettingError, choose_proxy, parse_proxy_url, uses_proxy
+from ozw.link.proxy import Proxy, ProxySettingError, choose_proxy, parse_proxy_url, uses_proxy
 
 # (host, port, NO_PROXY, proxied?)
 NO_PROXY_TABLE = [

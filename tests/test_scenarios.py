@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from ozw.protocol import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed, WorkerMessage
+from ozw.wire.codec import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed, WorkerMessage
 from tests.support.procs import processes_carrying, wait_until_gone
 from tests.support.worker import (
     assignment,

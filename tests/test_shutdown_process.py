@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from ozw.devserver import DispatchServer
-from ozw.protocol import (
+from ozw.dev.server import DispatchServer
+from ozw.wire.codec import (
     REJECT_SHUTTING_DOWN,
     TaskAssignment,
     TaskClaimed,

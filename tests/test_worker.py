@@ -9,8 +9,9 @@ import trio
 import trio.testing
 
 from ozw.config import WorkerConfig
-from ozw.connection import IDLE_PASS, ConnectionSettings, pause_for_others, pauses_after
-from ozw.protocol import (
+from ozw.link.connection import IDLE_PASS, ConnectionSettings, pause_for_others, pauses_after
+from ozw.link.websocket import ClientWebSocket
+from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     REJECT_SHUTTING_DOWN,
     TaskCancellation,
@@ -20,7 +21,6 @@ from ozw.protocol import (
     TaskRejected,
 )
 from ozw.worker import Worker
-from ozw.wsclient import ClientWebSocket
 from tests.scripted_backend import ScriptedBackend
 from tests.support.worker import (
     API_KEY,

@@ -12,7 +12,7 @@ import trio_websocket as tws
 import wsproto
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
 
-from ozw.wsclient import ClientWebSocket, ConnectionClosed, ConnectionRejected, handshake
+from ozw.link.websocket import ClientWebSocket, ConnectionClosed, ConnectionRejected, handshake
 
 Handler = Callable[[tws.WebSocketRequest], Awaitable[None]]
 

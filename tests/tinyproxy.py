@@ -21,7 +21,7 @@ import attrs
 import trio
 import trustme
 
-from ozw.devserver import DispatchServer
+from ozw.dev.server import DispatchServer
 from tests.support.worker import API_KEY
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"

@@ -2,7 +2,7 @@
 
 import sys
 
-from ozw.cli import main
+from ozw.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,16 +23,16 @@ import trio
 
 from ozw.backends.base import Backend
 from ozw.config import WorkerConfig
-from ozw.connection import Connection, ConnectionSettings
-from ozw.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
-from ozw.failures import BackendUnavailable, StartupError
-from ozw.logs import WORKER_ID, lean_records
-from ozw.metrics import WorkerMetrics, bind_http, serve_http
-from ozw.outbox import Outbox
-from ozw.params import ParamSettings
-from ozw.protocol import prepare as prepare_protocol
-from ozw.proxy import choose_proxy
-from ozw.supervisor import Supervisor, SupervisorSettings
+from ozw.link.connection import Connection, ConnectionSettings
+from ozw.link.outbox import Outbox
+from ozw.link.proxy import choose_proxy
+from ozw.tasks.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
+from ozw.tasks.failures import BackendUnavailable, StartupError
+from ozw.tasks.params import ParamSettings
+from ozw.tasks.supervisor import Supervisor, SupervisorSettings
+from ozw.telemetry.logs import WORKER_ID, lean_records
+from ozw.telemetry.metrics import WorkerMetrics, bind_http, serve_http
+from ozw.wire.codec import prepare as prepare_protocol
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from ozw.backends.docker import SUPPORTED_PLATFORMS, DockerBackend, DockerTaskRu
 from ozw.backends.docker.container import LABEL_EXECUTION, LABEL_ROLE, LABEL_TASK, LABEL_WORKER
 from ozw.backends.docker.references import private_volume_name, volume_name
 from ozw.config import DockerConfig, EnvEntry, PullPolicy
-from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
-from ozw.logs import TaskLog
-from ozw.params import Sidecar, TaskParams
-from ozw.protocol import InstanceShape
+from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.tasks.params import Sidecar, TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import InstanceShape
 from tests.docker.conftest import (
     REGISTRY_PASSWORD,
     REGISTRY_USER,
@@ -261,8 +261,8 @@ async def test_leftovers_of_a_killed_worker_are_reaped_on_the_next_start(
         import json, os, sys, trio
         from ozw.backends.docker import DockerBackend
         from ozw.config import DockerConfig
-        from ozw.logs import TaskLog
-        from ozw.params import Sidecar, TaskParams
+        from ozw.telemetry.logs import TaskLog
+        from ozw.tasks.params import Sidecar, TaskParams
 
         spec = json.loads(sys.argv[1])
         backend = DockerBackend(DockerConfig(pull_policy="never"), worker_id=spec["worker"])

@@ -21,8 +21,8 @@ import pytest
 from ozw.backends.base import ExecuteResult
 from ozw.backends.docker import DockerBackend
 from ozw.backends.docker.container import LABEL_WORKER
-from ozw.failures import FailureReason, TaskFailure
-from ozw.params import Sidecar
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.tasks.params import Sidecar
 from tests.docker.conftest import (
     Engine,
     Images,

@@ -36,8 +36,8 @@ from ozw.backends.docker.references import (
     volume_name,
 )
 from ozw.backends.docker.volumes import FILLED_MARKER, marker_tar
-from ozw.failures import FailureReason
-from ozw.protocol import InstanceShape
+from ozw.tasks.failures import FailureReason
+from ozw.wire.codec import InstanceShape
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ozw.backends.base import ExecuteResult
 from ozw.backends.docker.container import LABEL_TASK
-from ozw.lifecycle import TaskControl, TaskOutcome, TaskResult
-from ozw.lifecycle import run_task as run_in_lifecycle
-from ozw.logs import TaskLog
+from ozw.tasks.lifecycle import TaskControl, TaskOutcome, TaskResult
+from ozw.tasks.lifecycle import run_task as run_in_lifecycle
+from ozw.telemetry.logs import TaskLog
 from tests.docker.conftest import Engine, Images
 from tests.docker.test_docker_backend import (
     CapturedLog,

@@ -14,8 +14,8 @@ from ozw.backends.kubernetes.manifests import (
 )
 from ozw.backends.kubernetes.names import job_name
 from ozw.config import EnvEntry, KubernetesConfig
-from ozw.params import Sidecar
-from ozw.protocol import InstanceShape
+from ozw.tasks.params import Sidecar
+from ozw.wire.codec import InstanceShape
 
 TASK_ID = "019f5de4-bfd1-762e-92ed-199c971abcba"
 EXECUTION_ID = "019f5df0-aaaa-bbbb-cccc-abcdef012345"

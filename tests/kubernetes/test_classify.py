@@ -15,7 +15,7 @@ from ozw.backends.kubernetes.classify import (
     needs_events,
     preflight_failure,
 )
-from ozw.failures import FailureReason
+from ozw.tasks.failures import FailureReason
 
 CREATED = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 LATER = CREATED + dt.timedelta(seconds=45)

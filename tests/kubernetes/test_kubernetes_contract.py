@@ -21,9 +21,9 @@ from ozw.backends.base import ExecuteResult
 from ozw.backends.kubernetes.backend import KubernetesBackend
 from ozw.backends.kubernetes.names import job_name
 from ozw.config import KubernetesConfig
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
-from ozw.params import Sidecar, TaskParams
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.tasks.params import Sidecar, TaskParams
+from ozw.telemetry.logs import TaskLog
 from tests.event_loops import on_both_loops
 from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster, write_kubeconfig
 

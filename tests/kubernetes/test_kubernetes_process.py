@@ -20,8 +20,8 @@ import pytest
 import trio
 
 from ozw.backends.kubernetes.names import ANNOTATION_REPORTED, job_name
-from ozw.devserver import DispatchServer
-from ozw.protocol import (
+from ozw.dev.server import DispatchServer
+from ozw.wire.codec import (
     TASK_STATE_CANCELLED,
     TaskAssignment,
     TaskCancellation,

@@ -20,7 +20,7 @@ from ozw.backends.kubernetes.manifests import (
     task_secret,
 )
 from ozw.backends.kubernetes.names import ANNOTATION_TASK_ID, LABEL_EXECUTION_HASH, label_hash
-from ozw.params import Sidecar
+from ozw.tasks.params import Sidecar
 from tests.kubernetes.manifest_cases import (
     EXECUTION_ID,
     SECRET_VALUES,
@@ -206,7 +206,7 @@ def test_setup_is_an_init_container_and_teardown_a_prestop_hook() -> None:
 
 
 def test_fractional_shape() -> None:
-    from ozw.protocol import InstanceShape
+    from ozw.wire.codec import InstanceShape
 
     task = _containers(task_job(spec(instance_shape=InstanceShape(0.5, 1.5)), config()))["task"]
     assert task["resources"]["limits"] == {"cpu": "500m", "memory": "1536Mi"}

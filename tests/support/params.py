@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ozw.params import TaskParams
+from ozw.tasks.params import TaskParams
 
 
 def make_params(
@@ -18,7 +18,7 @@ def make_params(
     **fields: Any,
 ) -> TaskParams:
     """Parameters of a task ``task_id`` (its own run); ``env`` adds to ``TASK_ID``;
-    ``fields`` set any other :class:`~ozw.params.TaskParams` field."""
+    ``fields`` set any other :class:`~ozw.tasks.params.TaskParams` field."""
     values: dict[str, Any] = {
         "task_id": task_id,
         "run_id": task_id,

@@ -11,10 +11,10 @@ import trio
 
 from ozw.backends.base import Backend
 from ozw.config import WorkerConfig
-from ozw.connection import ConnectionSettings
-from ozw.devserver import DispatchServer
-from ozw.local import LocalWorker, open_local_worker
-from ozw.protocol import Task, TaskAssignment, TaskCompleted, TaskFailed, WorkerMessage
+from ozw.dev.local import LocalWorker, open_local_worker
+from ozw.dev.server import DispatchServer
+from ozw.link.connection import ConnectionSettings
+from ozw.wire.codec import Task, TaskAssignment, TaskCompleted, TaskFailed, WorkerMessage
 from ozw.worker import Worker
 
 API_KEY: Final = "test-key-0123456789"

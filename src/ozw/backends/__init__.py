@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ozw.failures import BackendUnavailable
+from ozw.tasks.failures import BackendUnavailable
 
 if TYPE_CHECKING:
     from ozw.backends.base import Backend
@@ -21,7 +21,7 @@ def create_backend(config: WorkerConfig) -> Backend:
 
             return DirectBackend(config.backend, cleanup=config.cleanup)
         case CommandConfig():
-            from ozw.backends.command import CommandBackend
+            from ozw.backends.command.backend import CommandBackend
 
             return CommandBackend(config.backend, worker_id=config.worker_id)
         case DockerConfig():

@@ -2,8 +2,8 @@
 
 A backend is anyio-compatible: plain ``async`` methods, no Trio-only calls, so it
 runs under Trio (and could under asyncio). It never sees the connection or the wire
-types: it gets :class:`~ozw.params.TaskParams` and either returns an
-:class:`ExecuteResult` or raises :class:`~ozw.failures.TaskFailure`.
+types: it gets :class:`~ozw.tasks.params.TaskParams` and either returns an
+:class:`ExecuteResult` or raises :class:`~ozw.tasks.failures.TaskFailure`.
 
 The lifecycle drives one :class:`TaskRun` per task::
 
@@ -37,9 +37,9 @@ from typing import ClassVar, Self
 import anyio
 
 from ozw.backends.execution import ProcessRunner
-from ozw.deadlines import BACKEND_CLOSE_TIMEOUT
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.deadlines import BACKEND_CLOSE_TIMEOUT
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 
 
 class ExecuteResult(enum.Enum):

@@ -43,10 +43,10 @@ from ozw.backends.execution import (
     stop_leftovers,
 )
 from ozw.config import DirectConfig
-from ozw.deadlines import WORKSPACE_REMOVAL_MARGIN
-from ozw.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.deadlines import WORKSPACE_REMOVAL_MARGIN
+from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure, describe_exit
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 
 logger = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ from ozw.backends.docker.task import DockerTaskRun, Toolkit
 from ozw.backends.docker.volumes import SidecarVolumes
 from ozw.backends.execution import inherited_environment
 from ozw.config import DockerConfig
-from ozw.failures import BackendUnavailable
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.failures import BackendUnavailable
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 
 logger = logging.getLogger(__name__)
 

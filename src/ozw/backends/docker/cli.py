@@ -27,8 +27,8 @@ import attrs
 
 from ozw.backends.docker.container import docker_error
 from ozw.backends.execution import ProcessRunner, bounded, cleanup_bound
-from ozw.failures import FailureReason
-from ozw.logs import log_command
+from ozw.tasks.failures import FailureReason
+from ozw.telemetry.logs import log_command
 
 logger = logging.getLogger(__name__)
 

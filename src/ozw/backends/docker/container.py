@@ -42,8 +42,8 @@ import attrs
 from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
 from ozw.backends.execution import environment_problem as process_environment_problem
-from ozw.failures import FailureReason, TaskFailure, describe_exit
-from ozw.protocol import InstanceShape
+from ozw.tasks.failures import FailureReason, TaskFailure, describe_exit
+from ozw.wire.codec import InstanceShape
 
 LABEL_WORKER: Final = "ozw.worker_id"
 LABEL_TASK: Final = "ozw.task_id"

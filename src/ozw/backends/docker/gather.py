@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import anyio
 
-from ozw.failures import TaskFailure
+from ozw.tasks.failures import TaskFailure
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from ozw.backends.docker.cli import CallResult, DockerCLI
 from ozw.backends.docker.inspect import JSON_FORMAT, Daemon, LocalImage, parse_daemon, parse_image
 from ozw.config import PullPolicy
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.telemetry.logs import TaskLog
 
 
 async def ask_daemon(cli: DockerCLI) -> Daemon | CallResult:

@@ -22,7 +22,7 @@ import anyio
 from ozw.backends.docker.cli import DockerCLI
 from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.execution.spawn import spawn
-from ozw.logs import log_command
+from ozw.telemetry.logs import log_command
 
 logger = logging.getLogger(__name__)
 

@@ -64,9 +64,9 @@ from ozw.backends.docker.references import (
 from ozw.backends.docker.volumes import SidecarVolumes
 from ozw.backends.execution import configured_environment, layered_environment
 from ozw.config import DockerConfig
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
-from ozw.params import Sidecar, TaskParams
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.tasks.params import Sidecar, TaskParams
+from ozw.telemetry.logs import TaskLog
 
 
 @attrs.frozen

@@ -44,8 +44,8 @@ from ozw.backends.docker.container import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER,
 from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
 from ozw.backends.docker.inspect import LocalImage
 from ozw.backends.docker.references import volume_name
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.telemetry.logs import TaskLog
 
 FILL_MOUNT: Final = "/ozw-fill"
 """Where a fill container mounts the sidecar volume (a path no image is expected to have)."""

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from ozw.config import resolve_environment as configured_environment
-from ozw.failures import FailureReason, TaskFailure
+from ozw.tasks.failures import FailureReason, TaskFailure
 
 __all__ = [
     "WORKER_ONLY_VARIABLES",

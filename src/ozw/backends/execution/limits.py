@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import anyio
 
 from ozw.config import format_duration
-from ozw.failures import FailureReason, TaskFailure
+from ozw.tasks.failures import FailureReason, TaskFailure
 
 
 @contextlib.contextmanager

@@ -21,8 +21,8 @@ from ozw.backends.execution.ledger import ProcessLedger
 from ozw.backends.execution.machine_limits import start_refused
 from ozw.backends.execution.procfs import all_stats
 from ozw.backends.execution.spawn import ChildProcess, spawn
-from ozw.failures import normalise_exit_code
-from ozw.logs import TaskLog, log_command
+from ozw.tasks.failures import normalise_exit_code
+from ozw.telemetry.logs import TaskLog, log_command
 
 MAX_LINE = 16 * 1024
 """Longer output lines are split: a chatty agent must not grow our memory."""

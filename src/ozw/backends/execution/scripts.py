@@ -19,8 +19,8 @@ import attrs
 
 from ozw.backends.execution.processes import ProcessRunner
 from ozw.config import format_duration
-from ozw.failures import FailureReason, TaskFailure, describe_exit
-from ozw.logs import TaskLog
+from ozw.tasks.failures import FailureReason, TaskFailure, describe_exit
+from ozw.telemetry.logs import TaskLog
 
 SHELL: Final = "/bin/sh"
 

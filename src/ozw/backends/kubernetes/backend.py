@@ -58,9 +58,9 @@ from ozw.backends.kubernetes.names import (
 )
 from ozw.backends.kubernetes.preflight import access_problems, run_preflight
 from ozw.config import KubernetesConfig
-from ozw.failures import BackendUnavailable, FailureReason, TaskFailure
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class KubernetesBackend(Backend):
 
     def _sample_job(self) -> dict[str, Any]:
         """A representative task Job: the template, a sidecar, setup, the real shapes."""
-        from ozw.params import Sidecar
+        from ozw.tasks.params import Sidecar
 
         spec = TaskJobSpec(
             worker_id=self.worker_id,

@@ -2,7 +2,7 @@
 
 Pure: the backend passes a pod (and, for a pending or failed pod, its events) as the
 API server returned them, plus the current time; these functions return a
-:class:`~ozw.failures.TaskFailure` or None (nothing wrong yet). The checks run in
+:class:`~ozw.tasks.failures.TaskFailure` or None (nothing wrong yet). The checks run in
 the table's order, the first that matches wins.
 """
 
@@ -13,7 +13,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ozw.failures import FailureReason, TaskFailure
+from ozw.tasks.failures import FailureReason, TaskFailure
 
 IMMEDIATE_WAITING: Final = frozenset(
     {

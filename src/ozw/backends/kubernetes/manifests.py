@@ -29,8 +29,8 @@ from ozw.backends.kubernetes.pod_template import (
 )
 from ozw.config import KubernetesConfig
 from ozw.config.kubernetes import DEFAULT_TTL_SECONDS
-from ozw.params import AGENT_SIDECAR_MOUNT, Sidecar
-from ozw.protocol import InstanceShape
+from ozw.tasks.params import AGENT_SIDECAR_MOUNT, Sidecar
+from ozw.wire.codec import InstanceShape
 
 WORKSPACE: Final = "/workspace"
 WORKSPACE_VOLUME: Final = "workspace"

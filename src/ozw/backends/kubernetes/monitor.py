@@ -36,8 +36,8 @@ from ozw.backends.kubernetes.classify import (
 from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
 from ozw.backends.kubernetes.manifests import TASK_CONTAINER
 from ozw.backends.kubernetes.names import execution_selector
-from ozw.failures import FailureReason, TaskFailure
-from ozw.logs import TaskLog
+from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.telemetry.logs import TaskLog
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ozw.backends.kubernetes.template import load_pod_template_file
 from ozw.config import KubernetesConfig
-from ozw.protocol import InstanceShape
+from ozw.wire.codec import InstanceShape
 
 
 def pod_spec_template(config: KubernetesConfig) -> dict[str, Any]:

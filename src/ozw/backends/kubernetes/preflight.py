@@ -20,7 +20,7 @@ from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
 from ozw.backends.kubernetes.manifests import preflight_job
 from ozw.backends.kubernetes.names import preflight_job_name
 from ozw.config import KubernetesConfig
-from ozw.failures import BackendUnavailable
+from ozw.tasks.failures import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ import attrs
 import trio
 
 from ozw.backends import create_backend
+from ozw.cli.exit_status import EXIT_INTERRUPTED
 from ozw.config import WorkerConfig, format_duration
-from ozw.exit_status import EXIT_INTERRUPTED
-from ozw.failures import BackendUnavailable, FailureReason
-from ozw.lifecycle import TaskOutcome, TaskResult
-from ozw.local import open_local_worker
-from ozw.logs import LOGGER_NAME, escape_controls
-from ozw.params import TaskParams
-from ozw.protocol import ProtocolError, TaskAssignment, decode_server_message, encode_message
+from ozw.dev.local import open_local_worker
+from ozw.tasks.failures import BackendUnavailable, FailureReason
+from ozw.tasks.lifecycle import TaskOutcome, TaskResult
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import LOGGER_NAME, escape_controls
+from ozw.wire.codec import ProtocolError, TaskAssignment, decode_server_message, encode_message
 
 TAIL_LINES = 20
 SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"

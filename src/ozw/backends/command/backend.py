@@ -84,9 +84,9 @@ from ozw.backends.execution import (
     run_script,
 )
 from ozw.config import CommandConfig, EnvEntry
-from ozw.failures import BackendUnavailable, FailureReason
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
+from ozw.tasks.failures import BackendUnavailable, FailureReason
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``ozw dev-server``: the local dispatch server as a command, for trying a worker by hand.
 
 It listens until Ctrl-C or SIGTERM (a clean stop: one line, exit 0), plays the
-assignments script (:mod:`ozw.dev_script`; a file, checked whole before it listens,
+assignments script (:mod:`ozw.dev.script`; a file, checked whole before it listens,
 or ``-``: lines typed on stdin, each sent as it comes) to the connected worker, logs
 each frame it sends and prints every message the worker sends as a JSON line (also
 appended to ``--record``). A port it cannot listen on is one ``ozw: error:`` line
@@ -20,10 +20,10 @@ from typing import IO
 
 import trio
 
-from ozw.dev_script import ScriptError, Step, parse_line, parse_script
-from ozw.devserver import DispatchServer, Received
-from ozw.exit_status import EXIT_OK, EXIT_USAGE, describe, leaves
-from ozw.logs import configure_logging
+from ozw.cli.exit_status import EXIT_OK, EXIT_USAGE, describe, leaves
+from ozw.dev.script import ScriptError, Step, parse_line, parse_script
+from ozw.dev.server import DispatchServer, Received
+from ozw.telemetry.logs import configure_logging
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STDIN = "-"

@@ -3,7 +3,7 @@
 Exit codes: 0 ok, 1 the worker could not start, 2 usage or configuration error,
 130 stopped by a second Ctrl-C. Every error is one ``ozw: error: ...`` line on
 stderr, never a traceback: usage errors from argparse included, and whatever a
-command raises, exception groups and all (:mod:`ozw.exit_status`).
+command raises, exception groups and all (:mod:`ozw.cli.exit_status`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, NoReturn, TextIO
 
+from ozw.cli.exit_status import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    TRACEBACK_ENV,
+    outcome_of,
+)
 from ozw.config import (
     API_KEY_ENV,
     BACKEND_NAMES,
@@ -31,13 +38,6 @@ from ozw.config import (
     starter_config,
 )
 from ozw.config.rules import address
-from ozw.exit_status import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_USAGE,
-    TRACEBACK_ENV,
-    outcome_of,
-)
 from ozw.strict import Invalid
 
 DEFAULT_CONFIG_OUTPUT: Final = "config/worker.toml"
@@ -262,13 +262,13 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return _error(str(exc))
     if not config.api_key:
         return _error(f"no API key: pass --api-key KEY or set {API_KEY_ENV}")
-    from ozw.proxy import ProxySettingError, choose_proxy
+    from ozw.link.proxy import ProxySettingError, choose_proxy
 
     try:
         choose_proxy(config.server.websocket_url, config.server.proxy_url, environ)
     except ProxySettingError as exc:
         return _error(str(exc))
-    from ozw.logs import configure_logging
+    from ozw.telemetry.logs import configure_logging
 
     configure_logging(config.log_level, config.log_format)
     # Imported late so `ozw --help` and config errors stay fast and independent of Trio.
@@ -330,13 +330,13 @@ def cmd_config_import(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Run the local dispatch server (``ozw.devserver``) until Ctrl-C."""
+    """Run the local dispatch server (``ozw.dev.server``) until Ctrl-C."""
     if not 0 <= args.port <= 65535:
         return _error(f"--port: {args.port} is not a port number (0-65535)")
     if args.api_key is not None and not args.api_key.strip():
         return _error("--api-key: must not be empty")
     api_key = args.api_key or environ.get(DEV_API_KEY_ENV) or DEFAULT_DEV_API_KEY
-    from ozw.dev_command import serve_cli
+    from ozw.dev.command import serve_cli
 
     return serve_cli(
         host=args.host,
@@ -348,8 +348,8 @@ def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the self-contained demo (``ozw.demo``)."""
-    from ozw.demo import demo_main
+    """Run the self-contained demo (``ozw.dev.demo``)."""
+    from ozw.dev.demo import demo_main
 
     if args.metrics_addr is not None:
         try:
@@ -374,8 +374,8 @@ def cmd_smoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
     except ConfigError as exc:
         return _error(str(exc))
-    from ozw.logs import configure_logging
-    from ozw.smoke import ImageOverrides, smoke_main
+    from ozw.cli.smoke import ImageOverrides, smoke_main
+    from ozw.telemetry.logs import configure_logging
 
     configure_logging(config.log_level, config.log_format)
     images = ImageOverrides(image=args.image, sidecar_image=args.sidecar_image)
@@ -388,8 +388,8 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         config = _load(args, environ)
     except ConfigError as exc:
         return _error(str(exc))
-    from ozw.check import check_main
-    from ozw.logs import configure_logging
+    from ozw.cli.check import check_main
+    from ozw.telemetry.logs import configure_logging
 
     configure_logging("error", config.log_format)
     return check_main(config, environ)

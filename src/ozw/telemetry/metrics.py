@@ -29,11 +29,11 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ozw.config import parse_address
-from ozw.connection import DIAL_FAILED, REMOTE_CLOSE
-from ozw.failures import FailureReason
-from ozw.lifecycle import TaskOutcome, TaskPhase, TaskResult
-from ozw.params import TaskParams
-from ozw.protocol import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
+from ozw.link.connection import DIAL_FAILED, REMOTE_CLOSE
+from ozw.tasks.failures import FailureReason
+from ozw.tasks.lifecycle import TaskOutcome, TaskPhase, TaskResult
+from ozw.tasks.params import TaskParams
+from ozw.wire.codec import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
 
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -1,7 +1,7 @@
 """A local dispatch server speaking docs/protocol.md: for tests, the demo and smoke runs.
 
 It is a real WebSocket server: it checks the bearer key, records every message a
-worker sends, and lets code (or the ``ozw dev-server`` command, :mod:`ozw.dev_command`)
+worker sends, and lets code (or the ``ozw dev-server`` command, :mod:`ozw.dev.command`)
 send assignments and cancellations to the connected worker.
 """
 
@@ -16,7 +16,7 @@ import attrs
 import trio
 import trio_websocket as tws
 
-from ozw.protocol import (
+from ozw.wire.codec import (
     ProtocolError,
     TaskAssignment,
     TaskCancellation,

@@ -22,11 +22,11 @@ import attrs
 import trio
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
-from ozw.deadlines import TEARDOWN_MARGIN
-from ozw.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure, failure_message
-from ozw.logs import TaskLog
-from ozw.params import TaskParams
-from ozw.protocol import TASK_STATE_CANCELLED, TaskCompleted, TaskFailed, TerminalMessage
+from ozw.tasks.deadlines import TEARDOWN_MARGIN
+from ozw.tasks.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure, failure_message
+from ozw.tasks.params import TaskParams
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import TASK_STATE_CANCELLED, TaskCompleted, TaskFailed, TerminalMessage
 
 COMPLETED_MESSAGE = "Task completed successfully"
 CANCELLED_MESSAGE = "Task cancelled by user request."

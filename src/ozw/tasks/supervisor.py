@@ -20,11 +20,11 @@ import attrs
 import trio
 
 from ozw.backends.base import Backend
-from ozw.lifecycle import StopCause, TaskControl, TaskOutcome, TaskPhase, TaskResult, run_task
-from ozw.logs import TaskLog
-from ozw.outbox import Outbox
-from ozw.params import ParamSettings, TaskParams, build_task_params
-from ozw.protocol import (
+from ozw.link.outbox import Outbox
+from ozw.tasks.lifecycle import StopCause, TaskControl, TaskOutcome, TaskPhase, TaskResult, run_task
+from ozw.tasks.params import ParamSettings, TaskParams, build_task_params
+from ozw.telemetry.logs import TaskLog
+from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     REJECT_SHUTTING_DOWN,
     ServerMessage,

@@ -22,12 +22,12 @@ import trio
 
 from ozw.backends import create_backend
 from ozw.config import API_KEY_ENV, CommandConfig, DockerConfig, WorkerConfig, url_problem
-from ozw.connection import worker_url
-from ozw.dial import describe_error, open_websocket
-from ozw.failures import BackendUnavailable, TaskFailure
-from ozw.params import DEFAULT_IMAGE
-from ozw.proxy import ProxySettingError, choose_proxy
-from ozw.wsclient import ConnectionRejected
+from ozw.link.connection import worker_url
+from ozw.link.dial import describe_error, open_websocket
+from ozw.link.proxy import ProxySettingError, choose_proxy
+from ozw.link.websocket import ConnectionRejected
+from ozw.tasks.failures import BackendUnavailable, TaskFailure
+from ozw.tasks.params import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
     from ozw.backends.docker import DockerBackend

@@ -1,7 +1,7 @@
 """The wire messages of the protocol: what each frame's data holds.
 
 Plain frozen attrs classes, one per message type, and the type names that tag
-them on the wire. Their JSON (de)serialisation is :mod:`ozw.protocol`'s.
+them on the wire. Their JSON (de)serialisation is :mod:`ozw.wire.codec`'s.
 """
 
 from __future__ import annotations

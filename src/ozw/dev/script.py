@@ -20,14 +20,14 @@ from typing import Any, Final
 import attrs
 
 from ozw.config.rules import duration
-from ozw.protocol import (
+from ozw.strict import Invalid
+from ozw.wire.codec import (
     ProtocolError,
     TaskAssignment,
     TaskCancellation,
     UnknownMessage,
     decode_server_message,
 )
-from ozw.strict import Invalid
 
 CANCEL_SHORTHAND: Final = "cancel "
 

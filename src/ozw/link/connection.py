@@ -5,7 +5,7 @@ alive with pings, declares it dead after a silence, and closes it with code 1000
 shutdown. Inside one session three tasks run: the reader (decodes frames and hands
 them to the worker; under a burst it lets the work a read started run before reading
 again, so the burst is handled in batches), the single writer (drains the
-:class:`~ozw.outbox.Outbox`) and the heartbeat. The session lives inside a cancel
+:class:`~ozw.link.outbox.Outbox`) and the heartbeat. The session lives inside a cancel
 scope that a watchdog cancels once no frame or pong was heard for too long: the
 server has been silent.
 """
@@ -21,11 +21,13 @@ from typing import Final
 import attrs
 import trio
 
-from ozw.deadlines import CLOSE_TIMEOUT
-from ozw.dial import describe_error, open_websocket
-from ozw.exit_status import leaves
-from ozw.outbox import Outbox, WriteProgress
-from ozw.protocol import (
+from ozw.cli.exit_status import leaves
+from ozw.link.dial import describe_error, open_websocket
+from ozw.link.outbox import Outbox, WriteProgress
+from ozw.link.proxy import Proxy
+from ozw.link.websocket import ClientWebSocket, ConnectionClosed, ConnectionRejected, HandshakeError
+from ozw.tasks.deadlines import CLOSE_TIMEOUT
+from ozw.wire.codec import (
     ProtocolError,
     ServerMessage,
     WorkerMessage,
@@ -33,8 +35,6 @@ from ozw.protocol import (
     encode_message,
     message_type,
 )
-from ozw.proxy import Proxy
-from ozw.wsclient import ClientWebSocket, ConnectionClosed, ConnectionRejected, HandshakeError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ConnectionSettings:
     connect_timeout: float = 30.0
     close_timeout: float = CLOSE_TIMEOUT
     proxy: Proxy | None = None
-    """The HTTP proxy to dial through (``ozw.proxy.choose_proxy``), None to dial directly."""
+    """The HTTP proxy to dial through (``ozw.link.proxy.choose_proxy``), None to dial directly."""
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     """For ``wss://``; None trusts the system's certificate authorities."""
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import trio
 
-from ozw.protocol import WorkerMessage
+from ozw.wire.codec import WorkerMessage
 
 
 class Entry(NamedTuple):

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import attrs
 
-from ozw.protocol import (
+from ozw.wire.codec import (
     AgentConfigSnapshot,
     InstanceShape,
     SidecarSpec,

@@ -4,7 +4,7 @@ One Trio nursery holds a local dispatch server, a worker on the direct backend
 (running the stand-in ``oz`` agent in a temporary workspace root) and a script of
 sample tasks: some succeed, one fails, one is cancelled mid-run and one is
 rejected because the worker is at capacity. Progress is shown live
-(:mod:`ozw.demo_view`: a status view on a terminal, plain lines otherwise), then
+(:mod:`ozw.dev.demo_view`: a status view on a terminal, plain lines otherwise), then
 the outcomes and a pointer to the next step.
 """
 
@@ -25,11 +25,11 @@ from rich.console import Console
 
 from ozw.backends.direct import DirectBackend
 from ozw.config import DirectConfig, WorkerConfig
-from ozw.demo_view import StatusView, make_console
-from ozw.devserver import DispatchServer
-from ozw.local import open_local_worker
-from ozw.logs import configure_logging
-from ozw.protocol import (
+from ozw.dev.demo_view import StatusView, make_console
+from ozw.dev.local import open_local_worker
+from ozw.dev.server import DispatchServer
+from ozw.telemetry.logs import configure_logging
+from ozw.wire.codec import (
     Task,
     TaskAssignment,
     TaskCancellation,

@@ -20,8 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ozw.devserver import Received
-from ozw.protocol import TaskClaimed, TaskCompleted, TaskFailed, TaskRejected
+from ozw.dev.server import Received
+from ozw.wire.codec import TaskClaimed, TaskCompleted, TaskFailed, TaskRejected
 
 STATE_STYLES: Final = {
     "assigned": "dim",

@@ -2,7 +2,7 @@
 
 This module opens the TCP stream itself (or the tunnel: ``CONNECT host:port``,
 parsed with h11), adds TLS to the server for ``wss://``, and does the WebSocket
-handshake on that stream (:mod:`ozw.wsclient`).
+handshake on that stream (:mod:`ozw.link.websocket`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import attrs
 import h11
 import trio
 
-from ozw.proxy import Proxy
-from ozw.wsclient import (
+from ozw.link.proxy import Proxy
+from ozw.link.websocket import (
     ClientWebSocket,
     ConnectionTimeout,
     HandshakeError,
@@ -127,7 +127,7 @@ async def open_websocket(
 
     Raises OSError (ConnectionError, ProxyRefused among them, for a proxy that will
     not tunnel), ``trio.BrokenResourceError`` (TLS), HandshakeError and its
-    subclasses ConnectionRejected and ConnectionTimeout (:mod:`ozw.wsclient`).
+    subclasses ConnectionRejected and ConnectionTimeout (:mod:`ozw.link.websocket`).
     """
     target = Target.from_url(url)
     try:

@@ -1,6 +1,6 @@
 """A local dispatch server and a worker wired together, for demo, smoke, bench and tests.
 
-:func:`open_local_worker` starts a :class:`~ozw.devserver.DispatchServer` on 127.0.0.1
+:func:`open_local_worker` starts a :class:`~ozw.dev.server.DispatchServer` on 127.0.0.1
 and a :class:`~ozw.worker.Worker` connected to it, runs the body, then stops the
 worker gracefully (as the first Ctrl-C would) and waits for it to finish.
 """
@@ -17,8 +17,8 @@ import trio
 
 from ozw.backends.base import Backend
 from ozw.config import WorkerConfig
-from ozw.connection import ConnectionSettings
-from ozw.devserver import DispatchServer
+from ozw.dev.server import DispatchServer
+from ozw.link.connection import ConnectionSettings
 from ozw.worker import Worker
 
 
@@ -48,7 +48,7 @@ async def open_local_worker(
 
     ``server`` (not yet serving) lets the caller hook its messages first; by default
     one is made with ``config.api_key`` (or a fresh key). ``timings`` override the
-    :class:`~ozw.connection.ConnectionSettings` timings (tests use milliseconds). The
+    :class:`~ozw.link.connection.ConnectionSettings` timings (tests use milliseconds). The
     backend is entered here and closed after the worker stopped.
     """
     if server is None:

@@ -1,4 +1,4 @@
-"""The protocol's JSON (de)serialisation; the messages themselves are :mod:`ozw.messages`.
+"""The protocol's JSON (de)serialisation; the messages themselves are :mod:`ozw.wire.messages`.
 
 Every frame is ``{"type": <string>, "data": <object>}``. Decoding is tolerant where
 the server may evolve (unknown fields are ignored, optional fields may be absent)
@@ -17,11 +17,22 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ozw.strict import (
+    REQUIRED,
+    Invalid,
+    Vocabulary,
+    describe,
+    error_leaves,
+    item_error,
+    register_strict_scalars,
+    structure_items,
+)
+
 # Every message class is re-exported, so importers name one module for the protocol.
-from ozw import messages, strict_json
-from ozw.fast_structure import FastStructurer, GiveUp
-from ozw.messages import *  # noqa: F403
-from ozw.messages import (
+from ozw.wire import messages, strict_json
+from ozw.wire.fast_structure import FastStructurer, GiveUp
+from ozw.wire.messages import *  # noqa: F403
+from ozw.wire.messages import (
     MESSAGE_TYPE_NAMES,
     SERVER_MESSAGE_TYPES,
     WORKER_MESSAGE_TYPES,
@@ -35,16 +46,6 @@ from ozw.messages import (
     TaskFailed,
     UnknownMessage,
     WorkerMessage,
-)
-from ozw.strict import (
-    REQUIRED,
-    Invalid,
-    Vocabulary,
-    describe,
-    error_leaves,
-    item_error,
-    register_strict_scalars,
-    structure_items,
 )
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""What the worker tells operators: log lines, metrics and the health endpoint."""
