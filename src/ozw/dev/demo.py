@@ -85,7 +85,7 @@ def standin_agent() -> Path:
     packaged = resources.files("ozw").joinpath("_standin/oz")
     if packaged.is_file():
         return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "examples" / "agent" / "oz"
+    return Path(__file__).resolve().parents[3] / "examples" / "agent" / "oz"
 
 
 async def run_demo(
