@@ -1,5 +1,5 @@
 """Fixtures shared across the suite."""
 
-from tests.log_lines import lines
+from tests.support.log_lines import lines
 
 __all__ = ["lines"]

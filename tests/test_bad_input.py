@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ozw_command import one_error_line, run_ozw
+from tests.support.ozw_command import one_error_line, run_ozw
 
 GOOD_CONFIG = """
 worker_id = "bad-input"

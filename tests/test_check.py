@@ -16,9 +16,9 @@ from ozw.cli.check import dispatch_command_check
 from ozw.dev.server import DispatchServer
 from ozw.link.connection import Connection
 from ozw.link.outbox import Outbox
-from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
+from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
+from tests.support.tinyproxy import running_tinyproxy
 from tests.support.worker import API_KEY, fast_settings, start_server, start_stoppable_server
-from tests.tinyproxy import running_tinyproxy
 
 
 def write_config(tmp_path: Path, port: int, worker_id: str = "check-test", extra: str = "") -> Path:

@@ -24,8 +24,8 @@ from ozw.config import (
     load_config,
     overrides_from_args,
 )
-from tests.ozw_command import OZW, one_error_line, run_ozw
-from tests.ozw_process import REPO
+from tests.support.ozw_command import OZW, one_error_line, run_ozw
+from tests.support.ozw_process import REPO
 
 NO_KEY_ENV = {k: v for k, v in os.environ.items() if k not in ("WARP_API_KEY", "OZW_DEV_API_KEY")}
 

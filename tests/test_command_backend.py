@@ -52,8 +52,8 @@ from ozw.wire.codec import (
     TaskClaimed,
     TaskFailed,
 )
-from tests.event_loops import on_both_loops
-from tests.log_lines import Lines
+from tests.support.event_loops import on_both_loops
+from tests.support.log_lines import Lines
 from tests.support.procs import environ_of as proc_environ
 from tests.support.procs import processes_carrying
 from tests.support.worker import running_worker, start_server, start_worker, terminal_for

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from ozw.wire.codec import TaskClaimed, TaskCompleted, TaskRejected
-from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
+from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 
 

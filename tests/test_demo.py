@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ozw_command import HOST_ENV, OZW, run_ozw
-from tests.terminal import run_in_terminal
+from tests.support.ozw_command import HOST_ENV, OZW, run_ozw
+from tests.support.terminal import run_in_terminal
 
 TASKS = (
     "demo-fix-flaky-test",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import trio
 
-from tests.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
-from tests.ozw_process import REPO, OzwProcess
-from tests.pipe_lines import LineReader
+from tests.support.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
+from tests.support.ozw_process import REPO, OzwProcess
+from tests.support.pipe_lines import LineReader
 
 
 async def test_ctrl_c_stops_the_dev_server_cleanly_in_one_line() -> None:

@@ -26,8 +26,8 @@ from ozw.config import DirectConfig, EnvEntry
 from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
 from ozw.tasks.params import TaskParams
 from ozw.telemetry.logs import TaskLog
-from tests.event_loops import on_both_loops
-from tests.log_lines import Lines
+from tests.support.event_loops import on_both_loops
+from tests.support.log_lines import Lines
 from tests.support.params import make_params as task_params
 from tests.support.procs import processes_carrying, wait_until_gone
 

@@ -27,7 +27,7 @@ from ozw.backends.execution import (
 )
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.telemetry.logs import TaskLog
-from tests.event_loops import on_both_loops
+from tests.support.event_loops import on_both_loops
 
 # ------------------------------------------------------------------ environment
 

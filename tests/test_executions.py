@@ -26,7 +26,7 @@ from ozw.wire.codec import (
     TaskRejected,
     WorkerMessage,
 )
-from tests.log_lines import Lines
+from tests.support.log_lines import Lines
 from tests.support.worker import running_worker, terminal_for
 
 AGENT = Path(__file__).resolve().parents[1] / "examples" / "agent" / "oz"

@@ -19,7 +19,7 @@ from ozw.config import (
     load_config,
 )
 from ozw.config.go_import import GO_BACKEND_KEYS, GO_TOP_KEYS
-from tests.ozw_command import one_error_line, run_ozw
+from tests.support.ozw_command import one_error_line, run_ozw
 
 
 def convert(tmp_path: Path, yaml_text: str) -> tuple[str, Path]:

@@ -22,7 +22,7 @@ from ozw.backends.execution.leftovers import leftover_members
 from ozw.backends.execution.procfs import ProcStat, read_stat
 from ozw.backends.execution.spawn import guarded_command
 from ozw.telemetry.logs import TaskLog
-from tests.event_loops import on_both_loops
+from tests.support.event_loops import on_both_loops
 from tests.support.procs import alive, wait_until_gone
 
 pytestmark = pytest.mark.slow

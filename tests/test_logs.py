@@ -15,7 +15,7 @@ import trio
 
 from ozw.telemetry.logs import TaskLog, configure_logging, escape_controls
 from ozw.wire.codec import TaskFailed
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 from tests.support.worker_process import worker_env
 from tests.test_shutdown_process import write_config

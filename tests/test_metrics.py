@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ozw.config import parse_address
 from ozw.tasks.failures import FailureReason
 from ozw.wire.codec import TaskCancellation, TaskRejected
-from tests.scripted_backend import ScriptedBackend
+from tests.support.scripted_backend import ScriptedBackend
 from tests.support.worker import (
     assignment,
     running_worker,

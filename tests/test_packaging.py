@@ -22,9 +22,9 @@ from pathlib import Path
 import attrs
 import trio
 
-from tests.ozw_process import REPO, STANDIN_AGENT, OzwProcess
+from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
+from tests.support.tinyproxy import free_port
 from tests.support.worker import API_KEY, start_stoppable_server
-from tests.tinyproxy import free_port
 
 UNIT = REPO / "config" / "examples" / "ozw.service"
 DOCKERFILE = REPO / "Dockerfile"

@@ -18,8 +18,8 @@ import pytest
 from ozw.backends.execution.machine_limits import start_refused
 from ozw.backends.execution.processes import MAX_LINE, ProcessRunner
 from ozw.telemetry.logs import TaskLog
-from tests.event_loops import on_both_loops
-from tests.log_lines import Lines
+from tests.support.event_loops import on_both_loops
+from tests.support.log_lines import Lines
 
 ENV = {"PATH": "/usr/bin:/bin"}
 

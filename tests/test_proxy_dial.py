@@ -16,9 +16,8 @@ from ozw.link.connection import Connection
 from ozw.link.outbox import Outbox
 from ozw.link.proxy import Proxy, choose_proxy, parse_proxy_url
 from ozw.wire.codec import TaskClaimed, TaskCompleted
-from tests.scripted_backend import ScriptedBackend
-from tests.support.worker import assignment, fast_settings, start_worker, terminal_for
-from tests.tinyproxy import (
+from tests.support.scripted_backend import ScriptedBackend
+from tests.support.tinyproxy import (
     local_address,
     local_name,
     make_tls,
@@ -26,6 +25,7 @@ from tests.tinyproxy import (
     server_url,
     start_dispatch_server,
 )
+from tests.support.worker import assignment, fast_settings, start_worker, terminal_for
 
 USER, PASSWORD = "alice", "s3cr3tPassw0rd"
 

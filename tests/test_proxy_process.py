@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
-from tests.support.worker import API_KEY
-from tests.tinyproxy import (
+from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.support.tinyproxy import (
     local_address,
     local_name,
     make_tls,
@@ -21,6 +20,7 @@ from tests.tinyproxy import (
     server_url,
     start_dispatch_server,
 )
+from tests.support.worker import API_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from ozw.wire.codec import (
     TaskFailed,
     TaskRejected,
 )
-from tests.ozw_process import OzwProcess
+from tests.support.ozw_process import OzwProcess
 from tests.support.procs import processes_carrying
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 from tests.support.worker_process import direct_backend, start_ozw, write_worker_config

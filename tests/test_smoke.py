@@ -10,9 +10,9 @@ from pathlib import Path
 
 import trio
 
-from tests.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
-from tests.ozw_process import REPO, STANDIN_AGENT
-from tests.pipe_lines import LineReader
+from tests.support.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
+from tests.support.ozw_process import REPO, STANDIN_AGENT
+from tests.support.pipe_lines import LineReader
 
 
 def test_an_unreachable_docker_engine_is_one_line(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from ozw.backends.execution.starter import Starter
-from tests.event_loops import on_both_loops
+from tests.support.event_loops import on_both_loops
 
 
 def refuse() -> None:

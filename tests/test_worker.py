@@ -21,7 +21,7 @@ from ozw.wire.codec import (
     TaskRejected,
 )
 from ozw.worker import Worker
-from tests.scripted_backend import ScriptedBackend
+from tests.support.scripted_backend import ScriptedBackend
 from tests.support.worker import (
     API_KEY,
     assignment,
@@ -186,7 +186,7 @@ async def test_result_of_a_task_finished_while_the_server_was_down_arrives_on_re
 
 
 async def test_a_silent_server_is_declared_dead_and_the_worker_reconnects() -> None:
-    from tests.tcp_proxy import FreezableProxy
+    from tests.support.tcp_proxy import FreezableProxy
 
     backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:

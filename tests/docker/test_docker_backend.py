@@ -40,7 +40,7 @@ from tests.docker.conftest import (
     busybox_rootfs,
     import_image,
 )
-from tests.event_loops import on_both_loops
+from tests.support.event_loops import on_both_loops
 from tests.support.params import make_params as task_params
 from tests.support.procs import cmdlines_containing
 

@@ -42,7 +42,7 @@ from tests.docker.test_docker_backend import (
     wrapper_docker,
 )
 from tests.docker.test_docker_smoke import REPO
-from tests.event_loops import on_both_loops
+from tests.support.event_loops import on_both_loops
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from tests.docker.test_docker_backend import (
     new_task_id,
     run_task,
 )
-from tests.event_loops import on_both_loops
+from tests.support.event_loops import on_both_loops
 
 
 async def test_the_result_is_reported_before_the_container_is_removed(

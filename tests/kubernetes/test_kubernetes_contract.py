@@ -1,6 +1,6 @@
 """The backend contract against the fake API server, under Trio and under asyncio.
 
-Backends use anyio only: each test runs once per event loop (tests/event_loops.py).
+Backends use anyio only: each test runs once per event loop (tests/support/event_loops.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ozw.config import KubernetesConfig
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar, TaskParams
 from ozw.telemetry.logs import TaskLog
-from tests.event_loops import on_both_loops
 from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster, write_kubeconfig
+from tests.support.event_loops import on_both_loops
 
 JOBS = "/apis/batch/v1/namespaces/agents/jobs"
 

@@ -30,7 +30,7 @@ from ozw.wire.codec import (
     TaskFailed,
 )
 from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster
-from tests.ozw_process import OzwProcess
+from tests.support.ozw_process import OzwProcess
 from tests.support.worker import assignment, start_server, terminal_for
 from tests.support.worker_process import start_ozw, worker_env, write_worker_config
 

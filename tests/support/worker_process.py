@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY
 
 

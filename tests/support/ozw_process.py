@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STANDIN_AGENT = REPO / "examples" / "agent" / "oz"
 
 
