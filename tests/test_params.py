@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 
+from ozw.tasks.failures import FailureReason
 from ozw.tasks.params import (
     DEFAULT_IMAGE,
     DEFAULT_SERVER_ROOT_URL,
+    MAX_MEMORY_GB,
+    MAX_VCPUS,
     ParamSettings,
     Sidecar,
     TaskParams,
@@ -716,3 +720,118 @@ def test_run_id_and_task_id_come_from_their_own_fields() -> None:
     assert params.run_id == "task-id"
     assert params.env["TASK_ID"] == "task-id"
     assert params.base_args[2:4] == ("--task-id", "task-id")
+
+
+# --- values out of range: bad input, refused with a reason ------------------------------
+
+HOSTILE_SIZES = [-1, -0.5, 1e308, 1e19, float("inf"), float("-inf"), float("nan")]
+HOSTILE_COUNTS = [-1, 2**63, 10**30, 153_722_868 * 60]
+
+
+def refusal_of(data: dict[str, Any], settings: ParamSettings = SETTINGS) -> tuple[str, str]:
+    refusal = build_task_params(decode({"task_id": "t", **data}), settings).refusal
+    assert refusal is not None, data
+    return refusal.reason.value, refusal.cause
+
+
+@pytest.mark.parametrize("field", ["vcpus", "memory_gb"])
+@pytest.mark.parametrize("value", HOSTILE_SIZES, ids=repr)
+def test_every_size_out_of_range_is_refused(field: str, value: float) -> None:
+    # Built directly: JSON has no NaN or infinity, but a decoder's float may be one.
+    assignment = attrs.evolve(
+        decode({"task_id": "t", "task": {"id": "t"}}),
+        instance_shape=InstanceShape(**{field: value}),
+    )
+    refusal = build_task_params(assignment, SETTINGS).refusal
+    assert refusal is not None
+    assert refusal.reason is FailureReason.CONTAINER_CREATE
+    assert refusal.cause.startswith(f"the assignment is not valid: instance_shape.{field}: ")
+    kube = ParamSettings(server_root_url=ROOT, shape_failure=FailureReason.JOB_CREATE)
+    kube_refusal = build_task_params(assignment, kube).refusal
+    assert kube_refusal is not None and kube_refusal.reason is FailureReason.JOB_CREATE
+
+
+def test_the_campaigns_absurd_shape_is_refused_from_the_wire() -> None:
+    assignment = decode(
+        {
+            "task_id": "t",
+            "task": {"id": "t"},
+            "instance_shape": {"vcpus": 1e308, "memory_gb": 1e308},
+        }
+    )
+    refusal = build_task_params(assignment, SETTINGS).refusal
+    assert refusal is not None
+    assert refusal.cause == (
+        f"the assignment is not valid: instance_shape.vcpus: 1e+308 is not a number from 0 to "
+        f"{MAX_VCPUS}; instance_shape.memory_gb: 1e+308 is not a number from 0 to {MAX_MEMORY_GB}"
+    )
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["idle_timeout_minutes", "snapshot_upload_timeout_secs", "snapshot_script_timeout_secs"],
+)
+@pytest.mark.parametrize("value", HOSTILE_COUNTS, ids=repr)
+def test_every_count_out_of_range_is_refused(field: str, value: int) -> None:
+    if field == "idle_timeout_minutes" and value == HOSTILE_COUNTS[-1]:
+        value //= 60  # one minute past what a Go duration holds
+    reason, cause = refusal_of({"task": {"id": "t", "agent_config_snapshot": {field: value}}})
+    assert reason == "agent_invocation"
+    assert f"agent_config_snapshot.{field}: {value} is not a whole number" in cause
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("etc", "is not absolute"),
+        ("../etc", "is not absolute"),
+        ("/x/../../etc", "climbs with '..'"),
+        ("/x/..", "climbs with '..'"),
+        ("/", "is the root directory"),
+        ("//./", "is the root directory"),
+        ("/a:b", "holds ':' ',' or NUL"),
+        ("/a,b", "holds ':' ',' or NUL"),
+        ("/a\0b", "holds ':' ',' or NUL"),
+    ],
+)
+def test_every_bad_mount_path_is_refused(path: str, problem: str) -> None:
+    sidecars = [{"image": "a", "mount_path": "/ok"}, {"image": "b", "mount_path": path}]
+    reason, cause = refusal_of({"task": {"id": "t"}, "additional_sidecars": sidecars})
+    assert reason == "sidecar_prep"
+    assert cause == (
+        f"the assignment is not valid: additional_sidecars[1].mount_path {path!r} {problem}"
+    )
+
+
+def test_every_problem_is_named_and_the_first_gives_the_reason() -> None:
+    reason, cause = refusal_of(
+        {
+            "task": {"id": "t", "agent_config_snapshot": {"idle_timeout_minutes": -5}},
+            "instance_shape": {"vcpus": 1e308, "memory_gb": -1},
+            "additional_sidecars": [{"image": "a", "mount_path": "../etc"}],
+        }
+    )
+    assert reason == "container_create"
+    assert cause.count(";") == 3, cause
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"instance_shape": {"vcpus": 0, "memory_gb": 0}},
+        {"instance_shape": {"vcpus": 0.25, "memory_gb": 0.5}},
+        {"instance_shape": {"vcpus": MAX_VCPUS, "memory_gb": MAX_MEMORY_GB}},
+        {"additional_sidecars": [{"image": "a", "mount_path": "/a//b/./"}]},
+    ],
+)
+def test_values_in_range_pass(data: dict[str, Any]) -> None:
+    params = build_task_params(decode({"task_id": "t", "task": {"id": "t"}, **data}), SETTINGS)
+    assert params.refusal is None
+
+
+def test_mount_paths_are_passed_on_normalised() -> None:
+    sidecars = [{"image": "a", "mount_path": "/a//b/./"}]
+    assignment = decode({"task_id": "t", "task": {"id": "t"}, "additional_sidecars": sidecars})
+    assert build_task_params(assignment, SETTINGS).sidecars == (Sidecar("a", "/a/b"),)

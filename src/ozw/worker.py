@@ -22,12 +22,12 @@ from typing import Final
 import trio
 
 from ozw.backends.base import Backend
-from ozw.config import WorkerConfig
+from ozw.config import KubernetesConfig, WorkerConfig
 from ozw.link.connection import Connection, ConnectionSettings
 from ozw.link.outbox import Outbox
 from ozw.link.proxy import choose_proxy
 from ozw.tasks.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
-from ozw.tasks.failures import BackendUnavailable, StartupError
+from ozw.tasks.failures import BackendUnavailable, FailureReason, StartupError
 from ozw.tasks.params import ParamSettings
 from ozw.tasks.supervisor import Supervisor, SupervisorSettings
 from ozw.telemetry.logs import WORKER_ID, lean_records
@@ -65,6 +65,9 @@ class Worker:
                     default_image=default_image,
                     idle_on_complete=config.idle_on_complete,
                     session_sharing_server_url=config.server.session_sharing_server_url,
+                    shape_failure=FailureReason.JOB_CREATE
+                    if isinstance(config.backend, KubernetesConfig)
+                    else FailureReason.CONTAINER_CREATE,
                 ),
                 max_concurrent_tasks=config.max_concurrent_tasks,
                 task_timeout=config.task_timeout,

@@ -236,9 +236,10 @@ def test_any_other_value_is_fine() -> None:
     [
         ("", "/agent", "a sidecar has an empty image"),
         ("-v", "/agent", "sidecar image '-v' is not a valid image reference"),
-        ("img", "", "sidecar img has an empty mount path"),
+        ("img", "", "sidecar img mount path '' is empty"),
         ("img", "agent", "sidecar img mount path 'agent' is not absolute"),
-        ("img", "//", "sidecar img cannot be mounted at /"),
+        ("img", "//", "sidecar img mount path '//' is the root directory"),
+        ("img", "/x/../../etc", "sidecar img mount path '/x/../../etc' climbs with '..'"),
         ("img", "/a:b", "sidecar img mount path '/a:b' holds ':' ',' or NUL"),
     ],
 )

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.docker.conftest import Engine, Images
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +27,7 @@ def ozw(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def task_file(tmp_path: Path, images: Images, behaviour: str) -> Path:
+def task_file(tmp_path: Path, images: Images, behaviour: str, **extra: object) -> Path:
     path = tmp_path / f"task-{behaviour.replace(':', '-')}.json"
     path.write_text(
         json.dumps(
@@ -35,6 +37,7 @@ def task_file(tmp_path: Path, images: Images, behaviour: str) -> Path:
                 "docker_image": images.task,
                 "sidecar_image": images.agent,
                 "env_vars": {"STANDIN_BEHAVIOUR": behaviour},
+                **extra,
             }
         )
     )
@@ -94,3 +97,30 @@ def test_check_fails_in_one_line_when_the_daemon_is_gone(engine: Engine) -> None
     failing = [line for line in result.stdout.splitlines() if "backend docker" in line]
     assert failing[0].startswith("FAIL")
     assert "cannot reach the Docker daemon" in failing[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "failure"),
+    [
+        (
+            {"instance_shape": {"vcpus": 1e308, "memory_gb": 1e308}},
+            "failed (container_create): Failed to execute task: the assignment is not valid: "
+            "instance_shape.vcpus: 1e+308 is not a number from 0 to 9223372036; "
+            "instance_shape.memory_gb: 1e+308 is not a number from 0 to 8589934591",
+        ),
+        (
+            {"additional_sidecars": [{"image": "x", "mount_path": "/x/../../etc"}]},
+            "failed (sidecar_prep): Failed to execute task: the assignment is not valid: "
+            "additional_sidecars[0].mount_path '/x/../../etc' climbs with '..'",
+        ),
+    ],
+    ids=["shape", "mount"],
+)
+def test_absurd_input_fails_the_task_as_bad_input(
+    engine: Engine, images: Images, tmp_path: Path, extra: dict[str, object], failure: str
+) -> None:
+    task = task_file(tmp_path, images, "ok", **extra)
+    result = ozw(engine, "smoke", "--config", "config/examples/docker.toml", "--task", str(task))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert failure in result.stdout, result.stdout
+    assert "internal error" not in result.stdout + result.stderr

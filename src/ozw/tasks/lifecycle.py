@@ -181,6 +181,8 @@ async def run_task(
     torn_down = False
     teardown_failed = False
     try:
+        if params.refusal is not None:
+            raise params.refusal
         run = backend.open_task(params, log)
         with control.scope:
             if control.after is not None:

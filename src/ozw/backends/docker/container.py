@@ -32,7 +32,6 @@ Choices where the contract is silent:
 from __future__ import annotations
 
 import math
-import posixpath
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Final
@@ -43,6 +42,7 @@ from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
 from ozw.backends.execution import environment_problem as process_environment_problem
 from ozw.tasks.failures import FailureReason, TaskFailure, describe_exit
+from ozw.tasks.params import mount_path_problem, normalise_mount_path
 from ozw.wire.codec import InstanceShape
 
 LABEL_WORKER: Final = "ozw.worker_id"
@@ -110,24 +110,9 @@ def sidecar_problem(image: str, mount_path: str) -> str | None:
         return "a sidecar has an empty image"
     if not is_valid_reference(image):
         return f"sidecar image {image!r} is not a valid image reference"
-    if not mount_path.strip():
-        return f"sidecar {image} has an empty mount path"
-    if not mount_path.startswith("/"):
-        return f"sidecar {image} mount path {mount_path!r} is not absolute"
-    if normalise_mount_path(mount_path) == "/":
-        return f"sidecar {image} cannot be mounted at /"
-    if ":" in mount_path or "," in mount_path or "\0" in mount_path:
-        # ':' would split the --volume spec; keep the path unambiguous for the engine.
-        return f"sidecar {image} mount path {mount_path!r} holds ':' ',' or NUL"
+    if (problem := mount_path_problem(mount_path)) is not None:
+        return f"sidecar {image} mount path {mount_path!r} {problem}"
     return None
-
-
-def normalise_mount_path(path: str) -> str:
-    """A mount path as the engine sees it (``/a//b/`` and ``/a/b`` are the same)."""
-    if not path.startswith("/"):
-        return path
-    # normpath keeps a leading "//" (POSIX leaves its meaning open); the engine does not.
-    return "/" + posixpath.normpath(path).lstrip("/")
 
 
 def duplicate_mount_paths(mount_paths: Iterable[str]) -> list[str]:
