@@ -12,8 +12,6 @@ from ozw.tasks.failures import FailureReason
 from ozw.tasks.params import (
     DEFAULT_IMAGE,
     DEFAULT_SERVER_ROOT_URL,
-    MAX_MEMORY_GB,
-    MAX_VCPUS,
     ParamSettings,
     Sidecar,
     TaskParams,
@@ -33,6 +31,7 @@ from ozw.tasks.params import (
     task_environment,
     task_sidecars,
 )
+from ozw.tasks.ranges import MAX_MEMORY_GB, MAX_VCPUS
 from ozw.wire.codec import (
     AgentConfigSnapshot,
     Harness,
@@ -748,7 +747,8 @@ def test_every_size_out_of_range_is_refused(field: str, value: float) -> None:
     assert refusal.cause.startswith(f"the assignment is not valid: instance_shape.{field}: ")
     kube = ParamSettings(server_root_url=ROOT, shape_failure=FailureReason.JOB_CREATE)
     kube_refusal = build_task_params(assignment, kube).refusal
-    assert kube_refusal is not None and kube_refusal.reason is FailureReason.JOB_CREATE
+    assert kube_refusal is not None
+    assert kube_refusal.reason is FailureReason.JOB_CREATE
 
 
 def test_the_campaigns_absurd_shape_is_refused_from_the_wire() -> None:

@@ -42,7 +42,7 @@ from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
 from ozw.backends.execution import environment_problem as process_environment_problem
 from ozw.tasks.failures import FailureReason, TaskFailure, describe_exit
-from ozw.tasks.params import mount_path_problem, normalise_mount_path
+from ozw.tasks.ranges import mount_path_problem, normalise_mount_path
 from ozw.wire.codec import InstanceShape
 
 LABEL_WORKER: Final = "ozw.worker_id"
