@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -220,9 +221,39 @@ def test_a_backend_that_fails_its_start_up_check_stops_the_worker_in_one_line(
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].endswith(
-        "ERROR cannot start: direct backend: oz CLI /nonexistent/oz does not exist"
+    assert lines[0] == "ozw: error: direct backend: oz CLI /nonexistent/oz does not exist"
+
+
+def test_a_metrics_port_in_use_is_an_error_line_not_a_log_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = ozw(
+            "--config",
+            str(direct_config(tmp_path)),
+            "--metrics-addr",
+            address,
+            env={**os.environ, "WARP_API_KEY": API_KEY},
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == f"ozw: error: cannot serve metrics on {address}: Address already in use"
+    assert not [line for line in lines if " ERROR " in line], result.stderr
+
+
+def test_an_unresolvable_server_host_is_named(tmp_path: Path) -> None:
+    config = direct_config(tmp_path).read_text().replace("127.0.0.1:9", "nosuchhost.invalid:9")
+    (tmp_path / "unresolvable.toml").write_text(config)
+    result = ozw(
+        "check",
+        "--config",
+        str(tmp_path / "unresolvable.toml"),
+        env={**os.environ, "WARP_API_KEY": API_KEY},
     )
+    assert result.returncode == 1
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("FAIL server ")]
+    assert "server not reachable: cannot resolve nosuchhost.invalid: " in line, line
 
 
 def test_no_api_key_is_one_line_naming_both_ways_to_give_it() -> None:

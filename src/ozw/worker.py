@@ -16,6 +16,7 @@ import enum
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Final
 
@@ -319,14 +320,19 @@ def _signal_receiver(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
         yield signals
 
 
+def startup_failed(exc: StartupError) -> int:
+    """Say why the worker cannot start, in the command line's one error format."""
+    print(f"ozw: error: {exc}", file=sys.stderr)
+    return EXIT_STARTUP
+
+
 async def serve(config: WorkerConfig, backend: Backend) -> int:
     """Run a worker with signal handling; the CLI's entry into Trio."""
     try:
         async with backend:
             return await Worker(config, backend).run()
     except StartupError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_STARTUP
+        return startup_failed(exc)
 
 
 def run(config: WorkerConfig) -> int:
@@ -336,6 +342,5 @@ def run(config: WorkerConfig) -> int:
     try:
         backend = create_backend(config)
     except BackendUnavailable as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_STARTUP
+        return startup_failed(exc)
     return trio.run(serve, config, backend)

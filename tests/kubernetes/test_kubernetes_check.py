@@ -128,9 +128,9 @@ def test_a_failing_preflight_stops_start_up_with_guidance(tmp_path: Path) -> Non
         result = _ozw("--config", str(_config(tmp_path, cluster)))
         jobs = cluster.get("/apis/batch/v1/namespaces/agents/jobs")["items"]
     assert result.returncode == 1
-    errors = [x for x in result.stderr.splitlines() if "ERROR" in x]
+    errors = [x for x in result.stderr.splitlines() if "error" in x.lower()]
     assert len(errors) == 1, result.stderr
-    assert "cannot start: kubernetes preflight: Job oz-preflight-" in errors[0]
+    assert errors[0].startswith("ozw: error: kubernetes preflight: Job oz-preflight-")
     assert "could not create its pod" in errors[0]
     assert 'violates PodSecurity "restricted:latest"' in errors[0]
     assert "Pod Security or admission policy of namespace agents" in errors[0]

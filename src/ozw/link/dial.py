@@ -7,6 +7,7 @@ handshake on that stream (:mod:`ozw.link.websocket`).
 
 from __future__ import annotations
 
+import socket
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -151,7 +152,11 @@ async def _handshake(
     max_message_size: int,
 ) -> ClientWebSocket:
     if proxy is None:
-        tcp = await trio.open_tcp_stream(target.host, target.port)
+        try:
+            tcp = await trio.open_tcp_stream(target.host, target.port)
+        except socket.gaierror as exc:
+            # The resolver's text ("Name or service not known") never names the host.
+            raise ConnectionError(f"cannot resolve {target.host}: {exc.strerror or exc}") from None
     else:
         tcp = await open_tunnel(proxy, target)
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
