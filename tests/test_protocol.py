@@ -776,7 +776,7 @@ def test_the_fast_path_agrees_on_mostly_valid_assignments(
 
 
 PREPARED = (
-    "import sys; from ozw import protocol\n"
+    "import sys; from ozw.wire import codec as protocol\n"
     "if sys.argv[1] == 'prepare': protocol.prepare()\n"
     "print(' '.join(sorted(cls.__name__ for cls in protocol._fast._hooks)))"
 )
