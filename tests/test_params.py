@@ -13,6 +13,7 @@ from ozw.tasks.params import (
     DEFAULT_IMAGE,
     DEFAULT_SERVER_ROOT_URL,
     ParamSettings,
+    Shape,
     Sidecar,
     TaskParams,
     base_args,
@@ -581,7 +582,7 @@ def test_full_example_byte_for_byte() -> None:
         environment_id="env-42",
         server_root_url="https://app.warp.dev",
         task=assignment.task.raw,
-        instance_shape=InstanceShape(vcpus=2.0, memory_gb=4.0),
+        instance_shape=Shape(vcpus=2.0, memory_gb=4.0),
         image_defaulted=False,
     )
     assert params.task is assignment.task.raw
@@ -707,7 +708,7 @@ def test_constructed_task_is_unstructured() -> None:
         "owner": {"Type": "TEAM", "Id": 1},
         "agent_config_snapshot": {"harness": {"type": "claude"}},
     }
-    assert params.instance_shape == InstanceShape(vcpus=1.5)
+    assert params.instance_shape == Shape(vcpus=1.5)
     assert params.base_args[:4] == ("agent", "run", "--share", "team:edit")
     assert params.harness == "claude"
 

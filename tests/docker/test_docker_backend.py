@@ -28,9 +28,8 @@ from ozw.backends.docker.container import LABEL_EXECUTION, LABEL_ROLE, LABEL_TAS
 from ozw.backends.docker.references import private_volume_name, volume_name
 from ozw.config import DockerConfig, EnvEntry, PullPolicy
 from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
-from ozw.tasks.params import Sidecar, TaskParams
+from ozw.tasks.params import Shape, Sidecar, TaskParams
 from ozw.telemetry.logs import TaskLog
-from ozw.wire.codec import InstanceShape
 from tests.docker.conftest import (
     REGISTRY_PASSWORD,
     REGISTRY_USER,
@@ -95,7 +94,7 @@ def make_params(
     sidecars: Sequence[Sidecar] = (),
     env: Mapping[str, str] | None = None,
     base_args: Sequence[str] = ("agent", "run"),
-    shape: InstanceShape | None = None,
+    shape: Shape | None = None,
     execution_id: str | None = "exec-1",
 ) -> TaskParams:
     return task_params(
@@ -370,7 +369,7 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
             "STANDIN_CAT": "/extra/hello.txt",
         },
         base_args=base_args,
-        shape=InstanceShape(vcpus=1, memory_gb=0.25),
+        shape=Shape(vcpus=1, memory_gb=0.25),
     )
     captured = CapturedLog(task_id)
     outcome, run = await run_task(backend, params, captured)
@@ -470,7 +469,7 @@ async def test_memory_hog_under_a_small_shape_is_container_oom(
         images.task,
         sidecars=[agent(images)],
         env={"STANDIN_BEHAVIOUR": "oom"},
-        shape=InstanceShape(memory_gb=0.02),
+        shape=Shape(memory_gb=0.02),
     )
     captured = CapturedLog(task_id)
     outcome, _ = await run_task(backend, params, captured)
@@ -492,7 +491,7 @@ async def test_exit_137_under_a_memory_limit_without_an_oom_is_container_exit(
         images.task,
         sidecars=[agent(images)],
         env={"STANDIN_BEHAVIOUR": "exit:137"},
-        shape=InstanceShape(memory_gb=0.5),
+        shape=Shape(memory_gb=0.5),
     )
     captured = CapturedLog(task_id)
     outcome, _ = await run_task(backend, params, captured)
@@ -536,7 +535,7 @@ async def test_a_value_the_engine_refuses_is_container_create(
     backend = make_backend(engine)
     task_id = new_task_id("create")
     params = make_params(
-        task_id, images.task, sidecars=[agent(images)], shape=InstanceShape(memory_gb=0.001)
+        task_id, images.task, sidecars=[agent(images)], shape=Shape(memory_gb=0.001)
     )
     outcome, _ = await run_task(backend, params, CapturedLog(task_id))
     failure = failure_of(outcome)

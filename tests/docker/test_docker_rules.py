@@ -37,7 +37,7 @@ from ozw.backends.docker.references import (
 )
 from ozw.backends.docker.volumes import FILLED_MARKER, marker_tar
 from ozw.tasks.failures import FailureReason
-from ozw.wire.codec import InstanceShape
+from ozw.tasks.params import Shape
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -171,14 +171,14 @@ def test_platform_spelling(os_name: str, arch: str, platform: str) -> None:
 
 def test_resources_pin_swap_to_memory() -> None:
     assert resources(None) == {}
-    assert resources(InstanceShape()) == {}
-    assert resources(InstanceShape(vcpus=2, memory_gb=4)) == {
+    assert resources(Shape()) == {}
+    assert resources(Shape(vcpus=2, memory_gb=4)) == {
         "NanoCpus": 2_000_000_000,
         "Memory": 4294967296,
         "MemorySwap": 4294967296,
     }
-    assert resources(InstanceShape(vcpus=0.5)) == {"NanoCpus": 500_000_000}
-    assert resources(InstanceShape(memory_gb=0.02)) == {
+    assert resources(Shape(vcpus=0.5)) == {"NanoCpus": 500_000_000}
+    assert resources(Shape(memory_gb=0.02)) == {
         "Memory": 21474836,
         "MemorySwap": 21474836,
     }
@@ -277,7 +277,7 @@ def test_the_create_request_is_exact() -> None:
             SidecarMount("tools-4567", "/tools", read_write=True),
         ),
         volumes=("/srv/cache:/cache:ro", "named:/data"),
-        shape=InstanceShape(vcpus=2, memory_gb=1),
+        shape=Shape(vcpus=2, memory_gb=1),
     )
     assert "a\nb=c" not in repr(spec)
     target, body = create_request(spec)

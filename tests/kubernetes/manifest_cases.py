@@ -14,8 +14,7 @@ from ozw.backends.kubernetes.manifests import (
 )
 from ozw.backends.kubernetes.names import job_name
 from ozw.config import EnvEntry, KubernetesConfig
-from ozw.tasks.params import Sidecar
-from ozw.wire.codec import InstanceShape
+from ozw.tasks.params import Shape, Sidecar
 
 TASK_ID = "019f5de4-bfd1-762e-92ed-199c971abcba"
 EXECUTION_ID = "019f5df0-aaaa-bbbb-cccc-abcdef012345"
@@ -56,7 +55,7 @@ def spec(**changes: Any) -> TaskJobSpec:
             "OZ_RUN_ID": "spoofed",
         },
         sidecars=(Sidecar("warp/agent:1", "/agent"), Sidecar("warp/tools:2", "/tools", True)),
-        instance_shape=InstanceShape(vcpus=2, memory_gb=4),
+        instance_shape=Shape(vcpus=2, memory_gb=4),
     )
     return attrs.evolve(base, **changes)
 

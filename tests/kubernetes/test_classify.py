@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ozw.backends.kubernetes.classify import (
+from ozw.backends.kubernetes.rules import (
     classify_job_failure,
     classify_pod,
     job_complete,

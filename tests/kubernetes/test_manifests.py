@@ -206,9 +206,9 @@ def test_setup_is_an_init_container_and_teardown_a_prestop_hook() -> None:
 
 
 def test_fractional_shape() -> None:
-    from ozw.wire.codec import InstanceShape
+    from ozw.tasks.params import Shape
 
-    task = _containers(task_job(spec(instance_shape=InstanceShape(0.5, 1.5)), config()))["task"]
+    task = _containers(task_job(spec(instance_shape=Shape(0.5, 1.5)), config()))["task"]
     assert task["resources"]["limits"] == {"cpu": "500m", "memory": "1536Mi"}
 
 

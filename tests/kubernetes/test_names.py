@@ -13,7 +13,6 @@ from ozw.backends.kubernetes.names import (
     LABEL_EXECUTION_ID,
     LABEL_TASK_HASH,
     LABEL_TASK_ID,
-    LABEL_VALUE_RE,
     LABEL_WORKER_HASH,
     LABEL_WORKER_ID,
     execution_id_of,
@@ -23,6 +22,7 @@ from ozw.backends.kubernetes.names import (
     preflight_job_name,
     task_labels,
 )
+from ozw.config.kubernetes import LABEL_VALUE_RE
 
 RUN = "019f5de4-bfd1-762e-92ed-199c971abcba"
 EXECUTION = "019f5df0-aaaa-bbbb-cccc-abcdef012345"

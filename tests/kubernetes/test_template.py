@@ -9,8 +9,8 @@ import pytest
 
 from ozw.backends.kubernetes.manifests import preflight_resources, task_job
 from ozw.backends.kubernetes.pod_template import pod_spec_template
-from ozw.backends.kubernetes.template import TemplateError, check_pod_spec
 from ozw.config import CliOverrides, ConfigError, load_config
+from ozw.config.pod_spec import TemplateError, check_pod_spec
 from tests.kubernetes.manifest_cases import TEMPLATE, spec
 from tests.kubernetes.test_schema import VERSIONS
 

@@ -7,6 +7,7 @@ the file is loaded, so a misspelt key stops start-up with its path.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, Literal, TypeAlias
 
 from ozw.config import rules
@@ -19,11 +20,13 @@ DEFAULT_PREFLIGHT_IMAGE: Final = "busybox:1.36"
 DEFAULT_TTL_SECONDS: Final = 86_400
 DEFAULT_UNSCHEDULABLE_TIMEOUT: Final = 30.0
 DEFAULT_CALL_TIMEOUT: Final = 30.0
+LABEL_VALUE_RE: Final = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
+"""A Kubernetes label value: at most 63 characters (checked apart), alphanumeric at the ends."""
 
 
 def _template_check(check: Any, value: object, path: str) -> dict[str, Any]:
     # Imported here: the models (lightkube) load only when a template is configured.
-    from ozw.backends.kubernetes.template import TemplateError
+    from ozw.config.pod_spec import TemplateError
 
     try:
         checked: dict[str, Any] = check(value, path)
@@ -33,19 +36,19 @@ def _template_check(check: Any, value: object, path: str) -> dict[str, Any]:
 
 
 def pod_template(value: object) -> dict[str, Any]:
-    from ozw.backends.kubernetes.template import check_pod_spec
+    from ozw.config.pod_spec import check_pod_spec
 
     return _template_check(check_pod_spec, value, "pod_template")
 
 
 def preflight_resources(value: object) -> dict[str, Any]:
-    from ozw.backends.kubernetes.template import check_resources
+    from ozw.config.pod_spec import check_resources
 
     return _template_check(check_resources, value, "preflight_resources")
 
 
 def pod_template_file(value: object) -> str | None:
-    from ozw.backends.kubernetes.template import TemplateError, load_pod_template_file
+    from ozw.config.pod_spec import TemplateError, load_pod_template_file
 
     path = rules.optional_text(value)
     if path is not None:
@@ -58,8 +61,6 @@ def pod_template_file(value: object) -> str | None:
 
 def labels(value: object) -> dict[str, str]:
     """A table of label values, each valid for Kubernetes."""
-    from ozw.backends.kubernetes.names import LABEL_VALUE_RE
-
     table = strings(value)
     for key, text in table.items():
         if len(text) > 63 or not LABEL_VALUE_RE.fullmatch(text):

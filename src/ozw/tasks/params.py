@@ -54,6 +54,14 @@ class Sidecar:
 
 
 @attrs.frozen
+class Shape:
+    """The machine size the task asked for; an axis is None when it was not given."""
+
+    vcpus: float | None = None
+    memory_gb: float | None = None
+
+
+@attrs.frozen
 class ParamSettings:
     """The worker settings that shape task parameters."""
 
@@ -88,7 +96,7 @@ class TaskParams:
     environment_id: str | None
     server_root_url: str | None
     task: dict[str, Any] = attrs.field(repr=False)
-    instance_shape: InstanceShape | None = None
+    instance_shape: Shape | None = None
     image_defaulted: bool = False
     refusal: TaskFailure | None = attrs.field(default=None, eq=False)
     """Why the assignment cannot run (a value out of range): the task fails with it
@@ -308,6 +316,11 @@ def base_args(
     return tuple(args)
 
 
+def task_shape(shape: InstanceShape | None) -> Shape | None:
+    """The assignment's instance shape as the backends' own type (they see no wire type)."""
+    return None if shape is None else Shape(vcpus=shape.vcpus, memory_gb=shape.memory_gb)
+
+
 def build_task_params(assignment: TaskAssignment, settings: ParamSettings) -> TaskParams:
     """Turn a decoded assignment into the value every backend runs from."""
     task = assignment.task
@@ -326,7 +339,7 @@ def build_task_params(assignment: TaskAssignment, settings: ParamSettings) -> Ta
         environment_id=non_blank(snapshot.environment_id) if snapshot is not None else None,
         server_root_url=root_url,
         task=task.raw or unstructure_task(task),
-        instance_shape=assignment.instance_shape,
+        instance_shape=task_shape(assignment.instance_shape),
         image_defaulted=defaulted,
         refusal=assignment_refusal(assignment, settings.shape_failure),
     )

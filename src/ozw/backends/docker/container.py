@@ -42,8 +42,8 @@ from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
 from ozw.backends.execution import environment_problem as process_environment_problem
 from ozw.tasks.failures import FailureReason, TaskFailure, describe_exit
+from ozw.tasks.params import Shape
 from ozw.tasks.ranges import mount_path_problem, normalise_mount_path
-from ozw.wire.codec import InstanceShape
 
 LABEL_WORKER: Final = "ozw.worker_id"
 LABEL_TASK: Final = "ozw.task_id"
@@ -75,7 +75,7 @@ def nano_cpus(vcpus: float | None) -> int | None:
     return round(vcpus * 1e9)
 
 
-def resources(shape: InstanceShape | None) -> dict[str, int]:
+def resources(shape: Shape | None) -> dict[str, int]:
     """``NanoCpus``, ``Memory`` and ``MemorySwap`` (pinned to memory: no swap)."""
     limits: dict[str, int] = {}
     if shape is None:
@@ -169,7 +169,7 @@ class ContainerSpec:
     """The container's environment (secrets: never in a repr or a log)."""
     sidecars: tuple[SidecarMount, ...]
     volumes: tuple[str, ...]
-    shape: InstanceShape | None
+    shape: Shape | None
 
 
 def task_labels(

@@ -29,8 +29,7 @@ from ozw.backends.kubernetes.pod_template import (
 )
 from ozw.config import KubernetesConfig
 from ozw.config.kubernetes import DEFAULT_TTL_SECONDS
-from ozw.tasks.params import AGENT_SIDECAR_MOUNT, Sidecar
-from ozw.wire.codec import InstanceShape
+from ozw.tasks.params import AGENT_SIDECAR_MOUNT, Shape, Sidecar
 
 WORKSPACE: Final = "/workspace"
 WORKSPACE_VOLUME: Final = "workspace"
@@ -84,7 +83,7 @@ class TaskJobSpec:
     env: Mapping[str, str]
     """The task environment with the configured ``environment`` on top (values go to the Secret)."""
     sidecars: tuple[Sidecar, ...] = ()
-    instance_shape: InstanceShape | None = None
+    instance_shape: Shape | None = None
     cleanup: bool = True
 
 

@@ -25,17 +25,19 @@ import anyio
 import httpx2 as httpx
 from lightkube import ApiError
 
-from ozw.backends.kubernetes.classify import (
+from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
+from ozw.backends.kubernetes.manifests import TASK_CONTAINER
+from ozw.backends.kubernetes.names import execution_selector
+from ozw.backends.kubernetes.rules import (
     classify_job_failure,
     classify_pod,
+    container_ended,
+    container_started,
     job_complete,
     job_failed,
     needs_events,
     unschedulable_since,
 )
-from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
-from ozw.backends.kubernetes.manifests import TASK_CONTAINER
-from ozw.backends.kubernetes.names import execution_selector
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.telemetry.logs import TaskLog
 
@@ -55,21 +57,6 @@ ended before the stream is followed again (kubelets report a status every few se
 Json = dict[str, Any]
 Verdict = TaskFailure | None
 """None: the Job completed."""
-
-
-def _container_running_or_done(pod: Json, name: str) -> bool:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        state = status.get("state") or {}
-        if status.get("name") == name and ("running" in state or "terminated" in state):
-            return True
-    return False
-
-
-def _container_ended(pod: Json, name: str) -> bool:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == name and "terminated" in (status.get("state") or {}):
-            return True
-    return False
 
 
 class JobMonitor:
@@ -187,7 +174,7 @@ class JobMonitor:
     def _follow_if_started(self, pod: Json) -> None:
         """Follow the task container's log once it has started (once per pod)."""
         name = pod.get("metadata", {}).get("name", "")
-        if name and name not in self.followed and _container_running_or_done(pod, TASK_CONTAINER):
+        if name and name not in self.followed and container_started(pod, TASK_CONTAINER):
             self.followed[name] = anyio.Event()
             self._group.start_soon(self._follow, name)
 
@@ -270,7 +257,7 @@ class JobMonitor:
             except API_PROBLEMS:
                 continue
             found = [p for p in pods if p.get("metadata", {}).get("name") == pod]
-            if not found or _container_ended(found[0], TASK_CONTAINER):
+            if not found or container_ended(found[0], TASK_CONTAINER):
                 return True
         return False
 

@@ -36,7 +36,6 @@ worker must not report it again."""
 
 _NOT_NAME_CHAR: Final = re.compile(r"[^a-z0-9]")
 _NOT_LABEL_CHAR: Final = re.compile(r"[^a-z0-9._-]")
-LABEL_VALUE_RE: Final = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 DNS_LABEL_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 

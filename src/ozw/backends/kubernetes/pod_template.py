@@ -11,9 +11,9 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ozw.backends.kubernetes.template import load_pod_template_file
 from ozw.config import KubernetesConfig
-from ozw.wire.codec import InstanceShape
+from ozw.config.pod_spec import load_pod_template_file
+from ozw.tasks.params import Shape
 
 
 def pod_spec_template(config: KubernetesConfig) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def memory_quantity(gigabytes: float) -> str:
     return f"{round(gigabytes * 1024)}Mi"
 
 
-def shape_resources(shape: InstanceShape | None) -> dict[str, dict[str, str]]:
+def shape_resources(shape: Shape | None) -> dict[str, dict[str, str]]:
     """Requests = limits from the instance shape (each axis only when positive)."""
     sizes: dict[str, str] = {}
     if shape is not None and shape.vcpus and shape.vcpus > 0:

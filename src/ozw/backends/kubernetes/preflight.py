@@ -15,10 +15,10 @@ from typing import Final
 import anyio
 
 from ozw.backends.execution import cleanup_bound
-from ozw.backends.kubernetes.classify import classify_pod, job_complete, preflight_failure
 from ozw.backends.kubernetes.client import API_PROBLEMS, KubeApi, problem_text
 from ozw.backends.kubernetes.manifests import preflight_job
 from ozw.backends.kubernetes.names import preflight_job_name
+from ozw.backends.kubernetes.rules import classify_pod, job_complete, preflight_failure
 from ozw.config import KubernetesConfig
 from ozw.tasks.failures import BackendUnavailable
 

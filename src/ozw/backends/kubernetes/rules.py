@@ -1,7 +1,8 @@
-"""Why a task's pod or Job failed, from its API JSON (docs/protocol.md, "Failure reasons").
+"""The pure rules of a task Job: why its pod or the Job failed (docs/protocol.md,
+"Failure reasons"), and which Jobs of an earlier run are adopted.
 
-Pure: the backend passes a pod (and, for a pending or failed pod, its events) as the
-API server returned them, plus the current time; these functions return a
+The backend passes a pod (and, for a pending or failed pod, its events) as the API
+server returned them, plus the current time; the classifiers return a
 :class:`~ozw.tasks.failures.TaskFailure` or None (nothing wrong yet). The checks run in
 the table's order, the first that matches wins.
 """
@@ -13,7 +14,13 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from ozw.backends.kubernetes.names import (
+    ANNOTATION_EXECUTION_ID,
+    ANNOTATION_REPORTED,
+    ANNOTATION_TASK_ID,
+)
 from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.tasks.params import TaskParams
 
 IMMEDIATE_WAITING: Final = frozenset(
     {
@@ -25,6 +32,17 @@ IMMEDIATE_WAITING: Final = frozenset(
     }
 )
 """Waiting reasons that will not resolve by themselves: the task fails at once."""
+
+POD_ENDED: Final = frozenset(
+    {
+        FailureReason.CONTAINER_EXIT,
+        FailureReason.CONTAINER_OOM,
+        FailureReason.EVICTED,
+        FailureReason.JOB_FAILED,
+        FailureReason.ACTIVE_DEADLINE,
+    }
+)
+"""Failures that mean the pod has ended (the Job fails with it)."""
 
 Json = Mapping[str, Any]
 
@@ -264,3 +282,56 @@ def preflight_failure(events: Sequence[Json]) -> str | None:
         if event.get("type") == "Warning" and event.get("reason") == "FailedCreate":
             return str(event.get("message") or "").strip() or "FailedCreate"
     return None
+
+
+def pod_ended(failure: TaskFailure) -> bool:
+    """Whether a failure means the task's pod has ended (else the Job may still start one)."""
+    return failure.exit_code is not None or failure.reason in POD_ENDED
+
+
+def container_started(pod: Json, name: str) -> bool:
+    """Whether container ``name`` of the pod runs or has run."""
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        state = status.get("state") or {}
+        if status.get("name") == name and ("running" in state or "terminated" in state):
+            return True
+    return False
+
+
+def container_ended(pod: Json, name: str) -> bool:
+    """Whether container ``name`` of the pod has terminated."""
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == name and "terminated" in (status.get("state") or {}):
+            return True
+    return False
+
+
+def adoptable_task(job: Json) -> str | None:
+    """The task id of a Job an earlier run left, when this run should adopt it: a task
+    Job (the preflight's has no task id), not going away, its outcome not yet reported."""
+    meta = job.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    if meta.get("deletionTimestamp") or annotations.get(ANNOTATION_REPORTED) == "true":
+        return None
+    task_id = annotations.get(ANNOTATION_TASK_ID)
+    return task_id if isinstance(task_id, str) else None
+
+
+def adopted_params(task_id: str, job: Json) -> TaskParams:
+    """The parameters of an adopted Job's task, as far as the Job tells them."""
+    annotations = job["metadata"].get("annotations") or {}
+    containers = job["spec"]["template"]["spec"].get("containers", [])
+    image = next((c.get("image", "") for c in containers if c["name"] == "task"), "")
+    return TaskParams(
+        task_id=task_id,
+        run_id=task_id,
+        execution_id=annotations.get(ANNOTATION_EXECUTION_ID),
+        env={},
+        image=image,
+        sidecars=(),
+        base_args=(),
+        harness=None,
+        environment_id=None,
+        server_root_url=None,
+        task={},
+    )
