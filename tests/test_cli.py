@@ -74,7 +74,10 @@ def test_broken_config_exits_2_with_one_line(tmp_path: Path) -> None:
     result = run_module("--config", str(config), "--api-key", "k", cwd=tmp_path)
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert line == f"ozw: error: {config}: backend.direct.workspace_rot: unknown key"
+    assert line == (
+        f"ozw: error: {config}: backend.direct.workspace_rot: unknown key "
+        "(did you mean `workspace_root`?)"
+    )
 
 
 def test_missing_config_file_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def test_smoke_refuses_a_broken_config_in_one_line(tmp_path: Path) -> None:
     result = ozw("smoke", "--config", str(broken))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"ozw: error: {broken}: backend.direct.workspace_rot: unknown key"
+        f"ozw: error: {broken}: backend.direct.workspace_rot: unknown key "
+        "(did you mean `workspace_root`?)"
     ]
 
 

@@ -6,6 +6,8 @@ from: ``config/worker.toml: server.root_url: ...`` or ``--task-timeout: ...``.
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -13,6 +15,7 @@ from typing import Any
 
 import attrs
 import tomli_w
+from cattrs.errors import ForbiddenExtraKeysError
 
 from ozw.config.converter import CONVERTER
 from ozw.config.flags import CliOverrides, Flag, given
@@ -104,18 +107,55 @@ def load_config(
     try:
         config = CONVERTER.structure(raw, WorkerConfig)
     except Exception as exc:  # cattrs raises several kinds; each leaf has a path
-        key, leaf = next(error_leaves(exc, ""))
-        problem = describe(leaf)
-        if key == "api_key":
-            problem += f" (the API key is never read from a file: use --api-key or {API_KEY_ENV})"
-        elif problem == REQUIRED and key in _REQUIRED_HINTS:
-            problem += f": {_REQUIRED_HINTS[key]}"
-        raise source.error(key, problem) from None
+        order = {key: index for index, key in enumerate(raw)}
+        leaves = sorted(error_leaves(exc, ""), key=lambda kl: order.get(_top(kl[0]), len(order)))
+        problems = [str(source.error(key, _problem(key, leaf))) for key, leaf in leaves]
+        raise ConfigError(_listed(problems, source.file)) from None
     if overrides.api_key is not None and not overrides.api_key.strip():
         # Given but empty: not "unset" (that would quietly take WARP_API_KEY instead).
         raise ConfigError("--api-key: must not be empty")
     api_key = overrides.api_key or environ.get(API_KEY_ENV) or None
     return attrs.evolve(config, api_key=api_key, worker_id="" if unset_id else config.worker_id)
+
+
+MAX_PROBLEMS = 10
+"""Problems listed in one error; past them the count alone."""
+
+
+def _top(key: str) -> str:
+    """The top-level key a dotted path lies in (problems are listed in file order)."""
+    return re.split(r"[.\[]", key, maxsplit=1)[0]
+
+
+def _problem(key: str, leaf: BaseException) -> str:
+    """What is wrong at ``key``, with the hint that fixes it when there is one."""
+    problem = describe(leaf)
+    if key == "api_key":
+        problem += f" (the API key is never read from a file: use --api-key or {API_KEY_ENV})"
+    elif problem == REQUIRED and key in _REQUIRED_HINTS:
+        problem += f": {_REQUIRED_HINTS[key]}"
+    elif isinstance(leaf, ForbiddenExtraKeysError) and attrs.has(leaf.cl):
+        known = [f.name for f in attrs.fields(leaf.cl) if f.name != "api_key"]
+        problem += did_you_mean(key.rpartition(".")[2], known)
+    return problem
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean `x`?)`` for the closest of ``known`` to a misspelt ``word``, else ""."""
+    close = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _listed(problems: list[str], file: str | None) -> str:
+    """Every problem in one line (at most :data:`MAX_PROBLEMS`), the file named once."""
+    prefix = f"{file}: " if file is not None else ""
+    shown = [problems[0]] + [
+        p.removeprefix(prefix) if prefix else p for p in problems[1:MAX_PROBLEMS]
+    ]
+    text = "; ".join(shown)
+    if len(problems) > MAX_PROBLEMS:
+        text += f"; and {len(problems) - MAX_PROBLEMS} more"
+    return text
 
 
 def _file_backend(raw: dict[str, Any], source: _Source) -> str | None:
@@ -129,9 +169,11 @@ def _file_backend(raw: dict[str, Any], source: _Source) -> str | None:
         )
     for name in tables:
         if name not in BACKEND_NAMES:
-            raise source.error(
-                f"backend.{name}", f"unknown key (backends: {', '.join(BACKEND_NAMES)})"
+            hint = (
+                did_you_mean(name, list(BACKEND_NAMES))
+                or f" (backends: {', '.join(BACKEND_NAMES)})"
             )
+            raise source.error(f"backend.{name}", f"unknown key{hint}")
     if len(tables) > 1:
         found = " and ".join(f"[backend.{name}]" for name in tables)
         raise source.error("backend", f"only one backend table is allowed, found {found}")
