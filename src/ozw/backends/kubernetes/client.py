@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import urllib.parse
 from collections.abc import AsyncGenerator, Generator, Mapping
 from contextlib import aclosing
 from pathlib import Path
@@ -28,7 +29,10 @@ from typing import Any, Final
 
 import anyio
 import httpx2 as httpx
+import msgspec
 from lightkube import ApiError, AsyncClient
+from lightkube.config.client_adapter import AsyncClient as http_client
+from lightkube.config.client_adapter import ConnectionParams, verify_cluster
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.config.models import UserExec
 from lightkube.core.exceptions import ConfigError
@@ -146,6 +150,42 @@ class AnyioExecAuth(httpx.Auth):
         yield request
 
 
+class AuthTransport(httpx.AsyncBaseTransport):
+    """Sends each request through ``auth``'s flow (a token, a retry after a 401) on ``inner``."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, auth: httpx.Auth) -> None:
+        self.inner = inner
+        self.auth = auth
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        flow = self.auth.async_auth_flow(request)
+        request = await anext(flow)
+        while True:
+            response = await self.inner.handle_async_request(request)
+            try:
+                request = await flow.asend(response)
+            except StopAsyncIteration:
+                return response
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy ``HTTPS_PROXY`` (``HTTP_PROXY`` for http, or ``ALL_PROXY``) names for
+    ``url``, unless ``NO_PROXY`` lists its host or a domain of it, or is ``*``."""
+    lowered = {key.lower(): value for key, value in environ.items() if value}
+    parts = urllib.parse.urlsplit(url)
+    proxy = lowered.get(f"{parts.scheme or 'https'}_proxy") or lowered.get("all_proxy")
+    host = (parts.hostname or "").lower()
+    for entry in lowered.get("no_proxy", "").split(","):
+        domain = entry.strip().lower().lstrip(".")
+        if domain == "*" or (domain and (host == domain or host.endswith("." + domain))):
+            return None
+    return proxy
+
+
 def api_error_text(exc: ApiError) -> str:
     """One line for an API error: the server's message and reason."""
     status = exc.status
@@ -176,24 +216,43 @@ class KubeApi:
         self.namespace = namespace
         self.call_timeout = call_timeout
         self.server = config.cluster.server
+        self.environ = environ
         self.client = self._client(environ, dry_run=False)
         self.dry_run_client = self._client(environ, dry_run=True)
 
     def _client(self, environ: Mapping[str, str], *, dry_run: bool) -> AsyncClient:
-        timeout = httpx.Timeout(self.call_timeout)
-        client = AsyncClient(
-            self.config,
+        config, params = self._connection(environ)
+        return AsyncClient(
+            config,
             namespace=self.namespace,
-            timeout=timeout,
+            timeout=params.timeout,
             lazy=False,
             field_manager="ozw",
             dry_run=dry_run,
+            trust_env=params.trust_env,
+            transport=params.transport,  # type: ignore[arg-type]
         )
+
+    def _connection(self, environ: Mapping[str, str]) -> tuple[SingleConfig, ConnectionParams]:
+        """The configuration and connection parameters of every client of this API.
+
+        lightkube's own ``exec`` credential plugin runner calls asyncio (it fails under
+        Trio): for such a user the plugin is taken out of the configuration and its
+        token added by :class:`AuthTransport`, a transport lightkube accepts publicly.
+        """
+        timeout = httpx.Timeout(self.call_timeout)
         user = self.config.user
-        if user is not None and user.exec is not None:
-            # lightkube's ExecAuth runs the plugin with asyncio: replace it.
-            client._client._client.auth = AnyioExecAuth(user.exec, environ)
-        return client
+        if user is None or user.exec is None:
+            return self.config, ConnectionParams(timeout=timeout)
+        config = self.config._replace(user=msgspec.structs.replace(user, exec=None))
+        verify = verify_cluster(config.cluster, user, config.abs_file)
+        # The transport replaces the client's own, proxies from the environment included.
+        proxy = proxy_for(config.cluster.server, environ)
+        inner = httpx.AsyncHTTPTransport(verify=verify, proxy=proxy)
+        transport = AuthTransport(inner, AnyioExecAuth(user.exec, environ))
+        # lightkube types the field as sync, but hands it to its async httpx client.
+        params = ConnectionParams(timeout=timeout, trust_env=False, transport=transport)  # type: ignore[arg-type]
+        return config, params
 
     async def aclose(self) -> None:
         for client in (self.client, self.dry_run_client):
@@ -203,12 +262,14 @@ class KubeApi:
     # -- plain calls --
 
     async def version(self) -> str:
-        with anyio.fail_after(self.call_timeout):
-            # lightkube has no call for /version: its own HTTP client makes the request.
-            http: httpx.AsyncClient = self.client._client._client
-            response = await http.get("/version")
-            response.raise_for_status()
-            return str(response.json().get("gitVersion", "unknown"))
+        # lightkube has no call for /version: an httpx client built by lightkube's own
+        # client_adapter, with the same server, TLS and credentials, asks for it.
+        config, params = self._connection(self.environ)
+        async with http_client(config, params) as http:
+            with anyio.fail_after(self.call_timeout):
+                response = await http.get("/version")
+                response.raise_for_status()
+                return str(response.json().get("gitVersion", "unknown"))
 
     async def create(self, obj: Json, *, dry_run: bool = False) -> Json:
         kinds: dict[str, Any] = {"Job": Job, "Secret": Secret}
