@@ -23,15 +23,9 @@ from ozw.backends.docker import DockerBackend
 from ozw.backends.docker.container import LABEL_WORKER
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar
-from tests.docker.conftest import (
-    Engine,
-    Images,
-    _agent_rootfs,
-    busybox_rootfs,
-    import_image,
-)
+from tests.docker.conftest import Engine, Images, _agent_rootfs, busybox_rootfs, import_image
 from tests.docker.engine import NoEngine, PrivateDockerd
-from tests.docker.test_docker_backend import (
+from tests.docker.runs import (
     CapturedLog,
     agent,
     files_containing,

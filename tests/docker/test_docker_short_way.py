@@ -11,7 +11,7 @@ from ozw.tasks.lifecycle import TaskControl, TaskOutcome, TaskResult
 from ozw.tasks.lifecycle import run_task as run_in_lifecycle
 from ozw.telemetry.logs import TaskLog
 from tests.docker.conftest import Engine, Images
-from tests.docker.test_docker_backend import (
+from tests.docker.runs import (
     CapturedLog,
     agent,
     calls_per_line_docker,
