@@ -38,12 +38,11 @@ def service() -> configparser.SectionProxy:
     return parser["Service"]
 
 
-def readme_install_block() -> str:
-    readme = (REPO / "README.md").read_text()
-    # The block sits in a list item: indented, fences included.
-    blocks = re.findall(r"^( *)```sh\n(.*?)\n\1```", readme, re.S | re.M)
+def install_block() -> str:
+    page = (REPO / "docs" / "operations.md").read_text()
+    blocks = re.findall(r"^( *)```sh\n(.*?)\n\1```", page, re.S | re.M)
     found = [textwrap.dedent(block) for _, block in blocks if "systemctl enable --now ozw" in block]
-    assert len(found) == 1, "the README shows the service install once"
+    assert len(found) == 1, "docs/operations.md shows the service install once"
     return found[0]
 
 
@@ -66,13 +65,13 @@ def test_the_unit_runs_as_a_dedicated_user_with_hardening() -> None:
     assert unit["StateDirectory"].split() == ["ozw", "oz"]
 
 
-def test_the_unit_checks_before_it_starts_with_the_readme_paths() -> None:
+def test_the_unit_checks_before_it_starts_with_the_documented_paths() -> None:
     unit = service()
     pre, start = shlex.split(unit["ExecStartPre"]), shlex.split(unit["ExecStart"])
     assert pre == ["/opt/ozw/bin/ozw", "check", "--config", "/etc/ozw/worker.toml"]
     assert start == ["/opt/ozw/bin/ozw", "--config", "/etc/ozw/worker.toml"]
     assert unit["EnvironmentFile"] == "/etc/ozw/env"
-    install = readme_install_block()
+    install = install_block()
     for needed in (
         "useradd --system --home-dir /var/lib/ozw --shell /usr/sbin/nologin ozw",
         "usermod -aG docker ozw",
