@@ -45,7 +45,7 @@ BASE_ARGS = (
     "--server-root-url",
     "https://app.warp.dev",
     "--mcp",
-    '{"github":{"command":"npx","args":["-y","x y"]}}',
+    '{"github":{"args":["-y","x y"],"command":"npx"}}',
     "--foo",
     "",
     "two words",
@@ -294,7 +294,6 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
         assert cwd == workspace
         assert "WARP_API_KEY" not in env  # the worker's own credential stays out
         assert env["OTHER_SECRET"] == "s3cret"  # the rest of the worker environment
-        assert env["TASK_VAR"] == "task"
         assert env["CONFIGURED"] == "yes"
         assert env["OZ_WORKSPACE_ROOT"] == workspace
         assert env["OZ_WORKER_BACKEND"] == "direct"
@@ -304,6 +303,8 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
     teardown_env, _ = parse("teardown.txt")
     assert setup_env["OZ_ENVIRONMENT_FILE"] == os.path.join(workspace, ENV_FILE_NAME)
     assert "OZ_ENVIRONMENT_FILE" not in teardown_env
+    assert setup_env["TASK_VAR"] == "task"
+    assert "TASK_VAR" not in teardown_env  # as the Go worker: no task variable in teardown
 
 
 @on_both_loops

@@ -289,7 +289,7 @@ def test_computer_use(harness: str | None, explicit: bool | None, expected: bool
         ({"mcp_servers": {}}, [CU]),
         (
             {"mcp_servers": {"gh": {"url": "https://x", "args": [1, None, True]}}},
-            ["--mcp", '{"gh":{"url":"https://x","args":[1,null,true]}}', CU],
+            ["--mcp", '{"gh":{"args":[1,null,true],"url":"https://x"}}', CU],
         ),
         # Public sharing.
         ({"session_sharing": {"public_access": "VIEWER"}}, [CU, "--share", "public:view"]),
@@ -356,10 +356,10 @@ def test_public_share(sharing: dict[str, Any] | None, expected: str | None) -> N
     assert public_share(snap(session_sharing=sharing)) == expected
 
 
-def test_mcp_json_is_compact_and_ordered() -> None:
+def test_mcp_json_is_compact_and_sorted() -> None:
     assert mcp_json(None) is None
     assert mcp_json({}) is None
-    assert mcp_json({"b": 1, "a": {"x": [1, 2]}}) == '{"b":1,"a":{"x":[1,2]}}'
+    assert mcp_json({"b": 1, "a": {"y": [1, 2], "x": 0}}) == '{"a":{"x":0,"y":[1,2]},"b":1}'
     assert mcp_json({"name": "caf\u00e9"}) == '{"name":"caf\\u00e9"}'
 
 
@@ -550,7 +550,7 @@ def test_full_example_byte_for_byte() -> None:
         "--server-root-url", "https://app.warp.dev",
         "--model", "claude-4",
         "--profile", "prof",
-        "--mcp", '{"linear":{"url":"https://mcp.linear.app","headers":{}}}',
+        "--mcp", '{"linear":{"headers":{},"url":"https://mcp.linear.app"}}',
         "--computer-use",
         "--bedrock-inference-role", "arn:aws:iam::1:role/b",
         "--harness", "oz",

@@ -214,11 +214,12 @@ def mcp_json(mcp_servers: Mapping[str, Any] | None) -> str | None:
     """``mcp_servers`` as compact JSON, or None when absent or empty.
 
     ASCII-escaped so the argument survives any locale and never carries a lone
-    surrogate; key order is kept as received.
+    surrogate; keys sorted at every level, as the Go worker's encoder writes a map
+    (observed: tests/conformance, scenario direct-argv-and-env).
     """
     if not mcp_servers:
         return None
-    return json.dumps(mcp_servers, separators=(",", ":"))
+    return json.dumps(mcp_servers, separators=(",", ":"), sort_keys=True)
 
 
 def snapshot_args(snapshot: AgentConfigSnapshot) -> list[str]:

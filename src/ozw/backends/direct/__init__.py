@@ -26,7 +26,8 @@ workspace; see :func:`script_environment`): the worker's environment *without*
 ``WARP_API_KEY`` (the worker's own Oz credential; the rule of every child,
 :func:`ozw.backends.execution.inherited_environment`:
 teardown often runs git in a workspace the agent controlled, where ``core.fsmonitor``
-and the like can run code the agent chose), the task environment, the configured
+and the like can run code the agent chose), the task environment (setup only: like
+the Go worker, teardown gets no task variable, for the same reason), the configured
 ``environment`` (listing ``WARP_API_KEY`` there is the deliberate opt-in; it then
 reaches the agent too, like every configured entry), then ``OZ_WORKSPACE_ROOT`` (the
 task's workspace), ``OZ_WORKER_BACKEND=direct``, ``OZ_RUN_ID``, ``GIT_CONFIG_GLOBAL``

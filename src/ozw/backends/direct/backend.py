@@ -275,8 +275,13 @@ class DirectTaskRun(TaskRun):
             gitconfig=workspace.gitconfig,
             env_file=workspace.env_file if setup else None,
         )
+        # Teardown gets no task variables (the Go worker's rule): it often runs git in a
+        # workspace the agent controlled, where the task's secrets have no business.
         return script_environment(
-            worker=self.backend.environ, task=self.params.env, configured=self._configured(), oz=oz
+            worker=self.backend.environ,
+            task=self.params.env if setup else {},
+            configured=self._configured(),
+            oz=oz,
         )
 
     async def setup(self) -> None:
