@@ -218,6 +218,7 @@ def _sample(key: str) -> str:
         "ttl_seconds_after_finished": "60",
         "idle_on_complete": "45m",
         "dispatch_timeout": "60s",
+        "image_pull_policy": "IfNotPresent",
         "volumes": "[/a:/a]",
         "environment": "[{name: A}]",
         "pod_template": "{containers: []}",
@@ -232,9 +233,18 @@ def test_unknown_keys_become_comments(tmp_path: Path) -> None:
     text, output = convert(
         tmp_path, "worker_id: w\nfuture_option: 3\nbackend:\n  docker:\n    gpus: all\n"
     )
-    assert '# not converted (no ozw equivalent yet): future_option = "3"' in text
-    assert '# not converted (no ozw equivalent yet): gpus = "all"' in text
+    assert (
+        '# not converted (unknown key; the Go worker refuses it too): future_option = "3"' in text
+    )
+    assert '# not converted (unknown key; the Go worker refuses it too): gpus = "all"' in text
     assert load_config(str(output), CliOverrides(), {}) == WorkerConfig(worker_id="w")
+
+
+def test_log_level_is_converted_and_the_go_refusal_said(tmp_path: Path) -> None:
+    text, output = convert(tmp_path, "worker_id: w\nlog_level: warn\n")
+    assert 'log_level = "warning"' in text
+    assert "# note: log_level converted, but the Go worker refuses this key in its file" in text
+    assert load_config(str(output), CliOverrides(), {}).log_level == "warning"
 
 
 def test_without_worker_id_the_file_says_where_to_set_it(tmp_path: Path) -> None:
@@ -288,6 +298,34 @@ def test_import_keeps_an_existing_file(tmp_path: Path) -> None:
             id="volumes",
         ),
         pytest.param("backend: 5\n", "backend: expected a mapping, got '5'", id="scalar"),
+        pytest.param(
+            "backend:\n  direct:\n    environment: [{name: A B, value: x}]\n",
+            "backend.direct.environment[0].name: 'A B' must not contain whitespace "
+            "(the Go worker refuses it too)",
+            id="env-name-space",
+        ),
+        pytest.param(
+            "backend:\n  docker:\n    environment: [{value: x}]\n",
+            "backend.docker.environment[0].name: expected a string, got null",
+            id="env-name-missing",
+        ),
+        pytest.param(
+            "backend:\n  kubernetes:\n    sidecar_image: 'a\tb'\n",
+            "backend.kubernetes.sidecar_image: 'a\\tb' must not contain whitespace",
+            id="image-space",
+        ),
+        pytest.param(
+            "backend:\n  kubernetes:\n    image_pull_policy: Sometimes\n",
+            "backend.kubernetes.image_pull_policy: expected one of Always, Never, IfNotPresent, "
+            "got 'Sometimes' (the Go worker refuses it too)",
+            id="pull-policy",
+        ),
+        pytest.param(
+            "backend:\n  command:\n    cancel_command: x\n",
+            "backend.command.dispatch_command: required (the Go worker refuses it too)",
+            id="dispatch-required",
+        ),
+        pytest.param("log_level: loud\n", "log_level: expected one of debug", id="log-level"),
         pytest.param(
             "backend:\n  direct:\n    environment: [{name: A, val: x}]\n",
             "backend.direct.environment[0].val: unknown key",

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import attrs
 import tomli_w
 import yaml
 
-from ozw.config.model import API_KEY_ENV
+from ozw.config.model import API_KEY_ENV, LogLevel
 
 
 class GoConfigError(Exception):
     """The YAML cannot be converted; the message is one line naming the key."""
 
 
+_PULL_POLICIES: Final = ("Always", "Never", "IfNotPresent")
+_LOG_LEVELS: Final = get_args(LogLevel)
 _NULL_TAG: Final = "tag:yaml.org,2002:null"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 
@@ -63,6 +65,34 @@ def _integer(value: object, key: str) -> int:
         raise GoConfigError(f"{key}: expected an integer, got {value!r}") from None
 
 
+_REFUSED: Final = "(the Go worker refuses it too)"
+
+
+def _one_word(value: object, key: str) -> str:
+    """Text without spaces or tabs: the Go worker's ``no_whitespace`` rule."""
+    text = _text(value, key)
+    if " " in text or "\t" in text:
+        raise GoConfigError(f"{key}: {text!r} must not contain whitespace {_REFUSED}")
+    return text
+
+
+def _pull_policy(value: object, key: str) -> str:
+    text = _text(value, key)
+    if text and text not in _PULL_POLICIES:
+        policies = ", ".join(_PULL_POLICIES)
+        raise GoConfigError(f"{key}: expected one of {policies}, got {text!r} {_REFUSED}")
+    return text
+
+
+def _log_level(value: object, key: str) -> str:
+    """A level as ``--log-level`` takes it (Go's ``warn`` is ``warning``)."""
+    text = _text(value, key)
+    level = "warning" if text == "warn" else text
+    if level not in _LOG_LEVELS:
+        raise GoConfigError(f"{key}: expected one of debug, info, warn, error, got {text!r}")
+    return level
+
+
 def _texts(value: object, key: str) -> list[str]:
     if not isinstance(value, list):
         raise GoConfigError(f"{key}: expected a list, got {_kind(value)}")
@@ -84,7 +114,10 @@ def _environment(value: object, key: str) -> list[dict[str, str]]:
         unknown = sorted(set(entry) - {"name", "value"})
         if unknown:
             raise GoConfigError(f"{where}.{unknown[0]}: unknown key (entries have name and value)")
-        converted = {"name": _text(entry.get("name"), f"{where}.name")}
+        name = _one_word(entry.get("name"), f"{where}.name")
+        if not name:
+            raise GoConfigError(f"{where}.name: required {_REFUSED}")
+        converted = {"name": name}
         if entry.get("value") is not None:
             converted["value"] = _text(entry["value"], f"{where}.value")
         entries.append(converted)
@@ -124,6 +157,9 @@ _TOP_KEYS: Final[dict[str, _Convert]] = {
     "max_concurrent_tasks": _integer,
     "idle_on_complete": _text,
 }
+_OZW_ONLY_KEYS: Final[dict[str, _Convert]] = {"log_level": _log_level}
+"""Keys the Go worker's file refuses (it takes them as flags) that ozw's file has:
+converted, with a note, since a file holding one was never a working Go config."""
 _BACKEND_KEYS: Final[dict[str, dict[str, _Convert | str]]] = {
     "docker": {"volumes": _texts, "environment": _environment},
     "direct": {
@@ -143,11 +179,11 @@ _BACKEND_KEYS: Final[dict[str, dict[str, _Convert | str]]] = {
     "kubernetes": {
         "namespace": _text,
         "kubeconfig": _text,
-        "default_image": _text,
-        "image_pull_policy": _text,
+        "default_image": _one_word,
+        "image_pull_policy": _pull_policy,
         "use_image_volumes": _boolean,
-        "preflight_image": _text,
-        "sidecar_image": _text,
+        "preflight_image": _one_word,
+        "sidecar_image": _one_word,
         "setup_command": _text,
         "teardown_command": _text,
         "extra_labels": _text_map,
@@ -172,7 +208,7 @@ class _Section:
     values: dict[str, Any] = attrs.field(factory=dict)
     notes: list[str] = attrs.field(factory=list)
 
-    def unconverted(self, key: str, value: object, why: str = "no ozw equivalent yet") -> None:
+    def unconverted(self, key: str, value: object, why: str = "unknown key; the Go worker refuses it too") -> None:
         self.notes.append(f"not converted ({why}): {key} = {_shown(value)}")
 
 
@@ -209,6 +245,12 @@ def convert(text: str, source: str) -> str:
             continue
         if key in _TOP_KEYS and value is not None:
             top.values[key] = _TOP_KEYS[key](value, key)
+        elif key in _OZW_ONLY_KEYS and value is not None:
+            top.values[key] = _OZW_ONLY_KEYS[key](value, key)
+            top.notes.append(
+                f"note: {key} converted, but the Go worker refuses this key in its file "
+                f"(it takes --{key.replace('_', '-')})"
+            )
         elif key not in _TOP_KEYS:
             top.unconverted(key, value)
     backend = _backend(document.get("backend"), typed.get("backend"))
@@ -242,6 +284,8 @@ def _backend(plain: object, typed: Any) -> tuple[str, _Section] | None:
         else:
             assert callable(convert_value)
             section.values[key] = convert_value(value, where)
+    if name == "command" and not section.values.get("dispatch_command"):
+        raise GoConfigError(f"backend.command.dispatch_command: required {_REFUSED}")
     if any("value" not in entry for entry in section.values.get("environment", [])):
         section.notes.append(
             "note: an environment entry without value inherits the worker's variable; ozw "
