@@ -201,6 +201,9 @@ GO_BACKEND_KEYS: Final = {name: tuple(keys) for name, keys in _BACKEND_KEYS.item
 GO_TOP_KEYS: Final = tuple(_TOP_KEYS)
 
 
+_UNKNOWN: Final = "unknown key; the Go worker refuses it too"
+
+
 @attrs.define
 class _Section:
     """One TOML table being written: its values and the comments above it."""
@@ -208,7 +211,7 @@ class _Section:
     values: dict[str, Any] = attrs.field(factory=dict)
     notes: list[str] = attrs.field(factory=list)
 
-    def unconverted(self, key: str, value: object, why: str = "unknown key; the Go worker refuses it too") -> None:
+    def unconverted(self, key: str, value: object, why: str = _UNKNOWN) -> None:
         self.notes.append(f"not converted ({why}): {key} = {_shown(value)}")
 
 
