@@ -94,12 +94,12 @@ def baseline_command(run: DockerTaskRun, image: str) -> list[str]:
 def bench_docker(n: int) -> list[Row]:
     start = Row(
         "docker: assignment → agent running",
-        goal="≤ 1.15x (item 1)",
+        goal="≤ 1.15x",
         note="worker: send → container's 1st stdout line relayed; base: docker run → 1st line",
     )
     done = Row(
         "docker: assignment → task_completed",
-        goal="≤ 1.15x (item 1)",
+        goal="≤ 1.15x",
         note="worker: send → server has task_completed; base: docker run --rm → exit",
     )
     try:

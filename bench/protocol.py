@@ -136,7 +136,6 @@ def bench_protocol(batches: int) -> list[Row]:
     decode = compare(
         Row(
             "protocol: decode task_assignment",
-            goal="≤ 2.5x (item 3)",
             note=f"decode_server_message vs json.loads, {len(text)} byte frame",
             throughput=True,
         ),

@@ -56,7 +56,7 @@ def markdown(rows: Sequence[Row], header: dict[str, str]) -> str:
     lines += [
         "",
         "| benchmark | worker median | worker p90 | baseline median | baseline p90 | ratio | n |"
-        " goal (issue 14) |",
+        " goal |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:

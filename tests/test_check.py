@@ -80,7 +80,7 @@ async def test_check_says_the_api_key_was_rejected(tmp_path: Path) -> None:
         env = environment("not-the-right-key")
         code, lines = await ozw_check(write_config(tmp_path, server.port or 0), env)
         assert code == 1
-        assert lines["server"] == "FAIL API key rejected (HTTP 401)"
+        assert lines["server"] == "FAIL API key rejected: check WARP_API_KEY (HTTP 401)"
         assert lines["api key"] == "ok present (not shown)"
         assert server.rejected_handshakes == 1
         assert server.connections == 0
@@ -96,7 +96,7 @@ async def test_check_names_the_cause_of_an_unreachable_server(tmp_path: Path) ->
     code, lines = await ozw_check(write_config(tmp_path, port), environment())
     assert code == 1
     assert lines["server"].startswith(
-        f"FAIL server not reachable: all attempts to connect to 127.0.0.1:{port} failed: "
+        f"FAIL cannot connect: all attempts to connect to 127.0.0.1:{port} failed: "
     )
     assert lines["server"].endswith("Connection refused")
 
@@ -126,7 +126,7 @@ async def test_check_dials_through_the_proxy_setting(tmp_path: Path) -> None:
         code, lines = await ozw_check(config, environment(), "--proxy-url", bad)
         assert code == 1
         assert lines["server"] == (
-            f"FAIL server not reachable: proxy {tinyproxy.address} refused CONNECT "
+            f"FAIL cannot connect: proxy {tinyproxy.address} refused CONNECT "
             f"127.0.0.1:{server.port}: HTTP 401 Unauthorized; check the credentials in "
             "server.proxy_url"
         )

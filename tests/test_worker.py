@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import random
 
-import pytest
 import trio
 import trio.testing
 
 from ozw.config import WorkerConfig
-from ozw.link.connection import IDLE_PASS, ConnectionSettings, pause_for_others, pauses_after
-from ozw.link.websocket import ClientWebSocket
+from ozw.link.connection import ConnectionSettings
 from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     REJECT_SHUTTING_DOWN,
@@ -419,63 +417,3 @@ async def test_a_forced_stop_still_sends_what_is_already_known() -> None:
         assert done == TaskCompleted("stuck", "Task completed successfully")
         assert backend.killed
         assert worker.exit_code == 130
-
-
-async def test_a_stream_of_assignments_is_read_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Frames that arrive while the reader pauses after a read come in the next read.
-    batches: list[int] = []
-    receive = ClientWebSocket.receive
-
-    async def counted(ws: ClientWebSocket) -> list[str | bytes]:
-        frames = await receive(ws)
-        batches.append(len(frames))
-        return frames
-
-    monkeypatch.setattr(ClientWebSocket, "receive", counted)
-    async with running_worker(ScriptedBackend()) as local:
-        with trio.fail_after(20):
-            for i in range(60):
-                await local.server.send(assignment(f"s{i}", "ok"))
-            for i in range(60):
-                await local.server.wait_for(terminal_for(f"s{i}"))
-    assert sum(batches) >= 60
-    # Without the pause, each read brings the one or two frames sent since the last.
-    assert max(batches) >= 5, batches
-
-
-def test_the_reader_pauses_after_several_frames_or_every_eighth_read() -> None:
-    assert [pauses_after(1, reads) for reads in range(1, 9)] == [False] * 7 + [True]
-    assert pauses_after(2, 1)
-    assert pauses_after(40, 3)
-
-
-async def test_the_pause_lets_others_run_until_its_passes_its_time_or_two_quiet_passes(
-    mock_clock: trio.testing.MockClock,
-) -> None:
-    async def count_passes(step: float, limit: float) -> int:
-        """Passes another task ran during one pause, each taking ``step`` seconds on the
-        mock clock."""
-        runs = 0
-
-        async def other() -> None:
-            nonlocal runs
-            while True:
-                mock_clock.jump(step)
-                runs += 1
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(other)
-            await trio.lowlevel.checkpoint()
-            before = runs
-            await pause_for_others(24, limit, IDLE_PASS)
-            nursery.cancel_scope.cancel()
-        return runs - before
-
-    # Trio may run the other task before or after the pause within a pass, so one
-    # interval between the pause's wake-ups can hold no step of it: never two in a row.
-    assert 23 <= await count_passes(2 * IDLE_PASS, 1.0) <= 25
-    # A millisecond a pass: a 5 ms limit ends the pause after about five.
-    assert 4 <= await count_passes(0.001, 0.005) <= 8
-    # Nothing else to run: two quiet passes end it.
-    assert await count_passes(0.0, 1.0) <= 3

@@ -22,10 +22,9 @@ import trio
 
 from ozw.backends import create_backend
 from ozw.config import API_KEY_ENV, CommandConfig, DockerConfig, WorkerConfig, url_problem
-from ozw.link.connection import worker_url
-from ozw.link.dial import describe_error, open_websocket
+from ozw.link.connection import why_lost, worker_url
+from ozw.link.dial import open_websocket
 from ozw.link.proxy import ProxySettingError, choose_proxy
-from ozw.link.websocket import ConnectionRejected
 from ozw.tasks.failures import BackendUnavailable, TaskFailure
 from ozw.tasks.params import DEFAULT_IMAGE
 
@@ -168,24 +167,12 @@ async def server_check(config: WorkerConfig, environ: Mapping[str, str]) -> Chec
         ) as ws:
             await ws.aclose(code=1000, reason="ozw check")
     except Exception as exc:
-        failure = dial_failure(exc)
+        failure = why_lost(exc, SERVER_TIMEOUT).text
         if proxy is not None and str(proxy) not in failure:
             failure += f" (through proxy {proxy})"
         return Check(name, "FAIL", failure)
     via = f" through proxy {proxy}" if proxy else ""
     return Check(name, "ok", f"the server accepted the API key{via}")
-
-
-def dial_failure(exc: BaseException) -> str:
-    """What ``ozw check`` says about a dial that failed."""
-    leaf = exc
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    if isinstance(leaf, ConnectionRejected):
-        if leaf.status_code in (401, 403):
-            return f"API key rejected (HTTP {leaf.status_code})"
-        return f"server refused the connection (HTTP {leaf.status_code})"
-    return f"server not reachable: {describe_error(leaf)}"
 
 
 async def run_checks(config: WorkerConfig, environ: Mapping[str, str]) -> list[Check]:

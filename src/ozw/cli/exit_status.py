@@ -2,15 +2,19 @@
 
 Trio wraps errors in exception groups (``strict_exception_groups``), so a failure
 deep in a nursery reaches ``main`` as a group, perhaps nested, perhaps beside the
-``Cancelled`` of its siblings. :func:`outcome_of` finds the error that matters and
-words it as the one ``ozw: error: ...`` line an operator sees, with its exit code.
+``Cancelled`` of its siblings. :func:`outcome_of` takes the error that matters
+(:func:`ozw.exception_groups.cause`) and words it as the one ``ozw: error: ...``
+line an operator sees, with its exit code.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Final
+
+import trio
+
+from ozw.exception_groups import cause
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -23,30 +27,16 @@ TRACEBACK_ENV: Final = "OZW_TRACEBACK"
 """Set (to anything) to see the traceback of an unexpected error as well."""
 
 
-def leaves(exc: BaseException) -> Iterator[BaseException]:
-    """The exceptions inside ``exc``, group nesting flattened, in order."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from leaves(inner)
-    else:
-        yield exc
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    # trio.Cancelled is a sibling's echo of the real failure, never the cause.
-    return type(exc).__name__ == "Cancelled" and type(exc).__module__.startswith("trio")
-
-
 def outcome_of(exc: BaseException) -> tuple[int, str | None]:
     """The exit code for ``exc`` escaping a command, and the error line (None: silent).
 
     Ctrl-C anywhere in the group means "interrupted" (130, silent); otherwise the
     first real error is the cause. ``SystemExit`` is the caller's to let through.
     """
-    found = [leaf for leaf in leaves(exc) if not _is_cancellation(leaf)]
-    if not found or any(isinstance(leaf, KeyboardInterrupt) for leaf in found):
+    found = cause(exc)
+    if isinstance(found, KeyboardInterrupt | trio.Cancelled):
         return EXIT_INTERRUPTED, None
-    return EXIT_FAILURE, f"ozw: error: {describe(found[0])}"
+    return EXIT_FAILURE, f"ozw: error: {describe(found)}"
 
 
 def describe(exc: BaseException) -> str:

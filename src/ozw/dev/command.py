@@ -20,9 +20,10 @@ from typing import IO
 
 import trio
 
-from ozw.cli.exit_status import EXIT_OK, EXIT_USAGE, describe, leaves
+from ozw.cli.exit_status import EXIT_OK, EXIT_USAGE, describe
 from ozw.dev.script import ScriptError, Step, parse_line, parse_script
 from ozw.dev.server import DispatchServer, Received
+from ozw.exception_groups import collapsed
 from ozw.telemetry.logs import configure_logging
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,12 +39,10 @@ class ListenError(Exception):
 async def _listen(server: DispatchServer, host: str, port: int, nursery: trio.Nursery) -> int:
     """Start ``server`` on ``host:port``; a failure to bind becomes one :class:`ListenError`."""
     try:
-        bound: int = await nursery.start(server.serve, host, port)
-    except (OSError, BaseExceptionGroup) as exc:
-        cause = next((leaf for leaf in leaves(exc) if isinstance(leaf, OSError)), None)
-        if cause is None:
-            raise
-        raise ListenError(f"cannot listen on {host}:{port}: {describe(cause)}") from None
+        with collapsed():
+            bound: int = await nursery.start(server.serve, host, port)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {describe(exc)}") from None
     return bound
 
 

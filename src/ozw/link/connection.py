@@ -2,12 +2,11 @@
 
 One :class:`Connection` dials, re-dials with exponential back-off, keeps the link
 alive with pings, declares it dead after a silence, and closes it with code 1000 on
-shutdown. Inside one session three tasks run: the reader (decodes frames and hands
-them to the worker; under a burst it lets the work a read started run before reading
-again, so the burst is handled in batches), the single writer (drains the
-:class:`~ozw.link.outbox.Outbox`) and the heartbeat. The session lives inside a cancel
-scope that a watchdog cancels once no frame or pong was heard for too long: the
-server has been silent.
+shutdown. Inside one session these tasks run: the reader (decodes frames and hands
+them to the worker), the single writer (drains the :class:`~ozw.link.outbox.Outbox`),
+the confirmer (a ping after what was written: its pong confirms it) and the heartbeat.
+The session lives inside a cancel scope that a watchdog cancels once no frame or pong
+was heard for too long: the server has been silent.
 """
 
 from __future__ import annotations
@@ -21,11 +20,16 @@ from typing import Final
 import attrs
 import trio
 
-from ozw.cli.exit_status import leaves
 from ozw.link.dial import describe_error, open_websocket
 from ozw.link.outbox import Outbox, WriteProgress
 from ozw.link.proxy import Proxy
-from ozw.link.websocket import ClientWebSocket, ConnectionClosed, ConnectionRejected, HandshakeError
+from ozw.link.websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    close_text,
+)
 from ozw.tasks.deadlines import CLOSE_TIMEOUT
 from ozw.wire.codec import (
     ProtocolError,
@@ -42,30 +46,6 @@ DIAL_FAILED: Final = "dial_failed"
 REMOTE_CLOSE: Final = "remote_close"
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Assignments carry whole task definitions; 1 MiB (the library default) is too tight."""
-
-READ_PAUSE_PASSES: Final = 24
-"""Scheduler passes the reader leaves to the rest of the worker after handling what one
-read brought, before it reads again, while that work goes on. Under a burst the next
-read then brings dozens of frames, decoded, claimed and answered as one batch (one
-read, one write, far fewer task switches); frame by frame, the scheduler's and the
-libraries' cost per read and per write outweighed the worker's own work per task."""
-
-READ_PAUSE_LIMIT: Final = 0.005
-"""The most the pause may last, in seconds: under heavy load (long scheduler passes) a
-frame that arrived meanwhile (a cancellation, a pong) waits at most this long, plus
-one pass."""
-
-PAUSE_PROBE_READS: Final = 8
-"""A read that brought several frames is followed by the pause (they come faster than
-they are handled); so is every 8th read since the last pause, since a burst read frame
-by frame (each read bringing the one frame sent since the last) looks like lone frames
-until one pause lets them gather."""
-
-IDLE_PASS: Final = 0.00005
-"""A scheduler pass shorter than this (seconds) ran little besides the reader: the
-worker has nothing left to do, so the reader reads at once. An empty pass takes
-about 12 µs here (28 µs at the 99th percentile); one that runs a task's step, 60 µs
-and more."""
 
 
 @attrs.frozen
@@ -235,26 +215,28 @@ class Connection:
                 log.info("connected to %s%s", loggable_url(self.settings.websocket_url), via)
                 await self._serve(ws)
                 return None
-        except Exception as exc:  # an ExceptionGroup from the session's nursery too
+        except Exception as exc:  # one exception: open_websocket collapses its groups
             # Whatever breaks a connection (a proxy speaking garbage, a TLS failure, a
             # library error) must never stop the worker: log it and dial again.
-            leaf = _first_leaf(exc)
-            if not isinstance(leaf, _CONNECTION_ERRORS):
+            if not isinstance(exc, _CONNECTION_ERRORS):
                 log.error(
                     "unexpected %s on the connection: %s",
-                    type(leaf).__name__,
-                    describe_error(leaf),
+                    type(exc).__name__,
+                    describe_error(exc),
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
-            return _why_lost(leaf, self.settings.dead_after)
+            return why_lost(exc, self.settings.dead_after)
 
-    async def _serve(self, ws: ClientWebSocket) -> None:
+    async def _serve(self, ws: WebSocketConnection) -> None:
         silence = trio.CancelScope()
-        watchdog = _SilenceWatchdog(self.settings.dead_after)
-        heard = watchdog.heard
+
+        def heard() -> None:
+            # A frame or a pong: the server lives. Silent for dead_after, it is dead.
+            silence.deadline = trio.current_time() + self.settings.dead_after
+
+        heard()
         with silence:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(watchdog.watch, silence)
                 nursery.start_soon(self._read, ws, heard)
                 written = WriteProgress(self.outbox.first_unconfirmed_seq() - 1)
                 nursery.start_soon(self._write, ws, written)
@@ -269,44 +251,29 @@ class Connection:
             return
         raise _SilentServer
 
-    async def _read(self, ws: ClientWebSocket, heard: Callable[[], None]) -> None:
-        reads = 0
+    async def _read(self, ws: WebSocketConnection, heard: Callable[[], None]) -> None:
         while True:
-            # Every frame one read brought: under load dozens, handled without a switch.
-            frames = await ws.receive()
+            frame = await ws.get_message()
             heard()
-            frame_lines = log.isEnabledFor(logging.DEBUG)
-            for frame in frames:
-                try:
-                    message = decode_server_message(frame)
-                except ProtocolError as exc:
-                    log.warning("skipped a malformed message: %s", exc)
-                    continue
-                if frame_lines:
-                    _log_frame("in", message)
-                self.on_message(message)
-            reads += 1
-            if pauses_after(len(frames), reads):
-                reads = 0
-                await pause_for_others(READ_PAUSE_PASSES, READ_PAUSE_LIMIT, IDLE_PASS)
+            try:
+                message = decode_server_message(frame)
+            except ProtocolError as exc:
+                log.warning("skipped a malformed message: %s", exc)
+                continue
+            _log_frame("in", message)
+            self.on_message(message)
 
-    async def _write(self, ws: ClientWebSocket, written: WriteProgress) -> None:
+    async def _write(self, ws: WebSocketConnection, written: WriteProgress) -> None:
         cursor = written.seq + 1
         while True:
-            await self.outbox.wait_from(cursor)
-            # One pass of the scheduler first: what the tasks woken with us queue (a
-            # claimed task's result, the next claims) goes out in the same write.
-            await trio.lowlevel.checkpoint()
-            entries = await self.outbox.wait_from(cursor)
-            if log.isEnabledFor(logging.DEBUG):
-                for entry in entries:
-                    _log_frame("out", entry.message)
-            await ws.send_messages([encode_message(entry.message) for entry in entries])
-            cursor = entries[-1].seq + 1
-            written.advance(cursor - 1)
+            for entry in await self.outbox.wait_from(cursor):
+                _log_frame("out", entry.message)
+                await ws.send_message(encode_message(entry.message))
+                cursor = entry.seq + 1
+                written.advance(entry.seq)
 
     async def _confirm(
-        self, ws: ClientWebSocket, heard: Callable[[], None], written: WriteProgress
+        self, ws: WebSocketConnection, heard: Callable[[], None], written: WriteProgress
     ) -> None:
         # One ping in flight at a time, covering everything written before it: under
         # load a ping per batch would cost as much as the messages themselves.
@@ -320,61 +287,17 @@ class Connection:
             self.outbox.confirm_through(target)
             confirmed = target
 
-    async def _heartbeat(self, ws: ClientWebSocket, heard: Callable[[], None]) -> None:
+    async def _heartbeat(self, ws: WebSocketConnection, heard: Callable[[], None]) -> None:
         while True:
             await trio.sleep(self.settings.ping_interval)
             await ws.ping()
             heard()
 
 
-def pauses_after(frames: int, reads: int) -> bool:
-    """Whether the reader pauses after a read that brought ``frames`` messages and is
-    the ``reads``-th since its last pause (see :data:`PAUSE_PROBE_READS`)."""
-    return frames > 1 or reads >= PAUSE_PROBE_READS
-
-
-async def pause_for_others(passes: int, limit: float, idle: float) -> None:
-    """Let the rest of the worker run first: up to ``passes`` scheduler passes, at most
-    ``limit`` seconds, and no further than two passes in a row shorter than ``idle``
-    seconds (nothing else is left to run; one short pass may be a task's small step).
-    The work a read started goes first, and what arrives meanwhile is read together."""
-    began = last = trio.current_time()
-    quiet = 0
-    for _ in range(passes):
-        await trio.lowlevel.checkpoint()
-        now = trio.current_time()
-        quiet = quiet + 1 if now - last < idle else 0
-        if quiet == 2 or now - began >= limit:
-            return
-        last = now
-
-
-class _SilenceWatchdog:
-    """Cancels the session once nothing was heard for ``dead_after`` seconds.
-
-    Noting the time of each read is far cheaper than moving a cancel deadline on
-    every read (Trio re-sorts its deadlines each time); the watchdog wakes once per
-    silence period and only then compares."""
-
-    def __init__(self, dead_after: float) -> None:
-        self.dead_after = dead_after
-        self.heard_at = trio.current_time()
-
-    def heard(self) -> None:
-        self.heard_at = trio.current_time()
-
-    async def watch(self, session: trio.CancelScope) -> None:
-        while True:
-            due = self.heard_at + self.dead_after
-            if due <= trio.current_time():
-                session.cancel()
-                return
-            await trio.sleep_until(due)
-
-
 def _log_frame(direction: str, message: ServerMessage | WorkerMessage) -> None:
-    """A debug line for a frame, by type and task (never its contents: they hold
-    secrets); the caller checks the level once per batch of frames."""
+    """A debug line for a frame, by type and task (never its contents: they hold secrets)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
     kind = message_type(message)
     fields = {"event": f"frame_{direction}", "frame": kind}
     task_id = getattr(message, "task_id", None)
@@ -392,13 +315,6 @@ _CONNECTION_ERRORS = (
 )
 
 
-def _first_leaf(exc: BaseException) -> BaseException:
-    """The leaf that best explains ``exc``: a surprise before a plain connection error."""
-    found = list(leaves(exc))
-    surprises = [leaf for leaf in found if not isinstance(leaf, _CONNECTION_ERRORS)]
-    return (surprises or found)[0]
-
-
 @attrs.frozen
 class Lost:
     """Why a connection ended or could not be made: a metric label and one line."""
@@ -408,14 +324,15 @@ class Lost:
     text: str
 
 
-def _why_lost(exc: BaseException, dead_after: float) -> Lost:
+def why_lost(exc: BaseException, dead_after: float) -> Lost:
+    """Why a dial failed or a connection ended, for the log and ``ozw check``."""
     match exc:
         case ConnectionRejected() if exc.status_code in (401, 403):
             return Lost("refused", f"API key rejected: check WARP_API_KEY (HTTP {exc.status_code})")
         case ConnectionRejected():
             return Lost("refused", f"server refused the connection (HTTP {exc.status_code})")
         case ConnectionClosed():
-            return Lost("closed", f"connection closed by the server ({exc.reason})")
+            return Lost("closed", f"connection closed by the server ({close_text(exc.reason)})")
         case _SilentServer():
             return Lost("silent", f"no word from the server for {dead_after:g}s")
         case OSError() | HandshakeError():

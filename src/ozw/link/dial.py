@@ -7,22 +7,23 @@ handshake on that stream (:mod:`ozw.link.websocket`).
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import attrs
 import h11
 import trio
 
+from ozw import exception_groups
 from ozw.link.proxy import Proxy
 from ozw.link.websocket import (
-    ClientWebSocket,
     ConnectionTimeout,
     HandshakeError,
-    handshake,
+    WebSocketConnection,
+    websocket_session,
 )
 
 MAX_PROXY_REPLY = 64 * 1024
@@ -110,8 +111,7 @@ async def _connect(stream: trio.SocketStream, proxy: Proxy, target: Target) -> N
             return
 
 
-@asynccontextmanager
-async def open_websocket(
+def open_websocket(
     url: str,
     *,
     proxy: Proxy | None,
@@ -120,7 +120,7 @@ async def open_websocket(
     connect_timeout: float,
     disconnect_timeout: float,
     max_message_size: int,
-) -> AsyncIterator[ClientWebSocket]:
+) -> AbstractAsyncContextManager[WebSocketConnection]:
     """A client WebSocket to ``url``, through ``proxy`` when there is one.
 
     The whole dial (TCP, CONNECT, TLS, handshake) is bounded by ``connect_timeout``:
@@ -131,26 +131,20 @@ async def open_websocket(
     subclasses ConnectionRejected and ConnectionTimeout (:mod:`ozw.link.websocket`).
     """
     target = Target.from_url(url)
-    try:
-        with trio.fail_after(connect_timeout):
-            ws = await _handshake(proxy, target, ssl_context, extra_headers, max_message_size)
-    except trio.TooSlowError:
-        raise ConnectionTimeout from None
-    try:
-        yield ws
-    finally:
-        # Bounded and shielded: a dead peer cannot hold us, a cancel cannot skip it.
-        with trio.move_on_after(disconnect_timeout, shield=True):
-            await ws.aclose()
+    return websocket_session(
+        functools.partial(_open_stream, proxy, target, ssl_context),
+        target.host_header,
+        target.resource,
+        extra_headers=extra_headers,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=disconnect_timeout,
+        max_message_size=max_message_size,
+    )
 
 
-async def _handshake(
-    proxy: Proxy | None,
-    target: Target,
-    ssl_context: ssl.SSLContext | None,
-    extra_headers: list[tuple[bytes, bytes]],
-    max_message_size: int,
-) -> ClientWebSocket:
+async def _open_stream(
+    proxy: Proxy | None, target: Target, ssl_context: ssl.SSLContext | None
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
     if proxy is None:
         try:
             tcp = await trio.open_tcp_stream(target.host, target.port)
@@ -159,27 +153,21 @@ async def _handshake(
             raise ConnectionError(f"cannot resolve {target.host}: {exc.strerror or exc}") from None
     else:
         tcp = await open_tunnel(proxy, target)
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+    if not target.secure:
+        return tcp
+    stream = trio.SSLStream(
+        tcp,
+        ssl_context or ssl.create_default_context(),
+        server_hostname=target.host,
+        https_compatible=True,
+    )
     try:
-        if target.secure:
-            stream = trio.SSLStream(
-                tcp,
-                ssl_context or ssl.create_default_context(),
-                server_hostname=target.host,
-                https_compatible=True,
-            )
-            await stream.do_handshake()
-        return await handshake(
-            stream,
-            target.host_header,
-            target.resource,
-            extra_headers=extra_headers,
-            max_message_size=max_message_size,
-        )
+        await stream.do_handshake()
     except BaseException:
-        # A failed TLS or WebSocket handshake (or a timeout) must not leak the socket.
+        # A failed TLS handshake (or a timeout) must not leak the socket.
         await trio.aclose_forcefully(stream)
         raise
+    return stream
 
 
 _SILENT_ERRORS: dict[type[BaseException], str] = {
@@ -193,12 +181,12 @@ def describe_error(exc: BaseException) -> str:
     """One line: ``exc`` and what caused it (``HandshakeError`` alone says nothing)."""
     texts: list[str] = []
     current: BaseException | None = exc
-    for _depth in range(8):  # bounded: a context chain can loop through a group
+    for _depth in range(8):  # bounded: a cause chain may be long
         if current is None:
             break
-        if isinstance(current, BaseExceptionGroup):
-            current = current.exceptions[0]  # the group's own text only counts them
-            continue
+        # A group (trio.open_tcp_stream's cause, one error per address) says only
+        # how many it holds: its cause speaks for it.
+        current = exception_groups.cause(current)
         cause = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
         lines = str(current).splitlines()
         # A message-less wrapper says nothing its cause does not say better.

@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from ozw.backends.base import Backend, ExecuteResult, TaskRun
+from ozw.exception_groups import leaves
 from ozw.tasks.deadlines import TEARDOWN_MARGIN
 from ozw.tasks.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure, failure_message
 from ozw.tasks.params import TaskParams
@@ -229,7 +230,8 @@ async def run_task(
     except Exception as exc:
         if control.scope.cancel_called and _timed_out(control):
             control.cause = StopCause.TIMEOUT
-        failure = _task_failure_in(exc)
+        # The classified failure, also when a backend's task group wrapped it.
+        failure = next((leaf for leaf in leaves(exc) if isinstance(leaf, TaskFailure)), None)
         if failure is None:
             log.exception("unexpected error in %s: %s", control.phase, exc)
             outcome = failed(params.task_id, FailureReason.UNKNOWN, f"internal error: {exc}")
@@ -272,18 +274,6 @@ def _report_before_teardown(
 def _timed_out(control: TaskControl) -> bool:
     """A cancel that is the task's deadline: no stop gave it a cause, and it passed."""
     return control.cause is None and trio.current_time() >= control.scope.deadline
-
-
-def _task_failure_in(exc: BaseException) -> TaskFailure | None:
-    """The classified failure in ``exc``, also when a task group wrapped it."""
-    if isinstance(exc, TaskFailure):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _task_failure_in(inner)
-            if found is not None:
-                return found
-    return None
 
 
 async def _teardown(
