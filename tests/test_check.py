@@ -19,6 +19,7 @@ from ozw.link.outbox import Outbox
 from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
 from tests.support.tinyproxy import running_tinyproxy
 from tests.support.worker import API_KEY, fast_settings, start_server, start_stoppable_server
+from tests.test_metrics import http_get
 
 
 def write_config(tmp_path: Path, port: int, worker_id: str = "check-test", extra: str = "") -> Path:
@@ -191,18 +192,43 @@ def test_dispatch_command_rules(command: str, level: str, detail: str) -> None:
     assert detail in check.detail
 
 
-async def test_run_logs_a_rejected_key_with_the_hint(tmp_path: Path) -> None:
+async def test_a_daemon_with_a_rejected_key_retries_and_says_unauthorised(
+    tmp_path: Path,
+) -> None:
     async with trio.open_nursery() as nursery:
         server = DispatchServer(API_KEY)
         await nursery.start(server.serve)
         config = write_config(tmp_path, server.port or 0)
-        ozw = OzwProcess(["--config", str(config)], environment("a-wrong-key"))
+        args = ["--config", str(config), "--metrics-addr", "127.0.0.1:0"]
+        ozw = OzwProcess(args, environment("a-wrong-key"))
         await nursery.start(ozw.run)
         with trio.fail_after(30):
+            metrics = await ozw.wait_line(r"metrics on http://127\.0\.0\.1:\d+/")
+            port = int(metrics.split("127.0.0.1:")[1].split("/")[0])
             line = await ozw.wait_line("API key rejected")
+            assert await http_get(port, "/healthz") == (
+                503,
+                "unauthorised: API key rejected: check WARP_API_KEY (HTTP 401)\n",
+            )
+            await ozw.wait_line("API key rejected.*reconnecting")  # still dialling
             ozw.send_signal(signal.SIGTERM)
             assert await ozw.wait() == 0
         assert "API key rejected: check WARP_API_KEY (HTTP 401)" in line
+        assert "a-wrong-key" not in ozw.log
+        nursery.cancel_scope.cancel()
+
+
+async def test_once_with_a_rejected_key_exits_at_once_with_the_fix(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = DispatchServer(API_KEY)
+        await nursery.start(server.serve)
+        config = write_config(tmp_path, server.port or 0)
+        ozw = OzwProcess(["--config", str(config), "--once"], environment("a-wrong-key"))
+        await nursery.start(ozw.run)
+        with trio.fail_after(30):
+            assert await ozw.wait() == 1
+        assert ozw.lines[-1] == "ozw: error: API key rejected: check WARP_API_KEY (HTTP 401)"
+        assert server.rejected_handshakes == 1, "gave up at the first refusal"
         assert "a-wrong-key" not in ozw.log
         nursery.cancel_scope.cancel()
 

@@ -24,7 +24,7 @@ import trio
 
 from ozw.backends.base import Backend
 from ozw.config import KubernetesConfig, WorkerConfig
-from ozw.link.connection import Connection, ConnectionSettings
+from ozw.link.connection import UNAUTHORISED, Connection, ConnectionSettings, Lost
 from ozw.link.outbox import Outbox
 from ozw.link.proxy import choose_proxy
 from ozw.tasks.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_WAIT
@@ -100,8 +100,13 @@ class Worker:
         events.on_claimed.append(self.metrics.on_claimed)
         events.on_rejected.append(self.metrics.on_rejected)
         events.on_finished.append(self.metrics.on_finished)
-        self.connection.on_state_change = self.metrics.on_connection
+        self.connection.on_state_change = self._connection_changed
         self.connection.on_lost = self.metrics.on_lost
+        self.connection.on_failure = self._connection_failed
+        self.unauthorised: str | None = None
+        """Why the server rejects the API key, until a connection succeeds (for /healthz)."""
+        self.failure: str | None = None
+        """Why the worker gave up (its exit code is then 1); one line for the operator."""
         if config.max_tasks is not None:
             events.on_finished.append(self._stop_after_max_tasks)
         self.metrics_port: int | None = None
@@ -112,6 +117,31 @@ class Worker:
         self._drain_scope: trio.CancelScope | None = None
         self._forced = trio.Event()
         self._shutdown_scope = trio.CancelScope()
+
+    def _connection_changed(self, connected: bool, why: str) -> None:
+        if connected:
+            self.unauthorised = None
+        self.metrics.on_connection(connected, why)
+
+    def _connection_failed(self, lost: Lost) -> None:
+        """A rejected key does not fix itself: a one-shot worker (``--once``, ``--max-tasks``)
+        gives up at once with the fix; a daemon keeps dialling, as the Go worker does,
+        and says "unauthorised" on /healthz (docs/operations.md)."""
+        if lost.kind != UNAUTHORISED:
+            return
+        self.unauthorised = lost.text
+        if self.config.max_tasks is not None and self.failure is None:
+            self.failure = lost.text
+            self.exit_code = EXIT_STARTUP
+            self.request_stop("the server rejected the API key")
+
+    def health_problem(self) -> str | None:
+        """What /healthz reports while unhealthy (None: connected)."""
+        if self.connection.connected:
+            return None
+        if self.unauthorised is not None:
+            return f"unauthorised: {self.unauthorised}"
+        return "not connected"
 
     def _stop_after_max_tasks(self, *_: object) -> None:
         if self.supervisor.finished >= (self.config.max_tasks or 0) and not self.supervisor.active:
@@ -207,7 +237,7 @@ class Worker:
                 self.supervisor.adopt(adopted)
             if listeners:
                 self.metrics_port = await root.start(
-                    serve_http, self.metrics, lambda: self.connection.connected, listeners
+                    serve_http, self.metrics, self.health_problem, listeners
                 )
             await root.start(self.connection.run)
             task_status.started(self)
@@ -330,9 +360,13 @@ async def serve(config: WorkerConfig, backend: Backend) -> int:
     """Run a worker with signal handling; the CLI's entry into Trio."""
     try:
         async with backend:
-            return await Worker(config, backend).run()
+            worker = Worker(config, backend)
+            code = await worker.run()
     except StartupError as exc:
         return startup_failed(exc)
+    if worker.failure is not None:
+        print(f"ozw: error: {worker.failure}", file=sys.stderr)
+    return code
 
 
 def run(config: WorkerConfig) -> int:

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DIAL_FAILED: Final = "dial_failed"
 REMOTE_CLOSE: Final = "remote_close"
+UNAUTHORISED: Final = "unauthorised"
+"""The kind of :class:`Lost` for an API key the server rejected (HTTP 401 or 403)."""
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """Assignments carry whole task definitions; 1 MiB (the library default) is too tight."""
 
@@ -125,6 +127,8 @@ class Connection:
         self.on_lost: Callable[[str], None] | None = None
         """Called after every failed dial (:data:`DIAL_FAILED`) and every session that
         ended (:data:`REMOTE_CLOSE`), except on purpose."""
+        self.on_failure: Callable[[Lost], None] | None = None
+        """Called with why, after every failed dial or lost session (before the back-off)."""
         self._closing = trio.Event()
         self._wake = trio.Event()
         self._delays = backoff_delays(settings.backoff_initial, settings.backoff_max)
@@ -150,6 +154,8 @@ class Connection:
                 self.failed_attempts += 1
                 self._set_connected(False, lost.kind)
                 self._notify()
+                if self.on_failure is not None:
+                    self.on_failure(lost)
                 delay = self._delays()
                 log.warning("connection: %s; reconnecting in %.3gs", lost.text, delay)
                 self._wake = trio.Event()
@@ -320,7 +326,7 @@ class Lost:
     """Why a connection ended or could not be made: a metric label and one line."""
 
     kind: str
-    """refused, dial_failed, closed, silent or error."""
+    """unauthorised (the key), refused, dial_failed, closed, silent or error."""
     text: str
 
 
@@ -328,7 +334,9 @@ def why_lost(exc: BaseException, dead_after: float) -> Lost:
     """Why a dial failed or a connection ended, for the log and ``ozw check``."""
     match exc:
         case ConnectionRejected() if exc.status_code in (401, 403):
-            return Lost("refused", f"API key rejected: check WARP_API_KEY (HTTP {exc.status_code})")
+            return Lost(
+                UNAUTHORISED, f"API key rejected: check WARP_API_KEY (HTTP {exc.status_code})"
+            )
         case ConnectionRejected():
             return Lost("refused", f"server refused the connection (HTTP {exc.status_code})")
         case ConnectionClosed():

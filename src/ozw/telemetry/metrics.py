@@ -177,12 +177,15 @@ async def bind_http(address: str) -> list[trio.SocketListener]:
 
 async def serve_http(
     metrics: WorkerMetrics,
-    is_healthy: Callable[[], bool],
+    health_problem: Callable[[], str | None],
     listeners: list[trio.SocketListener],
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics`` and ``/healthz`` until cancelled; reports the bound port."""
+    """Serve ``/metrics`` and ``/healthz`` until cancelled; reports the bound port.
+
+    ``health_problem`` says why the worker is unhealthy (the 503's body), None if it is not.
+    """
 
     async def answer(stream: trio.SocketStream) -> None:
         request = await _read_request_head(stream)
@@ -193,10 +196,12 @@ async def serve_http(
         match method, path.split("?")[0]:
             case (("GET" | "HEAD"), "/metrics"):
                 await _respond(stream, 200, metrics.render(), head_only, CONTENT_TYPE_LATEST)
-            case (("GET" | "HEAD"), "/healthz") if is_healthy():
-                await _respond(stream, 200, b"ok\n", head_only)
             case (("GET" | "HEAD"), "/healthz"):
-                await _respond(stream, 503, b"not connected\n", head_only)
+                problem = health_problem()
+                if problem is None:
+                    await _respond(stream, 200, b"ok\n", head_only)
+                else:
+                    await _respond(stream, 503, f"{problem}\n".encode(), head_only)
             case (("GET" | "HEAD"), _):
                 await _respond(stream, 404, b"not found\n", head_only)
             case _:
