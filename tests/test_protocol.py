@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ozw.wire import codec as protocol
 from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     TASK_STATE_CANCELLED,
@@ -38,11 +35,9 @@ from ozw.wire.codec import (
     decode_worker_message,
     encode_message,
     is_terminal,
-    message_type,
     unstructure,
     unstructure_task,
 )
-from ozw.wire.fast_structure import GiveUp
 
 FULL_TASK: dict[str, Any] = {
     "id": "run-123",
@@ -716,104 +711,3 @@ def test_assignment_shaped_data_never_raises_anything_else(kind: str, data: Any)
 )
 def test_arbitrary_worker_frames_never_raise_anything_else(kind: str, data: Any) -> None:
     check_worker_decode(frame(kind, data))
-
-
-# --- the fast path (ozw.wire.fast_structure) against the strict converter ------------------
-
-
-def agree(data: Any, cls: type[Any]) -> bool:
-    """Whether the fast path built what the strict converter builds; False if it gave up.
-
-    It must never accept what the converter refuses."""
-    try:
-        fast = protocol._fast.structure(data, cls)
-    except GiveUp:
-        return False
-    strict = protocol._converter.structure(data, cls)  # raises if the fast path was wrong
-    assert fast == strict
-    if isinstance(fast, TaskAssignment):
-        assert fast.task.raw == strict.task.raw
-    return True
-
-
-def test_the_fast_path_takes_a_full_assignment() -> None:
-    assert agree(FULL_ASSIGNMENT, TaskAssignment)
-    assert agree({"task_id": "t", "task": {"id": "t"}}, TaskAssignment)
-    assert agree({"task_id": "t", "worker_id": "w"}, TaskClaimed)
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"task_id": "tâche"},  # non-ASCII: the strict way checks for surrogates
-        {"env_vars": {"A": 1}},
-        {"additional_oz_args": ["x", 2]},
-        {"instance_shape": {"vcpus": 2}},  # an integer for a float: converted the strict way
-        {"task": {"id": "t", "owner": {"Type": True}}},
-        {"task": None},
-    ],
-)
-def test_the_fast_path_leaves_doubtful_data_to_the_converter(change: dict[str, Any]) -> None:
-    assert not agree({**FULL_ASSIGNMENT, **change}, TaskAssignment)
-
-
-@settings(max_examples=200)
-@given(assignment_like)
-def test_the_fast_path_agrees_with_the_strict_converter(data: Any) -> None:
-    agree(data, TaskAssignment)
-    agree(data, TaskCancellation)
-
-
-@settings(max_examples=200)
-@given(
-    st.dictionaries(st.sampled_from(sorted(FULL_ASSIGNMENT)), json_values | st.text()),
-    st.dictionaries(st.sampled_from(sorted(FULL_TASK)), json_values | st.text()),
-)
-def test_the_fast_path_agrees_on_mostly_valid_assignments(
-    assignment: dict[str, Any], task: dict[str, Any]
-) -> None:
-    agree({**FULL_ASSIGNMENT, **assignment, "task": {**FULL_TASK, **task}}, TaskAssignment)
-
-
-PREPARED = (
-    "import sys; from ozw.wire import codec as protocol\n"
-    "if sys.argv[1] == 'prepare': protocol.prepare()\n"
-    "print(' '.join(sorted(cls.__name__ for cls in protocol._fast._hooks)))"
-)
-
-
-@pytest.mark.parametrize("prepare", [True, False])
-def test_prepare_writes_every_message_types_code_before_any_frame(prepare: bool) -> None:
-    # In a fresh interpreter: this module's other tests have long used every type.
-    argv = [sys.executable, "-c", PREPARED, "prepare" if prepare else "no"]
-    ready = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
-    wanted = {cls.__name__ for cls in (*protocol.MESSAGE_TYPE_NAMES, protocol.Task)}
-    if prepare:
-        assert wanted <= set(ready)  # with the types nested in them
-    else:
-        assert ready == []
-
-
-_ids = st.text(max_size=40)
-
-
-@given(
-    st.one_of(
-        st.builds(TaskClaimed, _ids, _ids),
-        st.builds(TaskRejected, _ids, _ids),
-        st.builds(TaskCompleted, _ids, _ids, st.one_of(st.none(), _ids)),
-        st.builds(
-            TaskFailed,
-            _ids,
-            _ids,
-            _ids,
-            st.one_of(st.none(), st.integers(-(2**70), 2**70)),
-        ),
-    )
-)
-def test_worker_messages_encode_exactly_as_the_general_json_encoder(
-    message: WorkerMessage,
-) -> None:
-    # Claims and results take a shorter way to their text: byte for byte the same one.
-    data = {"type": message_type(message), "data": unstructure(message)}
-    assert encode_message(message) == json.dumps(data, separators=(",", ":"))

@@ -29,8 +29,7 @@ from ozw.strict import (
 )
 
 # Every message class is re-exported, so importers name one module for the protocol.
-from ozw.wire import messages, strict_json
-from ozw.wire.fast_structure import FastStructurer, GiveUp
+from ozw.wire import messages
 from ozw.wire.messages import *  # noqa: F403
 from ozw.wire.messages import (
     MESSAGE_TYPE_NAMES,
@@ -199,8 +198,6 @@ def _make_converter() -> cattrs.Converter:
 
 
 _converter: Final = _make_converter()
-_fast: Final = FastStructurer(_wire_name, raw={Task: "raw"})
-"""Valid frames, several times faster; anything else goes to ``_converter``."""
 
 _MAX_PROBLEMS: Final = 5
 """Problems listed in one error message; a hostile frame must not make a huge log line."""
@@ -224,6 +221,26 @@ def _one_line(text: str) -> str:
     )
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # e.g. 1e999: not a usable number
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits(); the stock text is a lecture
+        raise ValueError(f"number out of range: {len(text)} digits") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and nothing good comes
+    # from a NaN CPU limit.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _label(kind: str) -> str:
     """The message type as it may appear at the start of an error message."""
     return kind if kind.isidentifier() else json.dumps(kind)
@@ -234,7 +251,13 @@ def _label(kind: str) -> str:
 
 def _parse_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
     try:
-        frame = strict_json.loads(text)
+        frame = json.loads(
+            text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_refuse_constant
+        )
+    except UnicodeDecodeError:  # a ValueError too, but its text is about codecs
+        raise ProtocolError("malformed JSON: not valid UTF-8") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
     except ValueError as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
     if not isinstance(frame, dict):
@@ -253,10 +276,6 @@ def _parse_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
 
 
 def _decode(kind: str, data: dict[str, Any], cls: type[Any]) -> Any:
-    try:
-        return _fast.structure(data, cls)
-    except GiveUp:
-        pass  # the strict converter decides, and words the problem
     try:
         return _converter.structure(data, cls)
     except RecursionError:
@@ -317,40 +336,14 @@ def unstructure(message: WorkerMessage | TaskAssignment | TaskCancellation) -> J
 def encode_message(message: WorkerMessage | TaskAssignment | TaskCancellation) -> str:
     """Encode a message as one compact JSON text frame."""
     kind = MESSAGE_TYPE_NAMES[type(message)]
-    data = unstructure(message)
-    flat = _flat_object(data)
-    if flat is not None:
-        return f'{{"type":"{kind}","data":{{{flat}}}}}'
-    return _ENCODER.encode({"type": kind, "data": data})
-
-
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
-"""Made once: ``json.dumps`` with any option builds a new encoder per call."""
-_string: Final = json.encoder.encode_basestring_ascii
-
-
-def _flat_object(data: JsonObject) -> str | None:
-    """The members of an object of strings and integers as ``_ENCODER`` writes them,
-    or None for anything else. Every claim and result is such an object, and this is
-    several times cheaper than the encoder's general walk."""
-    members = []
-    for key, value in data.items():
-        kind = type(value)
-        if kind is str:
-            members.append(f"{_string(key)}:{_string(value)}")
-        elif kind is int:
-            members.append(f"{_string(key)}:{int.__repr__(value)}")
-        else:
-            return None
-    return ",".join(members)
+    return json.dumps({"type": kind, "data": unstructure(message)}, separators=(",", ":"))
 
 
 def prepare() -> None:
-    """Generate now the code that decodes and encodes every message type: cattrs and
-    the fast path write it at a type's first use, tens of ms that would otherwise
-    delay the claim of the first assignment (issue 14)."""
+    """Generate now the code that decodes and encodes every message type: cattrs
+    writes it at a type's first use, tens of ms that would otherwise delay the claim
+    of the first assignment."""
     for cls in (*MESSAGE_TYPE_NAMES, Task):
-        _fast.prepare(cls)
         _converter.get_structure_hook(cls)
         _converter.get_unstructure_hook(cls)
 
