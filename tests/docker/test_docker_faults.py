@@ -20,7 +20,7 @@ import pytest
 
 from ozw.backends.base import ExecuteResult
 from ozw.backends.docker import DockerBackend
-from ozw.backends.docker.container import LABEL_WORKER
+from ozw.backends.docker.rules import LABEL_WORKER
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar
 from tests.docker.conftest import Engine, Images, _agent_rootfs, busybox_rootfs, import_image

@@ -8,20 +8,6 @@ import tarfile
 
 import pytest
 
-from ozw.backends.docker.container import (
-    MAX_ENV_ENTRY,
-    ContainerSpec,
-    SidecarMount,
-    classify_exit,
-    create_request,
-    docker_error,
-    duplicate_mount_paths,
-    environment_problem,
-    memory_bytes,
-    nano_cpus,
-    resources,
-    sidecar_problem,
-)
 from ozw.backends.docker.inspect import ContainerState, LocalImage, parse_state
 from ozw.backends.docker.late_oom import late_oom_possible
 from ozw.backends.docker.references import (
@@ -34,6 +20,20 @@ from ozw.backends.docker.references import (
     private_volume_name,
     sanitise_name_part,
     volume_name,
+)
+from ozw.backends.docker.rules import (
+    MAX_ENV_ENTRY,
+    ContainerSpec,
+    SidecarMount,
+    classify_exit,
+    create_request,
+    docker_error,
+    duplicate_mount_paths,
+    environment_problem,
+    memory_bytes,
+    nano_cpus,
+    resources,
+    sidecar_problem,
 )
 from ozw.backends.docker.volumes import FILLED_MARKER, marker_tar
 from ozw.tasks.failures import FailureReason

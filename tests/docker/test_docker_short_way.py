@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.docker.container import LABEL_TASK
+from ozw.backends.docker.rules import LABEL_TASK
 from ozw.tasks.lifecycle import TaskControl, TaskOutcome, TaskResult
 from ozw.tasks.lifecycle import run_task as run_in_lifecycle
 from ozw.telemetry.logs import TaskLog

@@ -10,8 +10,8 @@ import anyio
 import anyio.abc
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.docker.container import LABEL_ROLE, LABEL_WORKER
 from ozw.backends.docker.references import volume_name
+from ozw.backends.docker.rules import LABEL_ROLE, LABEL_WORKER
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar
 from tests.docker.conftest import Engine, Images

@@ -17,7 +17,7 @@ import anyio.abc
 import pytest
 
 from ozw.backends.docker import SUPPORTED_PLATFORMS
-from ozw.backends.docker.container import LABEL_TASK, LABEL_WORKER
+from ozw.backends.docker.rules import LABEL_TASK, LABEL_WORKER
 from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
 from tests.docker.conftest import Engine, Images
 from tests.docker.runs import (

@@ -9,8 +9,8 @@ import uuid
 
 from ozw.backends.base import ExecuteResult
 from ozw.backends.docker import DockerBackend
-from ozw.backends.docker.container import LABEL_EXECUTION, LABEL_TASK, LABEL_WORKER
 from ozw.backends.docker.references import private_volume_name
+from ozw.backends.docker.rules import LABEL_EXECUTION, LABEL_TASK, LABEL_WORKER
 from ozw.config import DockerConfig, EnvEntry
 from ozw.tasks.failures import FailureReason
 from ozw.tasks.params import Shape, Sidecar

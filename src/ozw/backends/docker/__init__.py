@@ -31,7 +31,7 @@ The modules, one idea each:
 - :mod:`~ozw.backends.docker.references`: the image reference grammar and the names
   of containers and sidecar volumes.
 - :mod:`~ozw.backends.docker.inspect`: ``inspect`` / ``version`` output, parsed.
-- :mod:`~ozw.backends.docker.container`: the pure rules of a task container
+- :mod:`~ozw.backends.docker.rules`: the pure rules of a task container
   (resources, mounts, environment, ``docker create`` arguments, exit classification).
 - :mod:`~ozw.backends.docker.cli`: the CLI runner (bounded calls, clean-up calls,
   export streaming) and the registry of containers and volumes the backend made.
@@ -42,8 +42,9 @@ The modules, one idea each:
 - :mod:`~ozw.backends.docker.volumes`: sidecar volumes, filled once and reused
   (read-only), and the private per-task copies of ``read_write`` sidecars.
 - :mod:`~ozw.backends.docker.reaper`: leftovers of an earlier run of this worker id.
-- :mod:`~ozw.backends.docker.task`: :class:`DockerTaskRun`, one task's container.
-- :mod:`~ozw.backends.docker.backend`: :class:`DockerBackend`.
+- :mod:`~ozw.backends.docker.backend`: :class:`DockerBackend`, which owns all of the above.
+- :mod:`~ozw.backends.docker.task`: :class:`DockerTaskRun`, one task's container, run
+  with its backend's parts.
 """
 
 from ozw.backends.docker.backend import SUPPORTED_PLATFORMS, DockerBackend

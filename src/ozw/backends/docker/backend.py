@@ -2,7 +2,7 @@
 
 :class:`DockerBackend` checks the daemon, reaps leftovers, pulls and inspects images
 and owns the containers it creates; :class:`DockerTaskRun` is one task in one
-container. The rules they follow live in :mod:`~ozw.backends.docker.container`, the
+container. The rules they follow live in :mod:`~ozw.backends.docker.rules`, the
 sidecar volumes in :mod:`~ozw.backends.docker.volumes`.
 
 Choices where the contract is silent:
@@ -43,7 +43,7 @@ from ozw.backends.docker.cli import CLI_KILL_GRACE, CallResult, DockerCLI
 from ozw.backends.docker.engine_api import EngineConnections
 from ozw.backends.docker.images import Images, ask_daemon
 from ozw.backends.docker.reaper import Reaper
-from ozw.backends.docker.task import DockerTaskRun, Toolkit
+from ozw.backends.docker.task import DockerTaskRun
 from ozw.backends.docker.volumes import SidecarVolumes
 from ozw.backends.execution import inherited_environment
 from ozw.config import DockerConfig
@@ -95,20 +95,8 @@ class DockerBackend(ProcessBackend):
         self.reaper = Reaper(self.cli, worker_id, cleanup=cleanup)
         self.engines = EngineConnections(self.cli)
         """Engine connections for the tasks, one kept open ahead."""
-        self.toolkit = Toolkit(
-            config,
-            worker_id,
-            cleanup,
-            self.environ,
-            self.cli,
-            self.images,
-            self.volumes,
-            self.reaper,
-            self.engines,
-        )
         self._background: anyio.abc.TaskGroup | None = None
         """Runs the sweep while the backend is entered (``async with``)."""
-        """What every task uses."""
 
     @property
     def platform(self) -> str | None:
@@ -192,7 +180,7 @@ class DockerBackend(ProcessBackend):
     # -- tasks --
 
     def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
-        return DockerTaskRun(self.toolkit, params, log)
+        return DockerTaskRun(self, params, log)
 
     async def kill_all(self) -> None:
         """Stop every container of ours now: ``rm -f`` (cleanup off: ``kill``), no grace."""

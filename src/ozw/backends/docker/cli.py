@@ -25,7 +25,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ozw.backends.docker.container import docker_error
+from ozw.backends.docker.rules import docker_error
 from ozw.backends.execution import ProcessRunner, bounded, cleanup_bound
 from ozw.tasks.failures import FailureReason
 from ozw.telemetry.logs import log_command

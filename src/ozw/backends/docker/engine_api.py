@@ -7,7 +7,7 @@ after the other on the same connection. What it carries travels through a pipe o
 never a command line, a file, or the CLI's environment. The backend uses it for
 ``docker create``, whose command-line form can only take environment values through
 argv, a line-based env-file, or the CLI's own environment (see
-:mod:`~ozw.backends.docker.container`), and for the per-task check that a sidecar
+:mod:`~ozw.backends.docker.rules`), and for the per-task check that a sidecar
 volume still exists. A task takes its connection as its setup starts: the spare
 :class:`EngineConnections` opened ahead for it, whose CLI has started and connected
 while nothing waited for it, or else a new one.
@@ -26,7 +26,7 @@ import attrs
 import h11
 
 from ozw.backends.docker.cli import DockerCLI
-from ozw.backends.docker.container import docker_error
+from ozw.backends.docker.rules import docker_error
 
 ERROR_WAIT = 5.0
 """How long to wait for the CLI's own error message once the connection failed."""

@@ -21,7 +21,7 @@ from typing import Final
 import anyio
 
 from ozw.backends.docker.cli import DockerCLI
-from ozw.backends.docker.container import LABEL_ROLE, LABEL_WORKER, ROLE_RW
+from ozw.backends.docker.rules import LABEL_ROLE, LABEL_WORKER, ROLE_RW
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,29 @@ from __future__ import annotations
 import collections
 import functools
 import secrets
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ozw.backends.base import ExecuteResult, TaskRun
-from ozw.backends.docker.cli import DockerCLI
-from ozw.backends.docker.container import (
+from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
+from ozw.backends.docker.gather import gather
+from ozw.backends.docker.images import ask_daemon
+from ozw.backends.docker.inspect import (
+    STATE_FORMAT,
+    ContainerState,
+    Daemon,
+    LocalImage,
+    parse_state,
+)
+from ozw.backends.docker.late_oom import late_oom_possible, oom_logged
+from ozw.backends.docker.references import (
+    container_name,
+    is_valid_reference,
+    private_volume_name,
+    volume_name,
+)
+from ozw.backends.docker.rules import (
     LABEL_ROLE,
     LABEL_TASK,
     LABEL_WORKER,
@@ -43,46 +59,13 @@ from ozw.backends.docker.container import (
     memory_bytes,
     sidecar_problem,
 )
-from ozw.backends.docker.engine_api import EngineConnection, EngineConnections, EngineUnreachable
-from ozw.backends.docker.gather import gather
-from ozw.backends.docker.images import Images, ask_daemon
-from ozw.backends.docker.inspect import (
-    STATE_FORMAT,
-    ContainerState,
-    Daemon,
-    LocalImage,
-    parse_state,
-)
-from ozw.backends.docker.late_oom import late_oom_possible, oom_logged
-from ozw.backends.docker.reaper import Reaper
-from ozw.backends.docker.references import (
-    container_name,
-    is_valid_reference,
-    private_volume_name,
-    volume_name,
-)
-from ozw.backends.docker.volumes import SidecarVolumes
 from ozw.backends.execution import configured_environment, layered_environment
-from ozw.config import DockerConfig
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar, TaskParams
 from ozw.telemetry.logs import TaskLog
 
-
-@attrs.frozen
-class Toolkit:
-    """What every task of one docker backend uses."""
-
-    config: DockerConfig
-    worker_id: str
-    cleanup: bool
-    environ: Mapping[str, str]
-    """The worker's environment (configured variables without value inherit from it)."""
-    cli: DockerCLI
-    images: Images
-    volumes: SidecarVolumes
-    reaper: Reaper
-    engines: EngineConnections
+if TYPE_CHECKING:
+    from ozw.backends.docker.backend import DockerBackend
 
 
 class DockerTaskRun(TaskRun):
@@ -91,9 +74,9 @@ class DockerTaskRun(TaskRun):
     teardown_after_report = True
     """Teardown removes what has ended: the server need not wait for the removal."""
 
-    def __init__(self, toolkit: Toolkit, params: TaskParams, log: TaskLog) -> None:
+    def __init__(self, backend: DockerBackend, params: TaskParams, log: TaskLog) -> None:
         super().__init__(params, log)
-        self.toolkit = toolkit
+        self.backend = backend
         self.image: LocalImage | None = None
         self.sidecars: list[SidecarMount] = []
         self.env: dict[str, str] = {}
@@ -127,7 +110,7 @@ class DockerTaskRun(TaskRun):
         self.env = layered_environment(
             task=params.env,
             configured=configured_environment(
-                self.toolkit.config.environment, self.toolkit.environ
+                self.backend.config.environment, self.backend.environ
             ),
         )
         if (problem := environment_problem(self.env)) is not None:
@@ -141,17 +124,19 @@ class DockerTaskRun(TaskRun):
         the backend forget what it knew about this task's images.
         """
         self._validate()
-        kit = self.toolkit
+        backend = self.backend
         # Taken first: a new one connects while the images are looked at.
-        self.engine = await kit.engines.take()
+        self.engine = await backend.engines.take()
         self.took_engine = True
         sidecars = self.params.sidecars
         references = [self.params.image, *(sidecar.image for sidecar in sidecars)]
         try:
             images = await gather(
-                [functools.partial(kit.images.ensure, self.params.image, self.log)]
+                [functools.partial(backend.images.ensure, self.params.image, self.log)]
                 + [
-                    functools.partial(kit.images.ensure, s.image, self.log, what="sidecar image")
+                    functools.partial(
+                        backend.images.ensure, s.image, self.log, what="sidecar image"
+                    )
                     for s in sidecars
                 ]
             )
@@ -163,7 +148,7 @@ class DockerTaskRun(TaskRun):
                 ]
             )
         except TaskFailure:
-            kit.images.forget(references)
+            backend.images.forget(references)
             raise
         self.sidecars = [
             SidecarMount(volume, sidecar.mount_path, sidecar.read_write)
@@ -173,22 +158,22 @@ class DockerTaskRun(TaskRun):
     async def _sidecar_volume(self, sidecar: Sidecar, image: LocalImage) -> str:
         if sidecar.read_write:
             return await self._private_volume(image)
-        return await self.toolkit.volumes.prepare_sidecar_volume(image, self.log, self.engine)
+        return await self.backend.volumes.prepare_sidecar_volume(image, self.log, self.engine)
 
     async def _private_volume(self, image: LocalImage) -> str:
         """A volume of this task's own, filled from ``image`` (a ``read_write`` sidecar)."""
-        kit = self.toolkit
+        backend = self.backend
         shared = volume_name(image.reference, image.content_digest)
         volume = private_volume_name(shared, self.suffix)
         # Registered first: teardown removes it even if a cancellation hits mid-create.
         self.private_volumes.append(volume)
-        kit.cli.track_volume(volume)
+        backend.cli.track_volume(volume)
         labels = [
-            f"--label={LABEL_WORKER}={kit.worker_id}",
+            f"--label={LABEL_WORKER}={backend.worker_id}",
             f"--label={LABEL_TASK}={self.params.task_id}",
             f"--label={LABEL_ROLE}={ROLE_RW}",
         ]
-        await kit.volumes.prepare_private_volume(volume, image, self.log, labels=labels)
+        await backend.volumes.prepare_private_volume(volume, image, self.log, labels=labels)
         return volume
 
     def spec(self, name: str) -> ContainerSpec:
@@ -198,22 +183,22 @@ class DockerTaskRun(TaskRun):
             name=name,
             image_id=self.image.image_id,
             image_ref=self.image.reference,
-            worker_id=self.toolkit.worker_id,
+            worker_id=self.backend.worker_id,
             task_id=params.task_id,
             execution_id=params.execution_id,
             base_args=params.base_args,
             env=self.env,
             sidecars=tuple(self.sidecars),
-            volumes=self.toolkit.config.volumes,
+            volumes=self.backend.config.volumes,
             shape=params.instance_shape,
         )
 
     async def execute(self) -> ExecuteResult:
         """Create, start (output relayed) and wait for the container; classify its end."""
-        kit = self.toolkit
-        name = container_name(kit.worker_id, self.params.task_id, self.suffix)
+        backend = self.backend
+        name = container_name(backend.worker_id, self.params.task_id, self.suffix)
         self.container = name
-        kit.cli.track(name)
+        backend.cli.track(name)
         try:
             await self._create(name)
             return await self._run(name)
@@ -222,25 +207,25 @@ class DockerTaskRun(TaskRun):
                 # We lost track of the container, which may still run: stop it (with
                 # cleanup off it is kept, stopped, for debugging).
                 self.log.info("stopping container %s", name)
-                await kit.cli.stop(name, kit.config.kill_grace, remove=kit.cleanup)
+                await backend.cli.stop(name, backend.config.kill_grace, remove=backend.cleanup)
             raise  # otherwise it has ended or never ran: teardown removes it
         except BaseException:
             # Cancelled (or broken): killing the CLI does not stop a container.
             self.log.info("stopping container %s", name)
-            await kit.cli.stop(name, kit.config.kill_grace, remove=kit.cleanup)
+            await backend.cli.stop(name, backend.config.kill_grace, remove=backend.cleanup)
             raise
 
     async def _create(self, name: str) -> None:
         """``docker create`` as an engine API request: values travel in a pipe only."""
-        kit = self.toolkit
+        backend = self.backend
         target, body = create_request(self.spec(name))
         engine, self.engine = self.engine, None
         try:
             if engine is None or not engine.usable:
                 if engine is not None:
                     await engine.aclose()
-                engine = await EngineConnection.open(kit.cli)
-            with kit.cli.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"):
+                engine = await EngineConnection.open(backend.cli)
+            with backend.cli.bounded(FailureReason.CONTAINER_CREATE, f"creating container {name}"):
                 answer = await engine.request("POST", target, body)
         except EngineUnreachable as exc:
             raise TaskFailure(
@@ -251,28 +236,28 @@ class DockerTaskRun(TaskRun):
                 await engine.aclose()
         if not answer.ok:
             # The image may be gone since it was inspected: look again next time.
-            kit.images.forget([self.params.image])
+            backend.images.forget([self.params.image])
             raise TaskFailure(
                 FailureReason.CONTAINER_CREATE, f"could not create the container: {answer.message}"
             )
         self.log.info("container %s created (%s)", name, answer.id[:12])
 
     async def _run(self, name: str) -> ExecuteResult:
-        kit = self.toolkit
+        backend = self.backend
         stderr_tail: collections.deque[str] = collections.deque(maxlen=5)
-        code = await kit.cli.runner.run(
-            [kit.cli.docker, "start", "--attach", name],
+        code = await backend.cli.runner.run(
+            [backend.cli.docker, "start", "--attach", name],
             log=self.log,
             label="agent",
-            env=kit.cli.environ,
+            env=backend.cli.environ,
             stderr_tail=stderr_tail,
         )
         if code == 0:
             # The CLI exits 0 only once the engine has reported exit status 0 (it waits
             # for it): completed, whatever an inspection would add.
             self.exited_zero = True
-            if not kit.cleanup:
-                kit.cli.untrack(name)
+            if not backend.cleanup:
+                backend.cli.untrack(name)
             return ExecuteResult.COMPLETED
         tail = list(stderr_tail)
         state = await self._inspect(name)
@@ -288,7 +273,7 @@ class DockerTaskRun(TaskRun):
             )
         if state.running:
             # The CLI lost its attachment while the container runs on: wait for it.
-            waited = await kit.cli.run("wait", name)
+            waited = await backend.cli.run("wait", name)
             if not waited.ok:
                 raise TaskFailure(
                     FailureReason.CONTAINER_WAIT,
@@ -303,15 +288,15 @@ class DockerTaskRun(TaskRun):
             state = attrs.evolve(state, error=tail[-1])
         shape = self.params.instance_shape
         memory_limit = memory_bytes(shape.memory_gb if shape else None)
-        if late_oom_possible(state, memory_limit) and await oom_logged(kit.cli, name, state):
+        if late_oom_possible(state, memory_limit) and await oom_logged(backend.cli, name, state):
             self.log.info("the engine reported the OOM kill after the container's exit")
             state = attrs.evolve(state, oom_killed=True)
         failure = classify_exit(state, memory_limit)
         if failure is not None:
             raise failure
         self._warn_of_oom(state)
-        if not kit.cleanup:
-            kit.cli.untrack(name)
+        if not backend.cleanup:
+            backend.cli.untrack(name)
         return ExecuteResult.COMPLETED
 
     def _warn_of_oom(self, state: ContainerState) -> None:
@@ -321,14 +306,14 @@ class DockerTaskRun(TaskRun):
     async def _daemon_answers(self) -> bool:
         """Whether the daemon answers ``docker version`` (a lost container's first
         question: did the daemon go away?)."""
-        kit = self.toolkit
-        with kit.cli.bounded(FailureReason.CONTAINER_WAIT, "asking whether the daemon runs"):
-            return isinstance(await ask_daemon(kit.cli), Daemon)
+        backend = self.backend
+        with backend.cli.bounded(FailureReason.CONTAINER_WAIT, "asking whether the daemon runs"):
+            return isinstance(await ask_daemon(backend.cli), Daemon)
 
     async def _inspect(self, name: str) -> ContainerState | None:
-        kit = self.toolkit
-        with kit.cli.bounded(FailureReason.CONTAINER_WAIT, f"inspecting container {name}"):
-            result = await kit.cli.run("container", "inspect", STATE_FORMAT, name)
+        backend = self.backend
+        with backend.cli.bounded(FailureReason.CONTAINER_WAIT, f"inspecting container {name}"):
+            result = await backend.cli.run("container", "inspect", STATE_FORMAT, name)
         if not result.ok:
             return None
         return parse_state(result.stdout)
@@ -338,35 +323,35 @@ class DockerTaskRun(TaskRun):
 
         Runs after the result is reported (:attr:`teardown_after_report`); the slot is
         held until it ends."""
-        kit = self.toolkit
+        backend = self.backend
         name = self.container
         if self.engine is not None:
             await self.engine.aclose()
             self.engine = None
         if self.took_engine:
             # For the next task, while this one's container is removed.
-            await kit.engines.refill()
+            await backend.engines.refill()
         if self.exited_zero and name is not None:
-            inspected = await kit.cli.cleanup("container", "inspect", STATE_FORMAT, name)
+            inspected = await backend.cli.cleanup("container", "inspect", STATE_FORMAT, name)
             if inspected is not None and inspected.ok:
                 self._warn_of_oom(parse_state(inspected.stdout))
-        if not kit.cleanup:
+        if not backend.cleanup:
             if name is not None:
-                kit.cli.untrack(name)
+                backend.cli.untrack(name)
                 self.log.info("container %s kept (cleanup is off)", name)
             for volume in self.private_volumes:
-                kit.cli.untrack_volume(volume)
+                backend.cli.untrack_volume(volume)
                 self.log.info("read-write sidecar volume %s kept (cleanup is off)", volume)
             return
         problems: list[str] = []
-        if name is not None and not await kit.cli.remove_containers(name):
+        if name is not None and not await backend.cli.remove_containers(name):
             problems.append(f"could not remove container {name}")
-            kit.cli.untrack(name)
+            backend.cli.untrack(name)
         for volume in self.private_volumes:
-            if not await kit.cli.remove_volume(volume):
+            if not await backend.cli.remove_volume(volume):
                 problems.append(f"could not remove read-write sidecar volume {volume}")
-                kit.cli.untrack_volume(volume)
+                backend.cli.untrack_volume(volume)
         if problems:
             # No longer this task's: the sweep removes them once the daemon answers.
-            kit.reaper.note()
+            backend.reaper.note()
             raise RuntimeError("; ".join(problems) + " (retried in the background)")

@@ -40,10 +40,10 @@ from typing import Final
 import anyio
 
 from ozw.backends.docker.cli import DockerCLI
-from ozw.backends.docker.container import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER, ROLE_FILL
 from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
 from ozw.backends.docker.inspect import LocalImage
 from ozw.backends.docker.references import volume_name
+from ozw.backends.docker.rules import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER, ROLE_FILL
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.telemetry.logs import TaskLog
 
