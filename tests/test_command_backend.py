@@ -25,10 +25,9 @@ import pytest
 import trio
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.command.backend import (
+from ozw.backends.command.backend import CommandBackend
+from ozw.backends.command.rules import (
     GO_ZERO_TIME,
-    STDERR_TAIL_LINES,
-    CommandBackend,
     cancel_variables,
     command_environment,
     dispatch_failure_cause,
@@ -38,6 +37,7 @@ from ozw.backends.command.backend import (
     last_line,
     payload_task,
 )
+from ozw.backends.command.task import STDERR_TAIL_LINES
 from ozw.backends.execution import ScriptResult, configured_environment, group_alive
 from ozw.config import CommandConfig, EnvEntry
 from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from ozw.backends.direct.backend import executable_problem, oz_candidate
 from ozw.backends.direct.rules import (
     agent_environment,
     dotenv_mapping,
-    executable_problem,
     forced_agent_variables,
     harness_home,
     host_environment,
     is_direct_child,
-    oz_candidate,
     private_dir_label,
     script_environment,
     script_variables,

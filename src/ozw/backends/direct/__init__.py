@@ -1,7 +1,8 @@
 """The direct backend: the ``oz`` CLI on the host, one workspace per task (docs/protocol.md).
 
-Modules: :mod:`~ozw.backends.direct.rules` (pure rules), :mod:`~ozw.backends.direct.workspace`
-(workspaces on disk), :mod:`~ozw.backends.direct.backend` (the backend and its task run).
+Modules: :mod:`~ozw.backends.direct.backend` (the backend, owner of the workspaces),
+:mod:`~ozw.backends.direct.task` (one task's run), :mod:`~ozw.backends.direct.rules` (pure
+rules), :mod:`~ozw.backends.direct.workspace` (workspaces on disk).
 
 Each task gets ``<workspace_root>/<task id>`` (0700), or, with ``target_dir``, runs in
 that shared directory, which is never removed. Git's global config is redirected per
@@ -65,8 +66,9 @@ Choices where the contract is silent:
   (the caller's outer deadline) adds room for the kill sequence and file removal.
 """
 
-from ozw.backends.direct.backend import DirectBackend, DirectTaskRun
+from ozw.backends.direct.backend import DirectBackend
 from ozw.backends.direct.rules import ENV_FILE_NAME
+from ozw.backends.direct.task import DirectTaskRun
 from ozw.backends.direct.workspace import ROOT_MARKER
 
 __all__ = ["ENV_FILE_NAME", "ROOT_MARKER", "DirectBackend", "DirectTaskRun"]

@@ -1,15 +1,13 @@
-"""The direct backend's pure rules: task ids, environment layers, the oz CLI lookup."""
+"""The direct backend's pure rules: task ids, private directory names, environment layers."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import stat
 from collections.abc import Mapping
 from typing import Final
 
-from ozw.backends.execution import inherited_environment, layered_environment
+from ozw.backends.execution.environment import inherited_environment, layered_environment
 
 HOST_VARIABLES: Final = ("HOME", "TMPDIR", "PATH")
 """The only worker variables the agent inherits."""
@@ -123,28 +121,3 @@ def forced_agent_variables(
 def dotenv_mapping(values: Mapping[str, str | None]) -> dict[str, str]:
     """python-dotenv's result without the bare ``NAME`` lines (which carry no value)."""
     return {name: value for name, value in values.items() if value is not None}
-
-
-def oz_candidate(oz_path: str | None, search_path: str | None) -> str | None:
-    """The ``oz`` CLI to run: ``oz_path`` (made absolute: the agent runs in the workspace),
-    a bare command name looked up on ``search_path``, or ``oz`` on it; None when not found."""
-    name = oz_path or "oz"
-    if os.sep in name:
-        return os.path.abspath(name)
-    found = shutil.which(name, path=search_path)
-    return os.path.abspath(found) if found is not None else None
-
-
-def executable_problem(path: str) -> str | None:
-    """Why ``path`` cannot be run as the oz CLI, or None."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return f"{path} does not exist"
-    except OSError as exc:
-        return f"{path} cannot be inspected: {exc.strerror or exc}"
-    if stat.S_ISDIR(mode):
-        return f"{path} is a directory, not the oz CLI"
-    if not os.access(path, os.X_OK) or not mode & 0o111:
-        return f"{path} is not executable"
-    return None

@@ -40,7 +40,7 @@ import attrs
 
 from ozw.backends.docker.inspect import ContainerState
 from ozw.backends.docker.references import is_valid_reference
-from ozw.backends.execution import environment_problem as process_environment_problem
+from ozw.backends.execution.environment import environment_problem as process_environment_problem
 from ozw.tasks.failures import FailureReason, TaskFailure, describe_exit
 from ozw.tasks.params import Shape
 from ozw.tasks.ranges import mount_path_problem, normalise_mount_path
