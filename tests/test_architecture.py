@@ -1,19 +1,42 @@
-"""The package's shape: no import cycles between modules, no module over 450 lines.
+"""The package's shape: each module one idea, the layers apart, no import cycles.
+
+- every module opens with a docstring saying what it is for;
+- every backend package is alike: ``backend.py`` defines the :class:`Backend`,
+  ``task.py`` the :class:`TaskRun`, ``rules.py`` the pure rules (no I/O library);
+- backends never see a wire type, and config never imports a backend;
+- pyproject declares exactly the distributions ``src/`` imports;
+- no import cycle.
 
 The import graph is built from every module under ``src/ozw`` with :mod:`ast`,
-relative imports resolved against the importing module's package. Imports made
-only for type checking (inside ``if TYPE_CHECKING:``) are left out: they are
-never executed, so they cannot form a cycle at run time.
+relative imports resolved against the importing module's package. For cycles,
+imports made only for type checking (inside ``if TYPE_CHECKING:``) are left out:
+they are never executed, so they cannot form a cycle at run time; for the layer
+rules they count.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import re
+import sys
+import tomllib
 from pathlib import Path
+
+from ozw.backends.base import Backend, TaskRun
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent / "src"
 PACKAGE_ROOT = SOURCE_ROOT / "ozw"
-MAX_LINES = 450
+BACKENDS = PACKAGE_ROOT / "backends"
+BACKEND_FILES = ("backend.py", "task.py", "rules.py")
+IO_LIBRARIES = frozenset(
+    {"trio", "anyio", "asyncio", "subprocess", "socket", "shutil", "tempfile", "threading"}
+    | {"httpx2", "lightkube", "python_on_whales"}
+)
+"""Libraries that do I/O: a ``rules.py`` (pure rules, tested without I/O) imports none."""
 
 
 def module_name(path: Path) -> str:
@@ -34,12 +57,16 @@ def is_type_checking_guard(node: ast.If) -> bool:
     )
 
 
-def runtime_import_nodes(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+def runtime_import_nodes(
+    tree: ast.AST, *, type_checking: bool = False
+) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of a module; with ``type_checking``, those made only for
+    the type checker too."""
     found: list[ast.Import | ast.ImportFrom] = []
     pending: list[ast.AST] = [tree]
     while pending:
         node = pending.pop()
-        if isinstance(node, ast.If) and is_type_checking_guard(node):
+        if isinstance(node, ast.If) and is_type_checking_guard(node) and not type_checking:
             pending.extend(node.orelse)
             continue
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -52,11 +79,14 @@ def package_of(name: str, path: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
-def imported_modules(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """The modules of the package that ``name`` imports when it runs."""
+def imported_modules(
+    name: str, path: Path, known: dict[str, Path], *, type_checking: bool = False
+) -> set[str]:
+    """The modules of the package that ``name`` imports when it runs (with
+    ``type_checking``, also those it imports for the type checker)."""
     targets: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in runtime_import_nodes(tree):
+    for node in runtime_import_nodes(tree, type_checking=type_checking):
         if isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         else:
@@ -79,9 +109,68 @@ def imported_modules(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     return targets
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, type_checking: bool = False) -> dict[str, set[str]]:
     known = all_modules()
-    return {name: imported_modules(name, path, known) for name, path in known.items()}
+    return {
+        name: imported_modules(name, path, known, type_checking=type_checking)
+        for name, path in known.items()
+    }
+
+
+def external_imports(path: Path) -> set[str]:
+    """The absolute names a module imports from outside ozw (``a.b`` for ``from a.b import c``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in runtime_import_nodes(tree, type_checking=True):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif node.level == 0 and node.module:
+            names.add(node.module)
+    return {name for name in names if name.partition(".")[0] != "ozw"}
+
+
+def backend_packages() -> list[Path]:
+    """``backends/<name>/`` of every backend (``execution/`` is the layer they share)."""
+    return sorted(
+        path
+        for path in BACKENDS.iterdir()
+        if (path / "__init__.py").is_file() and path.name != "execution"
+    )
+
+
+def classes_defined(module_name: str, base: type) -> list[type]:
+    module = importlib.import_module(module_name)
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, base)
+        and value.__module__ == module_name
+        and not inspect.isabstract(value)
+    ]
+
+
+def distribution_of(module: str, owners: dict[Path, str]) -> str | None:
+    """The installed distribution whose files hold ``module`` (None: standard library)."""
+    if module.partition(".")[0] in sys.stdlib_module_names:
+        return None
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, f"{module} is not installed"
+    assert spec.origin is not None, f"{module} has no file"
+    return owners.get(Path(spec.origin).resolve(), "?")
+
+
+def declared_dependencies() -> set[str]:
+    pyproject = tomllib.loads((SOURCE_ROOT.parent / "pyproject.toml").read_text())
+    names = [
+        re.split(r"[<>=!~\[; ]", entry, maxsplit=1)[0]
+        for entry in pyproject["project"]["dependencies"]
+    ]
+    return {canonical(name) for name in names}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -128,10 +217,65 @@ def test_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def test_no_module_over_the_line_limit() -> None:
-    too_long = {
-        str(path.relative_to(SOURCE_ROOT)): count
+def test_every_module_says_its_idea() -> None:
+    silent = [
+        str(path.relative_to(SOURCE_ROOT))
         for path in sorted(PACKAGE_ROOT.rglob("*.py"))
-        if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        if path.stat().st_size
+        and ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) is None
+    ]
+    assert not silent, f"modules without a docstring: {silent}"
+
+
+def test_every_backend_package_has_the_same_shape() -> None:
+    packages = backend_packages()
+    assert {p.name for p in packages} >= {"command", "direct", "docker", "kubernetes"}
+    for package in packages:
+        missing = [name for name in BACKEND_FILES if not (package / name).is_file()]
+        assert not missing, f"backends/{package.name}/ lacks {missing}"
+        prefix = f"ozw.backends.{package.name}"
+        assert len(classes_defined(f"{prefix}.backend", Backend)) == 1, package.name
+        assert len(classes_defined(f"{prefix}.task", TaskRun)) == 1, package.name
+        assert not classes_defined(f"{prefix}.backend", TaskRun), package.name
+
+
+def test_rules_modules_do_no_io() -> None:
+    for package in backend_packages():
+        imported = {name.partition(".")[0] for name in external_imports(package / "rules.py")}
+        assert not imported & IO_LIBRARIES, (
+            f"backends/{package.name}/rules.py imports {imported & IO_LIBRARIES}"
+        )
+
+
+def test_backends_see_no_wire_type() -> None:
+    leaks = {
+        name: sorted(t for t in targets if t.startswith("ozw.wire"))
+        for name, targets in import_graph(type_checking=True).items()
+        if name.startswith("ozw.backends")
     }
-    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
+    assert not {k: v for k, v in leaks.items() if v}
+
+
+def test_config_imports_no_backend() -> None:
+    reach = {
+        name: sorted(t for t in targets if t.startswith("ozw.backends"))
+        for name, targets in import_graph(type_checking=True).items()
+        if name.startswith("ozw.config")
+    }
+    assert not {k: v for k, v in reach.items() if v}
+
+
+def test_pyproject_declares_what_src_imports() -> None:
+    declared = declared_dependencies()
+    owners: dict[Path, str] = {}
+    for name in declared:
+        distribution = importlib.metadata.distribution(name)
+        for file in distribution.files or []:
+            owners[Path(str(distribution.locate_file(file))).resolve()] = name
+    imported: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        for module in external_imports(path):
+            if (owner := distribution_of(module, owners)) is not None:
+                imported.setdefault(owner, set()).add(module)
+    assert "?" not in imported, f"imported but not declared in pyproject: {imported.get('?')}"
+    assert set(imported) == declared, f"declared but not imported: {declared - set(imported)}"
