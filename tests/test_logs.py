@@ -8,9 +8,7 @@ import logging
 import signal
 import uuid
 from pathlib import Path
-from typing import Any
 
-import pytest
 import trio
 
 from ozw.telemetry.logs import TaskLog, configure_logging, escape_controls
@@ -100,75 +98,3 @@ async def test_a_real_worker_logs_why_a_task_failed_with_structured_fields(
     assert any(line["message"].startswith("setup done (") for line in lines)
     assert secret not in ozw.log
     assert API_KEY not in ozw.log
-
-
-class _Keep(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-        self.attributes: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self.attributes.append(dict(record.__dict__))  # as made, before others format it
-
-
-def test_a_task_line_is_the_record_the_standard_way_makes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for flag in ("logThreads", "logProcesses", "logMultiprocessing"):
-        monkeypatch.setattr(logging, flag, False)
-    keep = _Keep()
-    logger = logging.getLogger("ozw.task")
-    logger.addHandler(keep)
-    monkeypatch.setattr(logger, "level", logging.DEBUG)
-    try:
-        TaskLog("run-1", execution_id="e-1").info(
-            "claimed %s", "x", extra={"event": "claimed"}, exc_info=ValueError("v")
-        )
-    finally:
-        logger.removeHandler(keep)
-    (record,) = keep.records
-    exc = record.exc_info
-    standard = logger.makeRecord(
-        "ozw.task",
-        logging.INFO,
-        "",
-        0,
-        "claimed %s",
-        ("x",),
-        exc,
-        None,
-        {"task_id": "run-1", "execution_id": "e-1", "event": "claimed"},
-    )
-    timing = {"created", "msecs", "relativeCreated"}
-    ours = {k: v for k, v in keep.attributes[0].items() if k not in timing}
-    assert ours == {k: v for k, v in standard.__dict__.items() if k not in timing}
-    assert abs(record.created - standard.created) < 5
-    assert record.getMessage() == "claimed x"
-
-
-def test_a_record_factory_of_the_application_is_still_used(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    made: list[str] = []
-    standard = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = standard(*args, **kwargs)
-        made.append(record.getMessage())
-        return record
-
-    monkeypatch.setattr(logging, "logThreads", False)
-    logging.setLogRecordFactory(factory)
-    keep = _Keep()
-    logger = logging.getLogger("ozw.task")
-    logger.addHandler(keep)
-    monkeypatch.setattr(logger, "level", logging.DEBUG)
-    try:
-        TaskLog("run-1").info("hello")
-    finally:
-        logging.setLogRecordFactory(standard)
-        logger.removeHandler(keep)
-    assert made == ["hello"]
-    assert keep.records[0].task_id == "run-1"  # type: ignore[attr-defined]

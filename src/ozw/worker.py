@@ -31,7 +31,7 @@ from ozw.tasks.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_
 from ozw.tasks.failures import BackendUnavailable, FailureReason, StartupError
 from ozw.tasks.params import ParamSettings
 from ozw.tasks.supervisor import Supervisor, SupervisorSettings
-from ozw.telemetry.logs import WORKER_ID, lean_records
+from ozw.telemetry.logs import WORKER_ID
 from ozw.telemetry.metrics import WorkerMetrics, bind_http, serve_http
 from ozw.wire.codec import prepare as prepare_protocol
 
@@ -202,7 +202,6 @@ class Worker:
                 cannot be bound.
         """
         WORKER_ID.set(self.config.worker_id)
-        lean_records()
         # Signals are received from the start; they are acted on once the tasks run.
         with _signal_receiver(handle_signals) as signals:
             return await self._run(signals, task_status)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import NamedTuple
 
+import attrs
 import trio
 
 from ozw.wire.codec import WorkerMessage
 
 
-class Entry(NamedTuple):
+@attrs.frozen
+class Entry:
     seq: int
     message: WorkerMessage
 
@@ -52,7 +53,7 @@ class Outbox:
     async def wait_from(self, seq: int) -> list[Entry]:
         """Wait until entries numbered ``seq`` or later exist and return them, in order."""
         while not self._entries or self._entries[-1].seq < seq:
-            await self._wait_changed()
+            await self._changed.wait()
         # Sequence numbers are contiguous: skip the older entries without looking at
         # them (thousands may wait for their confirmation under load).
         skip = max(0, seq - self._entries[0].seq)
@@ -67,17 +68,11 @@ class Outbox:
     async def wait_empty(self) -> None:
         """Wait until every queued message has been confirmed."""
         while self._entries:
-            await self._wait_changed()
+            await self._changed.wait()
 
     def _notify(self) -> None:
         self._changed.set()
-
-    async def _wait_changed(self) -> None:
-        # A set event is replaced only by the next waiter, not on every put: a burst
-        # of puts then costs one event, not one each.
-        if self._changed.is_set():
-            self._changed = trio.Event()
-        await self._changed.wait()
+        self._changed = trio.Event()
 
 
 class WriteProgress:

@@ -3,19 +3,16 @@
 Setup and execute run inside the task's cancel scope (a server cancellation, the
 worker's shutdown or the optional ``task_timeout`` cancel it). Teardown runs once
 setup has started, whatever happened, in a shielded scope with its own deadline;
-only a hard stop (second Ctrl-C) cancels it. A task that ended without a stop tears
-down in its own scope, shielded from then on and given the teardown's deadline (the
-one cancel scope a task costs, thousands a second); a stopped one in a new scope.
-A teardown's failure is logged and counted and never changes the task's result, so a
-run whose teardown only releases resources
-(:attr:`~ozw.backends.base.TaskRun.teardown_after_report`) has its result reported
-before teardown starts: the server hears it without waiting for a container's removal.
+only a hard stop (second Ctrl-C) cancels it. A teardown's failure is logged and
+counted and never changes the task's result, so a run whose teardown only releases
+resources (:attr:`~ozw.backends.base.TaskRun.teardown_after_report`) has its result
+reported before teardown starts: the server hears it without waiting for a
+container's removal.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable
 
 import attrs
@@ -85,8 +82,7 @@ class TaskControl:
         """Cancel the task (the first cause wins); a teardown already running goes on."""
         if self.cause is None:
             self.cause = cause
-        if self.phase is not TaskPhase.TEARDOWN:
-            self.scope.cancel()
+        self.scope.cancel()
 
     def force_stop(self) -> None:
         """Stop the task and its teardown now."""
@@ -179,11 +175,8 @@ async def run_task(
     outcome: TaskOutcome | None = None
     reported = False
     setup_started = False
-    torn_down = False
     teardown_failed = False
     try:
-        if params.refusal is not None:
-            raise params.refusal
         run = backend.open_task(params, log)
         with control.scope:
             if control.after is not None:
@@ -195,38 +188,23 @@ async def run_task(
             control.phase = TaskPhase.SETUP
             setup_started = True
             log.info("setup started", extra={"event": "setup_started"})
-            # Phase timings only for the debug lines that show them.
-            timed = log.isEnabledFor(logging.DEBUG)
-            began = trio.current_time() if timed else 0.0
+            began = trio.current_time()
             await run.setup()
-            if timed:
-                log.debug("setup done (%.2fs)", trio.current_time() - began)
+            log.debug("setup done (%.2fs)", trio.current_time() - began)
             control.phase = TaskPhase.EXECUTE
             log.info("agent started", extra={"event": "agent_started"})
-            began = trio.current_time() if timed else 0.0
+            began = trio.current_time()
             result = await run.execute()
-            if timed:
-                log.debug("agent ended (%.2fs)", trio.current_time() - began)
+            log.debug("agent ended (%.2fs)", trio.current_time() - began)
             if result is ExecuteResult.HANDED_OFF:
                 outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
             else:
                 outcome = completed(params.task_id)
-            if not control.scope.cancel_called:
-                # The usual end: the task's scope, never cancelled, becomes its
-                # teardown's (one cancel scope per task, not two).
-                reported = _report_before_teardown(run, outcome, report)
-                torn_down = teardown_failed = True  # unless the teardown returns
-                teardown_failed = not await _teardown(backend, run, control, control.scope)
-        if torn_down:
-            if control.scope.cancelled_caught:
-                _teardown_stopped(log)
-        else:
-            if control.scope.cancelled_caught and _timed_out(control):
-                control.cause = StopCause.TIMEOUT
-            if control.scope.cancelled_caught or outcome is None:
-                outcome = _outcome_of_stop(control, task_timeout, reattaches=backend.reattaches)
-            if outcome.phase is not control.phase:
-                outcome = attrs.evolve(outcome, phase=control.phase)
+        if control.scope.cancelled_caught and _timed_out(control):
+            control.cause = StopCause.TIMEOUT
+        if control.scope.cancelled_caught or outcome is None:
+            outcome = _outcome_of_stop(control, task_timeout, reattaches=backend.reattaches)
+        outcome = attrs.evolve(outcome, phase=control.phase)
     except Exception as exc:
         if control.scope.cancel_called and _timed_out(control):
             control.cause = StopCause.TIMEOUT
@@ -245,14 +223,9 @@ async def run_task(
             outcome = failed(params.task_id, failure.reason, failure.cause, failure.exit_code)
         outcome = attrs.evolve(outcome, phase=control.phase)
     finally:
-        if setup_started and not torn_down:
+        if setup_started:
             reported = _report_before_teardown(run, outcome, report)
-            scope = trio.CancelScope(shield=True)
-            with scope:
-                teardown_failed = not await _teardown(backend, run, control, scope)
-            if scope.cancelled_caught:
-                _teardown_stopped(log)
-                teardown_failed = True
+            teardown_failed = not await _teardown(backend, run, control)
     assert outcome is not None, "every way out of the task sets its outcome"
     if report is not None and not reported:
         report(outcome)
@@ -276,29 +249,23 @@ def _timed_out(control: TaskControl) -> bool:
     return control.cause is None and trio.current_time() >= control.scope.deadline
 
 
-async def _teardown(
-    backend: Backend, run: TaskRun, control: TaskControl, scope: trio.CancelScope
-) -> bool:
-    """Run the backend's teardown in ``scope``, entered by the caller: shielded and
-    bounded from here on. True when it succeeded; a cancel (its deadline or a forced
-    stop) propagates to ``scope``."""
+async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> bool:
+    """Run the backend's teardown, shielded and bounded; True when it succeeded."""
     control.phase = TaskPhase.TEARDOWN
-    control.teardown_scope = scope
     log = control.log
     began = trio.current_time()
-    scope.shield = True
-    scope.deadline = began + backend.teardown_timeout + TEARDOWN_MARGIN
-    if control.forced:
-        scope.cancel()
-    try:
-        await run.teardown()
-    except Exception as exc:
-        log.warning("teardown failed: %s", exc)
+    deadline = began + backend.teardown_timeout + TEARDOWN_MARGIN
+    with trio.CancelScope(shield=True, deadline=deadline) as scope:
+        control.teardown_scope = scope
+        if control.forced:
+            scope.cancel()
+        try:
+            await run.teardown()
+        except Exception as exc:
+            log.warning("teardown failed: %s", exc)
+            return False
+    if scope.cancelled_caught:
+        log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")
         return False
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("teardown done (%.2fs)", trio.current_time() - began)
+    log.debug("teardown done (%.2fs)", trio.current_time() - began)
     return True
-
-
-def _teardown_stopped(log: TaskLog) -> None:
-    log.warning("teardown did not finish (stopped after its deadline or by a forced stop)")

@@ -16,8 +16,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from types import TracebackType
+from collections.abc import MutableMapping, Sequence
 from typing import IO, Any, Final
 
 LOGGER_NAME: Final = "ozw"
@@ -113,7 +112,6 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
     root.propagate = False
-    lean_records()
 
 
 def log_command(
@@ -129,12 +127,7 @@ def log_command(
 
 
 class TaskLog(logging.LoggerAdapter[logging.Logger]):
-    """A logger that stamps every line with a task id (and optionally a stream name).
-
-    A line costs what it must and no more (a task logs several, thousands of tasks
-    run a second): nothing when its level is off, and no look-up of the calling
-    source line, which no ozw format shows.
-    """
+    """A logger that stamps every line with a task id (and its execution id, if any)."""
 
     def __init__(
         self,
@@ -146,156 +139,15 @@ class TaskLog(logging.LoggerAdapter[logging.Logger]):
         stamp: dict[str, object] = {"task_id": task_id}
         if execution_id is not None:
             stamp["execution_id"] = execution_id
-        super().__init__(logger or _TASK_LOGGER, stamp)
+        super().__init__(logger or logging.getLogger(f"{LOGGER_NAME}.task"), stamp)
         self.task_id = task_id
         self.execution_id = execution_id
 
-    def log(  # type: ignore[override]  # the same call, without stack_info/stacklevel
-        self,
-        level: int,
-        msg: object,
-        *args: object,
-        exc_info: _ExcInfo = None,
-        extra: Mapping[str, object] | None = None,
-    ) -> None:
-        if self.logger.isEnabledFor(level):
-            self._line(level, msg, args, exc_info, extra)
-
-    # The levels ozw logs at, each one call deep: a task logs several lines.
-    def debug(  # type: ignore[override]
-        self,
-        msg: object,
-        *args: object,
-        exc_info: _ExcInfo = None,
-        extra: Mapping[str, object] | None = None,
-    ) -> None:
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self._line(logging.DEBUG, msg, args, exc_info, extra)
-
-    def info(  # type: ignore[override]
-        self,
-        msg: object,
-        *args: object,
-        exc_info: _ExcInfo = None,
-        extra: Mapping[str, object] | None = None,
-    ) -> None:
-        if self.logger.isEnabledFor(logging.INFO):
-            self._line(logging.INFO, msg, args, exc_info, extra)
-
-    def warning(  # type: ignore[override]
-        self,
-        msg: object,
-        *args: object,
-        exc_info: _ExcInfo = None,
-        extra: Mapping[str, object] | None = None,
-    ) -> None:
-        if self.logger.isEnabledFor(logging.WARNING):
-            self._line(logging.WARNING, msg, args, exc_info, extra)
-
-    def _line(
-        self,
-        level: int,
-        msg: object,
-        args: tuple[object, ...],
-        exc_info: _ExcInfo,
-        extra: Mapping[str, object] | None,
-    ) -> None:
-        logger = self.logger
-        error = None if exc_info is None else _exc_info(exc_info)
-        record = _record(logger, level, msg, args, error, self.extra or {}, extra)
-        logger.handle(record)
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        # The stamp and the line's own fields together (the stock adapter drops the latter).
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
 
     def output(self, stream: str, line: str) -> None:
         """Relay one line of a task's process output."""
         self.info("%s", line, extra={"stream": stream})
-
-
-_TASK_LOGGER: Final = logging.getLogger(f"{LOGGER_NAME}.task")
-
-_ExcInfo = (
-    bool
-    | BaseException
-    | tuple[type[BaseException], BaseException, TracebackType | None]
-    | tuple[None, None, None]
-    | None
-)
-
-
-def _exc_info(value: _ExcInfo) -> Any:
-    """``exc_info`` as ``Logger._log`` turns it into a record's (True: the current one)."""
-    if isinstance(value, BaseException):
-        return (type(value), value, value.__traceback__)
-    if value and not isinstance(value, tuple):
-        return sys.exc_info()
-    return value or None
-
-
-_LEAN_FIELDS: Final = {
-    "pathname": "",
-    "filename": "",
-    "module": "",
-    "exc_text": None,
-    "stack_info": None,
-    "lineno": 0,
-    "funcName": None,
-    "thread": None,
-    "threadName": None,
-    "processName": None,
-    "process": None,
-}
-"""What ``LogRecord`` sets for a line without a source location, once
-:func:`lean_records` is in force."""
-
-
-def _record(
-    logger: logging.Logger,
-    level: int,
-    msg: object,
-    args: tuple[object, ...],
-    exc_info: Any,
-    stamp: Mapping[str, object],
-    extra: Mapping[str, object] | None,
-) -> logging.LogRecord:
-    """The record ``logger.makeRecord`` would make, for a fraction of its cost.
-
-    Every task line of every task goes through here: filling the record's attributes
-    at once skips the path and thread look-ups a lean record does not show. Any other
-    set-up (a record factory, thread or process fields) gets the standard way."""
-    if (
-        logging.logThreads
-        or logging.logProcesses
-        or logging.logMultiprocessing
-        or logging.getLogRecordFactory() is not logging.LogRecord
-        or (len(args) == 1 and isinstance(args[0], Mapping))
-    ):
-        fields = {**stamp, **(extra or {})}
-        return logger.makeRecord(logger.name, level, "", 0, msg, args, exc_info, None, fields)
-    now = time.time()
-    record = _new_record(logging.LogRecord)
-    attributes = record.__dict__
-    attributes.update(_LEAN_FIELDS)
-    attributes["name"] = logger.name
-    attributes["msg"] = msg
-    attributes["args"] = args
-    attributes["levelname"] = logging.getLevelName(level)
-    attributes["levelno"] = level
-    attributes["exc_info"] = exc_info
-    attributes["created"] = now
-    attributes["msecs"] = int((now - int(now)) * 1000) + 0.0
-    attributes["relativeCreated"] = (now - _START_TIME) * 1000
-    attributes.update(stamp)
-    if extra:
-        attributes.update(extra)
-    return record
-
-
-_new_record = object.__new__
-_START_TIME: Final[float] = logging._startTime  # type: ignore[attr-defined]  # as LogRecord's
-
-
-def lean_records() -> None:
-    """Records without thread and process fields: no ozw format shows them, and each
-    costs system calls on every line (the logging HOWTO's "Optimization")."""
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
