@@ -128,9 +128,9 @@ def test_normalise_argv(argv: list[str], expected: list[str]) -> None:
 
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["run", "--backend", "podman"]) == 2
+    assert cli.main(["run", "--log-level", "loud"]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert line.startswith("ozw: error: argument --backend: invalid choice: 'podman'")
+    assert line.startswith("ozw: error: argument --log-level: invalid choice: 'loud'")
     assert line.endswith("(see `ozw run --help`)")
 
 

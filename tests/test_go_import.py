@@ -219,6 +219,7 @@ def _sample(key: str) -> str:
         "idle_on_complete": "45m",
         "dispatch_timeout": "60s",
         "image_pull_policy": "IfNotPresent",
+        "unschedulable_timeout": "2m",
         "volumes": "[/a:/a]",
         "environment": "[{name: A}]",
         "pod_template": "{containers: []}",

@@ -9,6 +9,7 @@ command raises, exception groups and all (:mod:`ozw.cli.exit_status`).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -57,6 +58,11 @@ def _version() -> str:
         return metadata.version("ozw")
     except metadata.PackageNotFoundError:  # running from a tree that was never installed
         return "unknown"
+
+
+def _print_warnings(config: WorkerConfig) -> None:
+    for line in config.warnings:
+        print(f"ozw: warning: {line}", file=sys.stderr)
 
 
 def _error(message: str) -> int:
@@ -271,6 +277,8 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ozw.telemetry.logs import configure_logging
 
     configure_logging(config.log_level, config.log_format)
+    for line in config.warnings:
+        logging.getLogger("ozw.config").warning("%s", line)
     # Imported late so `ozw --help` and config errors stay fast and independent of Trio.
     from ozw import worker
 
@@ -377,6 +385,7 @@ def cmd_smoke(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ozw.cli.smoke import ImageOverrides, smoke_main
     from ozw.telemetry.logs import configure_logging
 
+    _print_warnings(config)
     configure_logging(config.log_level, config.log_format)
     images = ImageOverrides(image=args.image, sidecar_image=args.sidecar_image)
     return smoke_main(config, task_file=args.task, timeout=timeout, images=images)
@@ -391,6 +400,7 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ozw.cli.check import check_main
     from ozw.telemetry.logs import configure_logging
 
+    _print_warnings(config)
     configure_logging("error", config.log_format)
     return check_main(config, environ)
 

@@ -11,7 +11,13 @@
 
 from ozw.config.durations import format_duration, parse_duration
 from ozw.config.flags import FLAGS, CliOverrides, Flag, add_config_flags, overrides_from_args
-from ozw.config.loading import ConfigError, dump_config, load_config, read_toml, starter_config
+from ozw.config.loading import (
+    ConfigError,
+    dump_config,
+    load_config,
+    read_config_file,
+    starter_config,
+)
 from ozw.config.model import (
     API_KEY_ENV,
     BACKEND_NAMES,
@@ -65,7 +71,7 @@ __all__ = [
     "parse_address",
     "parse_duration",
     "parse_env_flag",
-    "read_toml",
+    "read_config_file",
     "redact_url",
     "resolve_environment",
     "starter_config",

@@ -87,6 +87,7 @@ def make_converter() -> cattrs.Converter:
         if cls is WorkerConfig:
             # The API key never comes from a file: at this level it is an unknown key.
             overrides["api_key"] = override(omit=True)
+            overrides["warnings"] = override(omit=True)
         # mypy cannot tell **overrides from make_dict_structure_fn's keyword flags.
         generated: Callable[[Any, Any], object] = make_dict_structure_fn(
             cls,
@@ -103,6 +104,7 @@ def make_converter() -> cattrs.Converter:
         }
         if cls is WorkerConfig:
             overrides["api_key"] = override(omit=True)
+            overrides["warnings"] = override(omit=True)
             overrides["backend"] = override(
                 unstruct_hook=lambda backend: {
                     backend_name(backend): converter.unstructure(backend, type(backend))

@@ -61,3 +61,43 @@ def format_duration(seconds: float) -> str:
 
 def _seconds(total_ms: int) -> str:
     return f"{total_ms / 1000:g}s"
+
+
+_GO_UNIT_SECONDS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_GO_PART_RE: Final = re.compile(r"(\d*(?:\.\d*)?)([^\d.]+)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in ``text`` as Go's ``time.ParseDuration`` reads it (the Go worker's YAML).
+
+    Go's grammar: an optional sign, then one or more ``<number><unit>`` parts in any
+    order (``"1m1h"``, ``"1.5h"``, ``"300ms"``, ``"-5s"``); ``"0"`` is the only number
+    without a unit; units ns, us, µs, ms, s, m, h.
+
+    Raises:
+        ValueError: Go would refuse ``text`` too.
+    """
+    body = text[1:] if text[:1] in ("-", "+") else text
+    if body == "0":
+        return 0.0
+    position, total = 0, 0.0
+    while position < len(body):
+        match = _GO_PART_RE.match(body, position)
+        number = match.group(1) if match else ""
+        if match is None or number in ("", ".") or match.group(2) not in _GO_UNIT_SECONDS:
+            break
+        total += float(number) * _GO_UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    else:
+        if body:
+            return -total if text.startswith("-") else total
+    raise ValueError(f'{text!r} is not a Go duration (e.g. "90s", "1h30m", "300ms")')

@@ -47,7 +47,12 @@ class Flag:
     item: Callable[[str], object] = str
     """For ``append``: what one given item becomes in the array."""
     only: tuple[BackendName, str] | None = None
-    """The one backend that has the key, and what it does (for the error otherwise)."""
+    """The one backend that has the key, and what it does (a warning otherwise: Go
+    ignores the flag on another backend)."""
+    zero_unset: bool = False
+    """``0`` counts as not given (Go: ``--max-concurrent-tasks 0`` leaves the file's value)."""
+    split: bool = False
+    """Each value is a comma-separated list (``\\,`` keeps a comma), as Go's kong reads it."""
 
     @property
     def label(self) -> str:
@@ -72,17 +77,38 @@ def _env_item(text: str) -> dict[str, str | None]:
     return item if entry.value is None else {**item, "value": entry.value}
 
 
+def split_items(text: str) -> list[str]:
+    """``a,b\\,c`` → ``["a", "b,c"]``: how the Go worker's kong splits a repeatable flag."""
+    items, current, escaped = [], "", False
+    for char in text:
+        if escaped:
+            current += char if char == "," else "\\" + char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    current += "\\" if escaped else ""
+    return [*items, current] if current else items
+
+
+# Go's flag names (kong derives them from main.go's fields) are all here; a string
+# flag given as "" counts as not given, as in Go.
 FLAGS: Final[tuple[Flag, ...]] = (
-    Flag(("--backend",), "backend", "backend to run tasks with", "backend",
-         choices=BACKEND_NAMES),
+    Flag(("--backend",), "backend", f"backend to run tasks with ({', '.join(BACKEND_NAMES)})",
+         "backend", metavar="NAME"),
     Flag(("--worker-id",), "worker_id", "this worker's id (required; not starting with 'warp')",
          "worker_id", metavar="ID"),
     Flag(("--api-key",), "api_key", f"Oz API key (default: ${API_KEY_ENV})", None, metavar="KEY"),
-    Flag(("--websocket-url",), "websocket_url", "dispatch server WebSocket URL (ws:// or wss://)",
+    Flag(("--websocket-url", "--web-socket-url"), "websocket_url",
+         "dispatch server WebSocket URL (ws:// or wss://)",
          "server.websocket_url", metavar="URL"),
     Flag(("--server-root-url",), "server_root_url", "Oz server root URL (http:// or https://)",
          "server.root_url", metavar="URL"),
-    Flag(("--proxy-url",), "proxy_url", "HTTP proxy to reach the server through (http://)",
+    Flag(("--proxy-url",), "proxy_url", "proxy to reach the server through (http, https, socks5)",
          "server.proxy_url", metavar="URL"),
     Flag(("--session-sharing-server-url",), "session_sharing_server_url",
          "session sharing server URL passed to the agent", "server.session_sharing_server_url",
@@ -98,12 +124,14 @@ FLAGS: Final[tuple[Flag, ...]] = (
     Flag(("-v", "--volume", "--volumes"), "volumes",
          "extra bind for task containers (docker; repeatable)",
          "backend.volumes", metavar="SRC:DST[:ro]", action="append",
-         only=("docker", "mounts volumes")),
+         only=("docker", "mounts volumes"), split=True),
     Flag(("-e", "--env"), "env",
          "task variable: KEY inherits the worker's, KEY=VALUE sets (repeatable)",
-         "backend.environment", metavar="KEY[=VALUE]", action="append", item=_env_item),
-    Flag(("--max-concurrent-tasks",), "max_concurrent_tasks", "tasks run at once, 0 = unlimited",
-         "max_concurrent_tasks", metavar="N", type=int),
+         "backend.environment", metavar="KEY[=VALUE]", action="append", item=_env_item,
+         split=True),
+    Flag(("--max-concurrent-tasks",), "max_concurrent_tasks",
+         "tasks run at once (0: the file's value, else unlimited)",
+         "max_concurrent_tasks", metavar="N", type=int, zero_unset=True),
     Flag(("--idle-on-complete",), "idle_on_complete", "how long the agent idles after finishing",
          "idle_on_complete", metavar="DURATION"),
     Flag(("--target-dir",), "target_dir", "run every task in this directory (direct)",
@@ -167,7 +195,11 @@ def add_config_flags(
     """
     group = parser.add_argument_group("configuration (flags override the file)")
     group.add_argument(
-        "--config", "--config-file", dest="config", metavar="FILE", help="TOML config file"
+        "--config",
+        "--config-file",
+        dest="config",
+        metavar="FILE",
+        help="config file: ozw's TOML, or the Go worker's YAML (*.yaml, *.yml) as it is",
     )
     defaults = CONVERTER.unstructure(WorkerConfig(worker_id="-"))
     for flag in FLAGS:
@@ -226,4 +258,6 @@ def _is_given(flag: Flag, value: object) -> bool:
             return value is True
         case "append":
             return value != ()
-    return value is not None  # 0 and False are values given
+    if flag.zero_unset and value == 0:
+        return False
+    return value is not None and value != ""  # 0 and False are values given

@@ -1,4 +1,6 @@
-"""``ozw config import``: a Go ``oz-agent-worker`` YAML config as the equivalent ozw TOML.
+"""The Go ``oz-agent-worker``'s YAML config, read with Go's meaning: the one mapping
+from its keys to ozw's tables, used both to run from the YAML file as it is
+(``--config-file config.yaml``) and by ``ozw config import`` to write the TOML.
 
 The Go worker decodes its YAML into typed structs (``internal/config/config.go``):
 a string field takes any scalar as written (``value: yes`` is the text ``yes``), and
@@ -6,7 +8,10 @@ Kubernetes sub-trees (``pod_template``, ``preflight_resources``) are decoded as
 Kubernetes decodes YAML. This module reads the file the same way: scalars as text
 where Go wants text, typed values inside those sub-trees. Every key the Go worker
 knows is carried over; any other key, and any value TOML cannot hold, becomes a
-comment, so nothing is lost silently.
+comment, so nothing is lost silently. Go's values keep Go's meaning: durations are
+read as Go's ``time.ParseDuration`` reads them (``dispatch_timeout: 0s`` is Go's
+default of 60 s), and ``pod_template`` keys Kubernetes does not know are dropped, as
+Go's decoder drops them, each with a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import attrs
 import tomli_w
 import yaml
 
+from ozw.config.durations import format_duration, parse_go_duration
 from ozw.config.model import API_KEY_ENV, LogLevel
 
 
@@ -93,6 +99,20 @@ def _log_level(value: object, key: str) -> str:
     return level
 
 
+def _go_duration(value: object, key: str) -> str:
+    """A Go duration as ozw's text; zero or negative is "not set" where Go says so."""
+    text = _text(value, key)
+    try:
+        seconds = parse_go_duration(text)
+    except ValueError as exc:
+        raise GoConfigError(f"{key}: {exc}") from None
+    if seconds <= 0:
+        # Go: a dispatch timeout <= 0 is the 60 s default; an unschedulable timeout
+        # <= 0 turns the check off (ozw: 0s).
+        return "60s" if key.endswith("dispatch_timeout") else "0s"
+    return format_duration(max(seconds, 0.001))  # ozw counts whole milliseconds
+
+
 def _texts(value: object, key: str) -> list[str]:
     if not isinstance(value, list):
         raise GoConfigError(f"{key}: expected a list, got {_kind(value)}")
@@ -146,8 +166,8 @@ def _kind(value: object) -> str:
 
 
 _Convert = Callable[[object, str], object]
-_TYPED: Final = "typed"
-"""Marks a Kubernetes sub-tree: taken from the typed reading of the file."""
+_TYPED: Final = {"pod_template": "PodSpec", "preflight_resources": "ResourceRequirements"}
+"""The Kubernetes sub-trees, taken from the typed reading of the file, by model."""
 
 # Every key of the Go worker's FileConfig, with how its value is read. The ozw key
 # has the same name in each case (docs/protocol.md for Kubernetes).
@@ -173,7 +193,7 @@ _BACKEND_KEYS: Final[dict[str, dict[str, _Convert | str]]] = {
     "command": {
         "dispatch_command": _text,
         "cancel_command": _text,
-        "dispatch_timeout": _text,
+        "dispatch_timeout": _go_duration,
         "environment": _environment,
     },
     "kubernetes": {
@@ -191,10 +211,10 @@ _BACKEND_KEYS: Final[dict[str, dict[str, _Convert | str]]] = {
         "active_deadline_seconds": _integer,
         "ttl_seconds_after_finished": _integer,
         "workspace_size_limit": _text,
-        "unschedulable_timeout": _text,
+        "unschedulable_timeout": _go_duration,
         "coding_cli_sidecars": _text_map,
-        "pod_template": _TYPED,
-        "preflight_resources": _TYPED,
+        "pod_template": "typed",
+        "preflight_resources": "typed",
     },
 }
 GO_BACKEND_KEYS: Final = {name: tuple(keys) for name, keys in _BACKEND_KEYS.items()}
@@ -206,13 +226,44 @@ _UNKNOWN: Final = "unknown key; the Go worker refuses it too"
 
 @attrs.define
 class _Section:
-    """One TOML table being written: its values and the comments above it."""
+    """One table read: its values, the keys Go does not know, the comments above it."""
 
+    prefix: str = ""
     values: dict[str, Any] = attrs.field(factory=dict)
+    unknown: list[str] = attrs.field(factory=list)
+    """Dotted keys the Go worker does not know (it refuses them)."""
     notes: list[str] = attrs.field(factory=list)
+    warnings: list[str] = attrs.field(factory=list)
+    """Go's meaning applied where ozw's own file would say more (shown when running too)."""
 
     def unconverted(self, key: str, value: object, why: str = _UNKNOWN) -> None:
         self.notes.append(f"not converted ({why}): {key} = {_shown(value)}")
+
+
+@attrs.frozen
+class GoConfig:
+    """A Go worker's YAML file, read with Go's meaning as ozw's tables."""
+
+    top: _Section
+    backend: tuple[str, _Section] | None
+
+    def tables(self) -> dict[str, Any]:
+        """The raw tables ozw's loader structures, as if read from the TOML file."""
+        tables = dict(self.top.values)
+        if self.backend is not None:
+            name, section = self.backend
+            tables["backend"] = {name: dict(section.values)}
+        return tables
+
+    def _sections(self) -> list[_Section]:
+        return [self.top] + ([self.backend[1]] if self.backend is not None else [])
+
+    def unknown(self) -> list[str]:
+        """Dotted keys the Go worker would refuse as unknown."""
+        return [key for section in self._sections() for key in section.unknown]
+
+    def warnings(self) -> list[str]:
+        return [line for section in self._sections() for line in section.warnings]
 
 
 def _shown(value: object) -> str:
@@ -230,8 +281,8 @@ def _read_yaml(text: str, loader: type[yaml.SafeLoader]) -> Any:
         raise GoConfigError(f"invalid YAML: {exc}") from None
 
 
-def convert(text: str, source: str) -> str:
-    """The ozw TOML equivalent of the Go worker's YAML ``text`` (read from ``source``).
+def read_go_config(text: str) -> GoConfig:
+    """The Go worker's YAML ``text`` as ozw's tables, with Go's meaning.
 
     Raises:
         GoConfigError: the YAML is malformed or a known key has a value the Go worker
@@ -255,9 +306,19 @@ def convert(text: str, source: str) -> str:
                 f"(it takes --{key.replace('_', '-')})"
             )
         elif key not in _TOP_KEYS:
+            top.unknown.append(key)
             top.unconverted(key, value)
-    backend = _backend(document.get("backend"), typed.get("backend"))
-    return _render(source, top, backend)
+    return GoConfig(top, _backend(document.get("backend"), typed.get("backend")))
+
+
+def convert(text: str, source: str) -> str:
+    """The ozw TOML equivalent of the Go worker's YAML ``text`` (read from ``source``).
+
+    Raises:
+        GoConfigError: as :func:`read_go_config`.
+    """
+    read = read_go_config(text)
+    return _render(source, read.top, read.backend)
 
 
 def _backend(plain: object, typed: Any) -> tuple[str, _Section] | None:
@@ -274,16 +335,18 @@ def _backend(plain: object, typed: Any) -> tuple[str, _Section] | None:
     if not tables:
         return None
     ((name, table),) = tables.items()
-    section = _Section()
+    section = _Section(f"backend.{name}")
     for key, value in _mapping(table, f"backend.{name}").items():
         convert_value = _BACKEND_KEYS[name].get(key)
         where = f"backend.{name}.{key}"
         if convert_value is None:
+            section.unknown.append(where)
             section.unconverted(key, value)
         elif value is None:
             continue  # null is absent, as in Go
-        elif convert_value == _TYPED:
-            section.values[key] = _toml_tree(typed[name][key], key, section)
+        elif convert_value == "typed":
+            tree = _toml_tree(typed[name][key], key, section)
+            section.values[key] = _known_kubernetes_keys(tree, key, section)
         else:
             assert callable(convert_value)
             section.values[key] = convert_value(value, where)
@@ -295,6 +358,20 @@ def _backend(plain: object, typed: Any) -> tuple[str, _Section] | None:
             'leaves it unset when the worker has none (the Go worker set it to "")'
         )
     return name, section
+
+
+def _known_kubernetes_keys(tree: Any, key: str, section: _Section) -> Any:
+    """``tree`` without the keys its Kubernetes model lacks: Go's decoder drops them."""
+    # Imported here: the models (lightkube) load only when a template is configured.
+    from ozw.config.pod_spec import prune_unknown_keys
+
+    kept, dropped = prune_unknown_keys(tree, _TYPED[key], key)
+    for path in dropped:
+        section.warnings.append(
+            f"{section.prefix}.{path}: not a Kubernetes {_TYPED[key]} field; ignored, as the "
+            "Go worker ignores it"
+        )
+    return kept
 
 
 def _toml_tree(value: Any, path: str, section: _Section) -> Any:
@@ -323,9 +400,9 @@ def _render(source: str, top: _Section, backend: tuple[str, _Section] | None) ->
     body = tomli_w.dumps(top.values)
     if body:
         lines.append(body.rstrip("\n"))
-    lines += [f"# {note}" for note in top.notes]
+    lines += [f"# {note}" for note in top.notes + top.warnings]
     if backend is not None:
         name, section = backend
-        lines += ["", *(f"# {note}" for note in section.notes)]
+        lines += ["", *(f"# {note}" for note in section.notes + section.warnings)]
         lines.append(tomli_w.dumps({"backend": {name: section.values}}).rstrip("\n"))
     return "\n".join(lines) + "\n"

@@ -59,6 +59,11 @@ def pod_template_file(value: object) -> str | None:
     return path
 
 
+def preflight_image(value: object) -> str:
+    """An image reference; ``""`` is the default image, as in Go."""
+    return rules.image(value) or DEFAULT_PREFLIGHT_IMAGE
+
+
 def labels(value: object) -> dict[str, str]:
     """A table of label values, each valid for Kubernetes."""
     table = strings(value)

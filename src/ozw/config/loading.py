@@ -2,6 +2,12 @@
 
 Every problem becomes one :class:`ConfigError` line naming where the bad value came
 from: ``config/worker.toml: server.root_url: ...`` or ``--task-timeout: ...``.
+
+A config file is ozw's TOML or the Go worker's YAML, known by its name: ``*.yaml`` /
+``*.yml`` is YAML, ``*.toml`` is TOML; any other name is read as TOML, and as YAML
+when it is not TOML but is a YAML mapping. The YAML is read with Go's meaning
+(:mod:`ozw.config.go_import`, the one mapping of its keys), then checked by the same
+rules as the TOML.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ import re
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Final
 
 import attrs
 import tomli_w
+import yaml
 from cattrs.errors import ForbiddenExtraKeysError
 
 from ozw.config.converter import CONVERTER
-from ozw.config.flags import CliOverrides, Flag, given
+from ozw.config.flags import CliOverrides, Flag, given, split_items
 from ozw.config.model import API_KEY_ENV, BACKEND_NAMES, BackendName, WorkerConfig
-from ozw.config.rules import toml_kind
+from ozw.config.rules import toml_kind, value_warnings
 from ozw.strict import REQUIRED, describe, error_leaves, join
 
 
@@ -41,6 +49,7 @@ class _Source:
 
     file: str | None
     flags: dict[str, str] = attrs.field(factory=dict)  # dotted key → flag that set it
+    warnings: list[str] = attrs.field(factory=list)
 
     def error(self, key: str, problem: str) -> ConfigError:
         """The one-line error for ``problem`` at ``key``, naming the flag or the file."""
@@ -65,21 +74,57 @@ class _Source:
         return max(covering, key=len, default=None)
 
 
-def read_toml(path: str) -> dict[str, Any]:
-    """The tables in the TOML file at ``path``; any failure is one :class:`ConfigError` line."""
+YAML_SUFFIXES: Final = (".yaml", ".yml")
+
+
+def _read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as file:
-            return tomllib.load(file)
+            return file.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], list[str]]:
+    """The tables of the TOML or Go YAML file at ``path`` and the warnings reading it
+    gave (Go's meaning applied); any failure is one :class:`ConfigError` line."""
+    data = _read_bytes(path)
+    suffix = PurePath(path).suffix.lower()
+    if suffix in YAML_SUFFIXES:
+        return _go_yaml(path, data)
+    try:
+        return tomllib.loads(data.decode("utf-8")), []
     except tomllib.TOMLDecodeError as exc:
+        if suffix != ".toml" and _is_yaml_mapping(data):
+            return _go_yaml(path, data)
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8") from None
+
+
+def _is_yaml_mapping(data: bytes) -> bool:
+    try:
+        return isinstance(yaml.safe_load(data), dict)
+    except yaml.YAMLError:
+        return False
+
+
+def _go_yaml(path: str, data: bytes) -> tuple[dict[str, Any], list[str]]:
+    from ozw.config.go_import import GoConfigError, read_go_config
+
+    try:
+        read = read_go_config(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid YAML: not UTF-8") from None
+    except GoConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for key in read.unknown():
+        raise ConfigError(f"{path}: {key}: unknown key (the Go worker refuses it too)")
+    return read.tables(), [f"{path}: {line}" for line in read.warnings()]
 
 
 def load_config(
@@ -98,7 +143,8 @@ def load_config(
         ConfigError: one line naming the file or flag, the key, and the problem.
     """
     source = _Source(path)
-    raw = read_toml(path) if path is not None else {}
+    raw, file_warnings = read_config_file(path) if path is not None else ({}, [])
+    source.warnings.extend(file_warnings)
     backend = _choose_backend(raw, overrides.backend, source, _file_backend(raw, source))
     _apply_flags(raw, overrides, source, backend)
     unset_id = not require_worker_id and "worker_id" not in raw
@@ -115,7 +161,11 @@ def load_config(
         # Given but empty: not "unset" (that would quietly take WARP_API_KEY instead).
         raise ConfigError("--api-key: must not be empty")
     api_key = overrides.api_key or environ.get(API_KEY_ENV) or None
-    return attrs.evolve(config, api_key=api_key, worker_id="" if unset_id else config.worker_id)
+    worker_id = "" if unset_id else config.worker_id
+    source.warnings.extend(value_warnings(config))
+    return attrs.evolve(
+        config, api_key=api_key, worker_id=worker_id, warnings=tuple(source.warnings)
+    )
 
 
 MAX_PROBLEMS = 10
@@ -184,7 +234,7 @@ def _choose_backend(
     raw: dict[str, Any], flag: str | None, source: _Source, file_backend: str | None
 ) -> str:
     """The active backend's name; ``raw["backend"]`` then holds exactly its table."""
-    if flag is None or flag == file_backend:
+    if not flag or flag == file_backend:  # Go: --backend "" is not given
         backend = file_backend or "docker"
         raw.setdefault("backend", {backend: {}})
         return backend
@@ -207,7 +257,11 @@ def _apply_flags(
         if parents[:1] == ["backend"]:
             if flag.only is not None and flag.only[0] != backend:
                 only, does = flag.only
-                raise source.error(flag.label, f"only the {only} backend {does}, not {backend}")
+                source.warnings.append(
+                    f"{flag.label}: ignored: only the {only} backend {does}, not {backend} "
+                    "(the Go worker ignores it too)"
+                )
+                continue
             parents.insert(1, backend)
         table = _table_at(raw, parents)
         if table is None:
@@ -241,7 +295,8 @@ def _extend(
     existing = table.setdefault(key, [])
     if not isinstance(existing, list):
         return  # structuring reports the file's mistake with its key
-    for text in items:
+    texts = [part for text in items for part in split_items(text)] if flag.split else items
+    for text in texts:
         item = flag.item(text)
         source.flags[f"{prefix}.{key}[{len(existing)}]"] = f"{flag.label} {_shown(item)}"
         existing.append(item)
@@ -264,6 +319,7 @@ def dump_config(config: WorkerConfig) -> str:
     document["backend"] = document.pop("backend")  # the backend table last, as in the starter
     key_state = "set (redacted)" if config.api_key else f"not set (use --api-key or {API_KEY_ENV})"
     header = f"# Effective ozw configuration.\n# api_key: {key_state}\n"
+    header += "".join(f"# warning: {line}\n" for line in config.warnings)
     if not config.worker_id:
         del document["worker_id"]
         header += "# worker_id: not set (required: set it in the file or pass --worker-id)\n"

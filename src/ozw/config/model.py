@@ -46,7 +46,7 @@ class ServerConfig:
         default=DEFAULT_ROOT_URL, metadata=rule(rules.url(rules.HTTP_SCHEMES))
     )
     session_sharing_server_url: str | None = attrs.field(
-        default=None, metadata=rule(rules.optional_url(rules.HTTP_SCHEMES))
+        default=None, metadata=rule(rules.optional_url(rules.WS_SCHEMES + rules.HTTP_SCHEMES))
     )
     proxy_url: str | None = attrs.field(
         default=None, repr=False, metadata=rule(rules.proxy_url, rules.redact_url)
@@ -57,7 +57,7 @@ class ServerConfig:
 @attrs.frozen
 class DockerConfig:
     volumes: tuple[str, ...] = ()
-    default_image: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    default_image: str | None = attrs.field(default=None, metadata=rule(rules.image))
     environment: tuple[EnvEntry, ...] = ()
     pull_policy: PullPolicy = "always"
     kill_grace: float = attrs.field(default=10.0, metadata=DURATION)
@@ -97,13 +97,13 @@ class KubernetesConfig:
     """A kubeconfig file; unset: in-cluster, then ``$KUBECONFIG``, then ``~/.kube/config``."""
     context: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
     """The kubeconfig context (default: its current context)."""
-    default_image: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    default_image: str | None = attrs.field(default=None, metadata=rule(rules.image))
     image_pull_policy: kube.KubePullPolicy = "IfNotPresent"
     use_image_volumes: bool = False
     preflight_image: str = attrs.field(
-        default=kube.DEFAULT_PREFLIGHT_IMAGE, metadata=rule(rules.required_text)
+        default=kube.DEFAULT_PREFLIGHT_IMAGE, metadata=rule(kube.preflight_image)
     )
-    sidecar_image: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    sidecar_image: str | None = attrs.field(default=None, metadata=rule(rules.image))
     setup_command: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
     teardown_command: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
     extra_labels: dict[str, str] = attrs.field(factory=dict, metadata=rule(kube.labels))
@@ -166,7 +166,8 @@ class WorkerConfig:
         default=0, metadata=rule(rules.at_least(0, " (0 means unlimited)"))
     )
     cleanup: bool = True
-    idle_on_complete: str | None = attrs.field(default=None, metadata=rule(rules.duration_text))
+    idle_on_complete: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
+    """Passed to the agent as written (Go does too); a warning when ozw cannot read it."""
     task_timeout: float | None = attrs.field(default=None, metadata=POSITIVE_DURATION)
     shutdown_grace: float = attrs.field(default=30.0, metadata=DURATION)
     log_level: LogLevel = "info"
@@ -175,6 +176,8 @@ class WorkerConfig:
     max_tasks: int | None = attrs.field(default=None, metadata=rule(rules.at_least(1)))
     """Exit after this many tasks finished (one-shot and CI workers); None = never."""
     api_key: str | None = attrs.field(default=None, repr=False)
+    warnings: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
+    """What loading accepted with Go's meaning but would say about (never in the file)."""
 
     @property
     def backend_name(self) -> BackendName:

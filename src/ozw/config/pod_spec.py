@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
@@ -24,26 +24,38 @@ class TemplateError(ValueError):
     """A template is not a valid object of its kind; the message names the key."""
 
 
-def _unknown_keys(value: object, info: mi.Type, path: str) -> Iterable[str]:
-    """Paths of keys in ``value`` that the model type ``info`` does not have."""
+def _prune(value: Any, info: mi.Type, path: str, dropped: list[str]) -> Any:
+    """``value`` without the keys the model type ``info`` lacks; their paths go to ``dropped``."""
     match info:
         case mi.UnionType(types=types):
             for member in types:
                 if not isinstance(member, mi.NoneType):
-                    yield from _unknown_keys(value, member, path)
+                    value = _prune(value, member, path, dropped)
         case mi.ListType(item_type=item) if isinstance(value, list):
-            for index, element in enumerate(value):
-                yield from _unknown_keys(element, item, f"{path}[{index}]")
+            return [_prune(v, item, f"{path}[{i}]", dropped) for i, v in enumerate(value)]
         case mi.DictType(value_type=item) if isinstance(value, dict):
-            for key, element in value.items():
-                yield from _unknown_keys(element, item, f"{path}.{key}")
+            return {k: _prune(v, item, f"{path}.{k}", dropped) for k, v in value.items()}
         case mi.StructType(fields=fields) if isinstance(value, dict):
             known = {field.encode_name: field.type for field in fields}
-            for key, element in value.items():
-                if key not in known:
-                    yield f"{path}.{key}"
-                else:
-                    yield from _unknown_keys(element, known[key], f"{path}.{key}")
+            dropped.extend(f"{path}.{key}" for key in value if key not in known)
+            return {
+                key: _prune(element, known[key], f"{path}.{key}", dropped)
+                for key, element in value.items()
+                if key in known
+            }
+    return value
+
+
+def prune_unknown_keys(data: object, model: str, path: str) -> tuple[object, list[str]]:
+    """``data`` without the keys the Kubernetes ``model`` (``"PodSpec"``, ...) lacks, and
+    their paths: what Kubernetes' own lenient decoder (the Go worker's) does silently."""
+    models: dict[str, type[msgspec.Struct]] = {
+        "PodSpec": PodSpec,
+        "ResourceRequirements": ResourceRequirements,
+    }
+    dropped: list[str] = []
+    kept = _prune(data, mi.type_info(models[model]), path, dropped)
+    return kept, sorted(dropped)
 
 
 QUANTITY_MAPS: Final = {
@@ -108,9 +120,10 @@ def check_object(data: object, model: type[msgspec.Struct], path: str) -> dict[s
     if not isinstance(data, Mapping):
         raise TemplateError(f"{path}: expected a table, got {type(data).__name__}")
     plain = copy.deepcopy(dict(data))
-    unknown = sorted(_unknown_keys(plain, mi.type_info(model), path))
+    unknown: list[str] = []
+    _prune(plain, mi.type_info(model), path, unknown)
     if unknown:
-        raise TemplateError(f"{unknown[0]}: unknown key (not in the Kubernetes {model.__name__})")
+        raise TemplateError(f"{min(unknown)}: unknown key (not in the Kubernetes {model.__name__})")
     plain = _quantities_as_text(plain, mi.type_info(model), path)
     try:
         msgspec.convert(plain, model)

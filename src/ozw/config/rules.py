@@ -69,6 +69,14 @@ def optional_text(value: object) -> str | None:
     return text(value) or None
 
 
+def image(value: object) -> str | None:
+    """An image reference; ``""`` = none. No spaces or tabs (Go's ``no_whitespace``)."""
+    checked = optional_text(value)
+    if checked is not None and any(char in checked for char in " \t"):
+        raise Invalid(f"{checked!r} is not an image reference (it contains whitespace)")
+    return checked
+
+
 def required_text(value: object) -> str:
     checked = text(value)
     if not checked.strip():
@@ -94,17 +102,6 @@ def positive_duration(value: object) -> float:
     if seconds <= 0:
         raise Invalid("must be longer than 0s")
     return seconds
-
-
-def duration_text(value: object) -> str:
-    """A duration kept as text: ``idle_on_complete`` goes to the agent verbatim."""
-    checked = text(value)
-    if BARE_NUMBER_RE.fullmatch(checked):
-        raise Invalid(
-            f"{checked!r} needs a unit (it is passed to the agent as written: {checked}m?)"
-        )
-    duration(checked)
-    return checked
 
 
 def at_least(minimum: int, meaning: str = "") -> Callable[[object], int]:
@@ -196,13 +193,39 @@ def address(value: object) -> str | None:
 
 
 def worker_id(value: object) -> str:
-    checked = required_text(value)
-    # docs/protocol.md. Case-insensitive: "Warp-1" would look just as official.
-    if checked.lower().startswith("warp"):
+    """Go's rule (main.go): not empty, not starting with ``warp`` (ids Warp keeps)."""
+    checked = text(value)
+    if not checked:
+        raise Invalid("must not be empty")
+    if checked.startswith("warp"):
         raise Invalid(f"{checked!r} is reserved (ids starting with 'warp' belong to Warp)")
-    if any(char.isspace() for char in checked):
-        raise Invalid(f"{checked!r} must not contain whitespace")
     return checked
+
+
+def value_warnings(config: Any) -> list[str]:
+    """Values accepted as Go accepts them that an operator may not mean (one line each)."""
+    found: list[str] = []
+    if config.worker_id.lower().startswith("warp") or config.worker_id.strip() != config.worker_id:
+        found.append(
+            f"worker_id {config.worker_id!r}: accepted as the Go worker does, but it "
+            "looks like Warp's own or has surrounding spaces"
+        )
+    idle = config.idle_on_complete
+    if idle is not None:
+        try:
+            parse_duration(idle)
+        except ValueError:
+            found.append(
+                f"idle_on_complete {idle!r}: not a duration ozw reads ({DURATION_HINT}); "
+                "passed to the agent as written, as the Go worker does"
+            )
+        else:
+            if BARE_NUMBER_RE.fullmatch(idle):
+                found.append(
+                    f"idle_on_complete {idle!r}: no unit; passed to the agent as "
+                    f"written, which may not read it as {idle}s"
+                )
+    return found
 
 
 def env_name(value: object) -> str:
