@@ -13,17 +13,20 @@ own example dispatch and cancel scripts. ``run`` prints one transcript (ozw by d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
+from tests.conformance.docker_world import DockerWorld, docker_world
 from tests.conformance.fixtures import FIXTURES, read_fixture, write_fixture
 from tests.conformance.runner import run_scenario
-from tests.conformance.scenarios import SCENARIOS, by_name
+from tests.conformance.scenarios import SCENARIOS, Scenario, by_name
 from tests.conformance.workers import Worker, ozw_worker
 
 
@@ -50,6 +53,20 @@ def source_commit(source: Path | None) -> str | None:
     return done.stdout.strip() or None
 
 
+def lazy_docker(stack: contextlib.ExitStack) -> Callable[[Scenario], DockerWorld | None]:
+    """The docker world for docker scenarios, started on first use and ended by ``stack``."""
+    worlds: list[DockerWorld] = []
+
+    def get(scenario: Scenario) -> DockerWorld | None:
+        if scenario.settings.backend != "docker":
+            return None
+        if not worlds:
+            worlds.append(stack.enter_context(docker_world()))
+        return worlds[0]
+
+    return get
+
+
 def store(name: str, transcript: dict[str, object], *, go_commit: str, command: str) -> str:
     """Write the fixture; whether it is new, changed or the same as before."""
     before = read_fixture(name) if (FIXTURES / f"{name}.json").exists() else None
@@ -64,26 +81,33 @@ async def record(args: argparse.Namespace) -> int:
     names = args.only or [s.name for s in SCENARIOS]
     scenarios = by_name()
     changed = []
-    for name in names:
-        transcript = await run_scenario(scenarios[name], worker, extra_env=go_env(args.go_source))
-        before = read_fixture(name) if (FIXTURES / f"{name}.json").exists() else None
-        write_fixture(name, transcript, go_commit=commit, command=command)
-        status = "new" if before is None else "same" if before == transcript else "changed"
-        if status != "same":
-            changed.append(name)
-        print(
-            f"{status:8} {name}"
-            + (f"  (timed out: {transcript['timed_out']})" if transcript["timed_out"] else "")
-        )
+    with contextlib.ExitStack() as stack:
+        docker = lazy_docker(stack)
+        for name in names:
+            scenario = scenarios[name]
+            transcript = await run_scenario(
+                scenario, worker, extra_env=go_env(args.go_source), docker=docker(scenario)
+            )
+            status = store(name, transcript, go_commit=commit, command=command)
+            if status != "same":
+                changed.append(name)
+            waits = transcript["timed_out"]
+            print(f"{status:8} {name}" + (f"  (timed out waiting for: {waits})" if waits else ""))
     print(f"{len(changed)} of {len(names)} scenarios changed: {', '.join(changed) or 'none'}")
     return 0
 
 
 async def run_one(args: argparse.Namespace) -> int:
     worker = Worker("go", args.go_binary) if args.go_binary else ozw_worker()
-    transcript = await run_scenario(
-        by_name()[args.name], worker, extra_env=go_env(args.go_source), keep=args.keep
-    )
+    scenario = by_name()[args.name]
+    with contextlib.ExitStack() as stack:
+        transcript = await run_scenario(
+            scenario,
+            worker,
+            extra_env=go_env(args.go_source),
+            keep=args.keep,
+            docker=lazy_docker(stack)(scenario),
+        )
     print(json.dumps(transcript, indent=2))
     return 0
 

@@ -97,6 +97,17 @@ def payload_sidecars_list(t: Transcript) -> None:
             record["payload"]["sidecars"] = []
 
 
+def container_labels(t: Transcript) -> None:
+    for container in t["containers"].values():
+        container["labels"] = sorted(
+            [*container["labels"], "ozw.image", "ozw.role", "ozw.task_id", "ozw.worker_id"]
+        )
+
+
+def no_leaked_sidecar_containers(t: Transcript) -> None:
+    t["leftovers"]["containers"] = 0
+
+
 DIFFERENCES: Final[dict[str, Callable[[Transcript], None]]] = {
     "workspace-root-marker": workspace_root_marker,
     "api-key-withheld-from-scripts": api_key_withheld,
@@ -108,6 +119,8 @@ DIFFERENCES: Final[dict[str, Callable[[Transcript], None]]] = {
     "shutdown-message": shutdown_message,
     "task-timeout": task_timeout,
     "payload-sidecars-list": payload_sidecars_list,
+    "container-labels": container_labels,
+    "no-leaked-sidecar-containers": no_leaked_sidecar_containers,
 }
 
 

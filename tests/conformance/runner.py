@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from tests.conformance import transcript
+from tests.conformance.docker_world import VOLUME_DIGEST, DockerWorld
 from tests.conformance.scenarios import Scenario
 from tests.conformance.session import Session, StepTimeout
 from tests.conformance.workers import Worker
@@ -24,6 +25,7 @@ async def run_scenario(
     *,
     extra_env: Mapping[str, str] = {},
     keep: Path | None = None,
+    docker: DockerWorld | None = None,
 ) -> dict[str, Any]:
     """Drive ``worker`` through ``scenario``; the worker is stopped (SIGTERM) at the end.
 
@@ -38,6 +40,7 @@ async def run_scenario(
             tmp,
             extra_env=extra_env,
             runtime_status=scenario.runtime_status,
+            docker=docker,
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -54,7 +57,10 @@ async def run_scenario(
                 nursery.cancel_scope.cancel()
         finally:
             session.close()
-        return assemble(scenario, session, scraped)
+        out = assemble(scenario, session, scraped)
+        if docker is not None:
+            docker.clean()
+        return out
 
 
 def assemble(scenario: Scenario, session: Session, scraped: str) -> dict[str, Any]:
@@ -66,6 +72,14 @@ def assemble(scenario: Scenario, session: Session, scraped: str) -> dict[str, An
             str(session.tmp): "$TMP",
             f"http://127.0.0.1:{port}": "$SERVER",
             f"127.0.0.1:{port}": "$SERVER_ADDR",
+            **(
+                {
+                    session.docker.registry: "$REGISTRY",
+                    session.docker.registry.replace(":", "-"): "$REGISTRY",
+                }
+                if session.docker
+                else {}
+            ),
         }
     )
     agents = []
@@ -84,6 +98,13 @@ def assemble(scenario: Scenario, session: Session, scraped: str) -> dict[str, An
         "exit_status": session.returncode,
         "timed_out": session.timed_out,
     }
+    if session.docker is not None:
+        world = session.docker
+        out["containers"] = json.loads(paths(json.dumps(session.containers)))
+        out["leftovers"] = {
+            "containers": len(world.docker("ps", "-aq").split()),
+            "volumes": sorted(VOLUME_DIGEST.sub("-<digest>", paths(v)) for v in world.volumes()),
+        }
     if scenario.metrics:
         out["metrics"] = transcript.metrics(scraped)
     normal: dict[str, Any] = json.loads(json.dumps(out))

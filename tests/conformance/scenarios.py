@@ -337,3 +337,71 @@ async def _command_cancel(s: Session) -> None:
     await s.cancel("t1")
     await s.hook("cancel", "t1")
     await dispatched(s, "t2")
+
+
+# -- docker backend ------------------------------------------------------------
+
+DOCKER: Final = Settings(
+    backend="docker",
+    volumes=("{tmp}/shared:/shared:ro",),
+    environment={"CONFORMANCE_VALUE": "configured"},
+)
+SLEEPING: Final = "standin: sleeping"
+SIDECAR_RUN: Final = ("container-labels", "no-leaked-sidecar-containers")
+"""A task container ran, its sidecar volume filled."""
+
+
+async def docker_task(
+    s: Session, task_id: str, behaviour: str, *, image: str = "task", **fields: object
+) -> None:
+    """Assign ``task_id`` in ``image`` with the stand-in agent sidecar behaving as told."""
+    world = s.docker
+    assert world is not None
+    env = {"STANDIN_BEHAVIOUR": behaviour, "CONFORMANCE_MULTILINE": "one\ntwo\n"}
+    await s.assign(
+        task_id,
+        None,
+        env=env,
+        docker_image=world.ref(image),
+        sidecar_image=world.ref("agent"),
+        **fields,
+    )
+
+
+@scenario("docker-success-volumes-env-sidecars", DOCKER, differences=SIDECAR_RUN)
+async def _docker_success(s: Session) -> None:
+    assert s.docker is not None
+    extra = [{"image": s.docker.ref("extra"), "mount_path": "/mnt/extra", "read_write": False}]
+    shape = {"vcpus": 1, "memory_gb": 1}
+    await docker_task(s, "t1", "sleep:1", additional_sidecars=extra, instance_shape=shape)
+    await s.container("t1", s.docker.ref("task"), SLEEPING)
+    await s.terminal("t1")
+
+
+@scenario("docker-agent-exit-3", DOCKER, differences=("no-leaked-sidecar-containers",))
+async def _docker_exit(s: Session) -> None:
+    await docker_task(s, "t1", "exit:3")
+    await s.terminal("t1")
+
+
+@scenario("docker-pull-failure", DOCKER)
+async def _docker_pull_failure(s: Session) -> None:
+    await docker_task(s, "t1", "ok", image="missing")
+    await s.terminal("t1")
+
+
+@scenario("docker-cancel", DOCKER, differences=SIDECAR_RUN)
+async def _docker_cancel(s: Session) -> None:
+    assert s.docker is not None
+    await docker_task(s, "t1", "sleep:60")
+    await s.container("t1", s.docker.ref("task"), SLEEPING)
+    await s.cancel("t1")
+    await s.terminal("t1")
+
+
+@scenario("docker-image-entrypoint", DOCKER, differences=SIDECAR_RUN)
+async def _docker_entrypoint(s: Session) -> None:
+    assert s.docker is not None
+    await docker_task(s, "t1", "sleep:1", image="wrapped")
+    await s.container("t1", s.docker.ref("wrapped"), SLEEPING)
+    await s.terminal("t1")

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from ozw.dev.server import DispatchServer
+from tests.conformance.docker_world import DockerWorld, container_config
 from tests.conformance.workers import Launch, Settings, Worker, launch
 from tests.support.procs import alive
 from tests.support.worker import API_KEY
@@ -70,6 +71,7 @@ class Session:
         *,
         extra_env: Mapping[str, str] = {},
         runtime_status: int = 200,
+        docker: DockerWorld | None = None,
     ) -> None:
         self.worker = worker
         self.settings = settings
@@ -84,6 +86,8 @@ class Session:
         self.exited = trio.Event()
         self.extra_env = dict(extra_env)
         self.runtime_status = runtime_status
+        self.docker = docker
+        self.containers: dict[str, dict[str, Any]] = {}
         self._server_scope: trio.CancelScope | None = None
         self._port = 0
         self._process: trio.Process | None = None
@@ -137,6 +141,8 @@ class Session:
             "OZ_CANCEL_URL": f"http://127.0.0.1:{self._runtime_port}/cancel",
             **self.extra_env,
         }
+        if self.docker is not None:
+            base["DOCKER_HOST"] = self.docker.engine.host
         (self.tmp / "home").mkdir(exist_ok=True)
         hook = f"{sys.executable} {HOOK} {self.records}"
         commands = {
@@ -144,9 +150,11 @@ class Session:
             for name in ("setup_command", "teardown_command", "dispatch_command", "cancel_command")
             if getattr(self.settings, name) is not None
         }
+        (self.tmp / "shared").mkdir(exist_ok=True)
+        volumes = tuple(v.replace("{tmp}", str(self.tmp)) for v in self.settings.volumes)
         return launch(
             self.worker,
-            attrs.evolve(self.settings, **commands),
+            attrs.evolve(self.settings, volumes=volumes, **commands),
             url=self.server.url,
             root_url=f"http://127.0.0.1:{self._port}",
             workspace_root=self.workspaces,
@@ -303,6 +311,23 @@ class Session:
 
     def _bounded(self, what: str) -> _Bounded:
         return _Bounded(self, what)
+
+    # -- docker --------------------------------------------------------------
+
+    async def container(self, task_id: str, image: str, ready: str) -> None:
+        """Wait for the task container of ``image`` to log ``ready``; keep its config."""
+        world = self.docker
+        assert world is not None
+
+        def seen() -> bool:
+            for container in world.containers(image):
+                logs = world.logs(container)
+                if ready in logs:
+                    self.containers[task_id] = container_config(world.inspect(container), logs)
+                    return True
+            return False
+
+        await self.until(seen, f"container of {task_id}")
 
     # -- scraping ------------------------------------------------------------
 

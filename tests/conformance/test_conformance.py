@@ -15,8 +15,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-async def test_ozw_matches_the_go_worker(scenario: Scenario) -> None:
-    transcript = await run_scenario(scenario, ozw_worker())
+async def test_ozw_matches_the_go_worker(
+    scenario: Scenario, request: pytest.FixtureRequest
+) -> None:
+    docker = None
+    if scenario.settings.backend == "docker":
+        docker = request.getfixturevalue("conformance_docker")
+    transcript = await run_scenario(scenario, ozw_worker(), docker=docker)
     problems = check(scenario, transcript)
     assert not problems, f"ozw differs from the Go worker in {scenario.name}:\n" + "\n".join(
         problems

@@ -108,6 +108,8 @@ def _backend_keys(settings: Settings, workspace_root: Path) -> dict[str, str]:
             "setup_command": settings.setup_command,
             "teardown_command": settings.teardown_command,
         }
+    elif settings.backend == "docker":
+        keys = {}
     elif settings.backend == "command":
         keys = {
             "dispatch_command": settings.dispatch_command,
