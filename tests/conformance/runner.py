@@ -41,15 +41,19 @@ async def run_scenario(
             extra_env=extra_env,
             runtime_status=scenario.runtime_status,
             docker=docker,
+            proxy=scenario.proxy,
         )
         try:
             async with trio.open_nursery() as nursery:
                 scraped = ""
+                tunnels: list[str] = []
                 try:
                     await session.start(nursery)
                     await scenario.steps(session)
                     if scenario.metrics:
                         scraped = await session.scrape()
+                    if session.proxy is not None:
+                        tunnels = await session.proxy.tunnels()
                 except StepTimeout:
                     pass
                 with contextlib.suppress(StepTimeout):
@@ -58,6 +62,9 @@ async def run_scenario(
         finally:
             session.close()
         out = assemble(scenario, session, scraped)
+        if scenario.proxy:
+            name = f"{session.url_host}:{session.servers[0].port}"
+            out["proxy_tunnels"] = ["$SERVER_NAME" if t == name else t for t in tunnels]
         if docker is not None:
             docker.clean()
         return out

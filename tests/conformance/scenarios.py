@@ -28,6 +28,8 @@ class Scenario:
     runtime_status: int = 200
     """What the remote runtime answers the Go example dispatch script."""
     differences: tuple[str, ...] = ()
+    proxy: bool = False
+    """Dial the server through tinyproxy (``HTTP_PROXY``)."""
 
 
 SCENARIOS: list[Scenario] = []
@@ -43,6 +45,7 @@ def scenario(
     metrics: bool = False,
     runtime_status: int = 200,
     differences: tuple[str, ...] = (),
+    proxy: bool = False,
 ) -> Callable[[Steps], Steps]:
     """Register a scenario; the differences every scenario of its kind has are added:
     the direct backend's root marker, the scripts' environment, the metric series."""
@@ -56,7 +59,7 @@ def scenario(
 
     def register(steps: Steps) -> Steps:
         names = (*implied, *differences)
-        SCENARIOS.append(Scenario(name, steps, settings, metrics, runtime_status, names))
+        SCENARIOS.append(Scenario(name, steps, settings, metrics, runtime_status, names, proxy))
         return steps
 
     return register
@@ -289,6 +292,12 @@ async def _metrics(s: Session) -> None:
     await s.cancel("long2")
     await s.terminal("long")
     await s.terminal("long2")
+
+
+@scenario("direct-through-a-proxy", proxy=True)
+async def _proxy(s: Session) -> None:
+    await s.assign("t1", "echo done")
+    await s.terminal("t1")
 
 
 @scenario("direct-metrics-at-start", metrics=True)

@@ -27,6 +27,7 @@ from ozw.dev.server import DispatchServer
 from tests.conformance.docker_world import DockerWorld, container_config
 from tests.conformance.workers import Launch, Settings, Worker, launch
 from tests.support.procs import alive
+from tests.support.tinyproxy import Tinyproxy, local_address, local_name, running_tinyproxy
 from tests.support.worker import API_KEY
 
 WAIT: Final = 30.0
@@ -72,6 +73,7 @@ class Session:
         extra_env: Mapping[str, str] = {},
         runtime_status: int = 200,
         docker: DockerWorld | None = None,
+        proxy: bool = False,
     ) -> None:
         self.worker = worker
         self.settings = settings
@@ -87,6 +89,12 @@ class Session:
         self.extra_env = dict(extra_env)
         self.runtime_status = runtime_status
         self.docker = docker
+        self.proxy: Tinyproxy | None = None
+        self._use_proxy = proxy
+        # Go (and ozw) never proxy a loopback address: behind a proxy the server is
+        # dialled by this machine's name.
+        self.host = local_address() if proxy else "127.0.0.1"
+        self.url_host = local_name() if proxy else "127.0.0.1"
         self.containers: dict[str, dict[str, Any]] = {}
         self._server_scope: trio.CancelScope | None = None
         self._port = 0
@@ -107,7 +115,7 @@ class Session:
         async def serve(*, task_status: trio.TaskStatus[None]) -> None:
             with scope:
                 async with trio.open_nursery() as inner:
-                    await inner.start(server.serve, "127.0.0.1", self._port)
+                    await inner.start(server.serve, self.host, self._port)
                     task_status.started()
                     await trio.sleep_forever()
 
@@ -143,6 +151,8 @@ class Session:
         }
         if self.docker is not None:
             base["DOCKER_HOST"] = self.docker.engine.host
+        if self.proxy is not None:
+            base["HTTP_PROXY"] = self.proxy.url()
         (self.tmp / "home").mkdir(exist_ok=True)
         hook = f"{sys.executable} {HOOK} {self.records}"
         commands = {
@@ -155,7 +165,7 @@ class Session:
         return launch(
             self.worker,
             attrs.evolve(self.settings, volumes=volumes, **commands),
-            url=self.server.url,
+            url=f"ws://{self.url_host}:{self._port}/api/v1/selfhosted/worker/ws",
             root_url=f"http://127.0.0.1:{self._port}",
             workspace_root=self.workspaces,
             metrics_port=self.metrics_port,
@@ -165,6 +175,8 @@ class Session:
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self._start_runtime()
+        if self._use_proxy:
+            self.proxy = await nursery.start(self._run_proxy)
         await self._start_server()
         spec = self._launch()
         config = self.tmp / spec.config_name
@@ -172,6 +184,11 @@ class Session:
         argv = [part.replace("{config}", str(config)) for part in spec.argv]
         nursery.start_soon(self._run_worker, argv, spec.env)
         await self.connected()
+
+    async def _run_proxy(self, *, task_status: trio.TaskStatus[Tinyproxy]) -> None:
+        async with running_tinyproxy(self.tmp / "proxy") as proxy:
+            task_status.started(proxy)
+            await trio.sleep_forever()
 
     async def _run_worker(self, argv: list[str], env: dict[str, str]) -> None:
         with (self.tmp / "worker.log").open("wb") as log:
