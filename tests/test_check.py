@@ -235,7 +235,7 @@ async def test_once_with_a_rejected_key_exits_at_once_with_the_fix(tmp_path: Pat
 
 def test_check_with_a_broken_file_is_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
-    broken.write_text('worker_id = "x"\n[server]\nproxy_url = "socks5://u:Secr3t@p:1"\n')
+    broken.write_text('worker_id = "x"\n[server]\nproxy_url = "socks4://u:Secr3t@p:1"\n')
     result = subprocess.run(
         [sys.executable, "-m", "ozw", "check", "--config", str(broken)],
         capture_output=True,

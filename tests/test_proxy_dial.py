@@ -83,7 +83,8 @@ async def test_environment_proxy_and_no_proxy_bypass(tmp_path: Path, secure: boo
         for environ, proxied in (
             ({variable: tinyproxy.url()}, True),
             ({variable: tinyproxy.url(), "NO_PROXY": f"example.org,{local_name()}"}, False),
-            ({"ALL_PROXY": tinyproxy.url(), "no_proxy": f".{local_name()}"}, True),
+            ({variable: tinyproxy.url(), "no_proxy": f"*.{local_name()}"}, True),
+            ({"ALL_PROXY": tinyproxy.url()}, False),  # Go never reads ALL_PROXY
         ):
             before = len(await tinyproxy.tunnels())
             proxy = choose_proxy(url, None, environ)
@@ -100,7 +101,7 @@ async def test_environment_proxy_and_no_proxy_bypass(tmp_path: Path, secure: boo
                 await connection.close()
             tunnels = (await tinyproxy.tunnels())[before:]
             assert tunnels == ([f"{local_name()}:{server.port}"] if proxied else []), environ
-        assert server.connections == 3
+        assert server.connections == 4
         nursery.cancel_scope.cancel()
 
 

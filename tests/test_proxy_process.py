@@ -128,7 +128,7 @@ async def test_the_proxy_setting_wins_over_the_environment(tmp_path: Path, where
 
 def test_an_unusable_proxy_variable_is_one_line_without_its_credentials(tmp_path: Path) -> None:
     config = write_config(tmp_path, "wss://oz.example.com/ws")
-    env = proxy_free_env(ALL_PROXY="socks5://worker:Sh0uldNotShow@proxy.corp:1080")
+    env = proxy_free_env(HTTPS_PROXY="socks4://worker:Sh0uldNotShow@proxy.corp:1080")
     result = subprocess.run(
         [sys.executable, "-m", "ozw", "--config", str(config)],
         env=env,
@@ -139,5 +139,6 @@ def test_an_unusable_proxy_variable_is_one_line_without_its_credentials(tmp_path
     )
     assert result.returncode == 2
     assert result.stderr == (
-        "ozw: error: ALL_PROXY: socks5:// proxies are not supported (use an http:// proxy)\n"
+        "ozw: error: HTTPS_PROXY: socks4:// proxies are not supported (use http://, https://, "
+        "socks5://, socks5h://; the Go worker cannot dial through it either)\n"
     )

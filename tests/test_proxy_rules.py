@@ -96,10 +96,14 @@ WS = "ws://oz.example.com:8080/ws"
         (WS, {"HTTPS_PROXY": "http://s:1"}, None),
         (WS, {"HTTP_PROXY": "http://h:1"}, "h:1"),
         (WS, {"http_proxy": "http://h:2"}, "h:2"),
-        # ALL_PROXY only when the scheme's own variable is absent
-        (WSS, {"ALL_PROXY": "http://a:1"}, "a:1"),
-        (WS, {"all_proxy": "http://a:2"}, "a:2"),
+        # ALL_PROXY is never read (Go's http.ProxyFromEnvironment does not read it)
+        (WSS, {"ALL_PROXY": "http://a:1"}, None),
+        (WS, {"all_proxy": "socks5://a:2"}, None),
         (WSS, {"ALL_PROXY": "http://a:1", "HTTPS_PROXY": "http://s:1"}, "s:1"),
+        # https:// (TLS to the proxy) and SOCKS5 proxies, with their default ports
+        (WSS, {"HTTPS_PROXY": "https://s"}, "https://s:443"),
+        (WSS, {"HTTPS_PROXY": "socks5://s"}, "socks5://s:1080"),
+        (WS, {"HTTP_PROXY": "socks5h://u:p@s:9050"}, "socks5h://s:9050"),
         # a bare host:port is an http:// proxy, a missing port is 80
         (WSS, {"HTTPS_PROXY": "proxy.corp:3128"}, "proxy.corp:3128"),
         (WSS, {"HTTPS_PROXY": "http://proxy.corp"}, "proxy.corp:80"),
@@ -146,7 +150,9 @@ def test_credentials_are_percent_decoded_and_never_shown() -> None:
 
 
 def test_a_user_without_password_and_no_user() -> None:
-    assert parse_proxy_url("http://bob@p:1").authorization() == "Basic Ym9iOg=="
+    # As Go's dialer: a user name without a password sends no Proxy-Authorization.
+    assert parse_proxy_url("http://bob@p:1").authorization() is None
+    assert parse_proxy_url("http://bob:@p:1").authorization() == "Basic Ym9iOg=="
     assert parse_proxy_url("http://p:1").authorization() is None
 
 
@@ -158,8 +164,8 @@ def test_ipv6_proxy_is_shown_in_brackets() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("socks5://user:secret@p:1080", "socks5:// proxies are not supported"),
-        ("https://user:secret@p:443", "https:// proxies are not supported"),
+        ("socks4://user:secret@p:1080", "socks4:// proxies are not supported"),
+        ("ftp://user:secret@p:21", "ftp:// proxies are not supported"),
         ("http://user:secret@p:99999", "not a proxy URL"),
         ("http://user:secret@:3128", "has no host"),
     ],

@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,19 +21,18 @@ import trio
 import trustme
 
 from ozw.dev.server import DispatchServer
+from tests.support.proxy_servers import LoggedServer, running
 from tests.support.worker import API_KEY
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 _CONNECT = re.compile(r"Request \(file descriptor \d+\): CONNECT (\S+) HTTP")
 
 
-class Tinyproxy:
+class Tinyproxy(LoggedServer):
     """A running tinyproxy whose log (its standard output) is read line by line."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.lines: list[str] = []
-        self._changed = trio.Event()
+        super().__init__(port)
         self._syncs = 0
 
     @property
@@ -43,28 +41,6 @@ class Tinyproxy:
 
     def url(self, credentials: str = "") -> str:
         return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
-
-    async def read_log(self, stdout: trio.abc.ReceiveStream) -> None:
-        pending = b""
-        async for chunk in stdout:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            self.lines.extend(line.decode(errors="replace") for line in lines)
-            self._changed.set()
-            self._changed = trio.Event()
-        self._changed.set()
-
-    async def wait_line(self, text: str) -> bool:
-        """Wait until a log line contains ``text``; False if the log ended first."""
-        seen = 0
-        while True:
-            if any(text in line for line in self.lines[seen:]):
-                return True
-            seen = len(self.lines)
-            changed = self._changed
-            await changed.wait()
-            if changed is self._changed:  # set and not replaced: the log ended
-                return any(text in line for line in self.lines[seen:])
 
     async def tunnels(self) -> list[str]:
         """The ``host:port`` of every CONNECT the proxy was asked for so far, in order.
@@ -79,13 +55,6 @@ class Tinyproxy:
             assert await self.wait_line(f"CONNECT {marker} "), "\n".join(self.lines)
         found = _CONNECT.findall("\n".join(self.lines))
         return [target for target in found if not target.startswith("log-sync-")]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _write_config(
@@ -114,32 +83,14 @@ async def running_tinyproxy(
     directory: Path, *, basic_auth: tuple[str, str] | None = None, connect_ports: str = ""
 ) -> AsyncIterator[Tinyproxy]:
     """tinyproxy for the duration of the block; ``connect_ports`` limits CONNECT targets."""
-    for _attempt in range(5):
-        proxy = Tinyproxy(free_port())
+
+    def argv(proxy: Tinyproxy) -> list[str]:
         config = _write_config(directory, proxy.port, basic_auth, connect_ports)
-        async with trio.open_nursery() as nursery:
-            # In the foreground (-d) without a LogFile, tinyproxy logs to its stdout.
-            process = await nursery.start(
-                functools.partial(
-                    trio.run_process,
-                    [TINYPROXY, "-d", "-c", str(config)],
-                    check=False,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            assert process.stdout is not None
-            nursery.start_soon(proxy.read_log, process.stdout)
-            with trio.fail_after(20):
-                ready = await proxy.wait_line("Accepting connections")
-            if ready:
-                try:
-                    yield proxy
-                    return
-                finally:
-                    nursery.cancel_scope.cancel()
-            # Most likely another process took the free port first: try another.
-    raise RuntimeError("tinyproxy did not start; its log:\n" + "\n".join(proxy.lines))
+        # In the foreground (-d) without a LogFile, tinyproxy logs to its stdout.
+        return [TINYPROXY, "-d", "-c", str(config)]
+
+    async with running(Tinyproxy, argv, "Accepting connections") as proxy:
+        yield proxy
 
 
 @attrs.frozen
@@ -149,6 +100,7 @@ class Tls:
     ca_file: Path
     server: ssl.SSLContext
     client: ssl.SSLContext
+    ca: trustme.CA
 
 
 def make_tls(directory: Path) -> Tls:
@@ -160,7 +112,7 @@ def make_tls(directory: Path) -> Tls:
     ca.configure_trust(client)
     ca_file = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    return Tls(ca_file, server, client)
+    return Tls(ca_file, server, client, ca)
 
 
 def local_name() -> str:

@@ -162,12 +162,15 @@ def redact_url(value: str) -> str:
     return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
+PROXY_SCHEMES: Final = ("http", "https", "socks5", "socks5h")
+
+
 def proxy_url(value: object) -> str | None:
-    """An ``http://`` proxy URL (credentials allowed, never shown); ``""`` = none."""
+    """A proxy URL (credentials allowed, never shown); ``""`` = none."""
     checked = text(value)
     if not checked:
         return None
-    problem = url_problem(checked, ("http",), shown=repr(redact_url(checked)))
+    problem = url_problem(checked, PROXY_SCHEMES, shown=repr(redact_url(checked)))
     if problem is not None:
         raise Invalid(problem)
     return checked

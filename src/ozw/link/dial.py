@@ -1,21 +1,27 @@
-"""Open the WebSocket to the dispatch server: directly, or through an HTTP proxy.
+"""Open the WebSocket to the dispatch server: directly, or through a proxy.
 
-This module opens the TCP stream itself (or the tunnel: ``CONNECT host:port``,
-parsed with h11), adds TLS to the server for ``wss://``, and does the WebSocket
-handshake on that stream (:mod:`ozw.link.websocket`).
+This module opens the TCP stream itself or the tunnel: ``CONNECT host:port`` to an
+``http://`` proxy (parsed with h11), the same inside TLS to an ``https://`` proxy
+(verified as the server is, as Go's dialer does), or a SOCKS5 handshake with
+python-socks for ``socks5://`` / ``socks5h://``. Then it adds TLS to the server for
+``wss://`` and does the WebSocket handshake on that stream (:mod:`ozw.link.websocket`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import socket
 import ssl
 import urllib.parse
 from contextlib import AbstractAsyncContextManager
+from typing import TypeAlias
 
 import attrs
 import h11
 import trio
+from python_socks import ProxyConnectionError, ProxyError, ProxyType
+from python_socks.async_.trio.v2 import Proxy as SocksProxy
 
 from ozw import exception_groups
 from ozw.link.proxy import Proxy
@@ -68,13 +74,28 @@ class Target:
         return self.authority if self.port != default else self.authority.rpartition(":")[0]
 
 
-async def open_tunnel(proxy: Proxy, target: Target) -> trio.SocketStream:
-    """A TCP stream to ``target`` through ``proxy`` (HTTP CONNECT); ConnectionError if not."""
+Stream: TypeAlias = trio.abc.Stream
+"""A TCP stream, or TLS over one (to an https:// proxy, to the server, or both)."""
+
+
+async def open_tunnel(
+    proxy: Proxy, target: Target, ssl_context: ssl.SSLContext | None = None
+) -> Stream:
+    """A stream to ``target`` through ``proxy``; ConnectionError if there is none.
+
+    ``ssl_context`` verifies an ``https://`` proxy (the server's context, as Go's
+    dialer uses its one TLS configuration for both).
+    """
+    if proxy.scheme in ("socks5", "socks5h"):
+        return await _socks_tunnel(proxy, target)
     try:
-        stream = await trio.open_tcp_stream(proxy.host, proxy.port)
+        tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
     except OSError as exc:
         raise ConnectionError(f"cannot reach proxy {proxy} ({proxy.source}): {exc}") from exc
+    stream: Stream = tcp
     try:
+        if proxy.scheme == "https":
+            stream = await _tls(tcp, proxy.host, ssl_context)
         await _connect(stream, proxy, target)
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -82,7 +103,42 @@ async def open_tunnel(proxy: Proxy, target: Target) -> trio.SocketStream:
     return stream
 
 
-async def _connect(stream: trio.SocketStream, proxy: Proxy, target: Target) -> None:
+async def _socks_tunnel(proxy: Proxy, target: Target) -> Stream:
+    """A SOCKS5 tunnel: the target's name goes to the proxy (``rdns``), as with Go."""
+    socks = SocksProxy(
+        ProxyType.SOCKS5, proxy.host, proxy.port, proxy.username, proxy.password, rdns=True
+    )
+    try:
+        # The caller's deadline bounds the dial; python-socks wants one of its own too.
+        tunnel = await socks.connect(target.host, target.port, timeout=math.inf)
+    except ProxyConnectionError as exc:
+        raise ConnectionError(f"cannot reach proxy {proxy} ({proxy.source}): {exc}") from None
+    except ProxyError as exc:
+        hint = f"; check the credentials in {proxy.source}" if "auth" in str(exc).lower() else ""
+        raise ConnectionError(
+            f"proxy {proxy} refused to connect to {target.authority}: {exc}{hint}"
+        ) from None
+    return tunnel.trio_stream
+
+
+async def _tls(stream: Stream, host: str, ssl_context: ssl.SSLContext | None) -> Stream:
+    """TLS over ``stream`` to ``host``, verified; a failed handshake closes the stream."""
+    wrapped = trio.SSLStream(
+        stream,
+        ssl_context or ssl.create_default_context(),
+        server_hostname=host,
+        https_compatible=True,
+    )
+    try:
+        await wrapped.do_handshake()
+    except BaseException:
+        # A failed TLS handshake (or a timeout) must not leak the socket.
+        await trio.aclose_forcefully(wrapped)
+        raise
+    return wrapped
+
+
+async def _connect(stream: Stream, proxy: Proxy, target: Target) -> None:
     http = h11.Connection(h11.CLIENT)
     headers = [("Host", target.authority)]
     credentials = proxy.authorization()
@@ -98,7 +154,7 @@ async def _connect(stream: trio.SocketStream, proxy: Proxy, target: Target) -> N
             received += len(data)
             if not data or received > MAX_PROXY_REPLY:
                 raise ConnectionError(f"proxy {proxy} gave no valid answer to CONNECT")
-            http.receive_data(data)
+            http.receive_data(bytes(data))
         elif isinstance(event, h11.InformationalResponse):
             continue
         elif isinstance(event, h11.Response):
@@ -144,30 +200,19 @@ def open_websocket(
 
 async def _open_stream(
     proxy: Proxy | None, target: Target, ssl_context: ssl.SSLContext | None
-) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+) -> Stream:
+    stream: Stream
     if proxy is None:
         try:
-            tcp = await trio.open_tcp_stream(target.host, target.port)
+            stream = await trio.open_tcp_stream(target.host, target.port)
         except socket.gaierror as exc:
             # The resolver's text ("Name or service not known") never names the host.
             raise ConnectionError(f"cannot resolve {target.host}: {exc.strerror or exc}") from None
     else:
-        tcp = await open_tunnel(proxy, target)
+        stream = await open_tunnel(proxy, target, ssl_context)
     if not target.secure:
-        return tcp
-    stream = trio.SSLStream(
-        tcp,
-        ssl_context or ssl.create_default_context(),
-        server_hostname=target.host,
-        https_compatible=True,
-    )
-    try:
-        await stream.do_handshake()
-    except BaseException:
-        # A failed TLS handshake (or a timeout) must not leak the socket.
-        await trio.aclose_forcefully(stream)
-        raise
-    return stream
+        return stream
+    return await _tls(stream, target.host, ssl_context)
 
 
 _SILENT_ERRORS: dict[type[BaseException], str] = {

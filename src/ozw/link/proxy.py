@@ -1,10 +1,14 @@
-"""Which HTTP proxy, if any, the WebSocket is dialled through (docs/protocol.md, "Proxies").
+"""Which proxy, if any, the WebSocket is dialled through (docs/protocol.md, "Proxies").
 
 Pure rules, no I/O. An explicit ``server.proxy_url`` applies to every host. Without
-it the environment decides as Go's ``http.ProxyFromEnvironment`` does (the Go worker
-dials with it): ``HTTPS_PROXY`` for ``wss://``, ``HTTP_PROXY`` for ``ws://`` (upper case
-first, then lower case), then curl's ``ALL_PROXY`` as a fallback; never for
-``localhost`` or a loopback address; never for a host that ``NO_PROXY`` names.
+it the environment decides as the Go worker's dialer does (gorilla/websocket's
+default dialer, whose proxy is ``http.ProxyFromEnvironment``, i.e.
+golang.org/x/net/http/httpproxy): ``HTTPS_PROXY`` for ``wss://``, ``HTTP_PROXY`` for
+``ws://`` (upper case first, then lower case; ``ALL_PROXY`` is not read, as Go does
+not read it); never for ``localhost`` or a loopback address; never for a host that
+``NO_PROXY`` names. A proxy URL is ``http://`` (CONNECT), ``https://`` (CONNECT over
+TLS to the proxy), ``socks5://`` or ``socks5h://`` (the host name goes to the proxy
+in both, as Go's SOCKS dialer sends it); a bare ``host:port`` is ``http://``.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import base64
 import ipaddress
 import urllib.parse
 from collections.abc import Mapping
+from typing import Final, Literal, get_args
 
 import attrs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443}
+_DEFAULT_PORTS = {"ws": 80, "http": 80, "wss": 443, "https": 443, "socks5": 1080, "socks5h": 1080}
+ProxyScheme = Literal["http", "https", "socks5", "socks5h"]
+PROXY_SCHEMES: Final[tuple[ProxyScheme, ...]] = get_args(ProxyScheme)
 
 
 class ProxySettingError(ValueError):
@@ -28,7 +35,7 @@ class ProxySettingError(ValueError):
 
 @attrs.frozen
 class Proxy:
-    """An HTTP proxy: where it listens and its Basic credentials (never shown)."""
+    """A proxy: its kind, where it listens and its credentials (never shown)."""
 
     host: str
     port: int
@@ -36,22 +43,25 @@ class Proxy:
     password: str | None = attrs.field(default=None, repr=False)
     source: str = "server.proxy_url"
     """Where it came from (a setting or a variable name), for messages."""
+    scheme: ProxyScheme = "http"
 
     def __str__(self) -> str:
-        """``host:port`` only: what log lines and error messages show."""
+        """``scheme://host:port`` only (never the credentials): what logs and errors show."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        prefix = "" if self.scheme == "http" else f"{self.scheme}://"
+        return f"{prefix}{host}:{self.port}"
 
     def authorization(self) -> str | None:
-        """The ``Proxy-Authorization`` header value, when the URL carries credentials."""
-        if self.username is None:
+        """The ``Proxy-Authorization`` header value of an HTTP(S) proxy, when the URL
+        carries a password (Go sends none for a user name alone)."""
+        if self.username is None or self.password is None:
             return None
         pair = f"{self.username}:{self.password or ''}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def parse_proxy_url(text: str, source: str = "server.proxy_url") -> Proxy:
-    """``http://[user:pass@]host[:port]`` (or a bare ``host:port``, as Go accepts) → Proxy.
+    """``SCHEME://[user:pass@]host[:port]`` (or a bare ``host:port``, as Go accepts) → Proxy.
 
     Raises ProxySettingError naming ``source`` and never echoing the credentials.
     """
@@ -63,16 +73,19 @@ def parse_proxy_url(text: str, source: str = "server.proxy_url") -> Proxy:
         port = parts.port
     except ValueError as exc:
         raise ProxySettingError(f"{source}: not a proxy URL ({exc})") from None
-    if parts.scheme != "http":
+    if parts.scheme not in PROXY_SCHEMES:
+        wanted = ", ".join(f"{scheme}://" for scheme in PROXY_SCHEMES)
         raise ProxySettingError(
-            f"{source}: {parts.scheme}:// proxies are not supported (use an http:// proxy)"
+            f"{source}: {parts.scheme}:// proxies are not supported (use {wanted}; the Go "
+            "worker cannot dial through it either)"
         )
     if not parts.hostname:
         raise ProxySettingError(f"{source}: the proxy URL has no host")
     # The userinfo is percent-encoded in a URL; the header carries it decoded.
     username = None if parts.username is None else urllib.parse.unquote(parts.username)
     password = None if parts.password is None else urllib.parse.unquote(parts.password)
-    return Proxy(parts.hostname, port or 80, username, password, source)
+    scheme: ProxyScheme = parts.scheme  # checked just above
+    return Proxy(parts.hostname, port or _DEFAULT_PORTS[scheme], username, password, source, scheme)
 
 
 def _first_set(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
@@ -95,7 +108,7 @@ def choose_proxy(
     names = (
         ("HTTPS_PROXY", "https_proxy") if parts.scheme == "wss" else ("HTTP_PROXY", "http_proxy")
     )
-    found = _first_set(environ, *names, "ALL_PROXY", "all_proxy")
+    found = _first_set(environ, *names)
     if found is None:
         return None
     host = parts.hostname or ""

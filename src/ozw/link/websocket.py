@@ -45,7 +45,7 @@ RECEIVE_BYTES = 64 * 1024
 
 @asynccontextmanager
 async def websocket_session(
-    open_stream: Callable[[], Awaitable[trio.SocketStream | trio.SSLStream[trio.SocketStream]]],
+    open_stream: Callable[[], Awaitable[trio.abc.Stream]],
     host: str,
     resource: str,
     *,
