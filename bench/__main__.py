@@ -9,6 +9,7 @@ asserts an absolute time. ``ratio`` = worker median / baseline median.
     python -m bench --only direct     # direct, docker, protocol, scale (repeatable)
     python -m bench --json out.json   # also write the results as JSON
     python -m bench --require-all     # exit 1 unless every row was measured (CI)
+    python -m bench --peer PATH       # also rows beside the Go worker at PATH (bench/peer.py)
 
 A full run of everything (no ``--quick``, no ``--only``) rewrites bench/RESULTS.md.
 
@@ -39,11 +40,12 @@ NAMES = ("many", "direct", "docker", "protocol", "scale", "reconnect")
 """In run order."""
 
 
-def _runners(quick: bool) -> dict[str, Callable[[], list[Row]]]:
+def _runners(quick: bool, peer: str | None = None) -> dict[str, Callable[[], list[Row]]]:
     """Name → the function that runs that benchmark."""
     from bench.direct import bench_direct
     from bench.docker import bench_docker
     from bench.many import bench_many
+    from bench.peer import bench_peer
     from bench.protocol import bench_protocol
     from bench.reconnect import bench_reconnect
     from bench.scale import bench_scale
@@ -59,6 +61,7 @@ def _runners(quick: bool) -> dict[str, Callable[[], list[Row]]]:
         "scale": lambda: bench_scale(tasks, burst_size, bursts),
         "many": lambda: bench_many(many, probes, steady),
         "reconnect": lambda: bench_reconnect(owed, reconnects),
+        "peer": lambda: bench_peer(Path(peer or ""), *((1, [100]) if quick else (3, [100, 1000]))),
     }
 
 
@@ -70,7 +73,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=NAMES,
+        choices=(*NAMES, "peer"),
         metavar="NAME",
         help=f"run only this benchmark (repeatable): {', '.join(NAMES)}",
     )
@@ -79,6 +82,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--results",
         metavar="PATH",
         help="write the Markdown results to PATH (default: bench/RESULTS.md after a full run)",
+    )
+    parser.add_argument(
+        "--peer",
+        metavar="PATH",
+        help="the Go worker's binary: add rows of both workers side by side (bench/peer.py)",
+    )
+    parser.add_argument(
+        "--peer-commit", metavar="SHA", help="the Go worker's commit, for bench/RESULTS.md"
     )
     parser.add_argument("--rows-out", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -89,9 +100,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_here(names: Sequence[str], quick: bool, out: str) -> int:
+def run_here(names: Sequence[str], quick: bool, out: str, peer: str | None) -> int:
     """Run ``names`` in this process and write their rows to ``out`` (JSON)."""
-    runners = _runners(quick)
+    runners = _runners(quick, peer)
     rows: list[Row] = []
     for name in names:
         rows.extend(runners[name]())
@@ -99,12 +110,14 @@ def run_here(names: Sequence[str], quick: bool, out: str) -> int:
     return 0
 
 
-def run_apart(name: str, quick: bool) -> list[Row]:
+def run_apart(name: str, quick: bool, peer: str | None = None) -> list[Row]:
     """Run one benchmark in a fresh interpreter and return its rows."""
     with tempfile.TemporaryDirectory(prefix="ozw-bench-") as scratch:
         out = Path(scratch) / "rows.json"
         command = [sys.executable, "-m", "bench", "--only", name, "--rows-out", str(out)]
-        child = subprocess.run([*command, *(["--quick"] if quick else [])], check=False)
+        command += ["--quick"] if quick else []
+        command += ["--peer", peer] if peer else []
+        child = subprocess.run(command, check=False)
         if child.returncode != 0 or not out.exists():
             raise RuntimeError(f"exit status {child.returncode} (its output is above)")
         return [Row(**fields) for fields in json.loads(out.read_text())]
@@ -113,8 +126,10 @@ def run_apart(name: str, quick: bool) -> list[Row]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [name for name in NAMES if not args.only or name in args.only]
+    if args.peer and "peer" not in selected:
+        selected.append("peer")
     if args.rows_out:
-        return run_here(selected, args.quick, args.rows_out)
+        return run_here(selected, args.quick, args.rows_out, args.peer)
     rows: list[Row] = []
     errors = 0
     started = time.perf_counter()
@@ -127,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in selected:
         began = time.perf_counter()
         try:
-            produced = run_apart(name, args.quick)
+            produced = run_apart(name, args.quick, args.peer)
         except Exception as exc:
             errors += 1
             traceback.print_exc()
@@ -147,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = args.results or (RESULTS if not args.quick and not args.only else None)
     if results:
         header = machine()
+        if args.peer:
+            header["peer"] = (
+                f"the Go worker oz-agent-worker at commit {args.peer_commit or 'unknown'} "
+                "(rows `peer:`; baseline = Go, ratio = ozw / Go)"
+            )
         header["run"] = (
             f"`python -m bench{' --quick' if args.quick else ''}` in {elapsed:.0f}s; "
             f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "

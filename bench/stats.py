@@ -48,7 +48,7 @@ class Row:
     throughput: bool = False
     """Print operations per second beside the times (protocol and scale rows)."""
     unit: str = "s"
-    """What the samples are: seconds, or "bytes" (memory rows)."""
+    """What the samples are: seconds, "bytes" (memory rows) or "count" (fds)."""
     goal: str = ""
     """The goal this row measures, in words (bench/RESULTS.md shows it)."""
 
@@ -100,6 +100,8 @@ def human(value: float, unit: str) -> str:
     """A sample for people, in its unit."""
     if unit == "bytes":
         return "-" if math.isnan(value) else f"{value / 2**20:.1f}MB"
+    if unit == "count":
+        return "-" if math.isnan(value) else f"{value:.2f}"
     return human_time(value)
 
 

@@ -26,6 +26,17 @@ from tests.docker.conftest import (
 from tests.docker.engine import docker_engine
 
 REPOSITORY: Final = "conformance"
+OOM_WRAPPER: Final = b"""#!/bin/sh
+# The agent sidecar's /entrypoint.sh: STANDIN_BEHAVIOUR=oom outgrows the smallest memory
+# limit an assignment can ask for (instance_shape memory_gb = 1); the rest is the stand-in.
+if [ "$STANDIN_BEHAVIOUR" = oom ]; then
+    echo "standin: hogging memory"
+    hog=$(head -c 1600000000 /dev/zero | tr '\\0' a)
+    echo "standin: survived ${#hog}"
+    exit 0
+fi
+exec "$(dirname "$0")/standin.sh" "$@"
+"""
 
 
 @attrs.frozen
@@ -79,7 +90,16 @@ def docker_world() -> Iterator[DockerWorld]:
                     busybox_rootfs({**passwd, "/wrapper.sh": (WRAPPER, 0o755)}),
                     ('ENTRYPOINT ["/wrapper.sh"]',),
                 ),
-                "agent": (busybox_rootfs({**passwd, "/entrypoint.sh": (entrypoint, 0o755)}), ()),
+                "agent": (
+                    busybox_rootfs(
+                        {
+                            **passwd,
+                            "/entrypoint.sh": (OOM_WRAPPER, 0o755),
+                            "/standin.sh": (entrypoint, 0o755),
+                        }
+                    ),
+                    (),
+                ),
                 "extra": (busybox_rootfs({**passwd, "/hello.txt": (b"hello\n", 0o644)}), ()),
             }
             for name, (rootfs, changes) in images.items():

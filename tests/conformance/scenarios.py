@@ -399,6 +399,12 @@ async def _docker_pull_failure(s: Session) -> None:
     await s.terminal("t1")
 
 
+@scenario("docker-oom", DOCKER, differences=("no-leaked-sidecar-containers",))
+async def _docker_oom(s: Session) -> None:
+    await docker_task(s, "t1", "oom", instance_shape={"vcpus": 1, "memory_gb": 1})
+    await s.terminal("t1")
+
+
 @scenario("docker-cancel", DOCKER, differences=SIDECAR_RUN)
 async def _docker_cancel(s: Session) -> None:
     assert s.docker is not None

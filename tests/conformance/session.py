@@ -220,6 +220,12 @@ class Session:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    @property
+    def pid(self) -> int:
+        """The worker process's pid (once :meth:`start` returned)."""
+        assert self._process is not None
+        return self._process.pid
+
     async def sigterm(self) -> None:
         """SIGTERM the worker and wait for it to exit."""
         assert self._process is not None

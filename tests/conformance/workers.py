@@ -52,6 +52,8 @@ class Settings:
     volumes: tuple[str, ...] = ()
     task_timeout: str | None = None
     """ozw only: the Go worker has no such setting."""
+    oz_path: str = str(STANDIN_AGENT)
+    """The direct backend's agent (bench/peer.py gives a lighter one)."""
 
 
 @attrs.frozen
@@ -104,7 +106,7 @@ def _backend_keys(settings: Settings, workspace_root: Path) -> dict[str, str]:
     if settings.backend == "direct":
         keys = {
             "workspace_root": str(workspace_root),
-            "oz_path": str(STANDIN_AGENT),
+            "oz_path": settings.oz_path,
             "setup_command": settings.setup_command,
             "teardown_command": settings.teardown_command,
         }
