@@ -624,7 +624,7 @@ STARTER_BACKENDS: dict[str, object] = {
     "docker": DockerConfig(default_image="ubuntu:22.04"),
     "direct": DirectConfig(),
     "command": CommandConfig(dispatch_command="/opt/oz/dispatch.sh"),
-    "kubernetes": KubernetesConfig(),
+    "kubernetes": KubernetesConfig(active_deadline_seconds=28800),  # the Go chart's 8 hours
 }
 
 

@@ -73,6 +73,7 @@ def test_the_configmap_is_a_valid_kubernetes_worker_config(tmp_path: Path) -> No
     assert config.backend.namespace == by_kind("Role")["metadata"]["namespace"]
     assert config.backend.kubeconfig is None, "in-cluster"
     assert config.metrics_addr == ":9090"
+    assert config.backend.active_deadline_seconds == 28800  # the Go chart's 8 hours
 
 
 def test_the_deployment(tmp_path: Path) -> None:
