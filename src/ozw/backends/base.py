@@ -32,7 +32,7 @@ import enum
 import os
 from collections.abc import Mapping
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypedDict, Unpack
 
 import anyio
 
@@ -77,6 +77,17 @@ class TaskRun(abc.ABC):
         failure is logged by the caller and never changes the task's result."""
 
 
+class WorkerSettings(TypedDict, total=False):
+    """What every backend may take from the worker besides its own table."""
+
+    worker_id: str
+    """Labels what the backend creates, so an earlier run's leftovers are found again."""
+    cleanup: bool
+    """Remove what a task made once it ends (off keeps it for debugging); default on."""
+    environ: Mapping[str, str] | None
+    """The worker's environment (default ``os.environ``)."""
+
+
 class Backend(abc.ABC):
     """A way of running tasks; one instance per worker."""
 
@@ -91,7 +102,10 @@ class Backend(abc.ABC):
     """True when a task stopped by the worker's shutdown lives on (a Kubernetes Job) and
     the next start of this worker adopts it: the shutdown reports nothing for it."""
 
-    def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, **settings: Unpack[WorkerSettings]) -> None:
+        self.worker_id = settings.get("worker_id", "")
+        self.cleanup = settings.get("cleanup", True)
+        environ = settings.get("environ")
         self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
         """The worker's environment (default ``os.environ``), read once here: configured
         entries without value inherit from it, and child processes get parts of it."""
@@ -147,11 +161,11 @@ class ProcessBackend(Backend):
 
     Args:
         kill_grace: the pause between SIGTERM and SIGKILL when a child is stopped.
-        environ: the worker's environment (default ``os.environ``).
+        settings: the worker's (:class:`WorkerSettings`).
     """
 
-    def __init__(self, *, kill_grace: float, environ: Mapping[str, str] | None = None) -> None:
-        super().__init__(environ=environ)
+    def __init__(self, *, kill_grace: float, **settings: Unpack[WorkerSettings]) -> None:
+        super().__init__(**settings)
         self.runner = ProcessRunner(kill_grace=kill_grace)
 
     async def kill_all(self) -> None:

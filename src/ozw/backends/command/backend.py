@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import ClassVar, Final
+from typing import ClassVar, Final, Unpack
 
 import anyio
 
-from ozw.backends.base import ProcessBackend
+from ozw.backends.base import ProcessBackend, WorkerSettings
 from ozw.backends.command.rules import BACKEND_NAME, cancel_variables, command_environment
 from ozw.backends.command.task import CommandTaskRun
 from ozw.backends.execution import SHELL, run_script
@@ -38,16 +38,9 @@ class CommandBackend(ProcessBackend):
     name: ClassVar[str] = BACKEND_NAME
     tasks_survive_shutdown: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        config: CommandConfig,
-        *,
-        worker_id: str,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(kill_grace=config.kill_grace, environ=environ)
+    def __init__(self, config: CommandConfig, **settings: Unpack[WorkerSettings]) -> None:
+        super().__init__(kill_grace=config.kill_grace, **settings)
         self.config = config
-        self.worker_id = worker_id
         self.dispatching: dict[str, CommandTaskRun] = {}
         """The runs whose dispatch command is still running, by task id."""
         self.forced = False

@@ -12,12 +12,11 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 import anyio
 
-from ozw.backends.base import ProcessBackend
+from ozw.backends.base import ProcessBackend, WorkerSettings
 from ozw.backends.direct.task import DirectTaskRun
 from ozw.backends.direct.workspace import (
     PRIVATE_PREFIX,
@@ -79,16 +78,9 @@ class DirectBackend(ProcessBackend):
 
     name: ClassVar[str] = "direct"
 
-    def __init__(
-        self,
-        config: DirectConfig,
-        *,
-        cleanup: bool = True,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(kill_grace=config.kill_grace, environ=environ)
+    def __init__(self, config: DirectConfig, **settings: Unpack[WorkerSettings]) -> None:
+        super().__init__(kill_grace=config.kill_grace, **settings)
         self.config = config
-        self.cleanup = cleanup
         # The script gets teardown_timeout; the kill sequence and removal need room too.
         self.teardown_timeout = (
             config.teardown_timeout + 2 * config.kill_grace + WORKSPACE_REMOVAL_MARGIN

@@ -32,13 +32,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, Self, Unpack
 
 import anyio
 import anyio.abc
 
-from ozw.backends.base import ProcessBackend, TaskRun
+from ozw.backends.base import ProcessBackend, TaskRun, WorkerSettings
 from ozw.backends.docker.cli import CLI_KILL_GRACE, CallResult, DockerCLI
 from ozw.backends.docker.engine_api import EngineConnections
 from ozw.backends.docker.images import Images, ask_daemon
@@ -75,24 +74,16 @@ class DockerBackend(ProcessBackend):
     name: ClassVar[str] = "docker"
 
     def __init__(
-        self,
-        config: DockerConfig,
-        *,
-        worker_id: str,
-        cleanup: bool = True,
-        environ: Mapping[str, str] | None = None,
-        docker: str = "docker",
+        self, config: DockerConfig, *, docker: str = "docker", **settings: Unpack[WorkerSettings]
     ) -> None:
-        super().__init__(kill_grace=CLI_KILL_GRACE, environ=environ)
+        super().__init__(kill_grace=CLI_KILL_GRACE, **settings)
         self.config = config
-        self.worker_id = worker_id
-        self.cleanup = cleanup
         self.cli = DockerCLI(docker, inherited_environment(self.environ), self.runner)
         """Every docker call, and what this backend created."""
         self.images = Images(self.cli, config.pull_policy)
-        self.volumes = SidecarVolumes(self.cli, worker_id)
+        self.volumes = SidecarVolumes(self.cli, self.worker_id)
         """The sidecar volumes, filled once and reused."""
-        self.reaper = Reaper(self.cli, worker_id, cleanup=cleanup)
+        self.reaper = Reaper(self.cli, self.worker_id, cleanup=self.cleanup)
         self.engines = EngineConnections(self.cli)
         """Engine connections for the tasks, one kept open ahead."""
         self._background: anyio.abc.TaskGroup | None = None

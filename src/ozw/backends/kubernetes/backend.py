@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import anyio
 
-from ozw.backends.base import Backend, TaskRun
+from ozw.backends.base import Backend, TaskRun, WorkerSettings
 from ozw.backends.kubernetes.client import (
     API_PROBLEMS,
     KubeApi,
@@ -41,18 +40,9 @@ class KubernetesBackend(Backend):
 
     name: ClassVar[str] = "kubernetes"
 
-    def __init__(
-        self,
-        config: KubernetesConfig,
-        *,
-        worker_id: str,
-        cleanup: bool = True,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(environ=environ)
+    def __init__(self, config: KubernetesConfig, **settings: Unpack[WorkerSettings]) -> None:
+        super().__init__(**settings)
         self.config = config
-        self.worker_id = worker_id
-        self.cleanup = cleanup
         self.reattaches = config.reattach
         self.teardown_timeout = config.call_timeout * 3 + DELETE_WAIT
         self._api: KubeApi | None = None

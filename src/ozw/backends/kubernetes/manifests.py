@@ -17,24 +17,19 @@ from typing import Any, Final
 
 import attrs
 
-from ozw.backends.kubernetes.names import (
-    task_annotations,
-    task_labels,
-    worker_labels,
-)
-from ozw.backends.kubernetes.pod_template import (
-    overlay_task_container,
-    pod_spec_template,
-    shape_resources,
-)
+from ozw.backends.kubernetes import pod_template
+from ozw.backends.kubernetes.names import task_annotations, task_labels, worker_labels
 from ozw.config import KubernetesConfig
 from ozw.config.kubernetes import DEFAULT_TTL_SECONDS
 from ozw.tasks.params import AGENT_SIDECAR_MOUNT, Shape, Sidecar
 
 WORKSPACE: Final = "/workspace"
+"""The task's working directory, an emptyDir (``workspace_size_limit`` bounds it)."""
 WORKSPACE_VOLUME: Final = "workspace"
 ENVIRONMENT_FILE: Final = "/workspace/.oz-env"
+"""Where ``setup_command`` writes variables for the agent (the wrapper script loads them)."""
 SIDECAR_TARGET: Final = "/target"
+"""Where a sidecar's copy container sees the emptyDir it fills."""
 TASK_CONTAINER: Final = "task"
 PREFLIGHT_IMAGE_MOUNT: Final = "/preflight-image"
 PREFLIGHT_IMAGE_VOLUME: Final = "preflight-image"
@@ -246,14 +241,14 @@ def task_container(
         container["lifecycle"] = {
             "preStop": {"exec": {"command": ["/bin/sh", "-c", config.teardown_command]}}
         }
-    if resources := shape_resources(spec.instance_shape):
+    if resources := pod_template.shape_resources(spec.instance_shape):
         container["resources"] = resources
     return container
 
 
 def task_pod_spec(spec: TaskJobSpec, config: KubernetesConfig) -> dict[str, Any]:
     """The pod spec: the template's, with the worker's parts merged in."""
-    pod = pod_spec_template(config)
+    pod = pod_template.pod_spec_template(config)
     sidecar_volumes, inits, sidecar_mounts = _sidecar_parts(spec.sidecars, config)
     workspace_mount = {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE}
     mounts = [workspace_mount, *sidecar_mounts]
@@ -282,7 +277,7 @@ def task_pod_spec(spec: TaskJobSpec, config: KubernetesConfig) -> dict[str, Any]
     containers = pod.get("containers", [])
     for index, container in enumerate(containers):
         if container.get("name") == TASK_CONTAINER:
-            containers[index] = overlay_task_container(container, ours)
+            containers[index] = pod_template.overlay_task_container(container, ours)
             break
     else:
         containers.append(ours)
@@ -358,7 +353,7 @@ def preflight_job(name: str, worker_id: str, config: KubernetesConfig) -> dict[s
     policy = pull_policy(config.image_pull_policy)
     resources = preflight_resources(config)
     image = config.preflight_image
-    pod = pod_spec_template(config)
+    pod = pod_template.pod_spec_template(config)
     pod["restartPolicy"] = "Never"
     main: dict[str, Any] = {
         "name": "main",
