@@ -60,10 +60,9 @@ class KubernetesTaskRun(TaskRun):
         *,
         adopted: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__(params, log)
         self.backend = backend
         self.config = backend.config
-        self.params = params
-        self.log = log
         self.adopted = adopted
         self.execution_id = execution_id_of(params.task_id, params.execution_id)
         self.name = (
