@@ -8,6 +8,7 @@ and configuration, the direct backend) with a shell agent that writes its pid to
 the moment it starts (so "agent running" is an event, not a poll) and then sleeps for
 ``BENCH_SLEEP`` seconds (exits at once without it).
 
+Each round first runs a few tasks unmeasured (start-up's first-use costs, both workers).
 Rows: assignment → agent running; assignment → task_completed; server cancel →
 task_completed; idle RSS; RSS and open fds per running task at 100 (and 1,000 unless
 quick) sleeping agents; CPU seconds per 100 tasks (user + system of the worker
@@ -34,6 +35,8 @@ echo "$$" >> "$BENCH_FIFO"
 [ -n "$BENCH_SLEEP" ] && exec sleep "$BENCH_SLEEP"
 exit 0
 """
+WARM_UP: Final = 3
+QUICK: Final = 10
 PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 TICK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -120,13 +123,16 @@ async def measure_round(worker: Worker, samples: dict[str, list[float]], many: l
                 probe = Probe(session, Starts(tmp / "starts"))
                 await trio.sleep(0.5)  # let start-up settle before the idle figure
                 samples["idle RSS"].append(rss(probe.pid))
-                for i in range(5):
+                for i in range(WARM_UP):  # first-use costs are start-up, not per task
+                    await probe.assign(f"warm-{i}")
+                    await probe.result(f"warm-{i}")
+                for i in range(WARM_UP, WARM_UP + QUICK):
                     sent = await probe.assign(f"quick-{i}")
                     samples["assignment → agent running"].append(await probe.started(i + 1) - sent)
                     samples["assignment → task_completed"].append(
                         await probe.result(f"quick-{i}") - sent
                     )
-                started = 5
+                started = WARM_UP + QUICK
                 for i in range(3):
                     await probe.assign(f"cancel-{i}", sleep=600)
                     started += 1

@@ -99,7 +99,9 @@ def phase_medians(marks: Iterable[Mapping[str, float]], order: Sequence[str]) ->
 def human(value: float, unit: str) -> str:
     """A sample for people, in its unit."""
     if unit == "bytes":
-        return "-" if math.isnan(value) else f"{value / 2**20:.1f}MB"
+        if math.isnan(value):
+            return "-"
+        return f"{value / 2**20:.1f}MB" if abs(value) >= 2**20 else f"{value / 2**10:.0f}KB"
     if unit == "count":
         return "-" if math.isnan(value) else f"{value:.2f}"
     return human_time(value)
