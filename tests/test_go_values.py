@@ -151,3 +151,12 @@ def test_the_go_chart_flags_through_the_real_command(tmp_path: Path) -> None:
     assert shown["server"]["websocket_url"] == "ws://127.0.0.1:9/ws"
     assert shown["backend"]["command"]["dispatch_timeout"] == "60s"
     assert shown["log_level"] == "warning"
+
+
+def test_a_zero_dispatch_timeout_in_toml_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        'worker_id = "w"\n[backend.command]\ndispatch_command = "d"\ndispatch_timeout = "0s"\n'
+    )
+    with pytest.raises(ConfigError, match="leave the key out for the default 60s"):
+        load_config(str(path), CliOverrides(), {})

@@ -14,6 +14,7 @@ import attrs
 
 from ozw.config import kubernetes as kube
 from ozw.config import rules
+from ozw.config.durations import format_duration
 from ozw.config.rules import DURATION, POSITIVE_DURATION, rule
 
 DEFAULT_WEBSOCKET_URL: Final = "wss://oz.warp.dev/api/v1/selfhosted/worker/ws"
@@ -82,7 +83,9 @@ class DirectConfig:
 class CommandConfig:
     dispatch_command: str = attrs.field(metadata=rule(rules.required_text))
     cancel_command: str | None = attrs.field(default=None, metadata=rule(rules.optional_text))
-    dispatch_timeout: float = attrs.field(default=60.0, metadata=POSITIVE_DURATION)
+    dispatch_timeout: float = attrs.field(
+        default=60.0, metadata=rule(rules.dispatch_timeout, format_duration)
+    )
     environment: tuple[EnvEntry, ...] = ()
     kill_grace: float = attrs.field(default=10.0, metadata=DURATION)
 

@@ -104,6 +104,17 @@ def positive_duration(value: object) -> float:
     return seconds
 
 
+def dispatch_timeout(value: object) -> float:
+    """A positive duration; ``0s`` is refused with the fix, since Go's YAML reads it as 60 s."""
+    seconds = duration(value)
+    if seconds <= 0:
+        raise Invalid(
+            "must be longer than 0s: leave the key out for the default 60s (the Go worker's "
+            "YAML reads 0s as 60s; ozw's TOML says what it means)"
+        )
+    return seconds
+
+
 def at_least(minimum: int, meaning: str = "") -> Callable[[object], int]:
     """A check for an integer no smaller than ``minimum`` (``meaning`` explains it)."""
 
