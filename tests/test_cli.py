@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,6 @@ from ozw.config import (
 from tests.support.ozw_command import OZW, one_error_line, run_ozw
 from tests.support.ozw_process import REPO
 
-NO_KEY_ENV = {k: v for k, v in os.environ.items() if k not in ("WARP_API_KEY", "OZW_DEV_API_KEY")}
-
 
 @pytest.fixture(autouse=True)
 def _no_api_key_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,15 +34,7 @@ def _no_api_key_from_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``python -m ozw ARGS`` as a real process, without the host's API keys."""
-    return subprocess.run(
-        [sys.executable, "-m", "ozw", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=NO_KEY_ENV,
-        timeout=60,
-        check=False,
-    )
+    return run_ozw(*args, cwd=cwd, module=True)
 
 
 # --------------------------------------------------------------------------- subprocess

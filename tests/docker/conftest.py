@@ -29,6 +29,8 @@ import attrs
 import pytest
 
 from tests.docker.engine import NoEngine, docker_engine
+from tests.support.ozw_command import run_ozw
+from tests.support.ozw_process import REPO
 
 IMAGES_DIR = Path(__file__).parent / "images"
 BUSYBOX_CANDIDATES = ("/usr/bin/busybox", "/bin/busybox")
@@ -72,6 +74,10 @@ class Engine:
 
     def text(self, *args: str) -> str:
         return self.run(*args).stdout.decode().strip()
+
+    def ozw(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``ozw ARGS`` from the repository on this engine, without the host's API key."""
+        return run_ozw(*args, cwd=REPO, env={"DOCKER_HOST": self.host}, timeout=120)
 
 
 def _fail(reason: str) -> NoReturn:

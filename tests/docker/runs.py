@@ -16,9 +16,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 
 from ozw.backends.base import ExecuteResult
 from ozw.backends.docker import DockerBackend, DockerTaskRun
+from ozw.backends.docker.references import volume_name
+from ozw.backends.docker.rules import LABEL_TASK, LABEL_WORKER
 from ozw.config import DockerConfig, PullPolicy
 from ozw.tasks.failures import TaskFailure
 from ozw.tasks.params import Shape, Sidecar, TaskParams
@@ -142,6 +145,45 @@ async def run_task(
     return outcome, run
 
 
+@attrs.frozen
+class Ran:
+    """A task run to its end: its id, its outcome, the run and its captured log."""
+
+    task_id: str
+    outcome: ExecuteResult | TaskFailure
+    run: DockerTaskRun
+    log: CapturedLog
+
+    @property
+    def failure(self) -> TaskFailure:
+        return failure_of(self.outcome)
+
+
+async def run_agent_task(
+    backend: DockerBackend,
+    images: Images,
+    label: str,
+    *,
+    image: str | None = None,
+    agent_image: str | None = None,
+    sidecars: Sequence[Sidecar] = (),
+    env: Mapping[str, str] | None = None,
+    shape: Shape | None = None,
+    base_args: Sequence[str] = ("agent", "run"),
+) -> Ran:
+    """A task of the test task image (or ``image``) with the agent sidecar (of
+    ``agent_image``) and ``sidecars`` after it, run to its end."""
+    task_id = new_task_id(label)
+    log = CapturedLog(task_id)
+    every_sidecar = [agent(images, agent_image), *sidecars]
+    params = make_params(
+        task_id, image or images.task, sidecars=every_sidecar, env=env, shape=shape,
+        base_args=base_args,
+    )  # fmt: skip
+    outcome, run = await run_task(backend, params, log)
+    return Ran(task_id, outcome, run, log)
+
+
 async def docker(engine: Engine, *args: str, check: bool = True) -> str:
     result = await anyio.run_process(["docker", *args], env=engine.env, check=False)
     if check and result.returncode != 0:
@@ -154,6 +196,34 @@ async def containers(engine: Engine, label: str, *, running_only: bool = False) 
     if not running_only:
         args.insert(1, "--all")
     return (await docker(engine, *args)).split()
+
+
+async def remove_kept(engine: Engine, run: DockerTaskRun, *volumes: str) -> None:
+    """Remove what a run with cleanup off kept: its container, its private volumes, and
+    ``volumes``."""
+    if run.container is not None:
+        await docker(engine, "rm", "--force", run.container, check=False)
+    kept = [*volumes, *run.private_volumes]
+    if kept:
+        await docker(engine, "volume", "rm", "--force", *kept, check=False)
+
+
+async def task_containers(engine: Engine, task_id: str, *, running_only: bool = False) -> list[str]:
+    return await containers(engine, f"{LABEL_TASK}={task_id}", running_only=running_only)
+
+
+async def worker_containers(engine: Engine, backend: DockerBackend) -> list[str]:
+    return await containers(engine, f"{LABEL_WORKER}={backend.worker_id}")
+
+
+async def volume_listed(engine: Engine, name: str) -> str:
+    """``name`` when the engine has that volume, else ``""``."""
+    return await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{name}$")
+
+
+async def sidecar_volume(engine: Engine, image: str) -> str:
+    """The name of the shared volume of sidecar ``image``."""
+    return volume_name(image, await docker(engine, "image", "inspect", "--format={{.Id}}", image))
 
 
 async def until_running(engine: Engine, label: str) -> None:
@@ -180,10 +250,14 @@ def wrapper_docker(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def calls_per_line_docker(tmp_path: Path) -> tuple[str, Path]:
-    """A docker CLI wrapper writing each call's arguments as a line, and that file."""
+def calls_per_line_backend(
+    engine: Engine, tmp_path: Path, **config: Any
+) -> tuple[DockerBackend, Path]:
+    """A backend whose docker CLI wrapper writes each call's arguments as a line, and
+    that file."""
     calls = tmp_path / "calls"
-    return wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}'), calls
+    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
+    return make_backend(engine, docker=recording, **config), calls
 
 
 def recording_docker(tmp_path: Path) -> tuple[str, Path]:
@@ -210,28 +284,50 @@ def recorded_calls(records: Path) -> list[tuple[list[bytes], bytes]]:
     ]
 
 
+@attrs.frozen
+class Sleeper:
+    """A task whose agent sleeps, running in the background: its id and log, the scope
+    to cancel it, the event of its end and its outcome (none when cancelled)."""
+
+    task_id: str
+    log: CapturedLog
+    scope: anyio.CancelScope
+    done: anyio.Event
+    ended: list[ExecuteResult | TaskFailure]
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.done.wait()
+
+
 async def start_sleeper(
-    backend: DockerBackend,
-    params: TaskParams,
-    captured: CapturedLog,
     nursery: anyio.abc.TaskGroup,
-) -> tuple[anyio.CancelScope, anyio.Event, list[BaseException | ExecuteResult]]:
-    """Run a task in the background until it reports sleeping; its scope and end event."""
-    scope = anyio.CancelScope()
-    done = anyio.Event()
-    ended: list[BaseException | ExecuteResult] = []
+    backend: DockerBackend,
+    images: Images,
+    label: str,
+    *,
+    image: str | None = None,
+    agent_image: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Sleeper:
+    """Run a task whose agent sleeps 300 s in the background, until it says it sleeps."""
+    task_id = new_task_id(label)
+    sidecars = [agent(images, agent_image)]
+    env = {**(env or {}), "STANDIN_BEHAVIOUR": "sleep:300"}
+    params = make_params(task_id, image or images.task, sidecars=sidecars, env=env)
+    sleeper = Sleeper(task_id, CapturedLog(task_id), anyio.CancelScope(), anyio.Event(), [])
 
     async def task() -> None:
         try:
-            with scope:
-                outcome, _ = await run_task(backend, params, captured)
-                ended.append(outcome)
+            with sleeper.scope:
+                outcome, _ = await run_task(backend, params, sleeper.log)
+                sleeper.ended.append(outcome)
         finally:
-            done.set()
+            sleeper.done.set()
 
     nursery.start_soon(task)
-    await captured.wait_for("standin: sleeping")
-    return scope, done, ended
+    await sleeper.log.wait_for("standin: sleeping")
+    return sleeper
 
 
 def event_watchers(task_id: str) -> list[int]:

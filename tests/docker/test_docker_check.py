@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.docker.conftest import Engine, Images
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def check(engine: Engine, config: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in engine.env.items() if not k.startswith("WARP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ozw", "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("present", [True, False], ids=["present", "absent"])
@@ -40,7 +23,7 @@ default_image = "{image}"
 pull_policy = "never"
 """
     )
-    result = check(engine, config)
+    result = engine.ozw("check", "--config", str(config))
     assert "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if " default image " in line]
     assert len(lines) == 1, result.stdout

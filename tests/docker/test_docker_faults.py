@@ -35,8 +35,8 @@ from tests.docker.runs import (
     run_task,
     wrapper_docker,
 )
-from tests.docker.test_docker_smoke import REPO
 from tests.support.event_loops import on_both_loops
+from tests.support.ozw_process import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,14 @@ from ozw.tasks.params import Sidecar, TaskParams
 from tests.docker.conftest import Engine, Images, Registries, busybox_rootfs, import_image
 from tests.docker.runs import (
     CapturedLog,
+    Ran,
     agent,
-    calls_per_line_docker,
+    calls_per_line_backend,
     docker,
     failure_of,
     make_backend,
     make_params,
-    new_task_id,
+    run_agent_task,
     run_task,
 )
 from tests.support.event_loops import on_both_loops
@@ -32,8 +33,7 @@ from tests.support.event_loops import on_both_loops
 async def test_bad_references_and_sidecars_are_refused_before_any_command(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    recording, calls = calls_per_line_docker(tmp_path)
-    backend = make_backend(engine, docker=recording)
+    backend, calls = calls_per_line_backend(engine, tmp_path)
     cases: list[tuple[TaskParams, FailureReason, str]] = [
         (make_params("t", "-v"), FailureReason.IMAGE_PULL, "not a valid image reference"),
         (make_params("t", "--help"), FailureReason.IMAGE_PULL, "not a valid image reference"),
@@ -73,46 +73,31 @@ async def test_bad_references_and_sidecars_are_refused_before_any_command(
 async def test_pull_always_from_an_open_registry(
     engine: Engine, images: Images, registries: Registries
 ) -> None:
-    backend = make_backend(engine, pull_policy="always")
-    task_id = new_task_id("pull")
-    params = make_params(
-        task_id,
-        registries.open.ref("ozw/task:1"),
-        sidecars=[agent(images, registries.open.ref("ozw/agent:1"))],
-    )
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(backend, params, captured)
-    assert outcome is ExecuteResult.COMPLETED, captured.messages()
-    assert any(m.startswith("pulled image") for m in captured.messages())
+    ran = await run_agent_task(
+        make_backend(engine, pull_policy="always"), images, "pull",
+        image=registries.open.ref("ozw/task:1"), agent_image=registries.open.ref("ozw/agent:1"),
+    )  # fmt: skip
+    assert ran.outcome is ExecuteResult.COMPLETED, ran.log.messages()
+    assert any(m.startswith("pulled image") for m in ran.log.messages())
 
 
 @on_both_loops
 async def test_pull_uses_the_docker_cli_credentials(
     engine: Engine, images: Images, registries: Registries
 ) -> None:
-    image = registries.auth.ref("ozw/task:1")
-    sidecars = [agent(images, registries.auth.ref("ozw/agent:1"))]
+    image, agent_image = registries.auth.ref("ozw/task:1"), registries.auth.ref("ozw/agent:1")
 
-    anonymous = make_backend(
-        engine, pull_policy="always", environ={"DOCKER_CONFIG": registries.empty_config}
-    )
-    task_id = new_task_id("noauth")
-    outcome, _ = await run_task(
-        anonymous, make_params(task_id, image, sidecars=sidecars), CapturedLog(task_id)
-    )
-    failure = failure_of(outcome)
+    async def pull_with(docker_config: str) -> Ran:
+        backend = make_backend(
+            engine, pull_policy="always", environ={"DOCKER_CONFIG": docker_config}
+        )
+        return await run_agent_task(backend, images, "auth", image=image, agent_image=agent_image)
+
+    failure = (await pull_with(registries.empty_config)).failure
     assert failure.reason is FailureReason.IMAGE_PULL
     assert image in failure.cause
     assert "basic auth credentials" in failure.cause
-
-    logged_in = make_backend(
-        engine, pull_policy="always", environ={"DOCKER_CONFIG": registries.docker_config}
-    )
-    task_id = new_task_id("auth")
-    outcome, _ = await run_task(
-        logged_in, make_params(task_id, image, sidecars=sidecars), CapturedLog(task_id)
-    )
-    assert outcome is ExecuteResult.COMPLETED
+    assert (await pull_with(registries.docker_config)).outcome is ExecuteResult.COMPLETED
 
 
 @on_both_loops
@@ -139,14 +124,9 @@ async def test_if_not_present_uses_a_local_image_without_pulling(
     engine: Engine, images: Images
 ) -> None:
     # The test images exist in no registry: a pull would fail.
-    backend = make_backend(engine, pull_policy="if-not-present")
-    task_id = new_task_id("local")
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(
-        backend, make_params(task_id, images.task, sidecars=[agent(images)]), captured
-    )
-    assert outcome is ExecuteResult.COMPLETED
-    assert not any("pulling" in m for m in captured.messages())
+    ran = await run_agent_task(make_backend(engine, pull_policy="if-not-present"), images, "local")
+    assert ran.outcome is ExecuteResult.COMPLETED
+    assert not any("pulling" in m for m in ran.log.messages())
 
 
 @on_both_loops
@@ -157,14 +137,11 @@ async def test_a_present_image_is_inspected_once_and_again_after_a_failure(
     image = f"{images.prefix}/cached-{uuid.uuid4().hex[:8]}:1"
     rootfs = busybox_rootfs({"/nonce": (uuid.uuid4().bytes, 0o644)})
     await anyio.to_thread.run_sync(import_image, engine, image, rootfs)
-    recording, calls = calls_per_line_docker(tmp_path)
-    backend = make_backend(engine, docker=recording, pull_policy="never")
+    backend, calls = calls_per_line_backend(engine, tmp_path, pull_policy="never")
 
     async def one() -> tuple[ExecuteResult | TaskFailure, list[str]]:
         calls.unlink(missing_ok=True)
-        task_id = new_task_id("cached")
-        params = make_params(task_id, image, sidecars=[agent(images)])
-        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
+        outcome = (await run_agent_task(backend, images, "cached", image=image)).outcome
         inspected = [c for c in calls.read_text().splitlines() if c.startswith("image inspect")]
         return outcome, inspected
 

@@ -20,17 +20,12 @@ from ozw.config import EnvEntry
 from ozw.tasks.failures import FailureReason
 from tests.docker.conftest import REGISTRY_PASSWORD, REGISTRY_USER, Engine, Images, Registries
 from tests.docker.runs import (
-    CapturedLog,
-    agent,
-    calls_per_line_docker,
-    failure_of,
+    calls_per_line_backend,
     files_containing,
     make_backend,
-    make_params,
-    new_task_id,
     recorded_calls,
     recording_docker,
-    run_task,
+    run_agent_task,
     start_sleeper,
 )
 from tests.support.event_loops import on_both_loops
@@ -42,32 +37,23 @@ async def test_secret_values_never_appear_on_a_command_line(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
     secret = f"ozw-secret-{uuid.uuid4().hex}"
-    recording, calls = calls_per_line_docker(tmp_path)
-    backend = make_backend(engine, docker=recording, environment=(EnvEntry("CONF", secret + "c"),))
-    task_id = new_task_id("secret")
-    params = make_params(
-        task_id,
-        images.task,
-        sidecars=[agent(images)],
-        env={
-            "GITHUB_ACCESS_TOKEN": secret,
-            "DOCKER_AUTH_TOKEN": secret + "d",  # a name the docker CLI reads itself
-            "STANDIN_BEHAVIOUR": "sleep:300",
-        },
+    backend, calls = calls_per_line_backend(
+        engine, tmp_path, environment=(EnvEntry("CONF", secret + "c"),)
     )
-    captured = CapturedLog(task_id)
+    env = {
+        "GITHUB_ACCESS_TOKEN": secret,
+        "DOCKER_AUTH_TOKEN": secret + "d",  # a name the docker CLI reads itself
+    }
     async with anyio.create_task_group() as nursery:
-        scope, done, _ = await start_sleeper(backend, params, captured, nursery)
+        sleeper = await start_sleeper(nursery, backend, images, "secret", env=env)
         seen = await anyio.to_thread.run_sync(cmdlines_containing, secret.encode())
-        scope.cancel()
-        await done.wait()
+        await sleeper.stop()
     assert seen == []
     assert secret not in calls.read_text()
     assert "system dial-stdio" in calls.read_text()  # the container's creation
-    env = captured.env()
-    assert env["GITHUB_ACCESS_TOKEN"] == secret
-    assert env["DOCKER_AUTH_TOKEN"] == secret + "d"
-    assert env["CONF"] == secret + "c"
+    seen_inside = sleeper.log.env()
+    assert {name: seen_inside[name] for name in env} == env
+    assert seen_inside["CONF"] == secret + "c"
 
 
 @on_both_loops
@@ -79,7 +65,6 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
     # with exactly the environment the real CLI gets); and any file left in /tmp.
     recording, records = recording_docker(tmp_path)
     backend = make_backend(engine, docker=recording)
-    task_id = new_task_id("anyvalue")
     values = {
         "SSH_PRIVATE_KEY": f"-----BEGIN {nonce}-----\nabc\ndef\n-----END-----\n",
         "BIG": (nonce * 3200)[: 100 * 1024],
@@ -93,17 +78,12 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
         "LD_PRELOAD": f"/nonexistent/preload-{nonce}.so",
         "DOCKER_HOST": f"tcp://{nonce}.invalid:1",
     }
-    params = make_params(
-        task_id,
-        images.task,
-        sidecars=[agent(images)],
-        env={**values, "STANDIN_HASH": " ".join(values)},
-    )
-    captured = CapturedLog(task_id)
     started = time.time()
-    outcome, _ = await run_task(backend, params, captured)
-    assert outcome is ExecuteResult.COMPLETED, captured.messages()[-5:]
-    hashes = dict(line.partition("=")[::2] for line in captured.standin("sha256 "))
+    ran = await run_agent_task(
+        backend, images, "anyvalue", env={**values, "STANDIN_HASH": " ".join(values)}
+    )
+    assert ran.outcome is ExecuteResult.COMPLETED, ran.log.messages()[-5:]
+    hashes = dict(line.partition("=")[::2] for line in ran.log.standin("sha256 "))
     assert hashes == {
         name: hashlib.sha256(value.encode()).hexdigest() for name, value in values.items()
     }
@@ -121,16 +101,13 @@ async def test_any_value_reaches_the_container_exactly_through_a_pipe_only(
 async def test_a_value_no_process_can_hold_is_container_create_naming_it(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    recording, calls = calls_per_line_docker(tmp_path)
-    backend = make_backend(engine, docker=recording)
+    backend, calls = calls_per_line_backend(engine, tmp_path)
     for env, text in [
         ({"HUGE_TOKEN": "x" * 1024 * 1024}, "environment variable HUGE_TOKEN is too large"),
         ({"BAD": "a\0b"}, "environment variable BAD holds a NUL byte"),
         ({"A=B": "x"}, "invalid environment variable name 'A=B'"),
     ]:
-        task_id = new_task_id("refused")
-        params = make_params(task_id, images.task, sidecars=[agent(images)], env=env)
-        failure = failure_of((await run_task(backend, params, CapturedLog(task_id)))[0])
+        failure = (await run_agent_task(backend, images, "refused", env=env)).failure
         assert failure.reason is FailureReason.CONTAINER_CREATE
         assert failure.cause.startswith(text), failure.cause
     assert not calls.exists()  # refused before any docker call
@@ -169,18 +146,12 @@ async def test_no_docker_cli_child_or_credential_helper_gets_the_api_key(
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
         },
     )
-    task_id = new_task_id("apikey")
-    params = make_params(
-        task_id,
-        registries.auth.ref("ozw/task:1"),
-        sidecars=[agent(images, registries.auth.ref("ozw/agent:1"))],
-        env={"STANDIN_BEHAVIOUR": "sleep:300"},
-    )
-    captured = CapturedLog(task_id)
     async with anyio.create_task_group() as nursery:
-        scope, done, _ = await start_sleeper(backend, params, captured, nursery)
-        scope.cancel()
-        await done.wait()
+        sleeper = await start_sleeper(
+            nursery, backend, images, "apikey",
+            image=registries.auth.ref("ozw/task:1"), agent_image=registries.auth.ref("ozw/agent:1"),
+        )  # fmt: skip
+        await sleeper.stop()
     calls = recorded_calls(records)
     commands = [argv[:2] for argv, _ in calls]
     assert [b"start", b"--attach"] in commands, commands

@@ -14,12 +14,12 @@ from tests.docker.conftest import Engine, Images
 from tests.docker.runs import (
     CapturedLog,
     agent,
-    calls_per_line_docker,
+    calls_per_line_backend,
     containers,
     make_backend,
     make_params,
     new_task_id,
-    run_task,
+    run_agent_task,
 )
 from tests.support.event_loops import on_both_loops
 
@@ -50,8 +50,7 @@ async def test_the_result_is_reported_before_the_container_is_removed(
 async def test_an_exit_0_is_not_inspected_before_the_result_and_nonzero_is(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    recording, calls = calls_per_line_docker(tmp_path)
-    backend = make_backend(engine, docker=recording)
+    backend, calls = calls_per_line_backend(engine, tmp_path)
 
     async def calls_of(env: dict[str, str]) -> tuple[ExecuteResult | object, list[str]]:
         calls.unlink(missing_ok=True)
@@ -78,15 +77,11 @@ async def test_an_exit_0_is_not_inspected_before_the_result_and_nonzero_is(
 async def test_the_next_task_takes_the_spare_connection(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
-    recording, calls = calls_per_line_docker(tmp_path)
-    backend = make_backend(engine, docker=recording)
+    backend, calls = calls_per_line_backend(engine, tmp_path)
 
     async def one() -> list[str]:
         calls.unlink(missing_ok=True)
-        task_id = new_task_id("spare")
-        params = make_params(task_id, images.task, sidecars=[agent(images)])
-        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
-        assert outcome is ExecuteResult.COMPLETED
+        assert (await run_agent_task(backend, images, "spare")).outcome is ExecuteResult.COMPLETED
         return calls.read_text().splitlines()
 
     async with backend:

@@ -10,21 +10,22 @@ import anyio
 import anyio.abc
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.docker.references import volume_name
-from ozw.backends.docker.rules import LABEL_ROLE, LABEL_WORKER
+from ozw.backends.docker.rules import LABEL_ROLE
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar
 from tests.docker.conftest import Engine, Images
 from tests.docker.runs import (
     CapturedLog,
     agent,
-    containers,
     docker,
-    failure_of,
     make_backend,
     make_params,
     new_task_id,
-    run_task,
+    remove_kept,
+    run_agent_task,
+    sidecar_volume,
+    volume_listed,
+    worker_containers,
     wrapper_docker,
 )
 from tests.support.event_loops import on_both_loops
@@ -35,42 +36,27 @@ async def test_sidecar_volume_is_filled_once_and_reused(engine: Engine, images: 
     sidecar = images.fresh_sidecar(engine, "reuse")
     first = make_backend(engine)
     for _ in range(2):
-        task_id = new_task_id("reuse")
-        outcome, _ = await run_task(
-            first, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
-            CapturedLog(task_id),
-        )  # fmt: skip
-        assert outcome is ExecuteResult.COMPLETED
+        ran = await run_agent_task(first, images, "reuse", agent_image=sidecar)
+        assert ran.outcome is ExecuteResult.COMPLETED
     assert first.fills == 1
-    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
-    volume = volume_name(sidecar, image_id)
-    assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == volume
+    volume = await sidecar_volume(engine, sidecar)
+    assert await volume_listed(engine, volume) == volume
 
     # A restarted worker finds the marker and reuses the volume too.
     restarted = make_backend(engine)
-    task_id = new_task_id("reuse")
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(
-        restarted, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]), captured
-    )
-    assert outcome is ExecuteResult.COMPLETED
+    ran = await run_agent_task(restarted, images, "reuse", agent_image=sidecar)
+    assert ran.outcome is ExecuteResult.COMPLETED
     assert restarted.fills == 0
-    assert f"reusing sidecar volume {volume}" in captured.messages()
+    assert f"reusing sidecar volume {volume}" in ran.log.messages()
 
 
 @on_both_loops
 async def test_a_volume_without_marker_is_filled_before_use(engine: Engine, images: Images) -> None:
     sidecar = images.fresh_sidecar(engine, "half")
-    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
-    volume = volume_name(sidecar, image_id)
-    await docker(engine, "volume", "create", volume)  # as a crash mid-fill leaves it
+    await docker(engine, "volume", "create", await sidecar_volume(engine, sidecar))  # mid-fill
     backend = make_backend(engine)
-    task_id = new_task_id("half")
-    outcome, _ = await run_task(
-        backend, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
-        CapturedLog(task_id),
-    )  # fmt: skip
-    assert outcome is ExecuteResult.COMPLETED
+    ran = await run_agent_task(backend, images, "half", agent_image=sidecar)
+    assert ran.outcome is ExecuteResult.COMPLETED
     assert backend.fills == 1
 
 
@@ -83,10 +69,9 @@ async def test_concurrent_tasks_with_one_new_sidecar_fill_it_once(
     outcomes: list[ExecuteResult | TaskFailure] = []
 
     async def one() -> None:
-        task_id = new_task_id("concurrent")
-        params = make_params(task_id, images.task, sidecars=[agent(images, sidecar)])
-        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
-        outcomes.append(outcome)
+        outcomes.append(
+            (await run_agent_task(backend, images, "many", agent_image=sidecar)).outcome
+        )
 
     async with anyio.create_task_group() as nursery:
         for _ in range(3):
@@ -100,7 +85,6 @@ async def test_a_failed_fill_removes_the_volume(
     engine: Engine, images: Images, tmp_path: Path
 ) -> None:
     sidecar = images.fresh_sidecar(engine, "failfill")
-    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
     failing = wrapper_docker(
         tmp_path,
         """
@@ -108,17 +92,11 @@ async def test_a_failed_fill_removes_the_volume(
         """,
     )
     backend = make_backend(engine, docker=failing)
-    task_id = new_task_id("failfill")
-    outcome, _ = await run_task(
-        backend, make_params(task_id, images.task, sidecars=[agent(images, sidecar)]),
-        CapturedLog(task_id),
-    )  # fmt: skip
-    failure = failure_of(outcome)
-    assert failure.reason is FailureReason.SIDECAR_PREP
-    assert "injected export failure" in failure.cause
-    volume = volume_name(sidecar, image_id)
-    assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == ""
-    assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+    ran = await run_agent_task(backend, images, "failfill", agent_image=sidecar)
+    assert ran.failure.reason is FailureReason.SIDECAR_PREP
+    assert "injected export failure" in ran.failure.cause
+    assert await volume_listed(engine, await sidecar_volume(engine, sidecar)) == ""
+    assert await worker_containers(engine, backend) == []
 
 
 @on_both_loops
@@ -126,17 +104,13 @@ async def test_a_read_write_sidecar_gets_a_volume_of_its_own_per_task(
     engine: Engine, images: Images
 ) -> None:
     sidecar = images.fresh_sidecar(engine, "rw")
-    image_id = await docker(engine, "image", "inspect", "--format={{.Id}}", sidecar)
-    shared = volume_name(sidecar, image_id)
+    shared = await sidecar_volume(engine, sidecar)
     backend = make_backend(engine)
 
-    async def one(sidecar_spec: Sidecar, env: Mapping[str, str]) -> tuple[CapturedLog, str]:
-        task_id = new_task_id("rw")
-        captured = CapturedLog(task_id)
-        params = make_params(task_id, images.task, sidecars=[agent(images), sidecar_spec], env=env)
-        outcome, run = await run_task(backend, params, captured)
-        assert outcome is ExecuteResult.COMPLETED, captured.messages()
-        return captured, run.sidecars[1].volume
+    async def one(mounted: Sidecar, env: Mapping[str, str]) -> tuple[CapturedLog, str]:
+        ran = await run_agent_task(backend, images, "rw", sidecars=[mounted], env=env)
+        assert ran.outcome is ExecuteResult.COMPLETED, ran.log.messages()
+        return ran.log, ran.run.sidecars[1].volume
 
     # A writer changes its read-write copy; it was filled from the image for it.
     writer, volume = await one(
@@ -146,7 +120,7 @@ async def test_a_read_write_sidecar_gets_a_volume_of_its_own_per_task(
     assert writer.standin("touch /rw=") == ["ok"]
     assert len(writer.standin("cat /rw/nonce=")[0]) == 32
     assert volume.startswith(f"{shared}-rw-")
-    assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{volume}$") == ""
+    assert await volume_listed(engine, volume) == ""
 
     # Neither a read-only mount of the shared volume nor the next writer sees it.
     reader, mounted = await one(
@@ -164,19 +138,14 @@ async def test_a_read_write_sidecar_gets_a_volume_of_its_own_per_task(
 
     # Cleanup off keeps the private volume with the container, for debugging.
     keeping = make_backend(engine, cleanup=False)
-    task_id = new_task_id("rwkept")
-    params = make_params(
-        task_id, images.task, sidecars=[agent(images), Sidecar(sidecar, "/rw", read_write=True)]
-    )
-    outcome, run = await run_task(keeping, params, CapturedLog(task_id))
+    rw = [Sidecar(sidecar, "/rw", read_write=True)]
+    ran = await run_agent_task(keeping, images, "rwkept", sidecars=rw)
     try:
-        assert outcome is ExecuteResult.COMPLETED
-        kept = run.private_volumes[0]
-        assert await docker(engine, "volume", "ls", "--quiet", f"--filter=name=^{kept}$") == kept
+        assert ran.outcome is ExecuteResult.COMPLETED
+        kept = ran.run.private_volumes[0]
+        assert await volume_listed(engine, kept) == kept
     finally:
-        if run.container is not None:
-            await docker(engine, "rm", "--force", run.container, check=False)
-        await docker(engine, "volume", "rm", "--force", *run.private_volumes, check=False)
+        await remove_kept(engine, ran.run)
 
 
 @on_both_loops
@@ -215,5 +184,5 @@ async def test_a_cancellation_mid_create_leaves_no_fill_container(
         with anyio.CancelScope(shield=True):
             await run.teardown()
     assert scope.cancelled_caught
-    assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+    assert await worker_containers(engine, backend) == []
     assert backend.live_containers == frozenset()

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.docker.conftest import Engine, Images
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def ozw(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in engine.env.items() if not k.startswith("WARP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ozw", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def task_file(tmp_path: Path, images: Images, behaviour: str, **extra: object) -> Path:
@@ -44,41 +27,34 @@ def task_file(tmp_path: Path, images: Images, behaviour: str, **extra: object) -
     return path
 
 
-def test_smoke_passes_for_the_docker_example_config(
-    engine: Engine, images: Images, tmp_path: Path
+@pytest.mark.parametrize(
+    ("behaviour", "code", "expected"),
+    [
+        ("ok", 0, ["smoke: ok: task smoke-ok completed"]),
+        (
+            "exit:7",
+            1,
+            [
+                "smoke: FAILED: task smoke-exit-7 failed (container_exit), exit code 7",
+                "last output lines:",
+                "[agent stdout] standin: env=TASK_ID=smoke-docker",
+            ],
+        ),
+    ],
+)
+def test_smoke_runs_the_docker_example_config(
+    engine: Engine, images: Images, tmp_path: Path, behaviour: str, code: int, expected: list[str]
 ) -> None:
-    result = ozw(
-        engine,
-        "smoke",
-        "--config",
-        "config/examples/docker.toml",
-        "--task",
-        str(task_file(tmp_path, images, "ok")),
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("smoke: ok: task smoke-ok completed")
-
-
-def test_smoke_fails_clearly_for_a_failing_container(
-    engine: Engine, images: Images, tmp_path: Path
-) -> None:
-    result = ozw(
-        engine,
-        "smoke",
-        "--config",
-        "config/examples/docker.toml",
-        "--task",
-        str(task_file(tmp_path, images, "exit:7")),
-    )
-    assert result.returncode == 1
-    assert "failed (container_exit), exit code 7" in result.stdout
-    assert "last output lines:" in result.stdout
-    assert "[agent stdout] standin: env=TASK_ID=smoke-docker" in result.stdout
+    task = task_file(tmp_path, images, behaviour)
+    result = engine.ozw("smoke", "--config", "config/examples/docker.toml", "--task", str(task))
+    assert result.returncode == code, result.stdout + result.stderr
+    assert result.stdout.startswith(expected[0]), result.stdout
+    assert [text for text in expected if text not in result.stdout] == []
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_check_reaches_the_engine_and_reports_its_platform(engine: Engine) -> None:
-    result = ozw(engine, "check", "--config", "config/examples/docker.toml")
+    result = engine.ozw("check", "--config", "config/examples/docker.toml")
     lines = result.stdout.splitlines()
     backend = [line for line in lines if "backend docker" in line]
     assert backend, result.stdout
@@ -92,7 +68,7 @@ def test_check_reaches_the_engine_and_reports_its_platform(engine: Engine) -> No
 
 def test_check_fails_in_one_line_when_the_daemon_is_gone(engine: Engine) -> None:
     dead = Engine("unix:///nonexistent/docker.sock", private=False)
-    result = ozw(dead, "check", "--config", "config/examples/docker.toml")
+    result = dead.ozw("check", "--config", "config/examples/docker.toml")
     assert result.returncode == 1
     failing = [line for line in result.stdout.splitlines() if "backend docker" in line]
     assert failing[0].startswith("FAIL")
@@ -120,7 +96,7 @@ def test_absurd_input_fails_the_task_as_bad_input(
     engine: Engine, images: Images, tmp_path: Path, extra: dict[str, object], failure: str
 ) -> None:
     task = task_file(tmp_path, images, "ok", **extra)
-    result = ozw(engine, "smoke", "--config", "config/examples/docker.toml", "--task", str(task))
+    result = engine.ozw("smoke", "--config", "config/examples/docker.toml", "--task", str(task))
     assert result.returncode == 1, result.stdout + result.stderr
     assert failure in result.stdout, result.stdout
     assert "internal error" not in result.stdout + result.stderr

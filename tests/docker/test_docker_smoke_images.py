@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.docker.conftest import Engine, Images
-from tests.docker.test_docker_smoke import ozw
 
 
 def test_the_built_in_sample_runs_on_the_images_given(
@@ -14,8 +13,7 @@ def test_the_built_in_sample_runs_on_the_images_given(
     config = tmp_path / "docker.toml"
     # Nothing may be pulled: only the images given on the command line can run.
     config.write_text('worker_id = "smoke-images"\n[backend.docker]\npull_policy = "never"\n')
-    result = ozw(
-        engine,
+    result = engine.ozw(
         "smoke",
         "--config",
         str(config),
@@ -29,6 +27,6 @@ def test_the_built_in_sample_runs_on_the_images_given(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("smoke: ok: task smoke-")
 
-    without = ozw(engine, "smoke", "--config", str(config), "--image", images.task)
+    without = engine.ozw("smoke", "--config", str(config), "--image", images.task)
     assert without.returncode == 1
     assert "warpdotdev/warp-agent:latest" in without.stdout, without.stdout

@@ -23,17 +23,15 @@ from tests.docker.conftest import Engine, Images
 from tests.docker.runs import (
     KILL_ALL_GRACE,
     KILL_GRACE,
-    CapturedLog,
-    agent,
     containers,
     docker,
-    failure_of,
     make_backend,
-    make_params,
-    new_task_id,
-    run_task,
+    remove_kept,
+    run_agent_task,
     start_sleeper,
+    task_containers,
     until_running,
+    worker_containers,
     wrapper_docker,
 )
 from tests.support.event_loops import on_both_loops
@@ -132,22 +130,16 @@ async def test_cancellation_stops_and_removes_the_container_within_the_grace(
     engine: Engine, images: Images
 ) -> None:
     backend = make_backend(engine)
-    task_id = new_task_id("cancel")
-    params = make_params(
-        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "sleep:300"}
-    )
-    captured = CapturedLog(task_id)
     async with anyio.create_task_group() as nursery:
-        scope, done, ended = await start_sleeper(backend, params, captured, nursery)
-        await until_running(engine, f"{LABEL_TASK}={task_id}")
+        sleeper = await start_sleeper(nursery, backend, images, "cancel")
+        await until_running(engine, f"{LABEL_TASK}={sleeper.task_id}")
         started = time.monotonic()
-        scope.cancel()
-        await done.wait()
+        await sleeper.stop()
         elapsed = time.monotonic() - started
     # The container's PID 1 (a shell) ignores SIGTERM: this takes the whole grace.
     assert elapsed <= KILL_GRACE + 5, elapsed
-    assert ended == []  # cancelled, not completed or failed
-    assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+    assert sleeper.ended == []  # cancelled, not completed or failed
+    assert await task_containers(engine, sleeper.task_id) == []
     assert backend.live_containers == frozenset()
     print(f"cancellation to removal: {elapsed:.2f}s (kill_grace {KILL_GRACE:g}s)")
 
@@ -157,23 +149,18 @@ async def test_kill_all_removes_running_containers_at_once(engine: Engine, image
     # A grace far above the bound: a graceful stop (the standin ignores SIGTERM) would
     # take all of it, so ending within half of it shows kill_all did not wait.
     backend = make_backend(engine, kill_grace=KILL_ALL_GRACE)
-    task_id = new_task_id("killall")
-    params = make_params(
-        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "sleep:300"}
-    )
-    captured = CapturedLog(task_id)
     async with anyio.create_task_group() as nursery:
-        _, done, ended = await start_sleeper(backend, params, captured, nursery)
+        sleeper = await start_sleeper(nursery, backend, images, "killall")
         started = time.monotonic()
         await backend.kill_all()
         elapsed = time.monotonic() - started
-        assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+        assert await task_containers(engine, sleeper.task_id) == []
         with anyio.fail_after(KILL_ALL_GRACE / 2):
-            await done.wait()
+            await sleeper.done.wait()
     assert elapsed < KILL_ALL_GRACE / 2, elapsed
     assert backend.live_containers == frozenset()
-    assert len(ended) == 1
-    assert isinstance(ended[0], TaskFailure)
+    assert len(sleeper.ended) == 1
+    assert isinstance(sleeper.ended[0], TaskFailure)
 
 
 @pytest.mark.parametrize(
@@ -199,21 +186,18 @@ async def test_a_hung_docker_call_fails_its_phase_in_time(
     # Generous for the calls that must succeed on a loaded machine (one slow docker CLI
     # start must not fail an earlier phase); the hung one sleeps 600 s.
     backend.cli.call_timeout = 20.0
-    task_id = new_task_id("hung")
-    sidecar = agent(images, images.fresh_sidecar(engine, "hung"))
+    sidecar = images.fresh_sidecar(engine, "hung")
     # Only a container that exited non-zero is inspected before the result.
     env = {"STANDIN_BEHAVIOUR": "exit:3"} if command == "container inspect" else {}
-    params = make_params(task_id, images.task, sidecars=[sidecar], env=env)
     started = time.monotonic()
     with anyio.fail_after(300):
-        outcome, _ = await run_task(backend, params, CapturedLog(task_id))
+        ran = await run_agent_task(backend, images, "hung", agent_image=sidecar, env=env)
     elapsed = time.monotonic() - started
-    failure = failure_of(outcome)
-    assert failure.reason is reason, failure
-    assert failure.cause.startswith(what), failure.cause
-    assert "did not finish within 20s" in failure.cause
+    assert ran.failure.reason is reason, ran.failure
+    assert ran.failure.cause.startswith(what), ran.failure.cause
+    assert "did not finish within 20s" in ran.failure.cause
     assert elapsed < 240, elapsed
-    assert await containers(engine, f"{LABEL_WORKER}={backend.worker_id}") == []
+    assert await worker_containers(engine, backend) == []
 
 
 @on_both_loops
@@ -231,18 +215,12 @@ async def test_with_cleanup_off_a_lost_container_is_stopped_and_kept(
         """,
     )
     backend = make_backend(engine, docker=losing, cleanup=False)
-    task_id = new_task_id("lost")
-    params = make_params(
-        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "sleep:300"}
-    )
-    outcome, run = await run_task(backend, params, CapturedLog(task_id))
+    ran = await run_agent_task(backend, images, "lost", env={"STANDIN_BEHAVIOUR": "sleep:300"})
     try:
-        failure = failure_of(outcome)
-        assert failure.reason is FailureReason.CONTAINER_WAIT
-        assert "injected wait failure" in failure.cause
-        assert await containers(engine, f"{LABEL_TASK}={task_id}", running_only=True) == []
-        assert await containers(engine, f"{LABEL_TASK}={task_id}") == [run.container]
+        assert ran.failure.reason is FailureReason.CONTAINER_WAIT
+        assert "injected wait failure" in ran.failure.cause
+        assert await task_containers(engine, ran.task_id, running_only=True) == []
+        assert await task_containers(engine, ran.task_id) == [ran.run.container]
         assert backend.live_containers == frozenset()
     finally:
-        if run.container is not None:
-            await docker(engine, "rm", "--force", run.container, check=False)
+        await remove_kept(engine, ran.run)

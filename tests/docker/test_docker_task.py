@@ -5,28 +5,29 @@ create failures). See ``tests/docker/README.md``."""
 from __future__ import annotations
 
 import json
-import uuid
+
+import pytest
 
 from ozw.backends.base import ExecuteResult
-from ozw.backends.docker import DockerBackend
 from ozw.backends.docker.references import private_volume_name
 from ozw.backends.docker.rules import LABEL_EXECUTION, LABEL_TASK, LABEL_WORKER
-from ozw.config import DockerConfig, EnvEntry
+from ozw.config import EnvEntry
 from ozw.tasks.failures import FailureReason
 from ozw.tasks.params import Shape, Sidecar
 from tests.docker.conftest import Engine, Images
 from tests.docker.runs import (
-    KILL_GRACE,
     CapturedLog,
     agent,
-    containers,
     docker,
     event_watchers,
     failure_of,
     make_backend,
     make_params,
     new_task_id,
+    remove_kept,
+    run_agent_task,
     run_task,
+    task_containers,
 )
 from tests.support.event_loops import on_both_loops
 
@@ -41,21 +42,17 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
         "--", "-e", "X=1", "$HOME", "", "quote'\"",
     )  # fmt: skip
     data, data_ro = f"{images.prefix}-data-{task_id}", f"{images.prefix}-dataro-{task_id}"
-    backend = DockerBackend(
-        DockerConfig(
-            pull_policy="never",
-            kill_grace=KILL_GRACE,
-            volumes=(f"{data}:/data", f"{data_ro}:/data-ro:ro"),
-            environment=(
-                EnvEntry("CONFIGURED", "from-config"),
-                EnvEntry("INHERITED"),
-                EnvEntry("ABSENT_IN_WORKER"),
-                EnvEntry("OVERRIDDEN", "by-config"),
-            ),
-        ),
-        worker_id=f"w-{uuid.uuid4().hex[:8]}",
+    backend = make_backend(
+        engine,
         cleanup=False,  # keep the container to inspect it
-        environ={**engine.env, "INHERITED": "from-worker"},
+        environ={"INHERITED": "from-worker"},
+        volumes=(f"{data}:/data", f"{data_ro}:/data-ro:ro"),
+        environment=(
+            EnvEntry("CONFIGURED", "from-config"),
+            EnvEntry("INHERITED"),
+            EnvEntry("ABSENT_IN_WORKER"),
+            EnvEntry("OVERRIDDEN", "by-config"),
+        ),
     )
     params = make_params(
         task_id,
@@ -137,27 +134,22 @@ async def test_task_sees_argv_env_workdir_mounts_limits_and_labels(
         )
         assert backend.live_containers == frozenset()
     finally:
-        if run.container is not None:
-            await docker(engine, "rm", "--force", run.container, check=False)
-        kept = [data, data_ro, *run.private_volumes]  # cleanup off keeps the private one
-        await docker(engine, "volume", "rm", "--force", *kept, check=False)
+        await remove_kept(engine, run, data, data_ro)
 
 
 @on_both_loops
 async def test_the_image_entrypoint_wraps_the_agent_as_in_the_go_worker(
     engine: Engine, images: Images
 ) -> None:
-    backend = make_backend(engine)
-    task_id = new_task_id("wrapped")
-    base_args = ("agent", "run", "--task-id", task_id, "a b")
-    params = make_params(task_id, images.wrapped, sidecars=[agent(images)], base_args=base_args)
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(backend, params, captured)
-    assert outcome is ExecuteResult.COMPLETED, captured.messages()
+    base_args = ("agent", "run", "--task-id", "t-wrapped", "a b")
+    ran = await run_agent_task(
+        make_backend(engine), images, "wrapped", image=images.wrapped, base_args=base_args
+    )
+    assert ran.outcome is ExecuteResult.COMPLETED, ran.log.messages()
     # The wrapper got /agent/entrypoint.sh and the base arguments, and exec'd them.
-    assert captured.standin("wrapper ran with ") == [f"{1 + len(base_args)} arguments"]
-    assert captured.standin("arg=") == list(base_args)
-    assert captured.env()["WRAPPED_BY"] == "wrapper"
+    assert ran.log.standin("wrapper ran with ") == [f"{1 + len(base_args)} arguments"]
+    assert ran.log.standin("arg=") == list(base_args)
+    assert ran.log.env()["WRAPPED_BY"] == "wrapper"
 
 
 @on_both_loops
@@ -165,61 +157,37 @@ async def test_non_zero_exit_is_container_exit_and_the_container_is_removed(
     engine: Engine, images: Images
 ) -> None:
     backend = make_backend(engine)
-    task_id = new_task_id("exit")
-    params = make_params(
-        task_id, images.task, sidecars=[agent(images)], env={"STANDIN_BEHAVIOUR": "exit:3"}
-    )
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(backend, params, captured)
-    failure = failure_of(outcome)
-    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_EXIT, 3)
-    assert failure.cause == "the agent exited with exit code 3"
-    assert captured.standin("arg=") == ["agent", "run"]  # output was relayed live
-    assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+    ran = await run_agent_task(backend, images, "exit", env={"STANDIN_BEHAVIOUR": "exit:3"})
+    assert (ran.failure.reason, ran.failure.exit_code) == (FailureReason.CONTAINER_EXIT, 3)
+    assert ran.failure.cause == "the agent exited with exit code 3"
+    assert ran.log.standin("arg=") == ["agent", "run"]  # output was relayed live
+    assert await task_containers(engine, ran.task_id) == []
     assert backend.live_containers == frozenset()
 
 
+@pytest.mark.parametrize(
+    ("behaviour", "memory_gb", "reason", "cause"),
+    [
+        ("oom", 0.02, FailureReason.CONTAINER_OOM, "ran out of memory"),
+        # The engine's event log is asked for a late OOM report; none comes.
+        ("exit:137", 0.5, FailureReason.CONTAINER_EXIT, "the agent exited with exit code 137"),
+    ],
+)
 @on_both_loops
-async def test_memory_hog_under_a_small_shape_is_container_oom(
-    engine: Engine, images: Images
-) -> None:
-    backend = make_backend(engine)
-    task_id = new_task_id("oom")
-    params = make_params(
-        task_id,
-        images.task,
-        sidecars=[agent(images)],
-        env={"STANDIN_BEHAVIOUR": "oom"},
-        shape=Shape(memory_gb=0.02),
-    )
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(backend, params, captured)
-    failure = failure_of(outcome)
-    assert captured.standin("hogging") == [" memory"]
-    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_OOM, 137), failure
-    assert "ran out of memory" in failure.cause
-
-
-@on_both_loops
-async def test_exit_137_under_a_memory_limit_without_an_oom_is_container_exit(
-    engine: Engine, images: Images
-) -> None:
-    # The engine's event log is asked for a late OOM report; none comes.
-    backend = make_backend(engine)
-    task_id = new_task_id("exit137")
-    params = make_params(
-        task_id,
-        images.task,
-        sidecars=[agent(images)],
-        env={"STANDIN_BEHAVIOUR": "exit:137"},
-        shape=Shape(memory_gb=0.5),
-    )
-    captured = CapturedLog(task_id)
-    outcome, _ = await run_task(backend, params, captured)
-    failure = failure_of(outcome)
-    assert (failure.reason, failure.exit_code) == (FailureReason.CONTAINER_EXIT, 137), failure
-    assert not any("OOM" in message for message in captured.messages())
-    assert event_watchers(task_id) == [], "the `docker events` of the late OOM check still runs"
+async def test_an_out_of_memory_kill_is_container_oom_and_a_bare_exit_137_is_not(
+    engine: Engine, images: Images, behaviour: str, memory_gb: float, reason: FailureReason,
+    cause: str,
+) -> None:  # fmt: skip
+    ran = await run_agent_task(
+        make_backend(engine), images, "oom",
+        env={"STANDIN_BEHAVIOUR": behaviour}, shape=Shape(memory_gb=memory_gb),
+    )  # fmt: skip
+    assert (ran.failure.reason, ran.failure.exit_code) == (reason, 137), ran.failure
+    assert cause in ran.failure.cause
+    hogged = behaviour == "oom"
+    assert ran.log.standin("hogging") == ([" memory"] if hogged else [])
+    assert hogged or not any("OOM" in message for message in ran.log.messages())
+    assert event_watchers(ran.task_id) == [], "the `docker events` of the late OOM check runs"
 
 
 @on_both_loops
@@ -231,19 +199,13 @@ async def test_missing_entrypoint_is_container_start(engine: Engine, images: Ima
     assert failure.reason is FailureReason.CONTAINER_START
     assert failure.exit_code is None
     assert "entrypoint.sh" in failure.cause
-    assert await containers(engine, f"{LABEL_TASK}={task_id}") == []
+    assert await task_containers(engine, task_id) == []
 
 
 @on_both_loops
 async def test_a_value_the_engine_refuses_is_container_create(
     engine: Engine, images: Images
 ) -> None:
-    backend = make_backend(engine)
-    task_id = new_task_id("create")
-    params = make_params(
-        task_id, images.task, sidecars=[agent(images)], shape=Shape(memory_gb=0.001)
-    )
-    outcome, _ = await run_task(backend, params, CapturedLog(task_id))
-    failure = failure_of(outcome)
-    assert failure.reason is FailureReason.CONTAINER_CREATE
-    assert "Minimum memory limit" in failure.cause
+    ran = await run_agent_task(make_backend(engine), images, "create", shape=Shape(memory_gb=0.001))
+    assert ran.failure.reason is FailureReason.CONTAINER_CREATE
+    assert "Minimum memory limit" in ran.failure.cause

@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from tests.kubernetes.fake_cluster import REPO, FakeCluster, fake_cluster
+from tests.support.ozw_command import run_ozw
 from tests.support.worker import API_KEY, start_server
 
 
@@ -35,16 +36,7 @@ def _env() -> dict[str, str]:
 
 
 def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
-    env = _env()
-    return subprocess.run(
-        [sys.executable, "-m", "ozw", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_ozw(*args, cwd=REPO, env={"WARP_API_KEY": API_KEY}, timeout=120)
 
 
 async def test_check_passes_against_a_permissive_cluster(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 OZW = Path(sys.executable).with_name("ozw")
@@ -14,11 +15,17 @@ HOST_ENV = {k: v for k, v in os.environ.items() if k not in ("WARP_API_KEY", "OZ
 
 
 def run_ozw(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    module: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``ozw ARGS`` in ``cwd``, without the host's API keys (``env`` adds variables)."""
+    """``ozw ARGS`` in ``cwd``, without the host's API keys (``env`` adds variables);
+    ``python -m ozw ARGS`` with ``module``."""
+    command = [sys.executable, "-m", "ozw"] if module else [str(OZW)]
     return subprocess.run(
-        [str(OZW), *args],
+        [*command, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
