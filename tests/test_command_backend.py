@@ -16,7 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import anyio
 import pytest
 import trio
 
-from ozw.backends.base import ExecuteResult
+from ozw.backends.base import ExecuteResult, TaskRun
 from ozw.backends.command.backend import CommandBackend
 from ozw.backends.command.rules import (
     GO_ZERO_TIME,
@@ -551,25 +551,34 @@ async def test_a_dispatch_killed_by_kill_all_runs_the_cancel_command(tmp_path: P
     assert (tmp_path / "order").read_text().split("\n") == ["submitted", "cancel run-1", ""]
 
 
+async def cancelled_once_ready(
+    run: TaskRun, ready: anyio.Event, also: Callable[[], Awaitable[object]] | None = None
+) -> bool:
+    """Execute ``run`` and cancel its scope once ``ready`` is set (then await ``also``);
+    whether the scope caught the cancellation."""
+    scope = anyio.CancelScope()
+
+    async def execute() -> None:
+        with scope:
+            await run.execute()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as nursery:
+            nursery.start_soon(execute)
+            await ready.wait()
+            scope.cancel()
+            if also is not None:
+                await also()
+    return scope.cancelled_caught
+
+
 @on_both_loops
 async def test_cancelling_the_task_scope_stops_the_dispatch_command(tmp_path: Path) -> None:
     script = 'echo $$ > "$OUT/pgid"; echo ready; sleep 60'
     backend = backend_for(script, environment=(EnvEntry("OUT", str(tmp_path)),))
     log, recorder = recording_log("run-1")
     ready = recorder.events["ready"]
-    run = backend.open_task(make_params(), log)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as nursery:
-            scope = anyio.CancelScope()
-
-            async def execute() -> None:
-                with scope:
-                    await run.execute()
-
-            nursery.start_soon(execute)
-            await ready.wait()
-            scope.cancel()
-    assert scope.cancelled_caught
+    assert await cancelled_once_ready(backend.open_task(make_params(), log), ready)
     assert not group_alive(int((tmp_path / "pgid").read_text()))
 
 
@@ -643,18 +652,8 @@ async def test_cancel_waits_for_an_in_flight_dispatch(tmp_path: Path, lines: Lin
     log, recorder = recording_log(params.task_id)
     ready = recorder.events["ready"]
     run = backend.open_task(params, log)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as nursery:
-            scope = anyio.CancelScope()
-
-            async def execute() -> None:
-                with scope:
-                    await run.execute()
-
-            nursery.start_soon(execute)
-            await ready.wait()
-            scope.cancel()  # what the supervisor does, together with backend.cancel
-            await backend.cancel(params)
+    # The supervisor cancels the task's scope and the backend together.
+    assert await cancelled_once_ready(run, ready, lambda: backend.cancel(params))
     assert (tmp_path / "order").read_text().split() == ["dispatch-ended", "cancel"]
     assert cancel_failures(recorder) == cancel_failures(lines) == []
 

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ozw.backends.base import ExecuteResult
+from ozw.backends.base import ExecuteResult, TaskRun
 from ozw.backends.direct import ENV_FILE_NAME, ROOT_MARKER, DirectBackend
 from ozw.config import DirectConfig, EnvEntry
 from ozw.tasks.failures import BackendUnavailable, FailureReason, TaskFailure
@@ -96,6 +96,30 @@ def make_backend(
     return DirectBackend(DirectConfig(**settings), cleanup=cleanup, environ=environ)
 
 
+@pytest.fixture
+def marker() -> str:
+    """A unique ``TEST_MARKER`` value: this test's processes, found by their environment."""
+    return f"ozw-test-{uuid.uuid4()}"
+
+
+def touch(path: Path) -> str:
+    """A command that creates ``path``: proof that it ran."""
+    return f"touch {shlex.quote(str(path))}"
+
+
+async def teardown_shielded(run: TaskRun) -> None:
+    with anyio.CancelScope(shield=True):
+        await run.teardown()
+
+
+async def checked_backend(
+    tmp_path: Path, environ: Mapping[str, str], **config: Any
+) -> DirectBackend:
+    """A backend past its start-up check (which creates the workspace root)."""
+    backend = await checked_backend(tmp_path, environ, **config)
+    return backend
+
+
 def make_params(
     task_id: str = "run-1",
     *,
@@ -146,12 +170,10 @@ def failure(result: ExecuteResult | TaskFailure) -> TaskFailure:
 async def test_check_accepts_a_good_setup_and_creates_the_root(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    backend = make_backend(tmp_path, environ)
-    await backend.check()
-    root = tmp_path / "ws"
-    assert root.is_dir()
-    assert root.stat().st_mode & 0o777 == 0o700
-    assert (root / ROOT_MARKER).is_file()
+    await make_backend(tmp_path, environ).check()
+    assert (tmp_path / "ws").is_dir()
+    assert (tmp_path / "ws").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "ws" / ROOT_MARKER).is_file()
 
 
 @on_both_loops
@@ -160,8 +182,7 @@ async def test_check_finds_oz_on_path(tmp_path: Path, environ: dict[str, str]) -
     bin_dir.mkdir()
     (bin_dir / "oz").symlink_to(AGENT)
     environ["PATH"] = f"{bin_dir}{os.pathsep}{TEST_PATH}"
-    backend = make_backend(tmp_path, environ, oz_path=None)
-    await backend.check()
+    backend = await checked_backend(tmp_path, environ, oz_path=None)
     assert backend.oz_command() == str(bin_dir / "oz")
 
 
@@ -426,14 +447,11 @@ async def test_agent_exit_takes_its_daemons_with_it(
 
 @on_both_loops
 async def test_cancel_kills_the_whole_tree_then_teardown_runs(
-    tmp_path: Path, environ: dict[str, str], lines: Lines
+    tmp_path: Path, environ: dict[str, str], lines: Lines, marker: str
 ) -> None:
-    marker = f"ozw-test-{uuid.uuid4()}"
     pidfile = tmp_path / "pids"
     teardown_marker = tmp_path / "teardown-ran"
-    backend = make_backend(
-        tmp_path, environ, teardown_command=f"touch {shlex.quote(str(teardown_marker))}"
-    )
+    backend = make_backend(tmp_path, environ, teardown_command=touch(teardown_marker))
     params = make_params(
         prompt="ignore sigterm; spawn child; spawn daemon; echo ready; sleep 100",
         env={"OZ_STANDIN_PIDFILE": str(pidfile), "TEST_MARKER": marker},
@@ -456,17 +474,15 @@ async def test_cancel_kills_the_whole_tree_then_teardown_runs(
     assert processes_carrying(marker) == []
     assert backend.runner.live_groups == frozenset()
 
-    with anyio.CancelScope(shield=True):
-        await run.teardown()
+    await teardown_shielded(run)
     assert teardown_marker.exists()
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
 @on_both_loops
 async def test_cancel_during_setup_kills_the_setup_script(
-    tmp_path: Path, environ: dict[str, str], lines: Lines
+    tmp_path: Path, environ: dict[str, str], lines: Lines, marker: str
 ) -> None:
-    marker = f"ozw-test-{uuid.uuid4()}"
     backend = make_backend(
         tmp_path,
         environ,
@@ -481,23 +497,21 @@ async def test_cancel_during_setup_kills_the_setup_script(
             await started.wait()
         nursery.cancel_scope.cancel()
     assert await wait_until_gone(processes_carrying(marker)) == []
-    with anyio.CancelScope(shield=True):
-        await run.teardown()
+    await teardown_shielded(run)
     assert not (tmp_path / "ws" / "run-1").exists()
 
 
 @on_both_loops
 async def test_setup_timeout_fails_with_setup_command_and_kills_the_group(
-    tmp_path: Path, environ: dict[str, str], lines: Lines
+    tmp_path: Path, environ: dict[str, str], lines: Lines, marker: str
 ) -> None:
-    marker = f"ozw-test-{uuid.uuid4()}"
     teardown_marker = tmp_path / "teardown-ran"
     backend = make_backend(
         tmp_path,
         environ,
         setup_command="sleep 100 & wait",
         setup_timeout=0.3,
-        teardown_command=f"touch {shlex.quote(str(teardown_marker))}",
+        teardown_command=touch(teardown_marker),
         environment=(EnvEntry("TEST_MARKER", marker),),
     )
     result = failure(await run_task(backend, make_params()))
@@ -539,7 +553,7 @@ async def test_setup_failure_carries_no_exit_code_and_teardown_still_runs(
         tmp_path,
         environ,
         setup_command="exit 4",
-        teardown_command=f"touch {shlex.quote(str(teardown_marker))}",
+        teardown_command=touch(teardown_marker),
     )
     result = failure(await run_task(backend, make_params()))
     assert result.reason is FailureReason.SETUP_COMMAND
@@ -552,9 +566,7 @@ async def test_setup_failure_carries_no_exit_code_and_teardown_still_runs(
 @on_both_loops
 async def test_teardown_runs_after_agent_failure(tmp_path: Path, environ: dict[str, str]) -> None:
     teardown_marker = tmp_path / "teardown-ran"
-    backend = make_backend(
-        tmp_path, environ, teardown_command=f"touch {shlex.quote(str(teardown_marker))}"
-    )
+    backend = make_backend(tmp_path, environ, teardown_command=touch(teardown_marker))
     result = failure(await run_task(backend, make_params(prompt="exit 3")))
     assert result.exit_code == 3
     assert teardown_marker.exists()
@@ -592,8 +604,7 @@ async def test_a_teardown_failure_is_raised_after_the_workspace_is_removed(
 async def test_unsafe_task_ids_fail_workspace_setup(
     tmp_path: Path, environ: dict[str, str], task_id: str
 ) -> None:
-    backend = make_backend(tmp_path, environ)
-    await backend.check()
+    backend = await checked_backend(tmp_path, environ)
     before = sorted(p.name for p in tmp_path.iterdir())
     result = failure(await run_task(backend, make_params(task_id)))
     assert result.reason is FailureReason.WORKSPACE_SETUP
@@ -605,10 +616,9 @@ async def test_unsafe_task_ids_fail_workspace_setup(
 async def test_symlink_in_the_root_is_never_followed(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    backend = make_backend(tmp_path, environ)
-    await backend.check()
     outside = tmp_path / "outside"
     outside.mkdir()
+    backend = await checked_backend(tmp_path, environ)
     (tmp_path / "ws" / "evil").symlink_to(outside)
     result = failure(await run_task(backend, make_params("evil")))
     assert result.reason is FailureReason.WORKSPACE_SETUP
@@ -624,8 +634,7 @@ async def test_target_dir_is_shared_kept_and_gets_no_files(
     target.mkdir()
     (target / "keep.txt").write_text("mine")
     record = tmp_path / "record.json"
-    backend = make_backend(tmp_path, environ, target_dir=str(target))
-    await backend.check()
+    backend = await checked_backend(tmp_path, environ, target_dir=str(target))
     params = make_params(
         prompt="git config --global user.name X", env={"OZ_STANDIN_RECORD": str(record)}
     )
@@ -701,8 +710,7 @@ async def test_a_go_workers_workspace_is_reused_and_never_deleted(
     existing = root / "run-1"
     existing.mkdir(parents=True)
     (existing / "data.txt").write_text("the run's")
-    backend = make_backend(tmp_path, environ, setup_command="test -f data.txt")
-    await backend.check()
+    backend = await checked_backend(tmp_path, environ, setup_command="test -f data.txt")
     assert not (root / ROOT_MARKER).exists()  # non-empty: not marked as ozw's
     record = tmp_path / "record.json"
     params = make_params(env={"OZ_STANDIN_RECORD": str(record)})
@@ -780,8 +788,7 @@ async def test_same_task_twice_at_once_is_refused(tmp_path: Path, environ: dict[
 async def test_aclose_removes_lingering_workspaces_and_crash_leftovers(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    backend = make_backend(tmp_path, environ)
-    await backend.check()
+    backend = await checked_backend(tmp_path, environ)
     root = tmp_path / "ws"
     crashed = root / "crashed-run"
     crashed.mkdir()
@@ -815,8 +822,7 @@ async def test_aclose_never_sweeps_a_root_ozw_does_not_own(
     root = tmp_path / "ws"
     root.mkdir()
     (root / "operator-files").mkdir()
-    backend = make_backend(tmp_path, environ)
-    await backend.check()
+    backend = await checked_backend(tmp_path, environ)
     assert not (root / ROOT_MARKER).exists()
     assert await run_task(backend, make_params()) is ExecuteResult.COMPLETED
     await backend.aclose()

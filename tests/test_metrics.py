@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from ozw.backends.base import Backend
 from ozw.config import parse_address
+from ozw.dev.server import DispatchServer
 from ozw.tasks.failures import FailureReason
 from ozw.wire.codec import TaskCancellation, TaskRejected
+from ozw.worker import Worker
 from tests.support.scripted_backend import ScriptedBackend
 from tests.support.worker import (
     assignment,
@@ -53,6 +59,15 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
 BACKEND_AGENT_INVOCATION = (("phase", "backend"), ("reason", "agent_invocation"))
 RECONNECT_DIAL_FAILED = ("oz_worker_websocket_reconnects_total", (("reason", "dial_failed"),))
 RECONNECT_REMOTE_CLOSE = ("oz_worker_websocket_reconnects_total", (("reason", "remote_close"),))
+
+
+@asynccontextmanager
+async def metrics_worker(backend: Backend) -> AsyncIterator[tuple[DispatchServer, Worker, int]]:
+    """A worker serving ``/metrics`` on a free port: its server, itself and that port."""
+    async with running_worker(backend, metrics_addr="127.0.0.1:0") as local:
+        port = local.worker.metrics_port
+        assert port is not None
+        yield local.server, local.worker, port
 
 
 def test_parse_address() -> None:
@@ -130,10 +145,7 @@ async def test_a_client_resetting_mid_request_does_not_hurt_the_worker() -> None
     import struct
 
     backend = ScriptedBackend()
-    async with running_worker(backend, metrics_addr="127.0.0.1:0") as local:
-        server, worker = local.server, local.worker
-        port = worker.metrics_port
-        assert port is not None
+    async with metrics_worker(backend) as (server, _, port):
         with trio.fail_after(10):
             for _ in range(3):
                 sock = trio.socket.socket()
@@ -189,9 +201,7 @@ CATALOG = {
 
 
 async def test_every_series_of_the_catalog_is_there_at_zero_from_start_up() -> None:
-    async with running_worker(ScriptedBackend(), metrics_addr="127.0.0.1:0") as local:
-        port = local.worker.metrics_port
-        assert port is not None
+    async with metrics_worker(ScriptedBackend()) as (_, _, port):
         with trio.fail_after(10):
             series = await scrape(port)
     assert {name for name, _ in series} == CATALOG
@@ -222,10 +232,7 @@ async def test_every_series_of_the_catalog_is_there_at_zero_from_start_up() -> N
 
 async def test_teardown_waiting_execution_and_stopping_failures_have_go_labels() -> None:
     backend = ScriptedBackend()
-    async with running_worker(backend, metrics_addr="127.0.0.1:0") as local:
-        server, worker = local.server, local.worker
-        port = worker.metrics_port
-        assert port is not None
+    async with metrics_worker(backend) as (server, worker, port):
         with trio.fail_after(10):
             await server.send(assignment("clean", "teardown-fail"))
             await server.wait_for(terminal_for("clean"))

@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.support import tinyproxy as proxying
 from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
-from tests.support.tinyproxy import (
-    local_address,
-    local_name,
-    make_tls,
-    running_tinyproxy,
-    server_url,
-    start_dispatch_server,
-)
 from tests.support.worker import API_KEY
 
 pytestmark = pytest.mark.slow
@@ -57,13 +50,17 @@ def proxy_free_env(**extra: str) -> dict[str, str]:
 
 
 async def test_ozw_run_dials_wss_through_https_proxy_with_credentials(tmp_path: Path) -> None:
-    tls = make_tls(tmp_path)
+    tls = proxying.make_tls(tmp_path)
     async with (
-        running_tinyproxy(tmp_path / "proxy", basic_auth=("worker", PASSWORD)) as tinyproxy,
+        proxying.running_tinyproxy(
+            tmp_path / "proxy", basic_auth=("worker", PASSWORD)
+        ) as tinyproxy,
         trio.open_nursery() as nursery,
     ):
-        server = await start_dispatch_server(nursery, tls=tls, host=local_address())
-        url = server_url(server, local_name())
+        server = await proxying.start_dispatch_server(
+            nursery, tls=tls, host=proxying.local_address()
+        )
+        url = proxying.server_url(server, proxying.local_name())
         env = proxy_free_env(
             HTTPS_PROXY=tinyproxy.url(f"worker:{PASSWORD}"),
             NO_PROXY="example.org",
@@ -77,17 +74,22 @@ async def test_ozw_run_dials_wss_through_https_proxy_with_credentials(tmp_path: 
             await server.wait_connected()
             ozw.send_signal(signal.SIGTERM)
             assert await ozw.wait() == 0
-        assert await tinyproxy.tunnels() == [f"{local_name()}:{server.port}"]
+        assert await tinyproxy.tunnels() == [f"{proxying.local_name()}:{server.port}"]
         assert PASSWORD not in ozw.log
         assert "Traceback" not in ozw.log
         nursery.cancel_scope.cancel()
 
 
 async def test_no_proxy_sends_ozw_run_straight_to_the_server(tmp_path: Path) -> None:
-    async with running_tinyproxy(tmp_path / "proxy") as tinyproxy, trio.open_nursery() as nursery:
-        server = await start_dispatch_server(nursery, host=local_address())
-        url = server_url(server, local_name())
-        env = proxy_free_env(http_proxy=tinyproxy.url(), no_proxy=f"example.org, {local_name()}")
+    async with (
+        proxying.running_tinyproxy(tmp_path / "proxy") as tinyproxy,
+        trio.open_nursery() as nursery,
+    ):
+        server = await proxying.start_dispatch_server(nursery, host=proxying.local_address())
+        url = proxying.server_url(server, proxying.local_name())
+        env = proxy_free_env(
+            http_proxy=tinyproxy.url(), no_proxy=f"example.org, {proxying.local_name()}"
+        )
         ozw = OzwProcess(["--config", str(write_config(tmp_path, url))], env)
         await nursery.start(ozw.run)
         with trio.fail_after(30):
@@ -103,10 +105,12 @@ async def test_no_proxy_sends_ozw_run_straight_to_the_server(tmp_path: Path) -> 
 @pytest.mark.parametrize("where", ["file", "flag"])
 async def test_the_proxy_setting_wins_over_the_environment(tmp_path: Path, where: str) -> None:
     async with (
-        running_tinyproxy(tmp_path / "proxy", basic_auth=("worker", PASSWORD)) as tinyproxy,
+        proxying.running_tinyproxy(
+            tmp_path / "proxy", basic_auth=("worker", PASSWORD)
+        ) as tinyproxy,
         trio.open_nursery() as nursery,
     ):
-        server = await start_dispatch_server(nursery)
+        server = await proxying.start_dispatch_server(nursery)
         proxy_url = tinyproxy.url(f"worker:{PASSWORD}")
         in_file = f'proxy_url = "{proxy_url}"' if where == "file" else ""
         args = ["--config", str(write_config(tmp_path, server.url, in_file))]

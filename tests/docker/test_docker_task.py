@@ -170,7 +170,7 @@ async def test_non_zero_exit_is_container_exit_and_the_container_is_removed(
     [
         ("oom", 0.02, FailureReason.CONTAINER_OOM, "ran out of memory"),
         # The engine's event log is asked for a late OOM report; none comes.
-        ("exit:137", 0.5, FailureReason.CONTAINER_EXIT, "the agent exited with exit code 137"),
+        ("exit:137", 0.5, FailureReason.CONTAINER_EXIT, "(exit code 137)"),
     ],
 )
 @on_both_loops
