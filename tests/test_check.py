@@ -14,11 +14,15 @@ import trio
 
 from ozw.cli.check import dispatch_command_check
 from ozw.dev.server import DispatchServer
-from ozw.link.connection import Connection
-from ozw.link.outbox import Outbox
 from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
 from tests.support.tinyproxy import running_tinyproxy
-from tests.support.worker import API_KEY, fast_settings, start_server, start_stoppable_server
+from tests.support.worker import (
+    API_KEY,
+    dial_once,
+    fast_settings,
+    start_server,
+    start_stoppable_server,
+)
 from tests.test_metrics import http_get
 
 
@@ -267,16 +271,8 @@ async def test_a_failed_handshake_is_never_logged_without_its_cause(
             (silent_port, "cannot connect: no answer to the WebSocket handshake in time"),
             (stopped.port, "Connection refused"),
         ):
-            connection = Connection(
-                fast_settings(f"ws://127.0.0.1:{port}/ws", connect_timeout=0.2),
-                Outbox(),
-                lambda _: None,
-            )
-            async with trio.open_nursery() as inner:
-                inner.start_soon(connection.run)
-                with trio.fail_after(20):
-                    await connection.wait_failed_attempt()
-                await connection.close()
+            settings = fast_settings(f"ws://127.0.0.1:{port}/ws", connect_timeout=0.2)
+            connection = await dial_once(settings, succeed=False)
             assert cause in (connection.last_error or ""), connection.last_error
         nursery.cancel_scope.cancel()
     assert "HandshakeError" not in caplog.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import re
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -386,29 +385,6 @@ def test_every_usage_error_is_one_line(tmp_path: Path, args: list[str], expected
     result = run_ozw(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert one_error_line(result.stderr).startswith(expected)
-
-
-def test_a_smoke_with_an_unavailable_backend_is_one_line(tmp_path: Path) -> None:
-    config = tmp_path / "direct.toml"
-    config.write_text(
-        f'worker_id = "w"\n[backend.direct]\noz_path = "/nonexistent/oz"\n'
-        f'workspace_root = "{tmp_path / "ws"}"\n'
-    )
-    result = run_ozw("smoke", "--config", str(config), cwd=tmp_path)
-    assert result.returncode == 1
-    assert one_error_line(result.stderr) == (
-        "ozw: error: direct backend: oz CLI /nonexistent/oz does not exist"
-    )
-
-
-def test_a_dev_server_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = run_ozw("dev-server", "--port", str(port), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "Address already in use" in one_error_line(result.stderr)
 
 
 def test_ctrl_c_on_the_dev_server_prints_no_traceback(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from ozw.wire.codec import TaskClaimed, TaskCompleted, TaskRejected
+from tests.support.ozw_command import smoke_task
 from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
 from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 
@@ -53,16 +54,7 @@ def test_smoke_passes_for_the_direct_example_config() -> None:
 
 
 def test_smoke_fails_clearly_with_the_agent_output(tmp_path: Path) -> None:
-    task = tmp_path / "task.json"
-    task.write_text(
-        json.dumps(
-            {
-                "task_id": "bad-1",
-                "task": {"id": "bad-1"},
-                "env_vars": {"OZ_STANDIN_PROMPT": "echo compiling; stderr it broke; exit 5"},
-            }
-        )
-    )
+    task = smoke_task(tmp_path, "bad-1", "echo compiling; stderr it broke; exit 5")
     result = ozw("smoke", "--config", str(direct_config(tmp_path)), "--task", str(task))
     assert result.returncode == 1
     assert "smoke: FAILED: task bad-1 failed (agent_invocation), exit code 5" in result.stdout

@@ -13,16 +13,10 @@ import trio
 
 from ozw.wire.codec import TaskClaimed, TaskCompleted
 from tests.support.procs import alive, processes_carrying, wait_until_gone
-from tests.support.worker import assignment, start_server, terminal_for
-from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
+from tests.support.worker import assignment, terminal_for
+from tests.support.worker_process import start_direct_worker, start_ozw
 
 pytestmark = pytest.mark.slow
-
-
-def write_config(tmp_path: Path, port: int) -> Path:
-    return write_worker_config(
-        tmp_path, port, worker_id="crash-worker", backend=direct_backend(tmp_path, kill_grace="1s")
-    )
 
 
 def read_pids(path: Path) -> list[int]:
@@ -36,9 +30,9 @@ async def test_a_restart_after_kill_9_stops_the_dead_workers_agents_then_sweeps(
     pid_file = tmp_path / "pids"
     workspace = tmp_path / "workspaces" / "crashed"
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0)
-        first = await start_ozw(nursery, config)
+        server, first = await start_direct_worker(
+            nursery, tmp_path, worker_id="crash-worker", kill_grace="1s"
+        )
         with trio.fail_after(30):
             await server.wait_connected()
             task = assignment("crashed")
@@ -65,7 +59,7 @@ async def test_a_restart_after_kill_9_stops_the_dead_workers_agents_then_sweeps(
         assert all(alive(pid) for pid in descendants)
         assert workspace.is_dir()
 
-        second = await start_ozw(nursery, config)
+        second = await start_ozw(nursery, tmp_path / "worker.toml")  # the same worker
         with trio.fail_after(30):
             await second.wait_line("connected")
             stopping = await second.wait_line(r"stopping process group \d+ \(agent\) left running")

@@ -8,6 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.support.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
@@ -15,26 +16,19 @@ from tests.support.ozw_process import REPO, OzwProcess
 from tests.support.pipe_lines import LineReader
 
 
-async def test_ctrl_c_stops_the_dev_server_cleanly_in_one_line() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_ctrl_c_or_sigterm_stops_the_dev_server_cleanly_in_one_line(
+    signum: signal.Signals,
+) -> None:
     async with trio.open_nursery() as nursery:
         dev = await nursery.start(OzwProcess(["dev-server", "--port", "0"], HOST_ENV).run)
         await dev.wait_line("listening on ws://127.0.0.1:")
-        dev.send_signal(signal.SIGINT)
+        dev.send_signal(signum)
         with trio.fail_after(30):
             code = await dev.wait()
     assert code == 0, dev.log
-    assert dev.lines[-1] == "ozw dev-server stopped (SIGINT)"
+    assert dev.lines[-1] == f"ozw dev-server stopped ({signum.name})"
     assert "Traceback" not in dev.log
-
-
-async def test_sigterm_stops_the_dev_server_cleanly() -> None:
-    async with trio.open_nursery() as nursery:
-        dev = await nursery.start(OzwProcess(["dev-server", "--port", "0"], HOST_ENV).run)
-        await dev.wait_line("listening on")
-        dev.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            assert await dev.wait() == 0, dev.log
-    assert dev.lines[-1] == "ozw dev-server stopped (SIGTERM)"
 
 
 def test_a_busy_port_is_one_line_naming_the_address() -> None:

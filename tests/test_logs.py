@@ -13,10 +13,9 @@ import trio
 
 from ozw.telemetry.logs import TaskLog, configure_logging, escape_controls
 from ozw.wire.codec import TaskFailed
-from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
-from tests.support.worker import API_KEY, assignment, start_server, terminal_for
-from tests.support.worker_process import worker_env
-from tests.test_shutdown_process import write_config
+from tests.support.ozw_process import STANDIN_AGENT
+from tests.support.worker import API_KEY, assignment, terminal_for
+from tests.test_shutdown_process import start_worker
 
 
 def capture(fmt: str) -> tuple[io.StringIO, TaskLog]:
@@ -60,10 +59,8 @@ async def test_a_real_worker_logs_why_a_task_failed_with_structured_fields(
 ) -> None:
     secret = f"s3cret-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0, kill_grace="5s", shutdown_grace="30s")
-        args = ["--config", str(config), "--log-format", "json", "--log-level", "debug"]
-        ozw = await nursery.start(OzwProcess(args, worker_env()).run)
+        args = ("--log-format", "json", "--log-level", "debug")
+        server, ozw = await start_worker(nursery, tmp_path, args=args)
         with trio.fail_after(30):
             await server.wait_connected()
             task = assignment("broken", execution_id="exec-7")

@@ -25,7 +25,7 @@ from tests.support.tinyproxy import (
     server_url,
     start_dispatch_server,
 )
-from tests.support.worker import assignment, fast_settings, start_worker, terminal_for
+from tests.support.worker import assignment, dial_once, fast_settings, start_worker, terminal_for
 
 USER, PASSWORD = "alice", "s3cr3tPassw0rd"
 
@@ -89,16 +89,8 @@ async def test_environment_proxy_and_no_proxy_bypass(tmp_path: Path, secure: boo
             before = len(await tinyproxy.tunnels())
             proxy = choose_proxy(url, None, environ)
             assert (proxy is not None) is proxied
-            connection = Connection(
-                fast_settings(url, proxy=proxy, ssl_context=tls.client if tls else None),
-                Outbox(),
-                lambda _: None,
-            )
-            async with trio.open_nursery() as inner:
-                inner.start_soon(connection.run)
-                with trio.fail_after(20):
-                    await connection.wait_connected()
-                await connection.close()
+            settings = fast_settings(url, proxy=proxy, ssl_context=tls.client if tls else None)
+            await dial_once(settings, succeed=True)
             tunnels = (await tinyproxy.tunnels())[before:]
             assert tunnels == ([f"{local_name()}:{server.port}"] if proxied else []), environ
         assert server.connections == 4

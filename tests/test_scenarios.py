@@ -21,15 +21,21 @@ from pathlib import Path
 import pytest
 import trio
 
+from ozw.dev.server import DispatchServer
 from ozw.wire.codec import TaskAssignment, TaskClaimed, TaskCompleted, TaskFailed, WorkerMessage
+from tests.support.ozw_process import OzwProcess
 from tests.support.procs import processes_carrying, wait_until_gone
 from tests.support.worker import (
     assignment,
-    start_server,
     start_stoppable_server,
     terminal_for,
 )
-from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
+from tests.support.worker_process import (
+    direct_backend,
+    start_direct_worker,
+    start_ozw,
+    write_worker_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +44,21 @@ WARM_UP_SECONDS = 6.0
 RSS_GROWTH_LIMIT_KB = 10 * 1024
 
 
+SHUTDOWN_GRACE = 'shutdown_grace = "30s"'
+
+
 def write_config(tmp_path: Path, port: int) -> Path:
+    backend = direct_backend(tmp_path, kill_grace="5s")
     return write_worker_config(
-        tmp_path,
-        port,
-        worker_id="scenario-worker",
-        top='shutdown_grace = "30s"',
-        backend=direct_backend(tmp_path, kill_grace="5s"),
+        tmp_path, port, worker_id="scenario-worker", top=SHUTDOWN_GRACE, backend=backend
+    )
+
+
+async def start_scenario_worker(
+    nursery: trio.Nursery, tmp_path: Path
+) -> tuple[DispatchServer, OzwProcess]:
+    return await start_direct_worker(
+        nursery, tmp_path, worker_id="scenario-worker", kill_grace="5s", top=SHUTDOWN_GRACE
     )
 
 
@@ -104,9 +118,7 @@ async def test_sigterm_with_30_tasks_running_reports_each_once_and_leaves_no_age
     marker = f"ozw-test-{uuid.uuid4()}"
     task_ids = [f"many-{i}" for i in range(30)]
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0)
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_scenario_worker(nursery, tmp_path)
         with trio.fail_after(90):
             await server.wait_connected()
             for task_id in task_ids:
@@ -143,9 +155,7 @@ async def test_a_short_soak_leaks_neither_memory_nor_file_descriptors(
     marker = f"ozw-test-{uuid.uuid4()}"
     batch = 4
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery)
-        config = write_config(tmp_path, server.port or 0)
-        ozw = await start_ozw(nursery, config)
+        server, ozw = await start_scenario_worker(nursery, tmp_path)
         assert ozw.process is not None
         pid = ozw.process.pid
         await server.wait_connected()

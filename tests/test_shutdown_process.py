@@ -21,34 +21,29 @@ from ozw.wire.codec import (
 )
 from tests.support.ozw_process import OzwProcess
 from tests.support.procs import processes_carrying
-from tests.support.worker import API_KEY, assignment, start_server, terminal_for
-from tests.support.worker_process import direct_backend, start_ozw, write_worker_config
+from tests.support.worker import API_KEY, assignment, terminal_for
+from tests.support.worker_process import start_direct_worker
 
 pytestmark = pytest.mark.slow
 
 
-def write_config(tmp_path: Path, port: int, *, kill_grace: str, shutdown_grace: str) -> Path:
+async def start_worker(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    *,
+    kill_grace: str = "5s",
+    shutdown_grace: str = "30s",
+    args: tuple[str, ...] = (),
+) -> tuple[DispatchServer, OzwProcess]:
+    """A dispatch server and a real ``ozw`` configured against it (teardown marks files
+    under ``tmp_path/teardown``)."""
     markers = tmp_path / "teardown"
     markers.mkdir()
-    teardown = f'teardown_command = "echo torn-down > {markers}/$OZ_RUN_ID"'
-    return write_worker_config(
-        tmp_path,
-        port,
-        worker_id="sigint-worker",
+    return await start_direct_worker(
+        nursery, tmp_path, worker_id="sigint-worker", kill_grace=kill_grace,
         top=f'shutdown_grace = "{shutdown_grace}"',
-        backend=direct_backend(tmp_path, kill_grace=kill_grace, extra=teardown),
-    )
-
-
-async def start_worker(
-    nursery: trio.Nursery, tmp_path: Path, *, kill_grace: str = "5s", shutdown_grace: str = "30s"
-) -> tuple[DispatchServer, OzwProcess]:
-    """A dispatch server and a real ``ozw`` configured against it (teardown marks files)."""
-    server = await start_server(nursery)
-    config = write_config(
-        tmp_path, server.port or 0, kill_grace=kill_grace, shutdown_grace=shutdown_grace
-    )
-    return server, await start_ozw(nursery, config)
+        extra=f'teardown_command = "echo torn-down > {markers}/$OZ_RUN_ID"', args=args,
+    )  # fmt: skip
 
 
 async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_path: Path) -> None:
@@ -125,16 +120,21 @@ async def open_gate(gate: Path, steps: str = "echo finished") -> None:
     await trio.Path(gate).write_text(steps)
 
 
+async def start_draining(server: DispatchServer, ozw: OzwProcess, task: TaskAssignment) -> None:
+    """Once ``task``'s agent runs, SIGQUIT: the worker drains."""
+    await server.wait_connected()
+    await server.send(task)
+    await ozw.wait_line(rf"task={task.task_id} agent started")
+    ozw.send_signal(signal.SIGQUIT)
+    await ozw.wait_line("received SIGQUIT: draining")
+
+
 async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path) -> None:
     marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
         server, ozw = await start_worker(nursery, tmp_path)
         with trio.fail_after(30):
-            await server.wait_connected()
-            await server.send(gated("draining", tmp_path / "gate", marker))
-            await ozw.wait_line(r"task=draining agent started")
-            ozw.send_signal(signal.SIGQUIT)
-            await ozw.wait_line("received SIGQUIT: draining")
+            await start_draining(server, ozw, gated("draining", tmp_path / "gate", marker))
             await server.send(assignment("late"))
             await server.wait_for(lambda m: isinstance(m, TaskRejected))
             await open_gate(tmp_path / "gate")
@@ -155,11 +155,7 @@ async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Pa
     async with trio.open_nursery() as nursery:
         server, ozw = await start_worker(nursery, tmp_path)
         with trio.fail_after(30):
-            await server.wait_connected()
-            await server.send(gated("stopped", tmp_path / "gate", marker))
-            await ozw.wait_line(r"task=stopped agent started")
-            ozw.send_signal(signal.SIGQUIT)
-            await ozw.wait_line("received SIGQUIT: draining")
+            await start_draining(server, ozw, gated("stopped", tmp_path / "gate", marker))
             ozw.send_signal(signal.SIGTERM)
             assert await ozw.wait() == 0
         messages = server.messages_for("stopped")

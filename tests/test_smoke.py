@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from tests.support.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw
+from tests.support.ozw_command import HOST_ENV, OZW, one_error_line, run_ozw, smoke_task
 from tests.support.ozw_process import REPO, STANDIN_AGENT
 from tests.support.pipe_lines import LineReader
 
@@ -66,18 +65,9 @@ def test_a_timeout_is_reported_within_timeout_and_kill_grace(tmp_path: Path) -> 
         f'worker_id = "smoke-test"\n[backend.direct]\nworkspace_root = "{tmp_path / "ws"}"\n'
         f'oz_path = "{STANDIN_AGENT}"\nkill_grace = "1s"\n'
     )
-    task = tmp_path / "task.json"
     # An agent that ignores SIGTERM: only the kill after kill_grace ends it.
     prompt = "echo working; ignore sigterm; sleep 120"
-    task.write_text(
-        json.dumps(
-            {
-                "task_id": "slow-1",
-                "task": {"id": "slow-1"},
-                "env_vars": {"OZ_STANDIN_PROMPT": prompt},
-            }
-        )
-    )
+    task = smoke_task(tmp_path, "slow-1", prompt)
     result = run_ozw(
         "smoke", "--config", str(config), "--task", str(task), "--timeout", "2s", cwd=tmp_path
     )
@@ -110,16 +100,7 @@ async def test_ctrl_c_stops_the_smoke_run_in_one_line_with_exit_130(tmp_path: Pa
         f'worker_id = "smoke-test"\n[backend.direct]\nworkspace_root = "{tmp_path / "ws"}"\n'
         f'oz_path = "{STANDIN_AGENT}"\nkill_grace = "1s"\n'
     )
-    task = tmp_path / "task.json"
-    task.write_text(
-        json.dumps(
-            {
-                "task_id": "long-1",
-                "task": {"id": "long-1"},
-                "env_vars": {"OZ_STANDIN_PROMPT": "echo started; sleep 120"},
-            }
-        )
-    )
+    task = smoke_task(tmp_path, "long-1", "echo started; sleep 120")
     argv = [str(OZW), "smoke", "--config", str(config), "--task", str(task), "--timeout", "5m"]
     smoke = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=HOST_ENV

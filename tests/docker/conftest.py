@@ -209,7 +209,7 @@ def load_foreign_image(engine: Engine, tag: str, rootfs: bytes, architecture: st
 
 @attrs.frozen
 class Images:
-    """The test images, by reference (all present on the engine)."""
+    """The test images, by reference (the ``images`` fixture imports them all)."""
 
     task: str
     wrapped: str
@@ -218,6 +218,18 @@ class Images:
     extra: str
     foreign: str
     prefix: str
+
+    @classmethod
+    def named(cls, prefix: str) -> Images:
+        """The references of every test image under ``prefix`` (importing is the caller's)."""
+        return cls(
+            task=f"{prefix}/task:1",
+            wrapped=f"{prefix}/wrapped:1",
+            agent=f"{prefix}/agent:1",
+            extra=f"{prefix}/extra:1",
+            foreign=f"{prefix}/foreign-arm64:1",
+            prefix=prefix,
+        )
 
     def fresh_sidecar(self, engine: Engine, label: str) -> str:
         """A new agent sidecar image (new ID, so its volume is new) for one test."""
@@ -239,14 +251,7 @@ def images(engine: Engine) -> Iterator[Images]:
     """A busybox task image, the stand-in agent sidecar, an extra sidecar, a foreign image."""
     prefix = f"ozwtest-{uuid.uuid4().hex[:6]}"
     rootfs = busybox_rootfs()
-    built = Images(
-        task=f"{prefix}/task:1",
-        wrapped=f"{prefix}/wrapped:1",
-        agent=f"{prefix}/agent:1",
-        extra=f"{prefix}/extra:1",
-        foreign=f"{prefix}/foreign-arm64:1",
-        prefix=prefix,
-    )
+    built = Images.named(prefix)
     import_image(engine, built.task, rootfs)
     wrapped = busybox_rootfs({"/wrapper.sh": (WRAPPER, 0o755)})
     import_image(engine, built.wrapped, wrapped, 'ENTRYPOINT ["/wrapper.sh"]')

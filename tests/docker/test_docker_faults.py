@@ -111,14 +111,7 @@ def restartable(request: pytest.FixtureRequest) -> Iterator[tuple[PrivateDockerd
     try:
         engine = Engine(daemon.host, private=True)
         prefix = f"ozwrestart-{uuid.uuid4().hex[:6]}"
-        images = Images(
-            task=f"{prefix}/task:1",
-            wrapped=f"{prefix}/task:1",
-            agent=f"{prefix}/agent:1",
-            extra=f"{prefix}/agent:1",
-            foreign=f"{prefix}/task:1",
-            prefix=prefix,
-        )
+        images = Images.named(prefix)  # only the task and agent images are imported
         import_image(engine, images.task, busybox_rootfs())
         import_image(engine, images.agent, _agent_rootfs())
         yield daemon, engine, images

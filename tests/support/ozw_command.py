@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,3 +43,12 @@ def one_error_line(stderr: str) -> str:
     assert "Traceback" not in stderr
     assert lines[0].startswith("ozw: error: "), stderr
     return lines[0]
+
+
+def smoke_task(directory: Path, task_id: str, prompt: str) -> Path:
+    """A task file for ``ozw smoke --task``: ``task_id``, whose stand-in agent runs
+    ``prompt`` (``OZ_STANDIN_PROMPT``)."""
+    path = directory / "task.json"
+    task = {"task_id": task_id, "task": {"id": task_id}, "env_vars": {"OZ_STANDIN_PROMPT": prompt}}
+    path.write_text(json.dumps(task))
+    return path

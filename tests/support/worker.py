@@ -13,7 +13,8 @@ from ozw.backends.base import Backend
 from ozw.config import WorkerConfig
 from ozw.dev.local import LocalWorker, open_local_worker
 from ozw.dev.server import DispatchServer
-from ozw.link.connection import ConnectionSettings
+from ozw.link.connection import Connection, ConnectionSettings
+from ozw.link.outbox import Outbox
 from ozw.wire.codec import Task, TaskAssignment, TaskCompleted, TaskFailed, WorkerMessage
 from ozw.worker import Worker
 
@@ -32,6 +33,20 @@ FAST_TIMINGS: Final = {
 def fast_settings(url: str, worker_id: str = "w1", **overrides: Any) -> ConnectionSettings:
     """Connection settings with :data:`FAST_TIMINGS`."""
     return ConnectionSettings(url, worker_id, API_KEY, **{**FAST_TIMINGS, **overrides})
+
+
+async def dial_once(settings: ConnectionSettings, *, succeed: bool) -> Connection:
+    """A connection run until it connects (``succeed``) or a dial fails, then closed."""
+    connection = Connection(settings, Outbox(), lambda _: None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        with trio.fail_after(20):
+            if succeed:
+                await connection.wait_connected()
+            else:
+                await connection.wait_failed_attempt()
+        await connection.close()
+    return connection
 
 
 @contextlib.asynccontextmanager

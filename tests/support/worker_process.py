@@ -8,8 +8,9 @@ from pathlib import Path
 
 import trio
 
+from ozw.dev.server import DispatchServer
 from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
-from tests.support.worker import API_KEY
+from tests.support.worker import API_KEY, start_server
 
 
 def worker_env(*, drop: tuple[str, ...] = ()) -> dict[str, str]:
@@ -59,3 +60,24 @@ async def start_ozw(
     process = OzwProcess(["--config", str(config)], worker_env() if env is None else env)
     started: OzwProcess = await nursery.start(process.run)
     return started
+
+
+async def start_direct_worker(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    *,
+    worker_id: str,
+    kill_grace: str,
+    top: str = "",
+    extra: str = "",
+    args: tuple[str, ...] = (),
+) -> tuple[DispatchServer, OzwProcess]:
+    """A local dispatch server and a real ``ozw --config tmp_path/worker.toml ARGS`` on
+    the direct backend (``top``: top-level keys; ``extra``: lines of its table) dialling it."""
+    server = await start_server(nursery)
+    backend = direct_backend(tmp_path, kill_grace=kill_grace, extra=extra)
+    config = write_worker_config(
+        tmp_path, server.port or 0, worker_id=worker_id, backend=backend, top=top
+    )
+    process = OzwProcess(["--config", str(config), *args], worker_env())
+    return server, await nursery.start(process.run)
