@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -335,47 +336,6 @@ def test_frame_errors(text: str | bytes, expected: str) -> None:
             "task_assignment.task.owner.Type: expected a string, got a number",
         ),
         (
-            {
-                "task_id": "a",
-                "task": {"id": "a", "agent_config_snapshot": {"idle_timeout_minutes": "5"}},
-            },
-            "task_assignment.task.agent_config_snapshot.idle_timeout_minutes: "
-            "expected an integer, got a string",
-        ),
-        (
-            {
-                "task_id": "a",
-                "task": {"id": "a", "agent_config_snapshot": {"idle_timeout_minutes": 1.5}},
-            },
-            "task_assignment.task.agent_config_snapshot.idle_timeout_minutes: "
-            "expected an integer, got a fractional number",
-        ),
-        (
-            {
-                "task_id": "a",
-                "task": {"id": "a", "agent_config_snapshot": {"snapshot_disabled": "true"}},
-            },
-            "task_assignment.task.agent_config_snapshot.snapshot_disabled: "
-            "expected true or false, got a string",
-        ),
-        (
-            {
-                "task_id": "a",
-                "task": {"id": "a", "agent_config_snapshot": {"computer_use_enabled": 1}},
-            },
-            "task_assignment.task.agent_config_snapshot.computer_use_enabled: "
-            "expected true or false, got a number",
-        ),
-        (
-            {"task_id": "a", "task": {"id": "a", "agent_config_snapshot": {"mcp_servers": []}}},
-            "task_assignment.task.agent_config_snapshot.mcp_servers: "
-            "expected an object, got an array",
-        ),
-        (
-            {"task_id": "a", "task": {"id": "a", "agent_config_snapshot": {"harness": "claude"}}},
-            "task_assignment.task.agent_config_snapshot.harness: expected an object, got a string",
-        ),
-        (
             {"task_id": "a", "task": {"id": "a"}, "additional_oz_args": ["--x", 3]},
             "task_assignment.additional_oz_args[1]: expected a string, got a number",
         ),
@@ -437,6 +397,23 @@ def test_frame_errors(text: str | bytes, expected: str) -> None:
     ],
 )
 def test_assignment_errors(data: dict[str, Any], expected: str) -> None:
+    assert decode_error(frame("task_assignment", data)) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("idle_timeout_minutes", "5", "expected an integer, got a string"),
+        ("idle_timeout_minutes", 1.5, "expected an integer, got a fractional number"),
+        ("snapshot_disabled", "true", "expected true or false, got a string"),
+        ("computer_use_enabled", 1, "expected true or false, got a number"),
+        ("mcp_servers", [], "expected an object, got an array"),
+        ("harness", "claude", "expected an object, got a string"),
+    ],
+)
+def test_agent_config_snapshot_errors(field: str, value: Any, problem: str) -> None:
+    data = {"task_id": "a", "task": {"id": "a", "agent_config_snapshot": {field: value}}}
+    expected = f"task_assignment.task.agent_config_snapshot.{field}: {problem}"
     assert decode_error(frame("task_assignment", data)) == expected
 
 
@@ -635,16 +612,25 @@ assignment_like = st.fixed_dictionaries(
 )
 
 
-def check_server_decode(text: str | bytes) -> None:
-    problem: str | None = None
+Decoded = TypeVar("Decoded")
+
+
+def decoded_or_refused(
+    decode: Callable[[str | bytes], Decoded], text: str | bytes
+) -> Decoded | None:
+    """``decode(text)``, or None when it refuses ``text`` with a one-line ProtocolError."""
+    problem = ""
     try:
-        message = decode_server_message(text)
+        return decode(text)
     except ProtocolError as exc:
         problem = str(exc)
-    if problem is not None:
-        assert len(problem.splitlines()) == 1
-        return
-    assert isinstance(message, TaskAssignment | TaskCancellation | UnknownMessage)
+    assert len(problem.splitlines()) == 1
+    return None
+
+
+def check_server_decode(text: str | bytes) -> None:
+    message = decoded_or_refused(decode_server_message, text)
+    assert isinstance(message, TaskAssignment | TaskCancellation | UnknownMessage | None)
     if isinstance(message, TaskAssignment | TaskCancellation):
         # Whatever decoded also encodes, and decodes again to the same value.
         again: ServerMessage = decode_server_message(encode_message(message))
@@ -652,15 +638,9 @@ def check_server_decode(text: str | bytes) -> None:
 
 
 def check_worker_decode(text: str | bytes) -> None:
-    problem: str | None = None
-    try:
-        message = decode_worker_message(text)
-    except ProtocolError as exc:
-        problem = str(exc)
-    if problem is not None:
-        assert len(problem.splitlines()) == 1
-        return
-    assert decode_worker_message(encode_message(message)) == message
+    message = decoded_or_refused(decode_worker_message, text)
+    if message is not None:
+        assert decode_worker_message(encode_message(message)) == message
 
 
 @given(st.text())

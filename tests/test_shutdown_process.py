@@ -120,21 +120,26 @@ async def open_gate(gate: Path, steps: str = "echo finished") -> None:
     await trio.Path(gate).write_text(steps)
 
 
-async def start_draining(server: DispatchServer, ozw: OzwProcess, task: TaskAssignment) -> None:
-    """Once ``task``'s agent runs, SIGQUIT: the worker drains."""
-    await server.wait_connected()
-    await server.send(task)
-    await ozw.wait_line(rf"task={task.task_id} agent started")
-    ozw.send_signal(signal.SIGQUIT)
-    await ozw.wait_line("received SIGQUIT: draining")
+async def start_draining(
+    nursery: trio.Nursery, tmp_path: Path, task_id: str
+) -> tuple[DispatchServer, OzwProcess, str]:
+    """A worker whose task ``task_id`` waits at ``tmp_path/gate``, then SIGQUIT: it drains.
+    The server, the worker, and the marker of the task's processes."""
+    marker = f"ozw-test-{uuid.uuid4()}"
+    server, ozw = await start_worker(nursery, tmp_path)
+    with trio.fail_after(30):
+        await server.wait_connected()
+        await server.send(gated(task_id, tmp_path / "gate", marker))
+        await ozw.wait_line(rf"task={task_id} agent started")
+        ozw.send_signal(signal.SIGQUIT)
+        await ozw.wait_line("received SIGQUIT: draining")
+    return server, ozw, marker
 
 
 async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path) -> None:
-    marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server, ozw = await start_worker(nursery, tmp_path)
+        server, ozw, marker = await start_draining(nursery, tmp_path, "draining")
         with trio.fail_after(30):
-            await start_draining(server, ozw, gated("draining", tmp_path / "gate", marker))
             await server.send(assignment("late"))
             await server.wait_for(lambda m: isinstance(m, TaskRejected))
             await open_gate(tmp_path / "gate")
@@ -151,11 +156,9 @@ async def test_sigquit_drains_running_tasks_finish_and_it_exits_0(tmp_path: Path
 
 
 async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Path) -> None:
-    marker = f"ozw-test-{uuid.uuid4()}"
     async with trio.open_nursery() as nursery:
-        server, ozw = await start_worker(nursery, tmp_path)
+        server, ozw, marker = await start_draining(nursery, tmp_path, "stopped")
         with trio.fail_after(30):
-            await start_draining(server, ozw, gated("stopped", tmp_path / "gate", marker))
             ozw.send_signal(signal.SIGTERM)
             assert await ozw.wait() == 0
         messages = server.messages_for("stopped")

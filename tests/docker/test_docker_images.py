@@ -50,7 +50,7 @@ async def test_bad_references_and_sidecars_are_refused_before_any_command(
         (
             make_params("t", images.task, sidecars=[Sidecar(images.agent, "")]),
             FailureReason.SIDECAR_PREP,
-            "empty mount path",
+            "mount path '' is empty",
         ),
         (
             make_params(
