@@ -49,16 +49,16 @@ class OneBackend(Backend):
     name = "one"
     teardown_timeout = 5.0
 
-    def __init__(self) -> None:
+    def __init__(self, *, teardown_hangs: bool = False, block: bool = False) -> None:
         self.log: list[str] = []
         self.executing = trio.Event()
         self.tearing_down = trio.Event()
         self.setup_error: BaseException | None = None
         self.execute_error: BaseException | None = None
         self.teardown_error: BaseException | None = None
-        self.teardown_hangs = False
+        self.teardown_hangs = teardown_hangs
         self.teardown_takes = 0.0
-        self.block = False
+        self.block = block
         self.run_class: type[OneRun] = OneRun
 
     def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
@@ -158,8 +158,7 @@ async def test_teardown_failure_never_changes_the_result() -> None:
     backend = OneBackend()
     backend.teardown_error = RuntimeError("cleanup script exploded")
     outcome = await run_task(backend, control())
-    assert outcome.result == "completed"
-    assert outcome.teardown_failed
+    assert (outcome.result, outcome.teardown_failed) == ("completed", True)
 
 
 async def test_a_failure_wrapped_in_an_exception_group_is_still_classified() -> None:
@@ -224,8 +223,7 @@ async def test_a_backend_reported_cancellation_carries_go_s_message() -> None:
 
 
 async def test_task_timeout(autojump_clock: trio.testing.MockClock) -> None:
-    backend = OneBackend()
-    backend.block = True
+    backend = OneBackend(block=True)
     start = trio.current_time()
     outcome = await run_task(backend, control(), task_timeout=90)
     assert trio.current_time() - start == 90
@@ -237,21 +235,18 @@ async def test_task_timeout(autojump_clock: trio.testing.MockClock) -> None:
 async def test_hanging_teardown_is_bounded_and_counted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = OneBackend()
-    backend.teardown_hangs = True
+    backend = OneBackend(teardown_hangs=True)
     start = trio.current_time()
     outcome = await run_task(backend, control())
     # The backend's teardown deadline plus the lifecycle's margin.
     assert trio.current_time() - start == backend.teardown_timeout + 15
-    assert outcome.result == "completed"
-    assert outcome.teardown_failed
+    assert (outcome.result, outcome.teardown_failed) == ("completed", True)
 
 
 async def test_teardown_runs_even_when_the_surrounding_scope_is_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = OneBackend()
-    backend.block = True
+    backend = OneBackend(block=True)
     task = control()
     with trio.CancelScope() as outer:
         async with trio.open_nursery() as nursery:
@@ -264,8 +259,7 @@ async def test_teardown_runs_even_when_the_surrounding_scope_is_cancelled(
 async def test_forced_stop_cancels_a_hanging_teardown(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = OneBackend()
-    backend.teardown_hangs = True
+    backend = OneBackend(teardown_hangs=True)
     task = control()
 
     async def force() -> None:
@@ -368,20 +362,17 @@ async def test_the_task_deadline_does_not_bound_a_completed_tasks_teardown(
 async def test_a_forced_stop_cancels_a_completed_tasks_hanging_teardown(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = OneBackend()
-    backend.teardown_hangs = True
+    backend = OneBackend(teardown_hangs=True)
     task = control()
     outcome = await run_acting(backend, task, backend.tearing_down, task.force_stop)
     assert trio.current_time() < 1
-    assert outcome.result == "completed"
-    assert outcome.teardown_failed
+    assert (outcome.result, outcome.teardown_failed) == ("completed", True)
 
 
 async def test_a_forced_stop_before_teardown_cancels_the_teardown_too(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = OneBackend()
-    backend.teardown_hangs = True
+    backend = OneBackend(teardown_hangs=True)
     task = control()
     outcome = await stopped_while_executing(backend, task, task.force_stop)
     assert trio.current_time() < 1

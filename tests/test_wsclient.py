@@ -135,53 +135,54 @@ async def test_a_server_close_ends_reading_after_the_messages_before_it() -> Non
     assert close_text(caught.value.reason) == "code 4000 (private reserved): going away for a test"
 
 
-async def test_our_close_is_a_close_handshake_the_server_sees() -> None:
-    closed: list[tws.CloseReason | None] = []
-    seen_close = trio.Event()
+class ClosingServer:
+    """A trio-websocket server handler that sends ``first`` (if any), then reads until
+    the client closes, and records why."""
 
-    async def handler(request: tws.WebSocketRequest) -> None:
+    def __init__(self, first: str | None = None) -> None:
+        self.first = first
+        self.closed = trio.Event()
+        self.reason: tws.CloseReason | None = None
+
+    async def handler(self, request: tws.WebSocketRequest) -> None:
         ws = await request.accept()
+        if self.first is not None:
+            await ws.send_message(self.first)
         try:
             await ws.get_message()
         except tws.ConnectionClosed as exc:
-            closed.append(exc.reason)
-            seen_close.set()
+            self.reason = exc.reason
+            self.closed.set()
 
-    async with serving(handler) as port:
+    async def close_reason(self) -> tws.CloseReason:
+        with trio.fail_after(10):
+            await self.closed.wait()
+        assert self.reason is not None
+        return self.reason
+
+
+async def test_our_close_is_a_close_handshake_the_server_sees() -> None:
+    server = ClosingServer()
+    async with serving(server.handler) as port:
         async with dial(port) as ws:
             with trio.fail_after(10):
                 await ws.aclose(code=1000, reason="worker shutting down")
-        with trio.fail_after(10):
-            await seen_close.wait()
-    assert closed[0] is not None
-    assert (closed[0].code, closed[0].reason) == (1000, "worker shutting down")
+        reason = await server.close_reason()
+    assert (reason.code, reason.reason) == (1000, "worker shutting down")
     with pytest.raises(ConnectionClosed):
         await ws.send_message("too late")
 
 
 async def test_a_message_over_the_limit_closes_with_1009() -> None:
-    closed: list[tws.CloseReason | None] = []
-    seen_close = trio.Event()
-
-    async def handler(request: tws.WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.send_message("x" * 5000)
-        try:
-            await ws.get_message()
-        except tws.ConnectionClosed as exc:
-            closed.append(exc.reason)
-            seen_close.set()
-
-    async with serving(handler) as port:
+    server = ClosingServer(first="x" * 5000)
+    async with serving(server.handler) as port:
         async with dial(port, max_message_size=1000) as ws:
             with pytest.raises(ConnectionClosed) as caught:
                 await ws.get_message()
-        with trio.fail_after(10):
-            await seen_close.wait()
+        reason = await server.close_reason()
     assert caught.value.reason is not None
     assert caught.value.reason.code == 1009
-    assert closed[0] is not None
-    assert closed[0].code == 1009
+    assert reason.code == 1009
 
 
 async def test_a_dropped_connection_is_closed_with_1006() -> None:
