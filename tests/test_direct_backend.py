@@ -60,16 +60,14 @@ BASE_ARGS = (
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
+    path = made_dir(tmp_path / "home")
     return path
 
 
 @pytest.fixture
 def environ(home: Path, tmp_path: Path) -> dict[str, str]:
     """The worker's environment: with secrets that must never reach the agent."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    tmp = made_dir(tmp_path / "tmp")
     return {
         "HOME": str(home),
         "PATH": TEST_PATH,
@@ -102,6 +100,11 @@ def marker() -> str:
     return f"ozw-test-{uuid.uuid4()}"
 
 
+def made_dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def touch(path: Path) -> str:
     """A command that creates ``path``: proof that it ran."""
     return f"touch {shlex.quote(str(path))}"
@@ -116,7 +119,8 @@ async def checked_backend(
     tmp_path: Path, environ: Mapping[str, str], **config: Any
 ) -> DirectBackend:
     """A backend past its start-up check (which creates the workspace root)."""
-    backend = await checked_backend(tmp_path, environ, **config)
+    backend = make_backend(tmp_path, environ, **config)
+    await backend.check()
     return backend
 
 
@@ -178,8 +182,7 @@ async def test_check_accepts_a_good_setup_and_creates_the_root(
 
 @on_both_loops
 async def test_check_finds_oz_on_path(tmp_path: Path, environ: dict[str, str]) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir = made_dir(tmp_path / "bin")
     (bin_dir / "oz").symlink_to(AGENT)
     environ["PATH"] = f"{bin_dir}{os.pathsep}{TEST_PATH}"
     backend = await checked_backend(tmp_path, environ, oz_path=None)
@@ -616,9 +619,8 @@ async def test_unsafe_task_ids_fail_workspace_setup(
 async def test_symlink_in_the_root_is_never_followed(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
     backend = await checked_backend(tmp_path, environ)
+    outside = Path(tempfile.mkdtemp(dir=tmp_path))
     (tmp_path / "ws" / "evil").symlink_to(outside)
     result = failure(await run_task(backend, make_params("evil")))
     assert result.reason is FailureReason.WORKSPACE_SETUP
@@ -630,8 +632,7 @@ async def test_symlink_in_the_root_is_never_followed(
 async def test_target_dir_is_shared_kept_and_gets_no_files(
     tmp_path: Path, environ: dict[str, str], home: Path
 ) -> None:
-    target = tmp_path / "project"
-    target.mkdir()
+    target = made_dir(tmp_path / "project")
     (target / "keep.txt").write_text("mine")
     record = tmp_path / "record.json"
     backend = await checked_backend(tmp_path, environ, target_dir=str(target))
@@ -727,8 +728,7 @@ async def test_a_go_workers_workspace_is_reused_and_never_deleted(
 async def test_a_file_or_symlink_at_the_workspace_name_is_refused(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    root = tmp_path / "ws"
-    root.mkdir()
+    root = made_dir(tmp_path / "ws")
     (root / "file").write_text("x")
     (root / "link").symlink_to(tmp_path)
     backend = make_backend(tmp_path, environ)
@@ -744,8 +744,7 @@ async def test_a_file_or_symlink_at_the_workspace_name_is_refused(
 async def test_task_id_at_the_name_limit_works_in_both_modes(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    target = tmp_path / "project"
-    target.mkdir()
+    target = made_dir(tmp_path / "project")
     task_id = "t" * os.pathconf(tmp_path, "PC_NAME_MAX")
     record = tmp_path / "record.json"
     params = make_params(task_id, env={"OZ_STANDIN_RECORD": str(record)})
@@ -797,8 +796,7 @@ async def test_aclose_removes_lingering_workspaces_and_crash_leftovers(
     busy.mkdir()
     busy_fd = os.open(busy, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(busy_fd, fcntl.LOCK_EX)  # as another live worker would hold it
-    outside = tmp_path / "outside"
-    outside.mkdir()
+    outside = made_dir(tmp_path / "outside")
     (root / "link").symlink_to(outside)
 
     run = backend.open_task(make_params(), TaskLog("run-1"))
@@ -819,8 +817,7 @@ async def test_aclose_removes_lingering_workspaces_and_crash_leftovers(
 async def test_aclose_never_sweeps_a_root_ozw_does_not_own(
     tmp_path: Path, environ: dict[str, str]
 ) -> None:
-    root = tmp_path / "ws"
-    root.mkdir()
+    root = made_dir(tmp_path / "ws")
     (root / "operator-files").mkdir()
     backend = await checked_backend(tmp_path, environ)
     assert not (root / ROOT_MARKER).exists()
@@ -854,11 +851,9 @@ async def test_kill_all_stops_a_running_agent_at_once(
 async def test_with_target_dir_a_dead_runs_private_directories_are_swept_at_start_up(
     tmp_path: Path, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    system_tmp = tmp_path / "system-tmp"
-    system_tmp.mkdir()
+    system_tmp = made_dir(tmp_path / "system-tmp")
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
-    target = tmp_path / "project"
-    target.mkdir()
+    target = made_dir(tmp_path / "project")
     live = make_backend(tmp_path, environ, target_dir=str(target))
     await live.recover()
     run = live.open_task(make_params("live"), TaskLog("live"))

@@ -294,11 +294,11 @@ async def test_worker_keeps_dialling_until_the_server_appears() -> None:
 async def test_handed_off_task_reports_nothing_and_a_later_cancel_reaches_the_backend() -> None:
     backend = ScriptedBackend()
     async with running_worker(backend, max_concurrent_tasks=1) as local:
-        server, worker = local.server, local.worker
+        server, supervisor = local.server, local.worker.supervisor
         with trio.fail_after(10):
             await server.send(assignment("h", "handoff"))
             await backend.torn_down["h"].wait()
-            await worker.supervisor.wait_idle()
+            await supervisor.wait_idle()
             # The slot is free at once: the next task is claimed, not rejected.
             await server.send(assignment("n"))
             await server.wait_for(terminal_for("n"))
@@ -307,7 +307,7 @@ async def test_handed_off_task_reports_nothing_and_a_later_cancel_reaches_the_ba
             await server.wait_for(terminal_for("n2"))
         assert server.messages_for("h") == [TaskClaimed("h", "w1")]
         assert backend.cancelled == ["h"]
-        assert "h" not in worker.supervisor.handed_off
+        assert "h" not in supervisor.handed_off
 
 
 async def test_graceful_stop_cancels_tasks_runs_teardown_reports_and_closes_normally() -> None:
