@@ -246,7 +246,7 @@ def test_an_unresolvable_server_host_is_named(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("FAIL server ")]
-    assert "server not reachable: cannot resolve nosuchhost.invalid: " in line, line
+    assert "cannot connect: cannot resolve nosuchhost.invalid: " in line, line
 
 
 def test_no_api_key_is_one_line_naming_both_ways_to_give_it() -> None:
