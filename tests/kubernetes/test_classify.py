@@ -1,4 +1,5 @@
-"""The failure table of docs/protocol.md as pod-status fixtures, one row per check."""
+"""The failure table of docs/protocol.md as pod-status fixtures, one row per check; which
+Jobs of an earlier run are adopted."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 
 import pytest
 
+from ozw.backends.kubernetes.names import (
+    ANNOTATION_EXECUTION_ID,
+    ANNOTATION_REPORTED,
+    ANNOTATION_TASK_ID,
+)
 from ozw.backends.kubernetes.rules import (
+    adoptable_task,
+    adopted_params,
     classify_job_failure,
     classify_pod,
     job_complete,
@@ -296,3 +304,29 @@ def test_preflight_failure_from_events() -> None:
     }
     assert preflight_failure([{"type": "Normal", "reason": "SuccessfulCreate"}]) is None
     assert preflight_failure([forbidden]) == forbidden["message"]
+
+
+def left_job(annotations: dict[str, str], *, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "oz-task-r-exec-e", "annotations": annotations}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T12:00:00Z"
+    containers = [{"name": "setup", "image": "busybox"}, {"name": "task", "image": "img:1"}]
+    return {"metadata": meta, "spec": {"template": {"spec": {"containers": containers}}}}
+
+
+@pytest.mark.parametrize(
+    ("job", "task_id"),
+    [
+        (left_job({ANNOTATION_TASK_ID: "t1"}), "t1"),
+        (left_job({}), None),  # the preflight Job's: no task
+        (left_job({ANNOTATION_TASK_ID: "t1"}, deleting=True), None),
+        (left_job({ANNOTATION_TASK_ID: "t1", ANNOTATION_REPORTED: "true"}), None),
+    ],
+)
+def test_which_jobs_of_an_earlier_run_are_adopted(job: dict[str, Any], task_id: str | None) -> None:
+    assert adoptable_task(job) == task_id
+
+
+def test_an_adopted_job_gives_its_task_and_image() -> None:
+    params = adopted_params("t1", left_job({ANNOTATION_EXECUTION_ID: "e1"}))
+    assert (params.task_id, params.execution_id, params.image) == ("t1", "e1", "img:1")
