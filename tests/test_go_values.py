@@ -31,6 +31,7 @@ DATA = Path(__file__).parent / "data"
 VECTORS: list[dict[str, str]] = yaml.safe_load((DATA / "go_config_vectors.yaml").read_text())
 CASES = {case["name"]: case for case in yaml.safe_load((DATA / "go_cli_cases.yaml").read_text())}
 OBSERVED: dict[str, dict[str, str]] = yaml.safe_load((DATA / "go_cli_observed.yaml").read_text())
+MIGRATION = (Path(__file__).parent.parent / "docs" / "migrating-from-go.md").read_text()
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector["test"] for vector in VECTORS])
@@ -59,7 +60,16 @@ def run_case(tmp_path: Path, name: str) -> WorkerConfig:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_ozw_accepts_what_go_accepts(tmp_path: Path, name: str) -> None:
-    if OBSERVED[name]["go"] == "accepts":
+    if CASES[name].get("ozw") == "refuses":
+        # Deliberately stricter: a named row of the migration table, and a refusal
+        # naming the flag.
+        assert OBSERVED[name]["go"] == "accepts"
+        assert f"| `{CASES[name]['row']}` | different |" in MIGRATION
+        with pytest.raises(ConfigError) as refused:
+            run_case(tmp_path, name)
+        flag = str(refused.value).split(": ", 1)[0]  # --websocket-url is --web-socket-url
+        assert flag.replace("-", "") == CASES[name]["row"].replace("-", "")
+    elif OBSERVED[name]["go"] == "accepts":
         config = run_case(tmp_path, name)
         assert f"worker_id={config.worker_id.replace(' ', '+')}" in OBSERVED[name]["line"]
     else:

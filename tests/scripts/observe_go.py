@@ -25,7 +25,9 @@ def observe(binary: str, case: dict[str, Any]) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as scratch:
         args = [arg.replace("{file}", f"{scratch}/config.yaml") for arg in case["args"]]
         Path(scratch, "config.yaml").write_text(case.get("yaml", ""))
-        env = {"PATH": "/usr/bin:/bin", "WARP_API_KEY": "k", **case.get("env", {})}
+        env = {"PATH": "/usr/bin:/bin", **case.get("env", {})}
+        if "--api-key" not in args:
+            env["WARP_API_KEY"] = "k"
         process = subprocess.Popen(
             [binary, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
