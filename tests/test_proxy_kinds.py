@@ -17,7 +17,7 @@ from ozw.link.connection import Connection
 from ozw.link.outbox import Outbox
 from ozw.link.proxy import Proxy, choose_proxy
 from ozw.wire.codec import TaskCompleted
-from tests.support.proxy_servers import running_dante, running_stunnel
+from tests.support.proxy_servers import running_dante, running_microsocks, running_stunnel
 from tests.support.scripted_backend import ScriptedBackend
 from tests.support.tinyproxy import (
     Tls,
@@ -92,6 +92,38 @@ async def test_a_socks5_proxy(tmp_path: Path, scheme: str, secure: bool) -> None
         connects = dante.connects()
         assert len(connects) == 1
         assert connects[0].startswith(f"{local_address()}.")
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
+async def test_a_socks5_proxy_with_credentials(
+    tmp_path: Path, secure: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tls = make_tls(tmp_path)
+    async with running_microsocks(USER, PASSWORD) as socks:
+        url = URL.format(scheme="wss" if secure else "ws", port="{port}")
+        environ = {"HTTPS_PROXY" if secure else "HTTP_PROXY": socks.url(f"{USER}:{PASSWORD}")}
+        proxy = choose_proxy(url.format(port=1), None, environ)
+        await run_one_task(url, proxy, tls, secure)
+        # The proxy was given the server's name, not an address: as Go's SOCKS dialer.
+        (target,) = socks.targets()
+        assert target.startswith(f"{local_name()}:")
+        assert PASSWORD not in caplog.text
+
+
+async def test_wrong_socks5_credentials_are_a_failed_dial_with_the_cause(tmp_path: Path) -> None:
+    async with running_microsocks(USER, PASSWORD) as socks:
+        proxy = choose_proxy("ws://127.0.0.1:9/ws", socks.url(f"{USER}:wrong"), {})
+        connection = Connection(fast_settings("ws://127.0.0.1:9/ws", proxy=proxy), Outbox(), print)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            with trio.fail_after(20):
+                await connection.wait_failed_attempt()
+            await connection.close()
+    error = connection.last_error or ""
+    assert error.startswith(f"cannot connect: proxy socks5://127.0.0.1:{socks.port} refused")
+    assert error.endswith("check the credentials in server.proxy_url"), error
+    assert socks.targets() == []
 
 
 async def test_a_socks5_proxy_that_cannot_reach_the_server_is_named(tmp_path: Path) -> None:

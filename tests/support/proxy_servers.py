@@ -1,6 +1,7 @@
 """Real proxy servers on 127.0.0.1 whose logs are read line by line: the base of
 tinyproxy (tests/support/tinyproxy.py), stunnel4 in front of it (an https:// proxy:
-TLS to the proxy) and Dante's ``danted`` (a SOCKS5 proxy).
+TLS to the proxy), Dante's ``danted`` (a SOCKS5 proxy) and ``microsocks`` (a SOCKS5
+proxy with a user and password of its own, no system account needed).
 
 Each log is the proof a connection took the path a test says it took.
 """
@@ -21,6 +22,7 @@ import trustme
 
 STUNNEL = shutil.which("stunnel4") or "/usr/bin/stunnel4"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"
+MICROSOCKS = shutil.which("microsocks") or "/usr/bin/microsocks"
 
 
 class LoggedServer:
@@ -64,12 +66,26 @@ def free_port() -> int:
 Server = TypeVar("Server", bound=LoggedServer)
 
 
+async def _accepting(port: int) -> bool:
+    """Whether something accepts connections on ``port`` (for servers that log no start)."""
+    for _attempt in range(200):
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            await trio.sleep(0.05)
+        else:
+            await stream.aclose()
+            return True
+    return False
+
+
 @asynccontextmanager
 async def running(
-    make: Callable[[int], Server], argv: Callable[[Server], list[str]], ready: str
+    make: Callable[[int], Server], argv: Callable[[Server], list[str]], ready: str | None
 ) -> AsyncIterator[Server]:
     """The server ``make(port)`` runs as ``argv(server)`` (its log on stdout or stderr)
-    for the block, once its log says ``ready``; another free port if that one was taken."""
+    for the block, once its log says ``ready`` (None: once it accepts connections);
+    another free port if that one was taken."""
     for _attempt in range(5):
         server = make(free_port())
         async with trio.open_nursery() as nursery:
@@ -85,7 +101,9 @@ async def running(
             assert process.stdout is not None
             nursery.start_soon(server.read_log, process.stdout)
             with trio.fail_after(20):
-                started = await server.wait_line(ready)
+                started = await (
+                    _accepting(server.port) if ready is None else server.wait_line(ready)
+                )
             if started:
                 try:
                     yield server
@@ -167,4 +185,24 @@ async def running_dante(directory: Path) -> AsyncIterator[Dante]:
         return [DANTED, "-f", str(config), "-p", str(directory / "danted.pid"), "-N", "1"]
 
     async with running(Dante, argv, "running") as server:
+        yield server
+
+
+class Microsocks(LoggedServer):
+    """microsocks on ``port``, with one user; it logs each target it connects to."""
+
+    def url(self, credentials: str) -> str:
+        return f"socks5://{credentials}@127.0.0.1:{self.port}"
+
+    def targets(self) -> list[str]:
+        """The ``host:port`` of each connection made, as the client named the host."""
+        return [line.rsplit(" ", 1)[-1] for line in self.lines if ": connected to " in line]
+
+
+@asynccontextmanager
+async def running_microsocks(user: str, password: str) -> AsyncIterator[Microsocks]:
+    def argv(server: Microsocks) -> list[str]:
+        return [MICROSOCKS, "-i", "127.0.0.1", "-p", str(server.port), "-u", user, "-P", password]
+
+    async with running(Microsocks, argv, None) as server:
         yield server
