@@ -54,13 +54,12 @@ from ozw.wire.codec import (
 )
 from tests.support.event_loops import on_both_loops
 from tests.support.log_lines import Lines
+from tests.support.ozw_process import REPO, STANDIN_AGENT
 from tests.support.procs import environ_of as proc_environ
 from tests.support.procs import processes_carrying
 from tests.support.worker import running_worker, start_server, start_worker, terminal_for
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "command-backend"
-STANDIN_AGENT = ROOT / "examples" / "agent" / "oz"
+EXAMPLES = REPO / "examples" / "command-backend"
 SECRET = "s3cr3t-9f8e7d6c5b4a"
 WORKER_KEY = "wk-worker-credential-123"
 ROOT_URL = "http://oz.example.test"
@@ -1012,7 +1011,7 @@ async def test_end_to_end_shutdown_leaves_handed_off_work_alone(
 
 # ------------------------------------------------------ the Go worker's payload shape
 
-GO_DISPATCH = ROOT / "tests" / "scripts" / "go_dispatch.py"
+GO_DISPATCH = REPO / "tests" / "scripts" / "go_dispatch.py"
 
 
 def test_payload_task_always_has_the_go_keys() -> None:

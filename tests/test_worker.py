@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 import trio.testing
 
 from ozw.config import WorkerConfig
+from ozw.dev.server import DispatchServer
 from ozw.link.connection import ConnectionSettings
 from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
@@ -32,6 +36,17 @@ from tests.support.worker import (
 )
 
 CANCELLED = "Task cancelled by user request."
+
+
+@asynccontextmanager
+async def scripted_worker(
+    **config: Any,
+) -> AsyncIterator[tuple[ScriptedBackend, DispatchServer, Worker]]:
+    """A worker (``config``: WorkerConfig fields) on a fresh scripted backend: that
+    backend, the dispatch server and the worker."""
+    backend = ScriptedBackend()
+    async with running_worker(backend, **config) as local:
+        yield backend, local.server, local.worker
 
 
 async def test_claim_is_queued_before_execution_and_completion_follows() -> None:
@@ -106,9 +121,7 @@ async def test_hundred_mixed_tasks_each_get_exactly_one_terminal_message() -> No
 
 
 async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> None:
-    backend = ScriptedBackend()
-    async with running_worker(backend, max_concurrent_tasks=2) as local:
-        server, worker = local.server, local.worker
+    async with scripted_worker(max_concurrent_tasks=2) as (backend, server, worker):
         with trio.fail_after(10):
             await server.send(assignment("a", "gate"))
             await server.send(assignment("b", "block"))
@@ -141,9 +154,7 @@ async def test_rejects_at_capacity_and_releases_slots_whatever_the_outcome() -> 
 
 
 async def test_a_repeated_assignment_is_claimed_again_and_runs_once() -> None:
-    backend = ScriptedBackend()
-    async with running_worker(backend) as local:
-        server = local.server
+    async with scripted_worker() as (backend, server, _):
         with trio.fail_after(10):
             await server.send(assignment("dup", "gate"))
             await backend.started["dup"].wait()
@@ -210,9 +221,7 @@ async def test_a_silent_server_is_declared_dead_and_the_worker_reconnects() -> N
 
 
 async def test_malformed_frames_are_skipped_while_other_tasks_carry_on() -> None:
-    backend = ScriptedBackend()
-    async with running_worker(backend) as local:
-        server = local.server
+    async with scripted_worker() as (backend, server, _):
         with trio.fail_after(10):
             await server.send(assignment("running", "gate"))
             await backend.started["running"].wait()
@@ -404,9 +413,7 @@ async def test_stopping_while_disconnected_dials_at_once_to_deliver_results() ->
 
 async def test_a_forced_stop_still_sends_what_is_already_known() -> None:
     # The agent finished; its teardown hangs; the operator presses Ctrl-C twice.
-    backend = ScriptedBackend()
-    async with running_worker(backend, shutdown_grace=60) as local:
-        server, worker = local.server, local.worker
+    async with scripted_worker(shutdown_grace=60) as (backend, server, worker):
         with trio.fail_after(10):
             await server.send(assignment("stuck", "slow-teardown"))
             await backend.started["stuck"].wait()
