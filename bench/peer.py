@@ -173,6 +173,14 @@ async def measure_round(worker: Worker, samples: dict[str, list[float]], many: l
 
 
 UNITS: Final = {"RSS": "bytes", "fds": "count"}
+GOALS: Final = {
+    "assignment → agent running": "≤ 1.0x the Go worker",
+    "assignment → task_completed": "≤ 1.0x the Go worker",
+    "server cancel → task_completed": "≤ 1.0x the Go worker",
+    "RSS": "≤ 1.0x the Go worker",
+    "CPU seconds": "≤ 1.5x the Go worker",
+    "idle RSS": "reported",
+}
 
 
 def bench_peer(go_binary: Path, rounds: int, many: list[int]) -> list[Row]:
@@ -201,6 +209,7 @@ def bench_peer(go_binary: Path, rounds: int, many: list[int]) -> list[Row]:
                 theirs[key],
                 unit=unit,
                 note="baseline = the Go worker, alternating rounds in one run",
+                goal=GOALS.get(key.split(" per running")[0].split(" per 100")[0], ""),
             )
         )
     return rows
