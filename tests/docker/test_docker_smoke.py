@@ -51,6 +51,12 @@ def test_smoke_runs_the_docker_example_config(
     assert result.stdout.startswith(expected[0]), result.stdout
     assert [text for text in expected if text not in result.stdout] == []
     assert "Traceback" not in result.stdout + result.stderr
+    # The log tells the order things happened in: the agent starts in a created container.
+    task_id = "smoke-" + behaviour.replace(":", "-")
+    events = [line.split(f"task={task_id} ", 1)[-1] for line in result.stderr.splitlines()]
+    created = next(i for i, e in enumerate(events) if e.startswith("container ozw-"))
+    assert events[created].split(" ")[2] == "created", events[created]
+    assert created < events.index("agent started"), events
 
 
 def test_check_reaches_the_engine_and_reports_its_platform(engine: Engine) -> None:

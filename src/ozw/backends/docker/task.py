@@ -5,10 +5,10 @@
     setup    validate the image reference, sidecars and environment (no I/O);
              pull / inspect the image per ``pull_policy``; for each sidecar: pull it
              and fill (or reuse) its shared volume, mounted read-only; a read_write
-             sidecar gets a private volume <shared>-rw-<random>, filled for this task
-    execute  docker create, docker start -a (output relayed into the task log,
-             cancellable); when it exits non-zero, docker inspect (exit code,
-             OOMKilled) classifies the end
+             sidecar gets a private volume <shared>-rw-<random>, filled for this task;
+             docker create
+    execute  docker start -a (output relayed into the task log, cancellable); when it
+             exits non-zero, docker inspect (exit code, OOMKilled) classifies the end
     teardown (after the result is reported) docker inspect of a container that
              exited 0 (an OOM kill of a child is worth a warning), docker rm -f,
              docker volume rm of private volumes (unless cleanup is off)
@@ -154,6 +154,11 @@ class DockerTaskRun(TaskRun):
             SidecarMount(volume, sidecar.mount_path, sidecar.read_write)
             for sidecar, volume in zip(sidecars, volumes, strict=True)
         ]
+        # Created here, so the log reads "container created" before "agent started".
+        name = container_name(backend.worker_id, self.params.task_id, self.suffix)
+        self.container = name
+        backend.cli.track(name)
+        await self._create(name)
 
     async def _sidecar_volume(self, sidecar: Sidecar, image: LocalImage) -> str:
         if sidecar.read_write:
@@ -194,13 +199,11 @@ class DockerTaskRun(TaskRun):
         )
 
     async def execute(self) -> ExecuteResult:
-        """Create, start (output relayed) and wait for the container; classify its end."""
+        """Start the container (output relayed) and wait for it; classify its end."""
         backend = self.backend
-        name = container_name(backend.worker_id, self.params.task_id, self.suffix)
-        self.container = name
-        backend.cli.track(name)
+        name = self.container
+        assert name is not None, "setup creates the container"
         try:
-            await self._create(name)
             return await self._run(name)
         except TaskFailure as failure:
             if failure.reason is FailureReason.CONTAINER_WAIT:
