@@ -73,6 +73,7 @@ async def test_first_sigint_cancels_tasks_runs_teardown_reports_and_exits_0(tmp_
         assert ws.closed.code == 1000
         assert processes_carrying(marker) == []
         assert "received SIGINT: stopping gracefully" in ozw.log
+        assert "press Ctrl-C again to stop at once" in ozw.log
         assert "Traceback" not in ozw.log
         assert API_KEY not in ozw.log
         nursery.cancel_scope.cancel()
@@ -167,6 +168,9 @@ async def test_sigterm_during_a_drain_turns_it_into_the_normal_stop(tmp_path: Pa
         assert messages[1].failure_reason == "graceful_shutdown"
         assert (tmp_path / "teardown" / "stopped").read_text().strip() == "torn-down"
         assert "received SIGTERM: stopping gracefully" in ozw.log
+        # Whoever sent SIGTERM (systemd, Kubernetes) has no Ctrl-C to press.
+        assert "send SIGTERM again to stop at once" in ozw.log
+        assert "Ctrl-C" not in ozw.log
         assert processes_carrying(marker) == []
         nursery.cancel_scope.cancel()
 

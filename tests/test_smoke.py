@@ -82,6 +82,10 @@ def test_a_timeout_is_reported_within_timeout_and_kill_grace(tmp_path: Path) -> 
     # would have run for 120s.
     assert 2 <= float(found[1]) < 2 + 1 + 10
     assert "  [agent stdout] working" in rest
+    # The log says the agent did not stop on SIGTERM and was killed.
+    assert "task=slow-1 agent did not exit within 1s of SIGTERM (kill_grace): killed" in (
+        result.stderr
+    )
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -262,7 +262,7 @@ class Worker:
                     self.request_drain(f"received {name}")
                 case SignalAction.STOP:
                     self.request_stop(f"received {name}")
-                    log.info("press Ctrl-C again to stop at once")
+                    log.info("%s to stop at once", again_hint(signum))
                 case SignalAction.FORCE:
                     self.force_stop(f"received {name} again")
 
@@ -338,6 +338,14 @@ def signal_action(signum: int, *, stopping: bool) -> SignalAction:
         case signal.SIGQUIT:
             return SignalAction.DRAIN
     return SignalAction.FORCE if stopping else SignalAction.STOP
+
+
+def again_hint(signum: int) -> str:
+    """How to force the stop: a terminal's user presses Ctrl-C; systemd, Kubernetes or
+    ``kill`` send a signal, and there is no Ctrl-C to press."""
+    if signum == signal.SIGINT:
+        return "press Ctrl-C again"
+    return f"send {signal.Signals(signum).name} again"
 
 
 @contextlib.contextmanager

@@ -146,7 +146,12 @@ class ProcessRunner:
                     signal_group(pgid, signal.SIGKILL)
                 except BaseException:
                     with anyio.CancelScope(shield=True):
-                        await self.terminate(process)
+                        if not await self.terminate(process):
+                            log.warning(
+                                "%s did not exit within %gs of SIGTERM (kill_grace): killed",
+                                label,
+                                self.kill_grace,
+                            )
                     raise
                 finally:
                     deadline = anyio.current_time() + PIPE_DRAIN_GRACE
@@ -160,11 +165,14 @@ class ProcessRunner:
                 await process.aclose()
         return normalise_exit_code(returncode)
 
-    async def terminate(self, process: ChildProcess) -> None:
-        """SIGTERM the group, wait up to ``kill_grace`` for all of it to exit, then SIGKILL."""
+    async def terminate(self, process: ChildProcess) -> bool:
+        """SIGTERM the group, wait up to ``kill_grace`` for all of it to exit, then SIGKILL.
+
+        Returns True when the group ended on SIGTERM, False when it had to be killed.
+        """
         pgid = process.pid
         signal_group(pgid, signal.SIGTERM)
-        with anyio.move_on_after(self.kill_grace):
+        with anyio.move_on_after(self.kill_grace) as grace:
             await process.wait()
             # No event tells when the last member of a group exits: poll.
             while group_alive(pgid):  # noqa: ASYNC110
@@ -172,6 +180,7 @@ class ProcessRunner:
         signal_group(pgid, signal.SIGKILL)
         with anyio.move_on_after(self.kill_grace):
             await process.wait()
+        return not grace.cancelled_caught
 
 
 async def _feed(scope: anyio.CancelScope, process: ChildProcess, data: bytes) -> None:
