@@ -65,3 +65,15 @@ def test_demo_plain_output_shows_every_outcome_and_the_next_step(tmp_path: Path)
     assert rows["demo-write-docs"].split()[1] == "completed"
     assert "server: cancels demo-long-refactor" in lines
     assert "Traceback" not in result.stderr
+
+
+def test_demo_log_file_is_filled_when_stdout_is_a_pipe(tmp_path: Path) -> None:
+    log_file = tmp_path / "demo.log"
+    result = run_ozw("demo", "--log-file", str(log_file), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"worker log: {log_file}" in result.stdout.splitlines()
+    log = log_file.read_text()
+    assert "task=demo-fix-flaky-test claimed" in log
+    assert "task=demo-broken-build" in log
+    assert "claimed" not in result.stderr, "the log went where it was asked to go"
+    assert result.stdout.splitlines()[-1].endswith("(README: Run against Oz).")

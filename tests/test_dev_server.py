@@ -90,13 +90,20 @@ async def test_the_example_assignments_run_through_a_real_worker(tmp_path: Path)
         "task_failed",
         3,
     )
-    sent = [line.split(" INFO  ")[-1] for line in dev.lines if " sen" in line]
+    sent = [line.split(" INFO  ")[-1] for line in dev.lines if " INFO  sen" in line]
     assert sent == [
         "sent task_assignment hello-1",
         "sent task_assignment long-1",
         "sending task_cancellation long-1 in 3s",
         "sent task_cancellation long-1",
         "sent task_assignment fails-1",
+    ]
+    # Once the script has ended the server says so, and what it still does.
+    ended = [line.split(" INFO  ")[-1] for line in dev.lines if "script" in line]
+    assert ended == [
+        "assignments script examples/assignments.jsonl ended (4 sent); still listening: the "
+        "worker's messages are printed as they come, a worker may reconnect; Ctrl-C or "
+        "SIGTERM stops"
     ]
 
 

@@ -139,7 +139,7 @@ def pointers() -> list[tuple[str, str, str]]:
 
 def test_every_page_and_part_the_code_points_to_exists() -> None:
     found = pointers()
-    assert ("src/ozw/dev/demo.py", "README.md", "Quickstart") in found
+    assert ("src/ozw/dev/demo.py", "README.md", "Run against Oz") in found
     broken = [
         (where, page, part)
         for where, page, part in found

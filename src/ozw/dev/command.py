@@ -84,7 +84,8 @@ def serve_cli(
                 flush=True,
             )
             script = _stdin_steps() if assignments == STDIN else _listed(steps)
-            await _play(server, script)
+            sent = await _play(server, script)
+            log.info("%s", script_ended(assignments, sent))
             await trio.sleep_forever()
 
     try:
@@ -131,8 +132,23 @@ async def _stdin_steps() -> AsyncIterator[Step]:
             yield step
 
 
-async def _play(server: DispatchServer, steps: AsyncIterator[Step]) -> None:
-    """Send each step to the connected worker, ``after`` seconds after the one before."""
+def script_ended(assignments: str | None, sent: int) -> str:
+    """What the server does once nothing is left to send: it listens on, printing."""
+    if assignments is None:
+        what = "no assignments script (--assignments FILE or - sends some)"
+    else:
+        source = "stdin" if assignments == STDIN else assignments
+        what = f"assignments script {source} ended ({sent} sent)"
+    return (
+        f"{what}; still listening: the worker's messages are printed as they come, "
+        "a worker may reconnect; Ctrl-C or SIGTERM stops"
+    )
+
+
+async def _play(server: DispatchServer, steps: AsyncIterator[Step]) -> int:
+    """Send each step to the connected worker, ``after`` seconds after the one before;
+    returns how many were sent."""
+    sent = 0
     async for step in steps:
         await server.wait_connected()
         if step.after:
@@ -140,6 +156,8 @@ async def _play(server: DispatchServer, steps: AsyncIterator[Step]) -> None:
             await trio.sleep(step.after)
         await server.send(step.frame)
         log.info("sent %s", step.summary)
+        sent += 1
+    return sent
 
 
 def _print_received(item: Received, record_file: IO[str] | None) -> None:

@@ -43,7 +43,7 @@ from ozw.worker import Worker
 MAX_CONCURRENT = 3
 NEXT_STEP: Final = (
     "Next: `ozw config init` writes config/worker.toml to run a worker against Oz "
-    "(README: Quickstart)."
+    "(README: Run against Oz)."
 )
 
 
@@ -212,16 +212,16 @@ def demo_main(*, log_path: str | None = None, metrics_addr: str | None = None) -
         workdir = Path(tmp)
         log_file = Path(log_path) if log_path else workdir / "worker.log"
         with open(log_file, "a", encoding="utf-8") as log_stream:
-            if live:
-                configure_logging("info", "human", log_stream)
-            else:
-                configure_logging("info", "human", sys.stderr)
+            # The log goes where it was asked to go; without --log-file, a terminal's
+            # live table would be torn by it, anything else (a pipe, CI) wants it inline.
+            to_file = live or log_path is not None
+            configure_logging("info", "human", log_stream if to_file else sys.stderr)
             console.print(
                 "ozw demo: a local dispatch server, a worker on the direct backend and "
                 "the stand-in agent; Ctrl-C shows a graceful stop.",
                 soft_wrap=True,
             )
-            if live:
+            if to_file:
                 kept = "" if log_path else " (removed at exit; --log-file keeps one)"
                 console.print(f"worker log: {log_file}{kept}", soft_wrap=True)
             code = trio.run(
