@@ -3,6 +3,7 @@ the dead worker started survives the restart, and its workspace goes only after.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -17,6 +18,18 @@ from tests.support.worker import assignment, terminal_for
 from tests.support.worker_process import start_direct_worker, start_ozw
 
 pytestmark = pytest.mark.slow
+
+
+def held_under(pid: int, directory: Path) -> list[str]:
+    """The files and directories (descriptors, cwd) process ``pid`` holds under ``directory``."""
+    links = [f"/proc/{pid}/cwd", *(f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd"))]
+    held = []
+    for link in links:
+        with contextlib.suppress(OSError):
+            target = os.readlink(link)
+            if target == str(directory) or target.startswith(f"{directory}/"):
+                held.append(target)
+    return held
 
 
 def read_pids(path: Path) -> list[int]:
@@ -76,6 +89,10 @@ async def test_a_restart_after_kill_9_stops_the_dead_workers_agents_then_sweeps(
             await server.send(again)
             await second.wait_line(r"task=crashed \[agent stdout\] again")
             completed = await server.wait_for(terminal_for("crashed"))
+            await second.wait_line(r"task=crashed completed")
+            # Idle: nothing held open in the workspace root, so its volume can be unmounted.
+            assert second.process is not None
+            assert held_under(second.process.pid, tmp_path / "workspaces") == []
             second.send_signal(signal.SIGINT)
             assert await second.wait() == 0
         assert isinstance(completed, TaskCompleted), completed

@@ -3,6 +3,7 @@ and stopping a dead worker's leftovers without ever touching a reused pid."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,7 +136,19 @@ def gone(path: str) -> bool:
 
 
 def read_ledger(ledger: ProcessLedger) -> list[Entry]:
+    assert ledger.path is not None, "a ledger file exists while a group lives"
     return parse_ledger(Path(ledger.path).read_bytes())
+
+
+def held_in(directory: Path) -> list[str]:
+    """What this process holds open under ``directory`` (its file descriptors)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(directory) + "/"):
+                held.append(target)
+    return held
 
 
 @on_both_loops
@@ -164,14 +177,35 @@ async def test_the_runner_records_live_groups_and_forgets_reaped_ones(tmp_path: 
     assert stat is not None
     assert seen[0][0].label == "agent"
     assert seen[0][0].start_ticks >= stat.start_ticks
-    assert read_ledger(ledger) == []
+    # Idle again: no file, nothing held open in the directory (it may be unmounted).
+    assert ledger.path is None
+    assert os.listdir(tmp_path) == []
+    assert held_in(tmp_path) == []
     ledger.close()
-    assert gone(ledger.path)
     assert pgid > 0
+
+
+def test_a_ledger_is_made_locked_and_renamed_into_place(tmp_path: Path) -> None:
+    ledger = ProcessLedger.open(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+    ledger.record(os.getpid(), "self")
+    assert ledger.path is not None
+    assert os.listdir(tmp_path) == [Path(ledger.path).name]
+    assert held_in(tmp_path) == [ledger.path]
+    ledger.forget(os.getpid())
+    assert os.listdir(tmp_path) == []
+    assert held_in(tmp_path) == []
+
+
+def test_a_ledger_directory_must_be_writable(tmp_path: Path) -> None:
+    with pytest.raises(NotADirectoryError):
+        ProcessLedger.open(str(tmp_path / "absent"))
 
 
 def test_a_ledger_held_by_a_live_worker_is_not_abandoned(tmp_path: Path) -> None:
     live = ProcessLedger.open(str(tmp_path))
+    live.record(os.getpid(), "self")  # a live group: the file exists and is held
+    assert live.path is not None
     dead = tmp_path / f"{LEDGER_PREFIX}1-dead.json"
     dead.write_text(json.dumps({"4242": {"start": 7, "label": "agent"}}) + "\n")
     with abandoned_ledgers(str(tmp_path)) as ledgers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import attrs
 import trio
 import trio.testing
 
@@ -284,6 +285,19 @@ async def test_a_backend_that_cannot_open_the_task_fails_it_without_teardown() -
     assert isinstance(outcome.message, TaskFailed)
     assert outcome.message.failure_reason == "unknown"
     assert backend.log == []
+
+
+async def test_an_assignment_out_of_range_fails_before_any_backend_work() -> None:
+    class Untouchable(OneBackend):
+        def open_task(self, params: TaskParams, log: TaskLog) -> TaskRun:
+            raise AssertionError("bad input never reaches a backend")
+
+    refusal = TaskFailure(FailureReason.SIDECAR_PREP, "the assignment is not valid: ...")
+    refused = TaskControl(attrs.evolve(make_params(), refusal=refusal), TaskLog("t1"))
+    outcome = await run_task(Untouchable(), refused)
+    assert outcome.message == TaskFailed(
+        "t1", "Failed to execute task: the assignment is not valid: ...", "sidecar_prep"
+    )
 
 
 class ConvertsCancellation(OneRun):

@@ -177,6 +177,8 @@ async def run_task(
     setup_started = False
     teardown_failed = False
     try:
+        if params.refusal is not None:
+            raise params.refusal  # bad input (tasks/ranges.py): no backend work at all
         run = backend.open_task(params, log)
         with control.scope:
             if control.after is not None:

@@ -1,11 +1,17 @@
 """A worker's record, on disk, of the process groups it started and has not reaped.
 
 A worker killed with SIGKILL cannot stop its agents; the kernel ends the direct
-children (:mod:`~ozw.backends.execution.spawn`), not what they started. So each
-worker keeps a ledger file, ``flock``-ed for as long as it lives, listing every live
-group: its id and its leader's start time from /proc (a pid reused later never
-matches). At start-up, a ledger nobody holds any more is a dead worker's: its groups
-are stopped (:mod:`~ozw.backends.execution.leftovers`) and the file removed.
+children (:mod:`~ozw.backends.execution.spawn`), not what they started. So while a
+worker has live groups it keeps a ledger file, ``flock``-ed, listing each: its id and
+its leader's start time from /proc (a pid reused later never matches). At start-up, a
+ledger nobody holds any more is a dead worker's: its groups are stopped
+(:mod:`~ozw.backends.execution.leftovers`) and the file removed.
+
+The file exists only while a group lives: an idle worker holds nothing open in the
+directory (the workspace root), so an operator can unmount or remount that volume
+between tasks. It is made under a temporary name, locked, then renamed into place, so
+a worker starting meanwhile never takes a new ledger for an abandoned one; going idle,
+it is emptied before it is removed, so one opened just before reads as nothing to stop.
 
 The file holds one line of JSON, ``{"<pgid>": {"start": <ticks>, "label": ...}}``,
 rewritten in place on every change (written first, then cut to length, so a crash
@@ -15,6 +21,7 @@ between the two leaves the new line followed by an old tail that reading ignores
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -57,11 +64,13 @@ def parse_ledger(data: bytes) -> list[Entry]:
 
 
 class ProcessLedger:
-    """This worker's ledger file; create it with :meth:`open`."""
+    """This worker's ledger in a directory; create it with :meth:`open`."""
 
-    def __init__(self, path: str, fd: int) -> None:
-        self.path = path
-        self._fd: int | None = fd
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path: str | None = None
+        """The file while a group lives, else None."""
+        self._fd: int | None = None
         self._entries: dict[int, Entry] = {}
         self._encoded: dict[int, str] = {}
         """Each entry's part of the JSON line, encoded once: a rewrite at 1,000 running
@@ -69,16 +78,14 @@ class ProcessLedger:
 
     @classmethod
     def open(cls, directory: str) -> ProcessLedger:
-        """Create and lock a new ledger in ``directory``. Raises OSError."""
-        name = f"{LEDGER_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{LEDGER_SUFFIX}"
-        path = os.path.join(directory, name)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(path, fd)
+        """The ledger of ``directory``, which must be a writable directory. Raises OSError.
+
+        No file yet: it is made when the first group starts."""
+        if not os.path.isdir(directory):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), directory)
+        return cls(directory)
 
     @property
     def entries(self) -> list[Entry]:
@@ -95,30 +102,63 @@ class ProcessLedger:
         self._write()
 
     def forget(self, pgid: int) -> None:
-        """Drop a group this worker stopped or reaped."""
+        """Drop a group this worker stopped or reaped; the last one takes the file along."""
         if self._entries.pop(pgid, None) is not None:
             del self._encoded[pgid]
-            self._write()
+            if self._entries:
+                self._write()
+            else:
+                self._remove()
+
+    def _create(self) -> int:
+        """Make the locked file under a name no scan matches, then give it its own."""
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        making = os.path.join(self.directory, f"{LEDGER_PREFIX}{token}.new")
+        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path = os.path.join(self.directory, f"{LEDGER_PREFIX}{token}{LEDGER_SUFFIX}")
+            os.rename(making, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(making)
+            os.close(fd)
+            raise
+        self.path = path
+        return fd
 
     def _write(self) -> None:
-        if self._fd is None:
-            return
         data = ("{" + ",".join(self._encoded.values()) + "}\n").encode()
         try:
+            if self._fd is None:
+                self._fd = self._create()
             os.pwrite(self._fd, data, 0)
             os.ftruncate(self._fd, len(data))
         except OSError as exc:
             # The tasks run on; only the crash clean-up of this group may be missed.
-            logger.warning("cannot update the process ledger %s: %s", self.path, exc)
+            logger.warning(
+                "cannot update the process ledger in %s: %s",
+                self.directory,
+                exc.strerror or exc,
+            )
+
+    def _remove(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+        self.path = None
 
     def close(self) -> None:
         """Remove the ledger (a clean stop: every group was stopped)."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
+        self._entries.clear()
+        self._encoded.clear()
+        self._remove()
 
 
 @contextlib.contextmanager
