@@ -85,7 +85,8 @@ def serve_cli(
             )
             script = _stdin_steps() if assignments == STDIN else _listed(steps)
             sent = await _play(server, script)
-            log.info("%s", script_ended(assignments, sent))
+            if assignments is not None:
+                log.info("%s", script_ended(assignments, sent))
             await trio.sleep_forever()
 
     try:
@@ -132,16 +133,12 @@ async def _stdin_steps() -> AsyncIterator[Step]:
             yield step
 
 
-def script_ended(assignments: str | None, sent: int) -> str:
-    """What the server does once nothing is left to send: it listens on, printing."""
-    if assignments is None:
-        what = "no assignments script (--assignments FILE or - sends some)"
-    else:
-        source = "stdin" if assignments == STDIN else assignments
-        what = f"assignments script {source} ended ({sent} sent)"
+def script_ended(assignments: str, sent: int) -> str:
+    """What the server does once its script has nothing left to send: it listens on."""
+    source = "stdin" if assignments == STDIN else assignments
     return (
-        f"{what}; still listening: the worker's messages are printed as they come, "
-        "a worker may reconnect; Ctrl-C or SIGTERM stops"
+        f"assignments script {source} ended ({sent} sent); still listening: the worker's "
+        "messages are printed as they come, a worker may reconnect; Ctrl-C or SIGTERM stops"
     )
 
 
