@@ -91,6 +91,9 @@ def test_go_meanings(tmp_path: Path) -> None:
         EnvEntry("C"),
     )  # kong splits a repeatable flag's value at commas
     assert run_case(tmp_path, "max-concurrent-zero-keeps-the-file").max_concurrent_tasks == 3
+    with_values = run_case(tmp_path, "no-cleanup-with-values")
+    assert with_values.cleanup is True  # --no-cleanup=false: not given
+    assert command("no-cleanup-with-values").environment == (EnvEntry("A", "1"), EnvEntry("B", "2"))
     url = run_case(tmp_path, "session-sharing-ws").server.session_sharing_server_url
     assert url == "ws://127.0.0.1:8081"
     assert run_case(tmp_path, "worker-id-capital-warp").worker_id == "Warp-1"

@@ -119,8 +119,9 @@ FLAGS: Final[tuple[Flag, ...]] = (
          choices=("human", "json")),
     Flag(("--cleanup",), "cleanup", "remove containers / workspaces after tasks (--cleanup=false "
          "keeps them)", "cleanup", metavar="true|false", type=_boolean, nargs="?", const=True),
+    # Go's kong also takes --no-cleanup=true|false (false: not given).
     Flag(("--no-cleanup",), "no_cleanup", "keep containers / workspaces after tasks (debugging)",
-         "cleanup", action="store_true", value=False),
+         "cleanup", action="store_true", value=False, type=_boolean, nargs="?", const=True),
     Flag(("-v", "--volume", "--volumes"), "volumes",
          "extra bind for task containers (docker; repeatable)",
          "backend.volumes", metavar="SRC:DST[:ro]", action="append",
@@ -208,8 +209,10 @@ def add_config_flags(
         default = _default_text(flag, defaults)
         shown = flag.help if default is None else f"{flag.help} (default: {default})"
         options: dict[str, Any] = {"dest": flag.dest, "help": shown}
-        if flag.action == "store_true":
+        if flag.action == "store_true" and flag.nargs is None:
             options["action"] = "store_true"
+        elif flag.action == "store_true":  # a switch that also takes =true / =false
+            options |= {"nargs": "?", "const": True, "type": flag.type, "metavar": "true|false"}
         else:
             options |= {"metavar": flag.metavar, "choices": flag.choices, "type": flag.type}
             if flag.nargs is not None:
