@@ -173,3 +173,12 @@ def test_a_zero_dispatch_timeout_in_toml_is_refused_with_the_fix(tmp_path: Path)
     )
     with pytest.raises(ConfigError, match="leave the key out for the default 60s"):
         load_config(str(path), CliOverrides(), {})
+
+
+def test_a_tilde_in_the_config_path_is_home_as_kong_expands_it(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("worker_id: from-home\n")
+    result = run_ozw(
+        "config", "show", "--config-file=~/config.yaml", cwd=tmp_path, env={"HOME": str(tmp_path)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["worker_id"] == "from-home"

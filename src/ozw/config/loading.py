@@ -13,6 +13,7 @@ rules as the TOML.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -79,7 +80,8 @@ YAML_SUFFIXES: Final = (".yaml", ".yml")
 
 def _read_bytes(path: str) -> bytes:
     try:
-        with open(path, "rb") as file:
+        # `~` as Go's kong expands a path flag (`--config-file=~/worker.yaml`).
+        with open(os.path.expanduser(path), "rb") as file:
             return file.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
