@@ -279,3 +279,29 @@ def test_pyproject_declares_what_src_imports() -> None:
                 imported.setdefault(owner, set()).add(module)
     assert "?" not in imported, f"imported but not declared in pyproject: {imported.get('?')}"
     assert set(imported) == declared, f"declared but not imported: {declared - set(imported)}"
+
+
+PUBLIC_UNDERSCORED = frozenset({"_replace", "_asdict", "_fields", "_make", "_exit"})
+"""Underscored names that are public API (namedtuple's methods, ``os._exit``)."""
+
+
+def test_no_reaching_into_private_attributes() -> None:
+    """Only an object's own methods touch its private attributes (``self._x``); a
+    library's privates (lightkube's ``client._client``) and private modules stay out."""
+    found = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(SOURCE_ROOT)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and node.attr not in PUBLIC_UNDERSCORED
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
+                found.append(f"{where}:{node.lineno} .{node.attr}")
+        for name in external_imports(path):
+            if any(part.startswith("_") and not part.startswith("__") for part in name.split(".")):
+                found.append(f"{where}: imports {name}")
+    assert not found, found
