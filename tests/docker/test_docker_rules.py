@@ -18,6 +18,7 @@ from ozw.backends.docker.references import (
     parse_reference,
     platform_of,
     private_volume_name,
+    registry_address,
     sanitise_name_part,
     volume_name,
 )
@@ -400,3 +401,20 @@ def test_marker_tar_holds_only_the_marker() -> None:
         extracted = archive.extractfile(members[0])
         assert extracted is not None
         assert extracted.read() == b"sha256:x"
+
+
+@pytest.mark.parametrize(
+    ("reference", "address"),
+    [
+        ("ubuntu:22.04", ("registry-1.docker.io", 443)),
+        ("warpdotdev/warp-agent:latest", ("registry-1.docker.io", 443)),
+        ("docker.io/library/ubuntu", ("registry-1.docker.io", 443)),
+        ("index.docker.io/a/b", ("registry-1.docker.io", 443)),
+        ("ghcr.io/a/b:1", ("ghcr.io", 443)),
+        ("127.0.0.1:5000/ozw/task:1", ("127.0.0.1", 5000)),
+        ("localhost/x", ("localhost", 443)),
+        ("registry.local:8443/x@sha256:" + "a" * 64, ("registry.local", 8443)),
+    ],
+)
+def test_registry_address(reference: str, address: tuple[str, int]) -> None:
+    assert registry_address(reference) == address

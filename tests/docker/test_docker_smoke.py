@@ -106,3 +106,28 @@ def test_absurd_input_fails_the_task_as_bad_input(
     assert result.returncode == 1, result.stdout + result.stderr
     assert failure in result.stdout, result.stdout
     assert "internal error" not in result.stdout + result.stderr
+
+
+def test_smoke_with_local_images_does_not_pull_them_under_always(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    # The starter's policy; the images exist only on this engine (Docker Hub is out of reach).
+    config = tmp_path / "always.toml"
+    config.write_text('worker_id = "offline"\n[backend.docker]\npull_policy = "always"\n')
+    flags = ["--image", images.task, "--sidecar-image", images.agent]
+    result = engine.ozw("smoke", "--config", str(config), *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("smoke: ok: task smoke-"), result.stdout
+    assert 'pull_policy "always" is taken as "if-not-present" for this run' in result.stderr
+    assert "pulling" not in result.stderr
+    # Without the flags the policy holds, and the failure names the setting to change.
+    task = task_file(tmp_path, images, "ok")
+    result = engine.ozw("smoke", "--config", str(config), "--task", str(task))
+    assert result.returncode == 1
+    assert f"failed (image_pull): Failed to execute task: could not pull image {images.task}" in (
+        result.stdout
+    )
+    assert (
+        f'(image {images.task} is present locally: pull_policy = "if-not-present" '
+        "in [backend.docker] uses it without pulling)"
+    ) in result.stdout

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Literal
@@ -21,7 +22,15 @@ import attrs
 import trio
 
 from ozw.backends import create_backend
-from ozw.config import API_KEY_ENV, CommandConfig, DockerConfig, WorkerConfig, url_problem
+from ozw.backends.docker.references import registry_address
+from ozw.config import (
+    API_KEY_ENV,
+    CommandConfig,
+    DockerConfig,
+    PullPolicy,
+    WorkerConfig,
+    url_problem,
+)
 from ozw.link.connection import why_lost, worker_url
 from ozw.link.dial import open_websocket
 from ozw.link.proxy import ProxySettingError, choose_proxy
@@ -33,6 +42,9 @@ if TYPE_CHECKING:
 
 STARTER_WORKER_ID = "my-worker"
 """The placeholder ``ozw config init`` writes (config/starters/header.toml)."""
+
+REGISTRY_TIMEOUT = 5.0
+"""How long the image check waits for a TCP connection to the image's registry."""
 
 SERVER_TIMEOUT = 15.0
 """How long the server check waits for the handshake, through a proxy included."""
@@ -116,33 +128,66 @@ def dispatch_command_check(command: str, path: str) -> Check:
 
 
 async def backend_checks(config: WorkerConfig) -> list[Check]:
-    """The backend's own start-up check, then the local images under ``pull_policy = "never"``."""
+    """The backend's own start-up check, then (docker) how the default image is had."""
     name = f"backend {config.backend_name}"
     try:
         backend = create_backend(config)
         async with backend:
             checks = [Check(name, "ok", await backend.check())]
-            if isinstance(config.backend, DockerConfig) and config.backend.pull_policy == "never":
+            if isinstance(config.backend, DockerConfig):
                 from ozw.backends.docker import DockerBackend
 
                 assert isinstance(backend, DockerBackend)
                 image = config.backend.default_image or DEFAULT_IMAGE
-                checks.append(await _local_image_check(backend, image))
+                checks.append(await _image_check(backend, image, config.backend.pull_policy))
     except BackendUnavailable as exc:
         return [Check(name, "FAIL", str(exc))]
     return checks
 
 
-async def _local_image_check(backend: DockerBackend, image: str) -> Check:
-    """Asked through the backend's own image inspection (the one a task's setup uses)."""
+async def _image_check(backend: DockerBackend, image: str, policy: PullPolicy) -> Check:
+    """Whether the default image can be had the way ``policy`` gets it: present locally,
+    or (when the policy pulls it) its registry reachable from this host. Asked through
+    the backend's own image inspection (the one a task's setup uses)."""
     name = "default image"
     try:
         found = await backend.images.inspect(image)
     except TaskFailure as exc:
         return Check(name, "FAIL", f"{image}: {exc}")
-    if found is None:
+    if found is not None and policy != "always":
+        return Check(name, "ok", f"{image} is present ({found.platform})")
+    if found is None and policy == "never":
         return Check(name, "FAIL", f"{image} is not present and pull_policy is 'never'")
-    return Check(name, "ok", f"{image} is present ({found.platform})")
+    host, port = registry_address(image)
+    problem = await unreachable(host, port)
+    pulls = "every task pulls" if policy == "always" else "the first task pulls"
+    if problem is None:
+        return Check(name, "ok", f"{pulls} {image} from {host}:{port} (reachable)")
+    if found is not None:
+        fix = 'it is present locally: pull_policy = "if-not-present" uses it as it is'
+    else:
+        fix = f"load it (docker load), or make {host} reachable"
+    return Check(
+        name,
+        "FAIL",
+        f'pull_policy "{policy}": {pulls} {image}, but {host}:{port} cannot be reached '
+        f"({problem}); {fix}",
+    )
+
+
+async def unreachable(host: str, port: int) -> str | None:
+    """Why a TCP connection to ``host:port`` cannot be made from here, or None."""
+    try:
+        with trio.fail_after(REGISTRY_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        return f"no answer in {REGISTRY_TIMEOUT:g}s"
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror or exc}"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    await stream.aclose()
+    return None
 
 
 async def server_check(config: WorkerConfig, environ: Mapping[str, str]) -> Check:

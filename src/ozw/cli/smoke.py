@@ -25,7 +25,7 @@ import trio
 
 from ozw.backends import create_backend
 from ozw.cli.exit_status import EXIT_INTERRUPTED
-from ozw.config import WorkerConfig, format_duration
+from ozw.config import DockerConfig, WorkerConfig, format_duration
 from ozw.dev.local import open_local_worker
 from ozw.tasks.failures import BackendUnavailable, FailureReason
 from ozw.tasks.lifecycle import TaskOutcome, TaskResult
@@ -51,6 +51,26 @@ class ImageOverrides:
 
     image: str | None = None
     sidecar_image: str | None = None
+
+    def local_config(self, config: WorkerConfig) -> tuple[WorkerConfig, str | None]:
+        """The configuration to run with, and a note when it was changed.
+
+        An image named on the command line is one the operator has at hand: under
+        ``pull_policy = "always"`` docker would still pull it (and an offline site, or an
+        image built locally, fails), so such a smoke run uses what is present and pulls
+        only what is missing.
+        """
+        backend = config.backend
+        if not (self.image or self.sidecar_image) or not isinstance(backend, DockerConfig):
+            return config, None
+        if backend.pull_policy != "always":
+            return config, None
+        note = (
+            'smoke: --image/--sidecar-image given: pull_policy "always" is taken as '
+            '"if-not-present" for this run (local images are used, missing ones pulled)'
+        )
+        local = attrs.evolve(backend, pull_policy="if-not-present")
+        return attrs.evolve(config, backend=local), note
 
     def apply(self, assignment: TaskAssignment) -> TaskAssignment:
         return attrs.evolve(
@@ -187,6 +207,9 @@ def smoke_main(
     try:
         assignment = load_assignment(Path(task_file)) if task_file else sample_assignment(config)
         assignment = images.apply(assignment)
+        config, note = images.local_config(config)
+        if note is not None:
+            print(note, file=sys.stderr)
         # A shorter task_timeout in the configuration is the limit that applies.
         timeout = min(timeout, config.task_timeout or timeout)
         result = trio.run(functools.partial(run_smoke, config, assignment, timeout))

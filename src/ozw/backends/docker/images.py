@@ -102,7 +102,14 @@ class Images:
         with self.cli.bounded(FailureReason.IMAGE_PULL, f"pulling {what} {reference}", long=True):
             result = await self.cli.run("pull", "--quiet", reference)
         if not result.ok:
+            hint = ""
+            if self.pull_policy == "always" and await self.inspect(reference) is not None:
+                hint = (
+                    f' ({what} {reference} is present locally: pull_policy = "if-not-present" '
+                    "in [backend.docker] uses it without pulling)"
+                )
             raise TaskFailure(
-                FailureReason.IMAGE_PULL, f"could not pull {what} {reference}: {result.error}"
+                FailureReason.IMAGE_PULL,
+                f"could not pull {what} {reference}: {result.error}{hint}",
             )
         log.info("pulled %s %s in %.1fs", what, reference, time.monotonic() - started)

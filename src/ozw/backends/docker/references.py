@@ -80,6 +80,25 @@ def parse_reference(reference: str) -> ImageReference:
     return ImageReference(name, match["tag"], match["digest"])
 
 
+HUB_REGISTRY: Final = ("registry-1.docker.io", 443)
+"""Where the engine pulls Docker Hub images from."""
+
+
+def registry_address(reference: str) -> tuple[str, int]:
+    """The registry a pull of ``reference`` contacts, as (host, port).
+
+    As the engine reads a name: a first component with a ``.`` or ``:``, or
+    ``localhost``, is a registry; anything else is on Docker Hub.
+    """
+    first, slash, _ = parse_reference(reference).name.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        return HUB_REGISTRY
+    if first in _HUB_ALIASES:
+        return HUB_REGISTRY
+    host, colon, port = first.rpartition(":")
+    return (host, int(port)) if colon and port.isdigit() else (first, 443)
+
+
 def is_valid_reference(reference: str) -> bool:
     """Whether ``reference`` is a valid image reference (see :func:`parse_reference`)."""
     try:
