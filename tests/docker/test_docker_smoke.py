@@ -131,3 +131,23 @@ def test_smoke_with_local_images_does_not_pull_them_under_always(
         f'(image {images.task} is present locally: pull_policy = "if-not-present" '
         "in [backend.docker] uses it without pulling)"
     ) in result.stdout
+
+
+def test_the_documented_stand_in_sidecar_runs_the_smoke_sample_offline(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    tag = f"{images.prefix}/standin-agent:dev"
+    built = engine.ozw("dev-sidecar-image", "--tag", tag)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert built.stdout.startswith(f"built {tag} (sha256:"), built.stdout
+    config = tmp_path / "always.toml"
+    config.write_text('worker_id = "offline"\n[backend.docker]\npull_policy = "always"\n')
+    result = engine.ozw(
+        "smoke", "--config", str(config), "--image", images.task, "--sidecar-image", tag
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("smoke: ok: task smoke-"), result.stdout
+    # The stand-in got the agent's arguments and performed the sample's prompt.
+    assert "[agent stdout] stand-in agent: agent run --task-id smoke-" in result.stderr
+    assert "[agent stdout] ozw smoke test: hello from the agent" in result.stderr
+    engine.run("image", "rm", tag)

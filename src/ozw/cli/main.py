@@ -39,6 +39,7 @@ from ozw.config import (
     starter_config,
 )
 from ozw.config.rules import address
+from ozw.dev.sidecar_image import DEFAULT_TAG as DEFAULT_SIDECAR_TAG
 from ozw.strict import Invalid
 
 DEFAULT_CONFIG_OUTPUT: Final = "config/worker.toml"
@@ -215,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="assignments and cancellations to send, one JSON line each (- = typed on stdin)",
     )
     dev.add_argument("--record", metavar="FILE.jsonl", help="append every worker message here")
+
+    sidecar = commands.add_parser(
+        "dev-sidecar-image",
+        help="build a stand-in agent sidecar image, to try docker offline",
+        description="Import a one-file image whose /entrypoint.sh stands in for the agent "
+        '(docs/backends.md, "Trying docker offline"); no registry needed.',
+    )
+    sidecar.add_argument(
+        "--tag", default=DEFAULT_SIDECAR_TAG, help="the image's name (default: %(default)s)"
+    )
     return parser
 
 
@@ -355,6 +366,24 @@ def cmd_dev_server(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
 
 
+def cmd_sidecar_image(args: argparse.Namespace, out: TextIO) -> int:
+    """Build the stand-in agent sidecar image (``ozw.dev.sidecar_image``)."""
+    from ozw.dev.sidecar_image import SidecarImageError, build_sidecar_image
+
+    try:
+        image_id = build_sidecar_image(args.tag)
+    except SidecarImageError as exc:
+        print(f"ozw: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"built {args.tag} ({image_id[:19]}): a stand-in agent sidecar", file=out)
+    print(
+        f"try it: ozw smoke --config FILE --image <a local image with /bin/sh> "
+        f"--sidecar-image {args.tag}",
+        file=out,
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the self-contained demo (``ozw.dev.demo``)."""
     from ozw.dev.demo import demo_main
@@ -437,6 +466,8 @@ def _dispatch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             return cmd_config_init(args, sys.stdout)
         case "dev-server":
             return cmd_dev_server(args, environ)
+        case "dev-sidecar-image":
+            return cmd_sidecar_image(args, sys.stdout)
         case "demo":
             return cmd_demo(args)
         case "smoke":
