@@ -6,7 +6,9 @@ set -euo pipefail
 PATH="$PATH:/usr/local/go/bin"  # where the machine installs Go, also for CI
 here="$(dirname "$(readlink -f "$0")")/otelcol"
 version="$(sed -n 's|^\tgo.opentelemetry.io/collector/otelcol v||p' "$here/go.mod")"
-out="${OZW_TOOLS:-/root/.cache/ozw-tools}/otelcol-$version/otelcol-ozw"
+# Keyed by the release and our sources: a changed main.go builds anew.
+sources="$(cat "$here/main.go" "$here/go.mod" | sha256sum | cut -c1-8)"
+out="${OZW_TOOLS:-/root/.cache/ozw-tools}/otelcol-$version-$sources/otelcol-ozw"
 if [[ ! -x "$out" ]]; then
     mkdir -p "$(dirname "$out")"
     (cd "$here" && nice -n 10 go build -trimpath -ldflags "-s -w -X main.version=$version" \

@@ -31,8 +31,18 @@ from ozw.tasks.deadlines import CLOSE_WAIT, FLUSH_TIMEOUT, FORCED_FLUSH, FORCED_
 from ozw.tasks.failures import BackendUnavailable, FailureReason, StartupError
 from ozw.tasks.params import ParamSettings
 from ozw.tasks.supervisor import Supervisor, SupervisorSettings
+from ozw.telemetry.export import flush, metric_readers, quiet_sdk_logs, tracer_provider
 from ozw.telemetry.logs import WORKER_ID
-from ozw.telemetry.metrics import WorkerMetrics, bind_http, serve_http
+from ozw.telemetry.metrics import (
+    SCOPE_NAME,
+    WorkerMetrics,
+    bind_http,
+    ozw_version,
+    serve_http,
+    worker_resource,
+)
+from ozw.telemetry.otel_env import OtelPlan, OtelSettingError, read_plan
+from ozw.telemetry.tracing import WorkerTracer
 from ozw.wire.codec import prepare as prepare_protocol
 
 log = logging.getLogger(__name__)
@@ -52,8 +62,10 @@ class Worker:
         *,
         connection_settings: ConnectionSettings | None = None,
         flush_timeout: float = FLUSH_TIMEOUT,
+        otel: OtelPlan | None = None,
     ) -> None:
         self.config = config
+        self.otel = otel or OtelPlan()
         self.backend = backend
         self.outbox = Outbox()
         self.flush_timeout = flush_timeout
@@ -91,10 +103,25 @@ class Worker:
             self.outbox,
             self.supervisor.handle,
         )
+        if self.otel.metrics != "none" or self.otel.traces != "none":
+            quiet_sdk_logs()
+        resource = worker_resource(
+            worker_id=config.worker_id, backend=backend.name, version=ozw_version()
+        )
         self.metrics = WorkerMetrics(
             worker_id=config.worker_id,
             backend=backend.name,
             max_concurrent=config.max_concurrent_tasks,
+            readers=metric_readers(self.otel),
+            resource=resource,
+        )
+        self.tracer_provider = tracer_provider(self.otel, resource)
+        provider = self.tracer_provider
+        self.supervisor.tracer = WorkerTracer(
+            provider.get_tracer(SCOPE_NAME) if provider is not None else None,
+            worker_id=config.worker_id,
+            backend=backend.name,
+            secrets=_secrets(config),
         )
         events = self.supervisor.events
         events.on_claimed.append(self.metrics.on_claimed)
@@ -218,14 +245,21 @@ class Worker:
             found,
             self.config.max_concurrent_tasks or "unlimited",
         )
+        if self.otel.notice is not None:
+            # Loud only when no metrics go anywhere: an operator from Go must notice.
+            level = logging.INFO if self.config.metrics_addr else logging.WARNING
+            log.log(level, "%s", self.otel.notice)
+        addresses = [self.config.metrics_addr] if self.config.metrics_addr else []
+        if self.otel.metrics == "prometheus":
+            addresses.append(self.otel.prometheus_address)
         listeners = []
-        if self.config.metrics_addr:
+        for address in addresses:
             # Bound before the nursery, so a taken port is one clear line, not a group.
             try:
-                listeners = await bind_http(self.config.metrics_addr)
+                listeners.append(await bind_http(address))
             except OSError as exc:
                 raise StartupError(
-                    f"cannot serve metrics on {self.config.metrics_addr}: {exc.strerror or exc}"
+                    f"cannot serve metrics on {address}: {exc.strerror or exc}"
                 ) from None
         prepare_protocol()  # not at the first assignment: its claim would be late
         async with trio.open_nursery() as root:
@@ -234,10 +268,9 @@ class Worker:
             await root.start(self.supervisor.run)
             for adopted in self.backend.reattached():
                 self.supervisor.adopt(adopted)
-            if listeners:
-                self.metrics_port = await root.start(
-                    serve_http, self.metrics, self.health_problem, listeners
-                )
+            for bound in listeners:
+                port = await root.start(serve_http, self.metrics, self.health_problem, bound)
+                self.metrics_port = self.metrics_port or port
             await root.start(self.connection.run)
             task_status.started(self)
             await self._ending.wait()
@@ -310,6 +343,8 @@ class Worker:
             )
         with trio.move_on_after(CLOSE_WAIT, shield=True):
             await self.connection.close()
+        # The last values and spans, after the tasks have ended; bounded and shielded.
+        await flush([self.metrics.provider, *filter(None, [self.tracer_provider])])
         log.info("worker stopped")
 
     async def _kill_everything(self) -> None:
@@ -317,6 +352,13 @@ class Worker:
             await self.backend.kill_all()
             self.supervisor.force_stop()
             await self.supervisor.wait_idle()
+
+
+def _secrets(config: WorkerConfig) -> list[str]:
+    """Values no span may show: the API key and the configured task environment."""
+    environment = getattr(config.backend, "environment", ())
+    values = [entry.value for entry in environment if entry.value]
+    return [config.api_key, *values] if config.api_key else values
 
 
 class SignalAction(enum.Enum):
@@ -366,8 +408,12 @@ def startup_failed(exc: StartupError) -> int:
 async def serve(config: WorkerConfig, backend: Backend) -> int:
     """Run a worker with signal handling; the CLI's entry into Trio."""
     try:
+        otel = read_plan(os.environ)
+    except OtelSettingError as exc:
+        return startup_failed(StartupError(str(exc)))
+    try:
         async with backend:
-            worker = Worker(config, backend)
+            worker = Worker(config, backend, otel=otel)
             code = await worker.run()
     except StartupError as exc:
         return startup_failed(exc)

@@ -65,7 +65,7 @@ async def open_local_worker(
         settings = attrs.evolve(
             ConnectionSettings(server.url, config.worker_id, server.api_key), **overrides
         )
-        extra = {} if flush_timeout is None else {"flush_timeout": flush_timeout}
+        extra: dict[str, Any] = {} if flush_timeout is None else {"flush_timeout": flush_timeout}
         worker = Worker(local_config, backend, connection_settings=settings, **extra)
         local = LocalWorker(server, worker)
 

@@ -24,6 +24,7 @@ from ozw.tasks.deadlines import TEARDOWN_MARGIN
 from ozw.tasks.failures import TASK_CANCELLED_MESSAGE, FailureReason, TaskFailure, failure_message
 from ozw.tasks.params import TaskParams
 from ozw.telemetry.logs import TaskLog
+from ozw.telemetry.tracing import NO_TRACE, TaskTrace
 from ozw.wire.codec import TASK_STATE_CANCELLED, TaskCompleted, TaskFailed, TerminalMessage
 
 COMPLETED_MESSAGE = "Task completed successfully"
@@ -77,6 +78,8 @@ class TaskControl:
     """The scope teardown runs in, once it has started (see :func:`run_task`)."""
     forced: bool = False
     """A hard stop: teardown is cancelled too, also one that has not started yet."""
+    trace: TaskTrace = NO_TRACE
+    """Its spans (a no-op unless OTEL_TRACES_EXPORTER is set)."""
 
     def stop(self, cause: StopCause) -> None:
         """Cancel the task (the first cause wins); a teardown already running goes on."""
@@ -105,6 +108,12 @@ class TaskOutcome:
     """The phase the task was in when it ended (pending, setup, execute)."""
     cause: str | None = None
     """Why it failed, for the worker's log (the server's message says the same)."""
+
+    @property
+    def failure_phase(self) -> str:
+        """The metrics' and spans' phase of a failure: before the backend took the task
+        (a waiting execution) the assignment's, otherwise the backend's."""
+        return "assignment" if self.phase is TaskPhase.PENDING else "backend"
 
 
 def completed(task_id: str) -> TaskOutcome:
@@ -190,13 +199,19 @@ async def run_task(
             control.phase = TaskPhase.SETUP
             setup_started = True
             log.info("setup started", extra={"event": "setup_started"})
+            control.trace.event("task.started")
             began = trio.current_time()
-            await run.setup()
+            with control.trace.phase("setup"):
+                await run.setup()
             log.debug("setup done (%.2fs)", trio.current_time() - began)
             control.phase = TaskPhase.EXECUTE
             log.info("agent started", extra={"event": "agent_started"})
             began = trio.current_time()
-            result = await run.execute()
+            control.trace.event(
+                "backend.started", {"backend": backend.name, "docker.image": params.image}
+            )
+            with control.trace.phase("execute"):
+                result = await run.execute()
             log.debug("agent ended (%.2fs)", trio.current_time() - began)
             if result is ExecuteResult.HANDED_OFF:
                 outcome = TaskOutcome(None, TaskResult.HANDED_OFF)
@@ -262,7 +277,8 @@ async def _teardown(backend: Backend, run: TaskRun, control: TaskControl) -> boo
         if control.forced:
             scope.cancel()
         try:
-            await run.teardown()
+            with control.trace.phase("teardown"):
+                await run.teardown()
         except Exception as exc:
             log.warning("teardown failed: %s", exc)
             return False

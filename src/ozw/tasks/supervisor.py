@@ -24,6 +24,7 @@ from ozw.link.outbox import Outbox
 from ozw.tasks.lifecycle import StopCause, TaskControl, TaskOutcome, TaskPhase, TaskResult, run_task
 from ozw.tasks.params import ParamSettings, TaskParams, build_task_params
 from ozw.telemetry.logs import TaskLog
+from ozw.telemetry.tracing import NO_TRACER, TaskTrace, WorkerTracer
 from ozw.wire.codec import (
     REJECT_AT_CAPACITY,
     REJECT_SHUTTING_DOWN,
@@ -81,6 +82,7 @@ class Supervisor:
         self.backend = backend
         self.outbox = outbox
         self.events = TaskEvents()
+        self.tracer: WorkerTracer = NO_TRACER
         self.active: dict[ExecutionKey, TaskControl] = {}
         """Claimed executions not yet ended: running, or waiting for their run's previous."""
         self.handed_off: dict[str, TaskParams] = {}
@@ -125,9 +127,10 @@ class Supervisor:
             )
             self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
             return
+        trace = self.tracer.assigned(assignment)
         if not self.accepting:
             tlog.info("rejected: %s", REJECT_SHUTTING_DOWN, extra=_rejected(REJECT_SHUTTING_DOWN))
-            self._reject(task_id, REJECT_SHUTTING_DOWN)
+            self._reject(task_id, REJECT_SHUTTING_DOWN, trace)
             return
         limit = self.settings.max_concurrent_tasks
         if limit and len(self.active) >= limit:
@@ -137,13 +140,16 @@ class Supervisor:
                 len(self.active),
                 extra=_rejected(REJECT_AT_CAPACITY),
             )
-            self._reject(task_id, REJECT_AT_CAPACITY)
+            self._reject(task_id, REJECT_AT_CAPACITY, trace)
             return
-        params = build_task_params(assignment, self.settings.params)
+        with trace.phase("claim"):
+            params = build_task_params(assignment, self.settings.params)
+            self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
+        trace.event("task.claimed")
         if params.image_warning is not None:
             tlog.warning("%s", params.image_warning)
         previous = self._last_of_run.get(task_id)
-        control = TaskControl(params, tlog, after=previous.ended if previous else None)
+        control = TaskControl(params, tlog, after=previous.ended if previous else None, trace=trace)
         self.active[key] = control
         self._last_of_run[task_id] = control
         self.claimed += 1
@@ -152,7 +158,6 @@ class Supervisor:
             self.accepting = False
         self.handed_off.pop(task_id, None)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self.outbox.put(TaskClaimed(task_id, self.settings.worker_id))
         execution = params.execution_id or "-"
         if previous is None:
             tlog.info("claimed (execution %s)", execution, extra=CLAIMED_EVENT)
@@ -186,8 +191,9 @@ class Supervisor:
         for claimed in self.events.on_claimed:
             _notify(claimed, params)
 
-    def _reject(self, task_id: str, reason: str) -> None:
+    def _reject(self, task_id: str, reason: str, trace: TaskTrace) -> None:
         self.outbox.put(TaskRejected(task_id, reason))
+        trace.reject(reason)
         for rejected in self.events.on_rejected:
             _notify(rejected, task_id, reason)
 
@@ -196,6 +202,9 @@ class Supervisor:
         controls = [control for (run, _), control in self.active.items() if run == task_id]
         for control in controls:
             control.log.info("cancellation requested by the server (phase %s)", control.phase)
+            control.trace.event(
+                "task.cancellation_requested", {"source": "server", "task.id": task_id}
+            )
             control.stop(StopCause.SERVER)
             if control.phase is not TaskPhase.PENDING:
                 self._spawn_backend_cancel(control.params, control.log)
@@ -227,7 +236,7 @@ class Supervisor:
                 self.backend,
                 control,
                 task_timeout=self.settings.task_timeout,
-                report=functools.partial(self._report, params),
+                report=functools.partial(self._report, control),
             )
         finally:
             del self.active[key]
@@ -259,16 +268,18 @@ class Supervisor:
             summary = _summary(outcome, duration)
             control.log.log(level, "%s %s%s", outcome.result, summary, cause, extra=fields)
         self.finished += 1
+        control.trace.finish(outcome)
         for finished in self.events.on_finished:
             _notify(finished, params, outcome, duration)
 
-    def _report(self, params: TaskParams, outcome: TaskOutcome) -> None:
+    def _report(self, control: TaskControl, outcome: TaskOutcome) -> None:
         """Queue the terminal message (hand-offs and detached tasks have none)."""
         if outcome.message is None:
             return
-        self.outbox.put(outcome.message)
+        with control.trace.phase("report"):
+            self.outbox.put(outcome.message)
         for reported in self.events.on_reported:
-            _notify(reported, params, outcome)
+            _notify(reported, control.params, outcome)
 
     # --- shutdown -----------------------------------------------------------------
 

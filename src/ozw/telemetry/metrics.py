@@ -1,48 +1,48 @@
-"""Prometheus metrics and the health endpoint.
+"""The worker's metrics on the OpenTelemetry SDK, and the health endpoint.
 
-:class:`WorkerMetrics` exports exactly the Go worker's catalog (docs/protocol.md), every
-known series present at 0 from start-up, so existing dashboards and alerts work. It
-owns its own registry (not the process-global one), so tests and the demo can run
-several workers side by side. :func:`serve_http` is a tiny
-HTTP/1.1 server on Trio for ``/metrics`` and ``/healthz``: a liveness probe gets
-200 while the worker is connected to the dispatch server and 503 otherwise.
+:class:`WorkerMetrics` holds exactly the Go worker's instruments (its
+``internal/metrics``: names, units, descriptions, attribute sets, the scope name)
+in one ``MeterProvider`` with the Go worker's resource, primed as Go primes them
+(every known series at 0 from start-up; the duration histogram left empty). Its
+readers are the OTLP/console exporters the OTEL_* variables ask for
+(:mod:`ozw.telemetry.export`) and always a Prometheus reader into a private
+registry, which ``metrics_addr`` and ``OTEL_METRICS_EXPORTER=prometheus`` both
+serve: one metrics path. The registry is private (not the process-global one), so
+tests and the demo can run several workers side by side. :func:`serve_http` is a
+tiny HTTP/1.1 server on Trio for ``/metrics`` and ``/healthz``: a liveness probe
+gets 200 while the worker is connected to the dispatch server and 503 otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Final
 
 import trio
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    disable_created_metrics,
-    generate_latest,
-)
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.version import __version__ as sdk_version
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ozw.config import parse_address
 from ozw.link.connection import DIAL_FAILED, REMOTE_CLOSE
 from ozw.tasks.failures import FailureReason
-from ozw.tasks.lifecycle import TaskOutcome, TaskPhase, TaskResult
+from ozw.tasks.lifecycle import TaskOutcome, TaskResult
 from ozw.tasks.params import TaskParams
 from ozw.wire.codec import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
 
-# The *_created series double the output and no dashboard of ours reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
 log = logging.getLogger(__name__)
 
-DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
-"""Agent runs last seconds to hours."""
-
+SCOPE_NAME: Final = "github.com/warpdotdev/oz-agent-worker"
+"""The Go worker's instrumentation scope (``otel_scope_name`` in Prometheus)."""
+SERVICE_NAME: Final = "oz-agent-worker"
+"""The Go worker's ``service.name``; like Go's, it wins over ``OTEL_SERVICE_NAME``."""
 
 RESULT_LABELS: Final = {
     TaskResult.COMPLETED: "succeeded",
@@ -51,16 +51,12 @@ RESULT_LABELS: Final = {
     TaskResult.HANDED_OFF: "dispatched",
 }
 REJECT_LABELS: Final = {REJECT_AT_CAPACITY: "at_capacity", REJECT_SHUTTING_DOWN: "shutting_down"}
+PRIMED_REJECT: Final = "at_capacity"
+"""The one rejection reason Go primes (``shutting_down`` appears when it happens)."""
 FAILURE_PHASES: Final = ("assignment", "backend", "cleanup")
 CLEANUP_FAILURE: Final = ("cleanup", FailureReason.CLEANUP.value)
 """The (phase, reason) of a failed teardown."""
 RECONNECT_REASONS: Final = (DIAL_FAILED, REMOTE_CLOSE)
-
-
-def failure_phase(phase: TaskPhase) -> str:
-    """The metric phase of a failure that ended a task in ``phase``: before the backend
-    took it (a waiting execution) it is the assignment's, otherwise the backend's."""
-    return "assignment" if phase is TaskPhase.PENDING else "backend"
 
 
 def ozw_version() -> str:
@@ -70,96 +66,136 @@ def ozw_version() -> str:
         return "0+unknown"
 
 
-class WorkerMetrics:
-    """Every metric the worker exports, registered in a private registry."""
+def worker_resource(*, worker_id: str, backend: str, version: str) -> Resource:
+    """The Go worker's resource (its ``newResource``): ``OTEL_RESOURCE_ATTRIBUTES``,
+    the SDK's ``telemetry.sdk.*``, then ``service.name``, ``service.version``,
+    ``worker.id`` and ``worker.backend``, which win over the environment's."""
+    attributes = {"service.name": SERVICE_NAME, "service.version": version}
+    if worker_id:
+        attributes["worker.id"] = worker_id
+    if backend:
+        attributes["worker.backend"] = backend
+    # Not Resource.create: its detectors add a random service.instance.id Go has not.
+    sdk = Resource(
+        {
+            "telemetry.sdk.language": "python",
+            "telemetry.sdk.name": "opentelemetry",
+            "telemetry.sdk.version": sdk_version,
+        }
+    )
+    return OTELResourceDetector().detect().merge(sdk).merge(Resource(attributes))
 
-    def __init__(self, *, worker_id: str, backend: str, max_concurrent: int) -> None:
+
+class WorkerMetrics:
+    """Every metric the worker exports, as the Go worker's instruments."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        backend: str,
+        max_concurrent: int,
+        readers: Sequence[MetricReader] = (),
+        resource: Resource | None = None,
+    ) -> None:
+        version = ozw_version()
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.connected = Gauge(
-            "oz_worker_connected", "1 while connected to the dispatch server", registry=r
+        self.provider = MeterProvider(
+            metric_readers=[PrometheusMetricReader(registry=self.registry), *readers],
+            resource=resource
+            or worker_resource(worker_id=worker_id, backend=backend, version=version),
+            shutdown_on_exit=False,  # the worker flushes with a deadline (export.py)
         )
-        self.tasks_active = Gauge("oz_worker_tasks_active", "Tasks running now", registry=r)
-        self.max_concurrent = Gauge(
-            "oz_worker_tasks_max_concurrent", "Configured task limit (0 = unlimited)", registry=r
+        meter = self.provider.get_meter(SCOPE_NAME)
+        # Descriptions and units are the Go worker's, word for word.
+        self.connected = meter.create_gauge(
+            "oz_worker_connected",
+            description="1 while the worker has an active WebSocket connection to "
+            "warp-server, 0 otherwise.",
         )
-        self.claimed = Counter("oz_worker_tasks_claimed", "Executions claimed", registry=r)
-        self.rejected = Counter(
-            "oz_worker_tasks_rejected", "Assignments rejected", ["reason"], registry=r
+        self.tasks_active = meter.create_up_down_counter(
+            "oz_worker_tasks_active",
+            description="Number of tasks the worker is currently executing.",
         )
-        self.completed = Counter(
-            "oz_worker_tasks_completed",
-            "Executions ended, by result (succeeded, failed, cancelled, dispatched)",
-            ["result"],
-            registry=r,
+        self.max_concurrent = meter.create_gauge(
+            "oz_worker_tasks_max_concurrent",
+            description="Configured upper bound on concurrent tasks for this worker. "
+            "0 means unlimited.",
         )
-        self.duration = Histogram(
+        self.claimed = meter.create_counter(
+            "oz_worker_tasks_claimed_total",
+            description="Total tasks the worker has claimed since process start.",
+        )
+        self.rejected = meter.create_counter(
+            "oz_worker_tasks_rejected_total",
+            description="Total tasks the worker has rejected since process start.",
+        )
+        self.completed = meter.create_counter(
+            "oz_worker_tasks_completed_total",
+            description="Total tasks the worker has finished, labeled by terminal result.",
+        )
+        self.duration = meter.create_histogram(
             "oz_worker_task_duration_seconds",
-            "Task duration from claim to end of teardown",
-            ["result"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
+            unit="s",
+            description="Wall-clock duration of task execution on the worker, labeled by "
+            "terminal result.",
         )
-        self.failures = Counter(
-            "oz_worker_task_failures",
-            "Task failures by phase and reason",
-            ["phase", "reason"],
-            registry=r,
+        self.failures = meter.create_counter(
+            "oz_worker_task_failures_total",
+            description="Task failures labeled by bounded execution phase and reason.",
         )
-        self.reconnects = Counter(
-            "oz_worker_websocket_reconnects",
-            "Failed dials (dial_failed) and sessions that ended (remote_close)",
-            ["reason"],
-            registry=r,
+        self.reconnects = meter.create_counter(
+            "oz_worker_websocket_reconnects_total",
+            description="Total WebSocket reconnect attempts since process start.",
         )
-        self.info = Info("oz_worker", "Worker build and identity", registry=r)
-        self.info.info({"version": ozw_version(), "backend": backend, "worker_id": worker_id})
-        # Known label values start at 0, so dashboards see every series from the start;
-        # their children are kept, so a task's end looks none up by its labels.
-        for label in REJECT_LABELS.values():
-            self.rejected.labels(reason=label)
-        self._completed = {
-            label: (self.completed.labels(result=label), self.duration.labels(result=label))
-            for label in RESULT_LABELS.values()
-        }
-        self._failures = {
-            (phase, reason.value): self.failures.labels(phase=phase, reason=reason.value)
-            for phase in FAILURE_PHASES
-            for reason in FailureReason
-        }
-        for kind in RECONNECT_REASONS:
-            self.reconnects.labels(reason=kind)
-        self.max_concurrent.set(max_concurrent)
+        self.info = meter.create_gauge(
+            "oz_worker_info",
+            description="Constant 1 with build/runtime metadata as labels.",
+        )
+        # Primed as Go primes them: dashboards see every known series from the start.
         self.connected.set(0)
-        self.tasks_active.set(0)
+        self.tasks_active.add(0)
+        self.claimed.add(0)
+        self.rejected.add(0, {"reason": PRIMED_REJECT})
+        for label in RESULT_LABELS.values():
+            self.completed.add(0, {"result": label})
+        for phase in FAILURE_PHASES:
+            for reason in FailureReason:
+                self.failures.add(0, {"phase": phase, "reason": reason.value})
+        for kind in RECONNECT_REASONS:
+            self.reconnects.add(0, {"reason": kind})
+        self.max_concurrent.set(max_concurrent)
+        self.info.set(1, {"version": version, "backend": backend, "worker_id": worker_id})
 
     # Hooks the worker calls -------------------------------------------------------
 
     def on_claimed(self, _params: TaskParams) -> None:
-        self.claimed.inc()
-        self.tasks_active.inc()
+        self.claimed.add(1)
+        self.tasks_active.add(1)
 
     def on_rejected(self, _task_id: str, reason: str) -> None:
-        self.rejected.labels(reason=REJECT_LABELS.get(reason, reason)).inc()
+        self.rejected.add(1, {"reason": REJECT_LABELS.get(reason, reason)})
 
     def on_finished(self, _params: TaskParams, outcome: TaskOutcome, duration: float) -> None:
-        self.tasks_active.dec()
+        self.tasks_active.add(-1)
         if outcome.result is TaskResult.DETACHED:
             return  # not ended: the worker's next start reattaches and reports it
-        completed, durations = self._completed[RESULT_LABELS[outcome.result]]
-        completed.inc()
-        durations.observe(duration)
+        result = {"result": RESULT_LABELS[outcome.result]}
+        self.completed.add(1, result)
+        self.duration.record(duration, result)
         if outcome.reason is not None:
-            self._failures[failure_phase(outcome.phase), outcome.reason.value].inc()
+            phase = outcome.failure_phase
+            self.failures.add(1, {"phase": phase, "reason": outcome.reason.value})
         if outcome.teardown_failed:
-            self._failures[CLEANUP_FAILURE].inc()
+            phase, reason = CLEANUP_FAILURE
+            self.failures.add(1, {"phase": phase, "reason": reason})
 
     def on_connection(self, connected: bool, _why: str) -> None:
         self.connected.set(1 if connected else 0)
 
     def on_lost(self, why: str) -> None:
         """A failed dial or an ended session (see :attr:`Connection.on_lost`)."""
-        self.reconnects.labels(reason=why).inc()
+        self.reconnects.add(1, {"reason": why})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,103 @@
+"""A collector that dies changes nothing about the tasks: they run and report as usual,
+the worker logs one warning line per period, export resumes when the collector comes
+back, and a dead collector does not hold up the worker's stop beyond its deadline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from ozw.config import WorkerConfig
+from ozw.telemetry.export import FLUSH_DEADLINE
+from ozw.telemetry.otel_env import read_plan
+from ozw.worker import Worker
+from tests.log_lines import Lines
+from tests.scripted_backend import ScriptedBackend
+from tests.support.worker import API_KEY, assignment, fast_settings, start_server, terminal_for
+from tests.telemetry.collector import Collector, spans_of
+from tests.telemetry.test_otlp import last_values, otelcol
+
+__all__ = ["otelcol"]
+
+SUCCEEDED = ("oz_worker_tasks_completed_total", (("result", "succeeded"),))
+
+
+async def received(collector: Collector, succeeded: int, task_id: str | None = None) -> None:
+    """Wait until the collector has written ``succeeded`` completed tasks (and the span
+    of ``task_id``). The collector's file is the one signal there is: it is polled."""
+    while True:
+        batches = collector.received()
+        done = last_values(batches).get(SUCCEEDED, 0) >= succeeded
+        spans = {s["name"] for _, _, s in spans_of(batches)} if task_id else set()
+        if done and (task_id is None or "oz_worker.task" in spans):
+            return
+        await trio.sleep(0.05)
+
+
+async def test_a_dead_collector_changes_nothing_about_the_tasks(
+    otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: Lines
+) -> None:
+    collector = Collector(otelcol, tmp_path)
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_TRACES_EXPORTER": "otlp",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.run)
+        server = await start_server(nursery)
+        worker = Worker(
+            WorkerConfig(worker_id="w1", api_key=API_KEY),
+            backend,
+            connection_settings=fast_settings(server.url),
+            otel=read_plan(os.environ),
+        )
+        stopped = trio.Event()
+
+        async def run_worker(*, task_status: trio.TaskStatus[Worker]) -> None:
+            await worker.run(handle_signals=False, task_status=task_status)
+            stopped.set()
+
+        await nursery.start(run_worker)
+        with trio.fail_after(30):
+            await worker.connection.wait_connected()
+            await server.send(assignment("before"))
+            await server.wait_for(terminal_for("before"))
+            await received(collector, 1, "before")
+
+            collector.kill()  # no goodbye: its ports stop answering
+            for task_id in ("during-1", "during-2", "during-3"):
+                await server.send(assignment(task_id))
+                await server.wait_for(terminal_for(task_id))
+            # The exporters fail again and again (the SDK's records, counted by the
+            # handler); the worker's log has one line for it in the period.
+            sdk = logging.getLogger("opentelemetry")
+            (handler,) = [h for h in sdk.handlers if hasattr(h, "left_out")]
+            while handler.left_out < 3:  # noqa: ASYNC110 (no event for an SDK thread's log)
+                await trio.sleep(0.05)
+            warned = [r for r in lines.records if r.getMessage().startswith("telemetry export:")]
+            assert len(warned) == 1
+            assert warned[0].exc_info is None
+            assert "\n" not in warned[0].getMessage()
+            assert worker.connection.failed_attempts == 0
+
+            collector = Collector(otelcol, tmp_path, ports=collector)
+            await nursery.start(collector.run)
+            await server.send(assignment("after"))
+            await server.wait_for(terminal_for("after"))
+            # Export resumed: the counts include the tasks of the outage.
+            await received(collector, 5, "after")
+
+            collector.kill()  # dead again for the stop: it must not hold the worker up
+        with trio.fail_after(FLUSH_DEADLINE + 10):
+            worker.request_stop("test over")
+            await stopped.wait()
+        nursery.cancel_scope.cancel()
