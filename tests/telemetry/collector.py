@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from tests.ozw_process import REPO
+from tests.support.ozw_process import REPO
 
 BUILD = REPO / "tools" / "build-otelcol.sh"
 READY = "Everything is ready"

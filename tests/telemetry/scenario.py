@@ -13,8 +13,8 @@ from typing import Final
 
 import trio
 
-from tests.ozw_command import HOST_ENV
-from tests.ozw_process import STANDIN_AGENT, OzwProcess
+from tests.support.ozw_command import HOST_ENV
+from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
 
 WORKER_ID: Final = "otel-worker"
 API_KEY: Final = "canary-api-key-6d1e0b9a"

@@ -15,8 +15,8 @@ from ozw.config import WorkerConfig
 from ozw.telemetry.export import FLUSH_DEADLINE
 from ozw.telemetry.otel_env import read_plan
 from ozw.worker import Worker
-from tests.log_lines import Lines
-from tests.scripted_backend import ScriptedBackend
+from tests.support.log_lines import Lines
+from tests.support.scripted_backend import ScriptedBackend
 from tests.support.worker import API_KEY, assignment, fast_settings, start_server, terminal_for
 from tests.telemetry.collector import Collector, spans_of
 from tests.telemetry.test_otlp import last_values, otelcol

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.ozw_process import OzwProcess
+from tests.support.ozw_process import OzwProcess
 from tests.telemetry.collector import Collector, attributes, collector_binary, metrics_of, spans_of
 from tests.telemetry.scenario import (
     CANARIES,

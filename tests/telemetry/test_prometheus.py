@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.ozw_process import OzwProcess
+from tests.support.ozw_process import OzwProcess
 from tests.telemetry.collector import free_port
 from tests.telemetry.scenario import dispatch_server, ozw_args, worker_env
 from tests.telemetry.test_otlp import FIXTURES
