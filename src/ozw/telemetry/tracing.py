@@ -20,8 +20,7 @@ import enum
 from collections.abc import Collection, Iterator, Mapping
 from typing import Final, Protocol
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer, set_span_in_context
 
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.wire.messages import TaskAssignment
@@ -76,7 +75,7 @@ class TaskTrace:
         secrets: Collection[str] = (),
     ) -> None:
         self.secrets = secrets
-        self.span: Span = trace.INVALID_SPAN
+        self.span: Span = INVALID_SPAN
         if tracer is not None:
             self.span = tracer.start_span(
                 TASK_SPAN, attributes={"task.id": task_id, **self._clean(attributes)}
@@ -99,7 +98,7 @@ class TaskTrace:
         if self.tracer is None:
             yield
             return
-        child = self.tracer.start_span(name, context=trace.set_span_in_context(self.span))
+        child = self.tracer.start_span(name, context=set_span_in_context(self.span))
         try:
             yield
         except Exception as exc:
