@@ -13,10 +13,22 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 import trio
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+    OTLPMetricExporter as GrpcMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter as HttpMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
@@ -27,15 +39,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-from ozw.telemetry.otel_env import OtelPlan, OtlpProtocol
-
-log = logging.getLogger(__name__)
+from ozw.telemetry.otel_env import Exporter, OtelPlan, OtlpProtocol
 
 FLUSH_DEADLINE: Final = 5.0
 """Seconds the exporters get at shutdown (the Go worker gives its metrics 5s too)."""
 WARN_EVERY: Final = 60.0
 """At most one line about failing exports per this many seconds."""
 SDK_LOGGER: Final = "opentelemetry"
+
+log = logging.getLogger(__name__)
 
 
 class Flushable(Protocol):
@@ -44,54 +56,45 @@ class Flushable(Protocol):
 
 def metric_readers(plan: OtelPlan) -> list[MetricReader]:
     """The pushing readers ``plan`` asks for (the Prometheus one is the metrics')."""
-    match plan.metrics:
-        case "otlp":
-            exporter = _otlp_metric_exporter(plan.metrics_protocol)
-        case "console":
-            exporter = ConsoleMetricExporter(out=sys.stdout)
-        case _:
-            return []
+    chosen = _chosen(plan.metrics, plan.metrics_protocol)
+    if chosen is None:
+        return []
     # The interval and timeout come from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT.
-    return [PeriodicExportingMetricReader(exporter)]
+    return [PeriodicExportingMetricReader(METRIC_EXPORTERS[chosen]())]
 
 
 def tracer_provider(plan: OtelPlan, resource: Resource) -> TracerProvider | None:
     """A tracer provider exporting as ``plan`` says, or None when traces are off."""
-    match plan.traces:
-        case "otlp":
-            exporter = _otlp_span_exporter(plan.traces_protocol)
-        case "console":
-            exporter = ConsoleSpanExporter(out=sys.stdout)
-        case _:
-            return None
+    chosen = _chosen(plan.traces, plan.traces_protocol)
+    if chosen is None:
+        return None
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     # Bounded: at most max_queue_size spans wait (2048, OTEL_BSP_MAX_QUEUE_SIZE).
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(SPAN_EXPORTERS[chosen]()))
     return provider
 
 
-def _otlp_metric_exporter(protocol: OtlpProtocol) -> MetricExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+METRIC_EXPORTERS: Final[dict[str, Callable[[], MetricExporter]]] = {
+    "http/protobuf": HttpMetricExporter,
+    "grpc": GrpcMetricExporter,
+    "console": lambda: ConsoleMetricExporter(out=sys.stdout),
+}
+SPAN_EXPORTERS: Final[dict[str, Callable[[], SpanExporter]]] = {
+    "http/protobuf": HttpSpanExporter,
+    "grpc": GrpcSpanExporter,
+    "console": lambda: ConsoleSpanExporter(out=sys.stdout),
+}
+"""The exporters by OTLP protocol (they read their OTEL_EXPORTER_OTLP_* themselves)."""
 
-        return OTLPMetricExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
 
-    return HttpMetricExporter()
-
-
-def _otlp_span_exporter(protocol: OtlpProtocol) -> SpanExporter:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
-    return HttpSpanExporter()
+def _chosen(exporter: Exporter, protocol: OtlpProtocol) -> str | None:
+    """The key of the exporter to build; None when this signal pushes nothing."""
+    match exporter:
+        case "otlp":
+            return protocol
+        case "console":
+            return "console"
+    return None
 
 
 class _OneLinePerPeriod(logging.Handler):

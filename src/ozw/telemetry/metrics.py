@@ -59,6 +59,51 @@ CLEANUP_FAILURE: Final = ("cleanup", FailureReason.CLEANUP.value)
 RECONNECT_REASONS: Final = (DIAL_FAILED, REMOTE_CLOSE)
 
 
+GO_INSTRUMENTS: Final = {
+    # name: (unit, description), the Go worker's word for word.
+    "oz_worker_connected": (
+        "",
+        "1 while the worker has an active WebSocket connection to warp-server, 0 otherwise.",
+    ),
+    "oz_worker_tasks_active": ("", "Number of tasks the worker is currently executing."),
+    "oz_worker_tasks_max_concurrent": (
+        "",
+        "Configured upper bound on concurrent tasks for this worker. 0 means unlimited.",
+    ),
+    "oz_worker_tasks_claimed_total": (
+        "",
+        "Total tasks the worker has claimed since process start.",
+    ),
+    "oz_worker_tasks_rejected_total": (
+        "",
+        "Total tasks the worker has rejected since process start.",
+    ),
+    "oz_worker_tasks_completed_total": (
+        "",
+        "Total tasks the worker has finished, labeled by terminal result.",
+    ),
+    "oz_worker_task_duration_seconds": (
+        "s",
+        "Wall-clock duration of task execution on the worker, labeled by terminal result.",
+    ),
+    "oz_worker_task_failures_total": (
+        "",
+        "Task failures labeled by bounded execution phase and reason.",
+    ),
+    "oz_worker_websocket_reconnects_total": (
+        "",
+        "Total WebSocket reconnect attempts since process start.",
+    ),
+    "oz_worker_info": ("", "Constant 1 with build/runtime metadata as labels."),
+}
+
+
+def go_instrument(name: str) -> tuple[str, str, str]:
+    """The Go worker's instrument ``name``: name, unit, description."""
+    unit, description = GO_INSTRUMENTS[name]
+    return name, unit, description
+
+
 def ozw_version() -> str:
     try:
         return metadata.version("ozw")
@@ -107,51 +152,17 @@ class WorkerMetrics:
             shutdown_on_exit=False,  # the worker flushes with a deadline (export.py)
         )
         meter = self.provider.get_meter(SCOPE_NAME)
-        # Descriptions and units are the Go worker's, word for word.
-        self.connected = meter.create_gauge(
-            "oz_worker_connected",
-            description="1 while the worker has an active WebSocket connection to "
-            "warp-server, 0 otherwise.",
-        )
-        self.tasks_active = meter.create_up_down_counter(
-            "oz_worker_tasks_active",
-            description="Number of tasks the worker is currently executing.",
-        )
-        self.max_concurrent = meter.create_gauge(
-            "oz_worker_tasks_max_concurrent",
-            description="Configured upper bound on concurrent tasks for this worker. "
-            "0 means unlimited.",
-        )
-        self.claimed = meter.create_counter(
-            "oz_worker_tasks_claimed_total",
-            description="Total tasks the worker has claimed since process start.",
-        )
-        self.rejected = meter.create_counter(
-            "oz_worker_tasks_rejected_total",
-            description="Total tasks the worker has rejected since process start.",
-        )
-        self.completed = meter.create_counter(
-            "oz_worker_tasks_completed_total",
-            description="Total tasks the worker has finished, labeled by terminal result.",
-        )
-        self.duration = meter.create_histogram(
-            "oz_worker_task_duration_seconds",
-            unit="s",
-            description="Wall-clock duration of task execution on the worker, labeled by "
-            "terminal result.",
-        )
-        self.failures = meter.create_counter(
-            "oz_worker_task_failures_total",
-            description="Task failures labeled by bounded execution phase and reason.",
-        )
-        self.reconnects = meter.create_counter(
-            "oz_worker_websocket_reconnects_total",
-            description="Total WebSocket reconnect attempts since process start.",
-        )
-        self.info = meter.create_gauge(
-            "oz_worker_info",
-            description="Constant 1 with build/runtime metadata as labels.",
-        )
+        gauge, counter = meter.create_gauge, meter.create_counter
+        self.connected = gauge(*go_instrument("oz_worker_connected"))
+        self.tasks_active = meter.create_up_down_counter(*go_instrument("oz_worker_tasks_active"))
+        self.max_concurrent = gauge(*go_instrument("oz_worker_tasks_max_concurrent"))
+        self.claimed = counter(*go_instrument("oz_worker_tasks_claimed_total"))
+        self.rejected = counter(*go_instrument("oz_worker_tasks_rejected_total"))
+        self.completed = counter(*go_instrument("oz_worker_tasks_completed_total"))
+        self.duration = meter.create_histogram(*go_instrument("oz_worker_task_duration_seconds"))
+        self.failures = counter(*go_instrument("oz_worker_task_failures_total"))
+        self.reconnects = counter(*go_instrument("oz_worker_websocket_reconnects_total"))
+        self.info = gauge(*go_instrument("oz_worker_info"))
         # Primed as Go primes them: dashboards see every known series from the start.
         self.connected.set(0)
         self.tasks_active.add(0)
