@@ -250,7 +250,8 @@ class Worker:
             level = logging.INFO if self.config.metrics_addr else logging.WARNING
             log.log(level, "%s", self.otel.notice)
         addresses = [self.config.metrics_addr] if self.config.metrics_addr else []
-        if self.otel.metrics == "prometheus":
+        if self.otel.metrics == "prometheus" and self.otel.prometheus_address not in addresses:
+            # The same registry either way: one address named twice is served once.
             addresses.append(self.otel.prometheus_address)
         listeners = []
         for address in addresses:

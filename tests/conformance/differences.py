@@ -54,18 +54,6 @@ def follow_ups_serialised(t: Transcript) -> None:
                 }
 
 
-def zero_series_from_start(t: Transcript) -> None:
-    metrics = t["metrics"]
-    for result in ("succeeded", "failed", "cancelled", "dispatched"):
-        metrics.setdefault(f'oz_worker_task_duration_seconds_count{{result="{result}"}}', 0.0)
-    t["metrics"] = dict(sorted(metrics.items()))
-
-
-def rejected_while_stopping(t: Transcript) -> None:
-    t["metrics"]['oz_worker_tasks_rejected_total{reason="shutting_down"}'] = 0.0
-    t["metrics"] = dict(sorted(t["metrics"].items()))
-
-
 def teardown_failure_counted(t: Transcript) -> None:
     t["metrics"]['oz_worker_task_failures_total{phase="cleanup",reason="cleanup"}'] += 1
 
@@ -113,8 +101,6 @@ DIFFERENCES: Final[dict[str, Callable[[Transcript], None]]] = {
     "api-key-withheld-from-scripts": api_key_withheld,
     "duplicate-runs-once": duplicate_runs_once,
     "follow-ups-serialised": follow_ups_serialised,
-    "histogram-series-from-start": zero_series_from_start,
-    "rejected-while-stopping-series": rejected_while_stopping,
     "teardown-failure-counted": teardown_failure_counted,
     "shutdown-message": shutdown_message,
     "task-timeout": task_timeout,

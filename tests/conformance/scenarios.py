@@ -48,14 +48,12 @@ def scenario(
     proxy: bool = False,
 ) -> Callable[[Steps], Steps]:
     """Register a scenario; the differences every scenario of its kind has are added:
-    the direct backend's root marker, the scripts' environment, the metric series."""
+    the direct backend's root marker, the scripts' environment."""
     implied = []
     if settings.backend == "direct":
         implied.append("workspace-root-marker")
     if settings.setup_command or settings.teardown_command or settings.dispatch_command:
         implied.append("api-key-withheld-from-scripts")
-    if metrics:
-        implied += ["histogram-series-from-start", "rejected-while-stopping-series"]
 
     def register(steps: Steps) -> Steps:
         names = (*implied, *differences)
