@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ozw.tasks.failures import FailureReason
 from ozw.tasks.params import (
@@ -836,3 +838,43 @@ def test_mount_paths_are_passed_on_normalised() -> None:
     sidecars = [{"image": "a", "mount_path": "/a//b/./"}]
     assignment = decode({"task_id": "t", "task": {"id": "t"}, "additional_sidecars": sidecars})
     assert build_task_params(assignment, SETTINGS).sidecars == (Sidecar("a", "/a/b"),)
+
+
+NUMBERS = st.none() | st.integers() | st.floats()
+"""Anything a decoder's number may be, NaN and the infinities included."""
+
+
+@given(
+    vcpus=NUMBERS,
+    memory_gb=NUMBERS,
+    minutes=st.none() | st.integers(),
+    upload=st.none() | st.integers(),
+    mount=st.text(alphabet="/.:,\0ab ", max_size=12),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_value_makes_the_params_layer_raise(
+    vcpus: float | None,
+    memory_gb: float | None,
+    minutes: int | None,
+    upload: int | None,
+    mount: str,
+) -> None:
+    snapshot = AgentConfigSnapshot(
+        idle_timeout_minutes=minutes, snapshot_upload_timeout_secs=upload
+    )
+    assignment = attrs.evolve(
+        decode({"task_id": "t", "task": {"id": "t"}}),
+        task=Task(id="t", agent_config_snapshot=snapshot),
+        instance_shape=InstanceShape(vcpus=vcpus, memory_gb=memory_gb),
+        additional_sidecars=[SidecarSpec(image="a", mount_path=mount)],
+    )
+    params = build_task_params(assignment, SETTINGS)
+    if params.refusal is None:
+        # What passes is what an engine can take: finite, in range, a plain mount path.
+        for value, limit in ((vcpus, MAX_VCPUS), (memory_gb, MAX_MEMORY_GB)):
+            assert value is None or 0 <= value <= limit
+        (sidecar,) = params.sidecars
+        assert sidecar.mount_path.startswith("/")
+        assert ".." not in sidecar.mount_path.split("/")
+    else:
+        assert params.refusal.cause.startswith("the assignment is not valid: ")
