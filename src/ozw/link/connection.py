@@ -5,8 +5,8 @@ alive with pings, declares it dead after a silence, and closes it with code 1000
 shutdown. Inside one session these tasks run: the reader (decodes frames and hands
 them to the worker), the single writer (drains the :class:`~ozw.link.outbox.Outbox`),
 the confirmer (a ping after what was written: its pong confirms it) and the heartbeat.
-The session lives inside a cancel scope that a watchdog cancels once no frame or pong
-was heard for too long: the server has been silent.
+The session lives inside a cancel scope whose deadline every frame and pong moves on:
+once it passes, the server has been silent for too long.
 """
 
 from __future__ import annotations
