@@ -105,7 +105,12 @@ class Collector:
             if not ready:
                 raise AssertionError("the collector exited early:\n" + "\n".join(self.log))
         finally:
+            # Stopped as an operator would (it writes out what it holds), killed if stuck.
             with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    with trio.move_on_after(10):
+                        await process.wait()
                 if process.returncode is None:
                     os.killpg(process.pid, signal.SIGKILL)
                     await process.wait()

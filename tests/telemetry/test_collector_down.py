@@ -14,11 +14,12 @@ import trio
 from ozw.config import WorkerConfig
 from ozw.telemetry.export import FLUSH_DEADLINE
 from ozw.telemetry.otel_env import read_plan
+from ozw.wire.codec import TaskCancellation
 from ozw.worker import Worker
 from tests.support.log_lines import Lines
 from tests.support.scripted_backend import ScriptedBackend
 from tests.support.worker import API_KEY, assignment, fast_settings, start_server, terminal_for
-from tests.telemetry.collector import Collector, spans_of
+from tests.telemetry.collector import Collector, attributes, spans_of
 from tests.telemetry.test_otlp import last_values, otelcol
 
 __all__ = ["otelcol"]
@@ -38,10 +39,10 @@ async def received(collector: Collector, succeeded: int, task_id: str | None = N
         await trio.sleep(0.05)
 
 
-async def test_a_dead_collector_changes_nothing_about_the_tasks(
-    otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: Lines
-) -> None:
-    collector = Collector(otelcol, tmp_path)
+def otel_worker(
+    collector: Collector, server_url: str, backend: ScriptedBackend, monkeypatch: pytest.MonkeyPatch
+) -> Worker:
+    """A worker pushing metrics and traces over OTLP/HTTP to ``collector`` every 200ms."""
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.http_endpoint,
         "OTEL_METRIC_EXPORT_INTERVAL": "200",
@@ -50,23 +51,36 @@ async def test_a_dead_collector_changes_nothing_about_the_tasks(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    return Worker(
+        WorkerConfig(worker_id="w1", api_key=API_KEY),
+        backend,
+        connection_settings=fast_settings(server_url),
+        otel=read_plan(os.environ),
+    )
+
+
+async def start(nursery: trio.Nursery, worker: Worker) -> trio.Event:
+    """Run ``worker`` in ``nursery``; the event is set once its run has returned."""
+    stopped = trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[Worker]) -> None:
+        await worker.run(handle_signals=False, task_status=task_status)
+        stopped.set()
+
+    await nursery.start(run)
+    return stopped
+
+
+async def test_a_dead_collector_changes_nothing_about_the_tasks(
+    otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: Lines
+) -> None:
+    collector = Collector(otelcol, tmp_path)
     backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:
         await nursery.start(collector.run)
         server = await start_server(nursery)
-        worker = Worker(
-            WorkerConfig(worker_id="w1", api_key=API_KEY),
-            backend,
-            connection_settings=fast_settings(server.url),
-            otel=read_plan(os.environ),
-        )
-        stopped = trio.Event()
-
-        async def run_worker(*, task_status: trio.TaskStatus[Worker]) -> None:
-            await worker.run(handle_signals=False, task_status=task_status)
-            stopped.set()
-
-        await nursery.start(run_worker)
+        worker = otel_worker(collector, server.url, backend, monkeypatch)
+        stopped = await start(nursery, worker)
         with trio.fail_after(30):
             await worker.connection.wait_connected()
             await server.send(assignment("before"))
@@ -101,3 +115,31 @@ async def test_a_dead_collector_changes_nothing_about_the_tasks(
             worker.request_stop("test over")
             await stopped.wait()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_task_s_span_says_who_cancelled_it(
+    otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = Collector(otelcol, tmp_path)
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.run)
+        server = await start_server(nursery)
+        worker = otel_worker(collector, server.url, backend, monkeypatch)
+        stopped = await start(nursery, worker)
+        with trio.fail_after(30):
+            await server.send(assignment("stop-me", "block"))
+            await backend.started["stop-me"].wait()
+            await server.send(TaskCancellation("stop-me"))
+            await server.wait_for(terminal_for("stop-me"))
+            worker.request_stop("test over")
+            await stopped.wait()  # flushed at its stop
+        nursery.cancel_scope.cancel()
+    spans = [span for _, _, span in spans_of(collector.received())]
+    (root,) = [s for s in spans if s["name"] == "oz_worker.task"]
+    assert root["status"] == {"code": 1}
+    events = {e["name"]: attributes(e) for e in root["events"]}
+    assert events["task.cancellation_requested"] == {"source": "server", "task.id": "stop-me"}
+    assert "task.cancelled" in events
+    (execute,) = [s for s in spans if s["name"] == "execute"]
+    assert [e["name"] for e in execute["events"]] == ["phase.stopped"]

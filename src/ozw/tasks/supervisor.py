@@ -180,7 +180,11 @@ class Supervisor:
         key = execution_key(params)
         if key in self.active:
             return
-        control = TaskControl(params, TaskLog(params.task_id, execution_id=params.execution_id))
+        control = TaskControl(
+            params,
+            TaskLog(params.task_id, execution_id=params.execution_id),
+            trace=self.tracer.reattached(params),
+        )
         self.active[key] = control
         self._last_of_run[params.task_id] = control
         tlog = control.log

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Final, Protocol
 
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer, set_span_in_context
 
 from ozw.tasks.failures import FailureReason, TaskFailure
+from ozw.tasks.params import TaskParams
 from ozw.wire.messages import TaskAssignment
 
 TASK_SPAN: Final = "oz_worker.task"
@@ -161,20 +162,44 @@ class WorkerTracer:
 
     def assigned(self, assignment: TaskAssignment) -> TaskTrace:
         """The trace of an assignment just received (the Go worker's ``task.assigned``)."""
+        return self._open(
+            "task.assigned",
+            assignment.task_id,
+            assignment.task.title,
+            assignment.execution_id,
+            assignment.env_vars.values(),
+        )
+
+    def reattached(self, params: TaskParams) -> TaskTrace:
+        """The trace of a task an earlier run of the worker started (ozw's own)."""
+        title = params.task.get("title")
+        return self._open(
+            "task.reattached",
+            params.task_id,
+            title if isinstance(title, str) else None,
+            params.execution_id,
+            params.env.values(),
+        )
+
+    def _open(
+        self,
+        event: str,
+        task_id: str,
+        title: str | None,
+        execution_id: str | None,
+        task_secrets: Iterable[str],
+    ) -> TaskTrace:
         if self.tracer is None:
             return NO_TRACE
-        task_id = assignment.task_id
         attributes: dict[str, AttributeValue] = {
-            "task.title": assignment.task.title or "",
+            "task.title": title or "",
             "worker.backend": self.backend,
         }
-        if assignment.execution_id:
-            attributes["task.execution_id"] = assignment.execution_id
-        secrets = (*self.secrets, *assignment.env_vars.values())
-        task = TaskTrace(self.tracer, task_id, attributes, secrets)
+        if execution_id:
+            attributes["task.execution_id"] = execution_id
+        task = TaskTrace(self.tracer, task_id, attributes, (*self.secrets, *task_secrets))
         task.event(
-            "task.assigned",
-            {"worker.id": self.worker_id, "worker.backend": self.backend, "task.id": task_id},
+            event, {"worker.id": self.worker_id, "worker.backend": self.backend, "task.id": task_id}
         )
         return task
 
