@@ -113,10 +113,10 @@ class _OneLinePerPeriod(logging.Handler):
             self.left_out += 1
             return
         self.last = now
-        cause = record.getMessage().splitlines()[0] if record.msg else "?"
+        cause = _first_line(record.getMessage())
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            cause = f"{cause}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            cause = f"{cause}: {type(exc).__name__}: {_first_line(str(exc))}"
         more = f" ({self.left_out} more since the last)" if self.left_out else ""
         self.left_out = 0
         log.warning(
@@ -125,6 +125,10 @@ class _OneLinePerPeriod(logging.Handler):
             more,
             self.every,
         )
+
+
+def _first_line(text: str) -> str:
+    return (text.splitlines() or ["?"])[0]
 
 
 def quiet_sdk_logs(every: float = WARN_EVERY) -> None:
