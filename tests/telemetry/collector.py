@@ -117,8 +117,11 @@ class Collector:
 
     def kill(self) -> None:
         """SIGKILL: a collector that dies, without flushing anything."""
+        self.signal(signal.SIGKILL)
+
+    def signal(self, signum: signal.Signals) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
+        os.killpg(self.process.pid, signum)
 
     def received(self) -> list[dict[str, Any]]:
         """Every OTLP request body the collector wrote, in order."""

@@ -1,4 +1,4 @@
-"""A collector that dies changes nothing about the tasks: they run and report as usual,
+"""A collector that dies or freezes changes nothing about the tasks: they run and report as usual,
 the worker logs one warning line per period, export resumes when the collector comes
 back, and a dead collector does not hold up the worker's stop beyond its deadline."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,28 @@ async def test_a_cancelled_task_s_span_says_who_cancelled_it(
     assert "task.cancelled" in events
     (execute,) = [s for s in spans if s["name"] == "execute"]
     assert [e["name"] for e in execute["events"]] == ["phase.stopped"]
+
+
+async def test_a_frozen_collector_holds_up_neither_tasks_nor_the_stop(
+    otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = Collector(otelcol, tmp_path)
+    backend = ScriptedBackend()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.run)
+        server = await start_server(nursery)
+        worker = otel_worker(collector, server.url, backend, monkeypatch)
+        stopped = await start(nursery, worker)
+        collector.signal(signal.SIGSTOP)  # a collector that accepts and never answers
+        try:
+            with trio.fail_after(30):
+                for task_id in ("slow-1", "slow-2"):
+                    await server.send(assignment(task_id))
+                    await server.wait_for(terminal_for(task_id))
+            with trio.fail_after(FLUSH_DEADLINE + 10):
+                worker.request_stop("test over")
+                await stopped.wait()
+        finally:
+            collector.signal(signal.SIGCONT)
+        nursery.cancel_scope.cancel()
+    assert worker.connection.failed_attempts == 0
