@@ -18,6 +18,7 @@ from ozw.backends.kubernetes.rules import (
     adopted_params,
     classify_job_failure,
     classify_pod,
+    deadline_failure,
     job_complete,
     job_failed,
     needs_events,
@@ -294,6 +295,23 @@ def test_job_failure_reasons() -> None:
     plain = classify_job_failure(_job("Failed", "BackoffLimitExceeded", "has reached the limit"))
     assert plain.reason is FailureReason.JOB_FAILED
     assert "BackoffLimitExceeded" in plain.cause
+
+
+def test_a_pod_stopped_at_its_jobs_deadline_fails_for_the_deadline() -> None:
+    """The real Job controller sets ``FailureTarget`` (DeadlineExceeded), then deletes the
+    pod; the kubelet's SIGTERM shows as exit 143 before the Job says ``Failed``."""
+    stopped = pod("Failed", containers=[terminated("task", 143)])
+    stopped["metadata"]["deletionTimestamp"] = "2026-12-01T12:00:30Z"
+    target = _job("FailureTarget", "DeadlineExceeded", "Job was active longer than specified")
+    found = deadline_failure(stopped, target)
+    assert found is not None
+    assert found.reason is FailureReason.ACTIVE_DEADLINE
+    assert "Job reason: DeadlineExceeded" in found.cause
+    # Not for a pod still there (its own exit), nor for another reason, nor without a Job.
+    running = pod("Failed", containers=[terminated("task", 143)])
+    assert deadline_failure(running, target) is None
+    assert deadline_failure(stopped, _job("FailureTarget", "BackoffLimitExceeded")) is None
+    assert deadline_failure(stopped, None) is None
 
 
 def test_preflight_failure_from_events() -> None:

@@ -9,20 +9,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.kubernetes.real.control_plane import REPO, ControlPlane
 from tests.kubernetes.real.tenant import DEPLOY, Tenant, namespace_name, tenant
+from tests.support.worker import start_server
 from tests.support.worker_process import worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _config(tmp_path: Path, cluster: Tenant) -> Path:
+def _config(tmp_path: Path, cluster: Tenant, port: int = 9) -> Path:
     path = tmp_path / "k8s.toml"
     path.write_text(
         f"""worker_id = "k8s-worker"
 [server]
-websocket_url = "ws://127.0.0.1:9/api/v1/selfhosted/worker/ws"
+websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
 [backend.kubernetes]
 namespace = "{cluster.name}"
 kubeconfig = "{cluster.kubeconfig}"
@@ -48,8 +50,12 @@ def _check_line(result: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
-def test_check_passes_with_the_deploy_role(cluster: Tenant, tmp_path: Path) -> None:
-    result = _ozw("check", "--config", str(_config(tmp_path, cluster)))
+async def test_check_passes_with_the_deploy_role(cluster: Tenant, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery)
+        config = _config(tmp_path, cluster, server.port or 0)
+        result = await trio.to_thread.run_sync(lambda: _ozw("check", "--config", str(config)))
+        nursery.cancel_scope.cancel()
     assert result.returncode == 0, result.stdout + result.stderr
     line = _check_line(result)
     assert line.startswith("ok ")
@@ -59,19 +65,21 @@ def test_check_passes_with_the_deploy_role(cluster: Tenant, tmp_path: Path) -> N
     assert cluster.items("secrets") == []
 
 
-def test_check_names_a_verb_missing_from_the_role(
+def test_check_names_every_verb_missing_from_the_role(
     kube: ControlPlane, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     role = tmp_path / "role.yaml"
     text = (DEPLOY / "role.yaml").read_text()
     narrowed = text.replace('verbs: ["create", "patch", "delete"]', 'verbs: ["create", "patch"]')
-    assert narrowed != text
+    narrowed = narrowed.replace('resources: ["pods/log"]', 'resources: ["pods/status"]')
+    assert narrowed.count("pods/status") == 1
+    assert 'verbs: ["create", "patch"]' in narrowed
     role.write_text(narrowed)
     cluster = tenant(kube, request.node.name, tmp_path, role=role)
     result = _ozw("check", "--config", str(_config(tmp_path, cluster)))
     assert result.returncode == 1
     assert _check_line(result).endswith(
-        f"missing permissions in namespace {cluster.name}: delete secrets"
+        f"missing permissions in namespace {cluster.name}: get pods/log, delete secrets"
     )
 
 

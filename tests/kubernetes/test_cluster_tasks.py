@@ -27,7 +27,7 @@ from ozw.wire.codec import (
     TaskFailed,
 )
 from tests.kubernetes.real.tenant import Tenant
-from tests.ozw_process import OzwProcess
+from tests.support.ozw_process import OzwProcess
 from tests.support.worker import assignment, start_server, terminal_for
 from tests.support.worker_process import start_ozw, worker_env, write_worker_config
 
@@ -362,3 +362,18 @@ async def test_a_finished_unreported_job_is_reported_at_start(
         assert isinstance(failed, TaskFailed)
         assert (failed.failure_reason, failed.exit_code) == ("container_exit", 4)
         await stop(second)
+
+
+async def test_an_active_deadline(cluster: Tenant, tmp_path: Path) -> None:
+    """The Job controller fails the Job at its deadline and stops its pod."""
+    async with scene(tmp_path, cluster, preflight="false", active_deadline_seconds="2") as (
+        server,
+        start,
+    ):
+        ozw = await start()
+        with trio.fail_after(60):
+            await server.send(task("overdue", "fake/hold"))
+            failed = await server.wait_for(terminal_for("overdue"))
+        assert isinstance(failed, TaskFailed)
+        assert failed.failure_reason == "active_deadline", failed.message
+        await stop(ozw)

@@ -23,15 +23,26 @@ if [ "${1:-}" = --check ]; then
 	exit 3
 fi
 mkdir -p "$out"
-cd "$here"
+# The module is built from a copy: a checkout that changes under a build of
+# many minutes (a rebase) must not pull its working directory away.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp "$here/go.mod" "$here/go.sum" "$here/tools.go" "$work/"
+cd "$work"
+minor=$(echo "$version" | cut -d. -f2)
+# What `make` would stamp: /version answers with the release, not v0.0.0-master.
+stamp=""
+for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	stamp="$stamp -X $v.gitVersion=$version -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+done
 for c in $missing; do
 	case $c in
-	etcd) pkg=go.etcd.io/etcd/server/v3 ;;
-	*) pkg=k8s.io/kubernetes/cmd/$c ;;
+	etcd) pkg=go.etcd.io/etcd/server/v3 flags="-s" ;;
+	*) pkg=k8s.io/kubernetes/cmd/$c flags="-s $stamp" ;;
 	esac
 	# Built to a temporary name and renamed, so an interrupted build is
 	# never taken for a finished one.
-	CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$out/$c.partial" "$pkg" >&2
+	CGO_ENABLED=0 go build -trimpath -ldflags="$flags" -o "$out/$c.partial" "$pkg" >&2
 	mv "$out/$c.partial" "$out/$c"
 done
 echo "$out"

@@ -315,6 +315,9 @@ class PodRunner:
         self.sidecars = [
             c for c in self.spec.get("initContainers", []) if c.get("restartPolicy") == "Always"
         ]
+        containers = self.spec["containers"]
+        self.main = next((c for c in containers if c["name"] == "task"), containers[0])
+        """The container that logs like an agent and decides the pod's outcome."""
 
     # -- the API --
 
@@ -327,12 +330,12 @@ class PodRunner:
 
     def report(self) -> None:
         status = dict(self.status)
-        inits = [self.inits[c["name"]] for c in self.spec.get("initContainers", [])]
-        mains = [self.mains[c["name"]] for c in self.spec["containers"] if c["name"] in self.mains]
-        if inits and all(c["name"] in self.inits for c in self.spec.get("initContainers", [])):
-            status["initContainerStatuses"] = inits
-        if len(mains) == len(self.spec["containers"]):
-            status["containerStatuses"] = mains
+        for key, statuses, containers in (
+            ("initContainerStatuses", self.inits, self.spec.get("initContainers", [])),
+            ("containerStatuses", self.mains, self.spec["containers"]),
+        ):
+            if containers and all(c["name"] in statuses for c in containers):
+                status[key] = [statuses[c["name"]] for c in containers]
         try:
             self.api.call("PATCH", f"{self.path}/status", {"status": status})
         except urllib.error.HTTPError as error:
@@ -471,8 +474,7 @@ class PodRunner:
             self.mains[container["name"]] = self.state(
                 container, {"waiting": {"reason": "ContainerCreating"}}
             )
-        main = next((c for c in self.spec["containers"] if c["name"] == "task"), None)
-        main = main or self.spec["containers"][0]
+        main = self.main
         others = [c for c in self.spec["containers"] if c is not main]
         for container in others:
             self.start(container, self.mains)
@@ -526,7 +528,7 @@ class PodRunner:
         key = (self.namespace, self.name, name)
         self.node.logs.open(key)
         statuses[name] = self.state(container, {"running": {"startedAt": now()}}, ready=True)
-        if container.get("name") == "task" or container is self.spec["containers"][0]:
+        if container is self.main:
             self.node.logs.write(key, f"fake agent: TASK_ID={env.get('TASK_ID', '')}")
             self.node.logs.write(key, "fake agent: args " + " ".join(container.get("args", [])))
         self.report()

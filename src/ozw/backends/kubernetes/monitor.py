@@ -33,6 +33,7 @@ from ozw.backends.kubernetes.rules import (
     classify_pod,
     container_ended,
     container_started,
+    deadline_failure,
     job_complete,
     job_failed,
     needs_events,
@@ -164,7 +165,7 @@ class JobMonitor:
             failure = None
             try:
                 for pod in await self.api.list_pods(self.selector):
-                    failure = failure or await self._pod_failure(pod)
+                    failure = failure or await self._pod_failure(pod, job)
             except API_PROBLEMS as exc:
                 self.log.warning(
                     "listing the pods of failed Job %s: %s", self.job_name, problem_text(exc)
@@ -201,7 +202,7 @@ class JobMonitor:
         except API_PROBLEMS as exc:
             self.log.warning("re-reading the pods of Job %s: %s", self.job_name, problem_text(exc))
 
-    async def _pod_failure(self, pod: Json) -> TaskFailure | None:
+    async def _pod_failure(self, pod: Json, job: Json | None = None) -> TaskFailure | None:
         events: list[Json] = []
         if needs_events(pod):
             uid = pod.get("metadata", {}).get("uid", "")
@@ -209,7 +210,16 @@ class JobMonitor:
                 events = await self.api.list_events(uid)
             except API_PROBLEMS as exc:
                 self.log.warning("listing events of pod %s: %s", uid, problem_text(exc))
-        return classify_pod(pod, events, self.clock(), self.unschedulable_timeout)
+        failure = classify_pod(pod, events, self.clock(), self.unschedulable_timeout)
+        if failure is not None and pod.get("metadata", {}).get("deletionTimestamp"):
+            # A pod being deleted may have been stopped by the Job controller: ask why.
+            if job is None:
+                try:
+                    job = await self.api.get_job(self.job_name)
+                except API_PROBLEMS as exc:
+                    self.log.warning("reading Job %s: %s", self.job_name, problem_text(exc))
+            failure = deadline_failure(pod, job) or failure
+        return failure
 
     # -- logs --
 

@@ -260,9 +260,26 @@ def job_finished(job: Json) -> bool:
     return job_complete(job) or job_failed(job)
 
 
+def job_failing(job: Json) -> Json | None:
+    """The Job's ``Failed`` condition, or the ``FailureTarget`` the Job controller sets
+    first, before it stops the Job's pods."""
+    return _condition(job, "Failed") or _condition(job, "FailureTarget")
+
+
+def deadline_failure(pod: Json, job: Json | None) -> TaskFailure | None:
+    """The deadline's failure when a terminating pod was stopped by its Job's
+    ``activeDeadlineSeconds``: its container's exit (143) is the effect, not the cause."""
+    if job is None or not pod.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    condition = job_failing(job) or {}
+    if "deadline" not in f"{condition.get('reason', '')} {condition.get('message', '')}".lower():
+        return None
+    return classify_job_failure(job)
+
+
 def classify_job_failure(job: Json) -> TaskFailure:
     """A failed Job's failure when none of its pods explains it."""
-    condition = _condition(job, "Failed") or {}
+    condition = job_failing(job) or {}
     meta = job.get("metadata", {})
     parts = [
         f"Kubernetes Job {meta.get('name', '?')} in namespace {meta.get('namespace', '?')} failed"
