@@ -167,9 +167,9 @@ def test_a_preflight_refused_by_pod_security_stops_start_up(
     )
     result = _ozw("--config", str(_config(tmp_path, cluster)))
     assert result.returncode == 1
-    errors = [x for x in result.stderr.splitlines() if "ERROR" in x]
+    errors = [x for x in result.stderr.splitlines() if "kubernetes preflight" in x]
     assert len(errors) == 1, result.stderr
-    assert "cannot start: kubernetes preflight: Job oz-preflight-" in errors[0]
+    assert "kubernetes preflight: Job oz-preflight-" in errors[0]
     assert "could not create its pod" in errors[0]
     assert 'violates PodSecurity "restricted:latest"' in errors[0]
     assert f"Pod Security or admission policy of namespace {cluster.name}" in errors[0]

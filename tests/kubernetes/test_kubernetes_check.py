@@ -3,7 +3,6 @@ plane's cases are in test_cluster_check.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -25,12 +24,6 @@ kubeconfig = "{cluster.kubeconfig}"
 """
     )
     return path
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WARP_", "KUBE"))}
-    env["WARP_API_KEY"] = API_KEY
-    return env
 
 
 def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
