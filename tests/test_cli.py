@@ -131,21 +131,12 @@ def test_flags_become_overrides() -> None:
     )  # fmt: skip
     assert args.config == "c.toml"
     assert overrides_from_args(args) == CliOverrides(
-        backend="docker",
-        worker_id="w",
-        api_key="k",
-        websocket_url="ws://h/ws",
-        server_root_url="http://h",
-        log_level="debug",
-        log_format="json",
-        no_cleanup=True,
-        volumes=("/a:/a", "/b:/b"),
-        env=("A", "B=1"),
-        max_concurrent_tasks=3,
-        idle_on_complete="45m",
-        task_timeout="1h",
-        shutdown_grace="5s",
-    )
+        backend="docker", worker_id="w", api_key="k",
+        websocket_url="ws://h/ws", server_root_url="http://h",
+        log_level="debug", log_format="json",
+        no_cleanup=True, volumes=("/a:/a", "/b:/b"), env=("A", "B=1"),
+        max_concurrent_tasks=3, idle_on_complete="45m", task_timeout="1h", shutdown_grace="5s",
+    )  # fmt: skip
 
 
 def test_run_hands_the_config_to_the_runner(

@@ -348,29 +348,18 @@ def test_flags_beat_the_file(write_config: WriteConfig) -> None:
         'task_timeout = "1h"\n[server]\nroot_url = "https://file.example"\n'
     )
     flags = CliOverrides(
-        worker_id="flag",
-        max_concurrent_tasks=5,
-        no_cleanup=True,
-        log_level="debug",
-        log_format="json",
-        task_timeout="90s",
-        shutdown_grace="1m",
-        idle_on_complete="10m",
-        websocket_url="ws://127.0.0.1:1/ws",
-        server_root_url="http://127.0.0.1:1",
-    )
+        worker_id="flag", max_concurrent_tasks=5, no_cleanup=True,
+        log_level="debug", log_format="json",
+        task_timeout="90s", shutdown_grace="1m", idle_on_complete="10m",
+        websocket_url="ws://127.0.0.1:1/ws", server_root_url="http://127.0.0.1:1",
+    )  # fmt: skip
     config = load_config(path, flags, {})
     assert config == WorkerConfig(
-        worker_id="flag",
-        max_concurrent_tasks=5,
-        cleanup=False,
-        log_level="debug",
-        log_format="json",
-        task_timeout=90.0,
-        shutdown_grace=60.0,
-        idle_on_complete="10m",
+        worker_id="flag", max_concurrent_tasks=5, cleanup=False,
+        log_level="debug", log_format="json",
+        task_timeout=90.0, shutdown_grace=60.0, idle_on_complete="10m",
         server=ServerConfig(websocket_url="ws://127.0.0.1:1/ws", root_url="http://127.0.0.1:1"),
-    )
+    )  # fmt: skip
 
 
 def test_without_no_cleanup_the_file_decides(write_config: WriteConfig) -> None:
@@ -565,22 +554,14 @@ def test_dump_round_trips_without_the_api_key(write_config: WriteConfig) -> None
     config = WorkerConfig(
         worker_id="w1",
         backend=DockerConfig(
-            volumes=("/a:/b:ro",),
-            default_image="debian:12",
-            environment=(EnvEntry("A", "1"), EnvEntry("B")),
-            pull_policy="never",
-            kill_grace=2.5,
+            volumes=("/a:/b:ro",), default_image="debian:12", pull_policy="never",
+            environment=(EnvEntry("A", "1"), EnvEntry("B")), kill_grace=2.5,
         ),
         server=ServerConfig(session_sharing_server_url="https://share.example"),
-        max_concurrent_tasks=2,
-        cleanup=False,
-        idle_on_complete="1h30m",
-        task_timeout=5400.0,
-        shutdown_grace=0.25,
-        log_level="warning",
-        metrics_addr="127.0.0.1:9090",
-        api_key="sk-very-secret",
-    )
+        max_concurrent_tasks=2, cleanup=False, idle_on_complete="1h30m",
+        task_timeout=5400.0, shutdown_grace=0.25,
+        log_level="warning", metrics_addr="127.0.0.1:9090", api_key="sk-very-secret",
+    )  # fmt: skip
     text = dump_config(config)
     assert "sk-very-secret" not in text
     assert "# api_key: set (redacted)" in text

@@ -265,21 +265,15 @@ def test_duplicate_mount_paths_are_found_after_normalisation() -> None:
 
 def test_the_create_request_is_exact() -> None:
     spec = ContainerSpec(
-        name="ozw-w-t-1234",
-        image_id=DIGEST,
-        image_ref="ubuntu:22.04",
-        worker_id="w",
-        task_id="t",
-        execution_id="e",
-        base_args=("agent", "run", "--task-id", "t", "-x"),
-        env={"TASK_ID": "t", "KEY": "a\nb=c"},
+        name="ozw-w-t-1234", image_id=DIGEST, image_ref="ubuntu:22.04",
+        worker_id="w", task_id="t", execution_id="e",
+        base_args=("agent", "run", "--task-id", "t", "-x"), env={"TASK_ID": "t", "KEY": "a\nb=c"},
         sidecars=(
             SidecarMount("agent-0123", "/agent"),
             SidecarMount("tools-4567", "/tools", read_write=True),
         ),
-        volumes=("/srv/cache:/cache:ro", "named:/data"),
-        shape=Shape(vcpus=2, memory_gb=1),
-    )
+        volumes=("/srv/cache:/cache:ro", "named:/data"), shape=Shape(vcpus=2, memory_gb=1),
+    )  # fmt: skip
     assert "a\nb=c" not in repr(spec)
     target, body = create_request(spec)
     assert target == "/containers/create?name=ozw-w-t-1234"
