@@ -23,7 +23,7 @@ from typing import Final
 import trio
 
 from ozw.backends.base import Backend
-from ozw.config import KubernetesConfig, WorkerConfig
+from ozw.config import KubernetesConfig, WorkerConfig, resolve_environment
 from ozw.link.connection import UNAUTHORISED, Connection, ConnectionSettings, Lost
 from ozw.link.outbox import Outbox
 from ozw.link.proxy import choose_proxy
@@ -356,9 +356,10 @@ class Worker:
 
 
 def _secrets(config: WorkerConfig) -> list[str]:
-    """Values no span may show: the API key and the configured task environment."""
+    """Values no span may show: the API key and the configured task environment,
+    inherited values included."""
     environment = getattr(config.backend, "environment", ())
-    values = [entry.value for entry in environment if entry.value]
+    values = list(resolve_environment(environment, os.environ).values())
     return [config.api_key, *values] if config.api_key else values
 
 

@@ -19,7 +19,9 @@ from tests.support.ozw_process import STANDIN_AGENT, OzwProcess
 WORKER_ID: Final = "otel-worker"
 API_KEY: Final = "canary-api-key-6d1e0b9a"
 TASK_SECRET: Final = "canary-task-secret-41f7c2"
-CANARIES: Final = (API_KEY, TASK_SECRET)
+CONFIG_SECRET: Final = "canary-config-secret-9b3e55"
+"""Inherited by the tasks from the worker's own environment (``environment`` entry)."""
+CANARIES: Final = (API_KEY, TASK_SECRET, CONFIG_SECRET)
 TASKS: Final = ("ok-1", "bad-1")
 SCRIPT: Final = [
     {
@@ -29,7 +31,7 @@ SCRIPT: Final = [
     },
     {
         "task_id": "bad-1",
-        "task": {"id": "bad-1", "title": "a task that fails"},
+        "task": {"id": "bad-1", "title": f"a task that fails with {CONFIG_SECRET}"},
         "env_vars": {"OZ_STANDIN_PROMPT": "fail"},
     },
 ]
@@ -52,6 +54,7 @@ def ozw_config(workdir: Path) -> Path:
     config.write_text(
         f'worker_id = "{WORKER_ID}"\n\n[backend.direct]\n'
         f'workspace_root = "{workdir / "ws"}"\noz_path = "{STANDIN_AGENT}"\n'
+        'environment = [{ name = "DEPLOY_KEY" }]\n'
     )
     return config
 
@@ -63,7 +66,7 @@ def ozw_args(workdir: Path, url: str, *more: str) -> list[str]:
 def worker_env(otel: Mapping[str, str]) -> dict[str, str]:
     """The host's environment less any OTEL_*/WARP_* of its own, plus ``otel``."""
     env = {k: v for k, v in HOST_ENV.items() if not k.startswith(("OTEL_", "WARP_"))}
-    return {**env, "WARP_API_KEY": API_KEY, **otel}
+    return {**env, "WARP_API_KEY": API_KEY, "DEPLOY_KEY": CONFIG_SECRET, **otel}
 
 
 def outcomes(record: Path) -> dict[str, str]:

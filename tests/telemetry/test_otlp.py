@@ -161,6 +161,7 @@ async def test_a_collector_receives_the_go_workers_metrics_and_task_traces(
             assert any(name == n and set(keys) <= mine for n, mine in root_events), name
     ok, bad = roots["ok-1"], roots["bad-1"]
     assert attributes(ok)["task.title"] == "deploy with [redacted]"
+    assert attributes(bad)["task.title"] == "a task that fails with [redacted]"
     assert ok["status"] == {"code": STATUS_OK}
     assert [e["name"] for e in ok["events"]][-1] == "task.completed"
     assert bad["status"] == {"code": STATUS_ERROR, "message": "agent_invocation"}

@@ -28,7 +28,7 @@ from ozw.wire.messages import TaskAssignment
 
 TASK_SPAN: Final = "oz_worker.task"
 REDACTED: Final = "[redacted]"
-MIN_SECRET: Final = 4
+MIN_SECRET: Final = 6
 """Shorter values (``1``, ``yes``) are not redacted: they would shred every text."""
 
 END_EVENTS: Final = {  # by TaskResult value; detached is ozw's own
