@@ -151,3 +151,20 @@ def test_the_documented_stand_in_sidecar_runs_the_smoke_sample_offline(
     assert "[agent stdout] stand-in agent: agent run --task-id smoke-" in result.stderr
     assert "[agent stdout] ozw smoke test: hello from the agent" in result.stderr
     engine.run("image", "rm", tag)
+
+
+def test_a_container_killed_after_kill_grace_is_logged_as_killed(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    # The stand-in is the container's PID 1, a shell: SIGTERM does not end it.
+    config = tmp_path / "grace.toml"
+    config.write_text(
+        'worker_id = "grace"\n[backend.docker]\npull_policy = "never"\nkill_grace = "1s"\n'
+    )
+    task = task_file(tmp_path, images, "sleep:60")
+    result = engine.ozw("smoke", "--config", str(config), "--task", str(task), "--timeout", "3s")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "smoke: FAILED: task smoke-sleep-60 timed out after 3s" in result.stdout
+    assert "task=smoke-sleep-60 agent did not exit within 1s of SIGTERM (kill_grace): killed" in (
+        result.stderr
+    )

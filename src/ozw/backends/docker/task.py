@@ -38,7 +38,7 @@ from ozw.backends.docker.inspect import (
     LocalImage,
     parse_state,
 )
-from ozw.backends.docker.late_oom import late_oom_possible, oom_logged
+from ozw.backends.docker.late_oom import SIGKILL_EXIT, late_oom_possible, oom_logged
 from ozw.backends.docker.references import (
     container_name,
     is_valid_reference,
@@ -214,9 +214,22 @@ class DockerTaskRun(TaskRun):
             raise  # otherwise it has ended or never ran: teardown removes it
         except BaseException:
             # Cancelled (or broken): killing the CLI does not stop a container.
-            self.log.info("stopping container %s", name)
-            await backend.cli.stop(name, backend.config.kill_grace, remove=backend.cleanup)
+            await self._stop(name)
             raise
+
+    async def _stop(self, name: str) -> None:
+        """Stop the container with ``kill_grace`` and say when the engine had to kill the
+        agent; teardown removes it (cleanup on) after this look at how it ended."""
+        backend = self.backend
+        grace = backend.config.kill_grace
+        self.log.info("stopping container %s", name)
+        await backend.cli.stop(name, grace, remove=False)
+        inspected = await backend.cli.cleanup("container", "inspect", STATE_FORMAT, name)
+        if inspected is None or not inspected.ok:
+            return
+        state = parse_state(inspected.stdout)
+        if state.exit_code == SIGKILL_EXIT and not state.oom_killed:
+            self.log.warning("agent did not exit within %gs of SIGTERM (kill_grace): killed", grace)
 
     async def _create(self, name: str) -> None:
         """``docker create`` as an engine API request: values travel in a pipe only."""
