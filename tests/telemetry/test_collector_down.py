@@ -21,9 +21,7 @@ from tests.support.log_lines import Lines
 from tests.support.scripted_backend import ScriptedBackend
 from tests.support.worker import API_KEY, assignment, fast_settings, start_server, terminal_for
 from tests.telemetry.collector import Collector, attributes, spans_of
-from tests.telemetry.test_otlp import last_values, otelcol
-
-__all__ = ["otelcol"]
+from tests.telemetry.test_otlp import last_values
 
 SUCCEEDED = ("oz_worker_tasks_completed_total", (("result", "succeeded"),))
 

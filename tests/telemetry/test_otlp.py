@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from tests.support.ozw_process import OzwProcess
-from tests.telemetry.collector import Collector, attributes, collector_binary, metrics_of, spans_of
+from tests.telemetry.collector import Collector, attributes, metrics_of, spans_of
 from tests.telemetry.scenario import (
     CANARIES,
     TASKS,
@@ -28,11 +28,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SCOPE = "github.com/warpdotdev/oz-agent-worker"
 PHASES = {"claim", "setup", "execute", "teardown", "report"}
 STATUS_OK, STATUS_ERROR = 1, 2
-
-
-@pytest.fixture(scope="session")
-def otelcol() -> Path:
-    return collector_binary()
 
 
 def shape(batches: list[dict[str, Any]]) -> dict[str, Any]:
