@@ -290,10 +290,9 @@ def _free_port() -> int:
 
 @attrs.frozen
 class Registry:
-    """A local ``docker-registry``; ``auth`` when it wants a login."""
+    """A local ``docker-registry`` at ``address``."""
 
     address: str
-    auth: bool
 
     def ref(self, path: str) -> str:
         return f"{self.address}/{path}"
@@ -347,7 +346,7 @@ def _registry(root: Path, name: str, htpasswd: Path | None) -> Iterator[Registry
                 if process.poll() is not None or time.monotonic() > deadline:
                     _fail(f"docker-registry did not start: see {root / name / 'registry.log'}")
                 time.sleep(0.1)
-        yield Registry(f"127.0.0.1:{port}", auth=htpasswd is not None)
+        yield Registry(f"127.0.0.1:{port}")
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -6,24 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.kubernetes.fake_cluster import REPO, FakeCluster, fake_cluster
+from tests.kubernetes.fake_cluster import REPO, fake_cluster
 from tests.support.ozw_command import run_ozw
 from tests.support.worker import API_KEY
-
-
-def _config(tmp_path: Path, cluster: FakeCluster, extra: str = "", port: int = 9) -> Path:
-    path = tmp_path / "k8s.toml"
-    path.write_text(
-        f"""worker_id = "k8s-worker"
-[server]
-websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
-[backend.kubernetes]
-namespace = "agents"
-kubeconfig = "{cluster.kubeconfig}"
-{extra}
-"""
-    )
-    return path
+from tests.support.worker_process import write_worker_config
 
 
 def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,7 +18,8 @@ def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_check_without_a_reachable_cluster(tmp_path: Path) -> None:
     with fake_cluster(tmp_path) as cluster:
-        config = _config(tmp_path, cluster)
+        backend = f'[backend.kubernetes]\nnamespace = "agents"\nkubeconfig = "{cluster.kubeconfig}"'
+        config = write_worker_config(tmp_path, 9, worker_id="k8s-worker", backend=backend)
         cluster.process.kill()
         cluster.process.wait()
         result = _ozw("check", "--config", str(config))
