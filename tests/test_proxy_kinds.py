@@ -111,16 +111,23 @@ async def test_a_socks5_proxy_with_credentials(
         assert PASSWORD not in caplog.text
 
 
-async def test_wrong_socks5_credentials_are_a_failed_dial_with_the_cause(tmp_path: Path) -> None:
+async def first_error(proxy_url: str) -> str:
+    """The error of a first dial to a closed port through ``proxy_url``."""
+    url = "ws://127.0.0.1:9/ws"
+    connection = Connection(
+        fast_settings(url, proxy=choose_proxy(url, proxy_url, {})), Outbox(), print
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        with trio.fail_after(20):
+            await connection.wait_failed_attempt()
+        await connection.close()
+    return connection.last_error or ""
+
+
+async def test_wrong_socks5_credentials_are_a_failed_dial_with_the_cause() -> None:
     async with running_microsocks(USER, PASSWORD) as socks:
-        proxy = choose_proxy("ws://127.0.0.1:9/ws", socks.url(f"{USER}:wrong"), {})
-        connection = Connection(fast_settings("ws://127.0.0.1:9/ws", proxy=proxy), Outbox(), print)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            with trio.fail_after(20):
-                await connection.wait_failed_attempt()
-            await connection.close()
-    error = connection.last_error or ""
+        error = await first_error(socks.url(f"{USER}:wrong"))
     assert error.startswith(f"cannot connect: proxy socks5://127.0.0.1:{socks.port} refused")
     assert error.endswith("check the credentials in server.proxy_url"), error
     assert socks.targets() == []
@@ -128,13 +135,7 @@ async def test_wrong_socks5_credentials_are_a_failed_dial_with_the_cause(tmp_pat
 
 async def test_a_socks5_proxy_that_cannot_reach_the_server_is_named(tmp_path: Path) -> None:
     async with running_dante(tmp_path / "socks") as dante:
-        proxy = choose_proxy("ws://127.0.0.1:9/ws", dante.url(), {})
-        connection = Connection(fast_settings("ws://127.0.0.1:9/ws", proxy=proxy), Outbox(), print)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            with trio.fail_after(20):
-                await connection.wait_failed_attempt()
-            await connection.close()
-    assert (connection.last_error or "").startswith(
+        error = await first_error(dante.url())
+    assert error.startswith(
         f"cannot connect: proxy socks5://127.0.0.1:{dante.port} refused to connect to 127.0.0.1:9: "
     )
