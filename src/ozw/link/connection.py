@@ -64,7 +64,7 @@ class ConnectionSettings:
     connect_timeout: float = 30.0
     close_timeout: float = CLOSE_TIMEOUT
     proxy: Proxy | None = None
-    """The HTTP proxy to dial through (``ozw.link.proxy.choose_proxy``), None to dial directly."""
+    """The proxy to dial through (``ozw.link.proxy.choose_proxy``), None to dial directly."""
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     """For ``wss://``; None trusts the system's certificate authorities."""
 
