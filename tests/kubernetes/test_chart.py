@@ -258,3 +258,23 @@ def test_every_go_values_key_is_consumed(path: tuple[str, ...]) -> None:
     for part in reversed(path):
         change = {part: change}
     assert render_text(merged(base, change)) != render_text(base), f"{key} changes nothing"
+
+
+def test_prometheus_metrics_are_served_once_on_the_metrics_port(tmp_path: Path) -> None:
+    from ozw.cli import main as cli
+    from ozw.config import overrides_from_args
+    from ozw.telemetry.otel_env import read_plan
+
+    values = merged(VALUE_SETS["go-values"], {"metrics": {"enabled": True}})
+    docs = render(values)
+    (container,) = by_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    plan = read_plan({k: v for k, v in env.items() if v is not None})
+    args, _ = chart_config(tmp_path, values)
+    parsed = cli.build_parser().parse_args(cli.normalise_argv(args))
+    config = load_config(parsed.config, overrides_from_args(parsed), {"WARP_API_KEY": "k"})
+    # One listener: the OTEL_* variables' Prometheus endpoint, which serves /healthz too.
+    assert config.metrics_addr is None
+    assert (plan.metrics, plan.prometheus_address) == ("prometheus", "0.0.0.0:9464")
+    assert container["readinessProbe"]["httpGet"]["port"] == 9464
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
