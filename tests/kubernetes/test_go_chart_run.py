@@ -5,7 +5,7 @@ tests/data/go_chart_rendered.yaml is the Go oz-agent-worker chart as helm render
 config.yaml are used as they are, against the project's dispatch server and the fake
 API server. Only the paths differ: the config file is where the ConfigMap would be
 mounted, here a temporary directory, and the cluster is reached with a kubeconfig
-(no in-cluster service account here).
+(no in-cluster service account here). Its environment is the chart's too (the API key as its Secret would give it).
 """
 
 from __future__ import annotations
@@ -31,23 +31,26 @@ MOUNTED = "/etc/oz-agent-worker/config.yaml"
 JOBS = "/apis/batch/v1/namespaces/agents/jobs"
 
 
-def go_chart() -> tuple[list[str], str]:
-    """The worker container's arguments and the ConfigMap's config.yaml."""
+def go_chart() -> tuple[list[str], dict[str, str], str]:
+    """The worker container's arguments, its plain environment values (the API key
+    comes from a Secret) and the ConfigMap's config.yaml."""
     docs: list[dict[str, Any]] = [doc for doc in yaml.safe_load_all(RENDERED.read_text()) if doc]
     (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
     (config_map,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container["args"], config_map["data"]["config.yaml"]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    return container["args"], env, config_map["data"]["config.yaml"]
 
 
 async def test_the_go_chart_starts_ozw_and_a_task_runs(tmp_path: Path) -> None:
-    args, config_yaml = go_chart()
+    args, chart_env, config_yaml = go_chart()
+    assert chart_env == {"OTEL_METRICS_EXPORTER": "none"}  # the Go chart, metrics off
     assert args[:2] == ["--config-file", MOUNTED]
     config = tmp_path / "config.yaml"
     config.write_text(config_yaml)
     with fake_cluster(tmp_path / "cluster") as cluster:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WARP_", "KUBE"))}
-        env |= {"WARP_API_KEY": API_KEY, "KUBECONFIG": str(cluster.kubeconfig)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WARP_", "KUBE", "OTEL_"))}
+        env |= {**chart_env, "WARP_API_KEY": API_KEY, "KUBECONFIG": str(cluster.kubeconfig)}
         async with trio.open_nursery() as nursery:
             server = await start_server(nursery)
             argv = [
