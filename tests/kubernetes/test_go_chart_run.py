@@ -5,7 +5,8 @@ tests/data/go_chart_rendered.yaml is the Go oz-agent-worker chart as helm render
 config.yaml are used as they are, against the project's dispatch server and the fake
 API server. Only the paths differ: the config file is where the ConfigMap would be
 mounted, here a temporary directory, and the cluster is reached with a kubeconfig
-(no in-cluster service account here). Its environment is the chart's too (the API key as its Secret would give it).
+(no in-cluster service account here). Its environment is the chart's too (the API
+key as its Secret would give it).
 """
 
 from __future__ import annotations
