@@ -15,7 +15,7 @@ import trio
 from ozw.config import WorkerConfig
 from ozw.telemetry.export import FLUSH_DEADLINE
 from ozw.telemetry.otel_env import read_plan
-from ozw.wire.codec import TaskCancellation
+from ozw.wire.codec import TaskCancellation, TaskRejected
 from ozw.worker import Worker
 from tests.support.log_lines import Lines
 from tests.support.scripted_backend import ScriptedBackend
@@ -39,7 +39,11 @@ async def received(collector: Collector, succeeded: int, task_id: str | None = N
 
 
 def otel_worker(
-    collector: Collector, server_url: str, backend: ScriptedBackend, monkeypatch: pytest.MonkeyPatch
+    collector: Collector,
+    server_url: str,
+    backend: ScriptedBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    max_concurrent_tasks: int = 0,
 ) -> Worker:
     """A worker pushing metrics and traces over OTLP/HTTP to ``collector`` every 200ms."""
     env = {
@@ -51,7 +55,7 @@ def otel_worker(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Worker(
-        WorkerConfig(worker_id="w1", api_key=API_KEY),
+        WorkerConfig(worker_id="w1", api_key=API_KEY, max_concurrent_tasks=max_concurrent_tasks),
         backend,
         connection_settings=fast_settings(server_url),
         otel=read_plan(os.environ),
@@ -116,7 +120,7 @@ async def test_a_dead_collector_changes_nothing_about_the_tasks(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_cancelled_task_s_span_says_who_cancelled_it(
+async def test_cancelled_and_rejected_tasks_spans(
     otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collector = Collector(otelcol, tmp_path)
@@ -124,18 +128,23 @@ async def test_a_cancelled_task_s_span_says_who_cancelled_it(
     async with trio.open_nursery() as nursery:
         await nursery.start(collector.run)
         server = await start_server(nursery)
-        worker = otel_worker(collector, server.url, backend, monkeypatch)
+        worker = otel_worker(collector, server.url, backend, monkeypatch, max_concurrent_tasks=1)
         stopped = await start(nursery, worker)
         with trio.fail_after(30):
             await server.send(assignment("stop-me", "block"))
             await backend.started["stop-me"].wait()
+            await server.send(assignment("too-many"))
+            await server.wait_for(lambda m: isinstance(m, TaskRejected))
             await server.send(TaskCancellation("stop-me"))
             await server.wait_for(terminal_for("stop-me"))
             worker.request_stop("test over")
             await stopped.wait()  # flushed at its stop
         nursery.cancel_scope.cancel()
     spans = [span for _, _, span in spans_of(collector.received())]
-    (root,) = [s for s in spans if s["name"] == "oz_worker.task"]
+    roots = {attributes(s)["task.id"]: s for s in spans if s["name"] == "oz_worker.task"}
+    rejected = [(e["name"], attributes(e)) for e in roots["too-many"]["events"]]
+    assert rejected[1:] == [("task.rejected", {"reason": "at_capacity"})]
+    root = roots["stop-me"]
     assert root["status"] == {"code": 1}
     events = {e["name"]: attributes(e) for e in root["events"]}
     assert events["task.cancellation_requested"] == {"source": "server", "task.id": "stop-me"}

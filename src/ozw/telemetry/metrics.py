@@ -35,7 +35,7 @@ from ozw.link.connection import DIAL_FAILED, REMOTE_CLOSE
 from ozw.tasks.failures import FailureReason
 from ozw.tasks.lifecycle import TaskOutcome, TaskResult
 from ozw.tasks.params import TaskParams
-from ozw.wire.codec import REJECT_AT_CAPACITY, REJECT_SHUTTING_DOWN
+from ozw.wire.messages import REJECT_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ RESULT_LABELS: Final = {
     TaskResult.CANCELLED: "cancelled",
     TaskResult.HANDED_OFF: "dispatched",
 }
-REJECT_LABELS: Final = {REJECT_AT_CAPACITY: "at_capacity", REJECT_SHUTTING_DOWN: "shutting_down"}
 PRIMED_REJECT: Final = "at_capacity"
 """The one rejection reason Go primes (``shutting_down`` appears when it happens)."""
 FAILURE_PHASES: Final = ("assignment", "backend", "cleanup")

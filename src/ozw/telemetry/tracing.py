@@ -24,7 +24,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode, Tracer, 
 
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import TaskParams
-from ozw.wire.messages import TaskAssignment
+from ozw.wire.messages import REJECT_LABELS, TaskAssignment
 
 TASK_SPAN: Final = "oz_worker.task"
 REDACTED: Final = "[redacted]"
@@ -138,7 +138,7 @@ class TaskTrace:
 
     def reject(self, reason: str) -> None:
         """End the span of an assignment the worker rejected (as Go does)."""
-        self.event("task.rejected", {"reason": reason})
+        self.event("task.rejected", {"reason": REJECT_LABELS.get(reason, reason)})
         self.span.end()
 
 

@@ -56,6 +56,8 @@ TASK_FAILED: Final = "task_failed"
 
 REJECT_AT_CAPACITY: Final = "worker at maximum concurrency"
 REJECT_SHUTTING_DOWN: Final = "worker shutting down"
+REJECT_LABELS: Final = {REJECT_AT_CAPACITY: "at_capacity", REJECT_SHUTTING_DOWN: "shutting_down"}
+"""Each rejection's bounded name, for metrics and spans (Go's ``at_capacity``)."""
 TASK_STATE_CANCELLED: Final = "CANCELLED"
 
 
