@@ -126,10 +126,10 @@ def run_apart(name: str, quick: bool, peer: str | None = None) -> list[Row]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [name for name in NAMES if not args.only or name in args.only]
+    if args.rows_out:  # a child of run_apart: exactly its --only
+        return run_here(selected, args.quick, args.rows_out, args.peer)
     if args.peer and "peer" not in selected:
         selected.append("peer")
-    if args.rows_out:
-        return run_here(selected, args.quick, args.rows_out, args.peer)
     rows: list[Row] = []
     errors = 0
     started = time.perf_counter()
@@ -168,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(rows `peer:`; baseline = Go, ratio = ozw / Go)"
             )
         header["run"] = (
-            f"`python -m bench{' --quick' if args.quick else ''}` in {elapsed:.0f}s; "
+            f"`python -m bench{' --quick' if args.quick else ''}"
+            f"{' --peer GO_WORKER' if args.peer else ''}` in {elapsed:.0f}s; "
             f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
             "(the machine is shared: wall-clock rows move with it)"
         )
