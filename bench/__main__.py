@@ -125,11 +125,14 @@ def run_apart(name: str, quick: bool, peer: str | None = None) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = [name for name in NAMES if not args.only or name in args.only]
-    if args.rows_out:  # a child of run_apart: exactly its --only
+    # --peer adds its rows to whatever runs; a child of run_apart runs exactly its --only.
+    selected = [
+        name
+        for name in ((*NAMES, "peer") if args.peer else NAMES)
+        if not args.only or name in args.only or (name == "peer" and not args.rows_out)
+    ]
+    if args.rows_out:
         return run_here(selected, args.quick, args.rows_out, args.peer)
-    if args.peer and "peer" not in selected:
-        selected.append("peer")
     rows: list[Row] = []
     errors = 0
     started = time.perf_counter()
