@@ -19,7 +19,7 @@ from tests.support.worker_process import worker_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _config(tmp_path: Path, cluster: Tenant, port: int = 9) -> Path:
+def _config(tmp_path: Path, cluster: Tenant, port: int = 9, extra: str = "") -> Path:
     path = tmp_path / "k8s.toml"
     path.write_text(
         f"""worker_id = "k8s-worker"
@@ -28,6 +28,7 @@ websocket_url = "ws://127.0.0.1:{port}/api/v1/selfhosted/worker/ws"
 [backend.kubernetes]
 namespace = "{cluster.name}"
 kubeconfig = "{cluster.kubeconfig}"
+{extra}
 """
     )
     return path
@@ -157,6 +158,19 @@ def test_check_shows_an_admission_refusal_of_the_dry_run(cluster: Tenant, tmp_pa
     assert "images must come from registry.corp" in line
 
 
+def test_check_shows_the_api_servers_validation_of_the_pod_template(
+    cluster: Tenant, tmp_path: Path
+) -> None:
+    """A template ozw cannot judge (a value only the API server knows is wrong) fails
+    the dry-run with the API server's own words."""
+    config = _config(tmp_path, cluster, extra='pod_template = {dnsPolicy = "Sometimes"}')
+    result = _ozw("check", "--config", str(config))
+    assert result.returncode == 1
+    line = _check_line(result)
+    assert f"a dry-run task Job was refused in namespace {cluster.name}" in line
+    assert 'spec.template.spec.dnsPolicy: Unsupported value: "Sometimes"' in line
+
+
 def test_a_preflight_refused_by_pod_security_stops_start_up(
     cluster: Tenant, tmp_path: Path
 ) -> None:
@@ -181,3 +195,25 @@ def test_smoke_runs_one_task_end_to_end(cluster: Tenant, tmp_path: Path) -> None
     result = _ozw("smoke", "--config", str(_config(tmp_path, cluster)))
     assert result.returncode == 0, result.stdout + result.stderr
     cluster.wait_gone("jobs", "the smoke test's Jobs to be deleted")
+
+
+def test_check_passes_with_the_charts_role(
+    kube: ControlPlane, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The Helm chart's ServiceAccount, Role and RoleBinding, rendered by the real helm,
+    grant the worker what it needs on the real API server."""
+    from tests.kubernetes.test_chart import REQUIRED, by_kind, render
+
+    name = namespace_name(request.node.name)
+    kube.namespace(name)
+    docs = render(REQUIRED)
+    objects = [by_kind(docs, kind) for kind in ("ServiceAccount", "Role", "RoleBinding")]
+    for obj in objects:
+        obj["metadata"]["namespace"] = name
+    for subject in objects[2]["subjects"]:
+        subject["namespace"] = name
+    kube.apply({"apiVersion": "v1", "kind": "List", "items": objects}, name)
+    account = objects[0]["metadata"]["name"]
+    kubeconfig = kube.service_account_kubeconfig(tmp_path / "chart.kubeconfig", name, account)
+    result = _ozw("check", "--config", str(_config(tmp_path, Tenant(kube, name, kubeconfig))))
+    assert "permissions ok, dry-run Job accepted" in _check_line(result), result.stdout

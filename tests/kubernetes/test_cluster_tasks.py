@@ -26,9 +26,11 @@ from ozw.wire.codec import (
     TaskCompleted,
     TaskFailed,
 )
+from tests.kubernetes.real.control_plane import REPO
 from tests.kubernetes.real.tenant import Tenant
+from tests.support.ozw_command import run_ozw
 from tests.support.ozw_process import OzwProcess
-from tests.support.worker import assignment, start_server, terminal_for
+from tests.support.worker import API_KEY, assignment, start_server, terminal_for
 from tests.support.worker_process import start_ozw, worker_env, write_worker_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -219,6 +221,18 @@ async def test_a_pod_template_is_merged_and_accepted(cluster: Tenant, tmp_path: 
             done = await server.wait_for(terminal_for("templated"))
         assert isinstance(done, TaskCompleted), getattr(done, "message", done)
         await stop(ozw)
+    check = await trio.to_thread.run_sync(
+        lambda: run_ozw(
+            "check",
+            "--config",
+            str(tmp_path / "worker.toml"),
+            cwd=REPO,
+            env={"WARP_API_KEY": API_KEY},
+            timeout=90,
+        )
+    )
+    line = next(x for x in check.stdout.splitlines() if "backend kubernetes" in x)
+    assert line.endswith("permissions ok, dry-run Job accepted"), line
 
 
 async def test_cancellation_deletes_the_job(cluster: Tenant, tmp_path: Path) -> None:
@@ -306,7 +320,7 @@ async def test_watches_survive_an_etcd_compaction(cluster: Tenant, tmp_path: Pat
     reopen from a version that is gone (410), list afresh and still see the end."""
     async with scene(tmp_path, cluster, preflight="false") as (server, start):
         ozw = await start()
-        with trio.fail_after(120):
+        with trio.move_on_after(120) as waited:
             await hold(server, ozw, "compacted")
             # A change the worker's watches have not seen, then history gone.
             other = cluster.plane
@@ -318,6 +332,7 @@ async def test_watches_survive_an_etcd_compaction(cluster: Tenant, tmp_path: Pat
             await ozw.wait_line(r"watch: version \d+ is gone, listing afresh")
             await trio.to_thread.run_sync(lambda: cluster.release("compacted", 0))
             done = await server.wait_for(terminal_for("compacted"))
+        assert not waited.cancelled_caught, ozw.log
         assert isinstance(done, TaskCompleted)
         await stop(ozw)
 
@@ -376,4 +391,35 @@ async def test_an_active_deadline(cluster: Tenant, tmp_path: Path) -> None:
             failed = await server.wait_for(terminal_for("overdue"))
         assert isinstance(failed, TaskFailed)
         assert failed.failure_reason == "active_deadline", failed.message
+        await stop(ozw)
+
+
+async def test_a_refused_log_stream_does_not_fail_the_task(cluster: Tenant, tmp_path: Path) -> None:
+    """RBAC narrowed while the worker runs (``pods/log`` taken away): the API server
+    answers the followed log with 403, and the task still ends as its Job does."""
+    plane = cluster.plane
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{cluster.name}/roles/ozw"
+    async with scene(tmp_path, cluster, preflight="false") as (server, start):
+        ozw = await start()
+        role = plane.call("GET", path)
+        role["rules"] = [rule for rule in role["rules"] if rule["resources"] != ["pods/log"]]
+        plane.call("PUT", path, role)
+        account = f"system:serviceaccount:{cluster.name}:ozw"
+        await until(
+            "the Role's change to take effect",
+            lambda: (
+                plane.kubectl(
+                    *("-n", cluster.name, "auth", "can-i", "get", "pods", "--subresource=log"),
+                    f"--as={account}",
+                    check=False,
+                ).stdout.strip()
+                == "no"
+            ),
+            cluster,
+        )
+        with trio.fail_after(60):
+            await server.send(task("unlogged", "fake/agent:1"))
+            done = await server.wait_for(terminal_for("unlogged"))
+        assert isinstance(done, TaskCompleted), getattr(done, "message", done)
+        assert "internal error" not in ozw.log
         await stop(ozw)

@@ -391,9 +391,20 @@ class KubeApi:
         """A container's log lines as they come (unbounded: the caller's scope ends it);
         with ``since``, only those of the last ``since`` seconds."""
         stream = self.client.log(pod, container=container, follow=True, newlines=False, since=since)
-        async with aclosing(stream) as lines:  # type: ignore[type-var]
-            async for line in lines:
-                yield line
+        try:
+            async with aclosing(stream) as lines:  # type: ignore[type-var]
+                async for line in lines:
+                    yield line
+        except RuntimeError:
+            # lightkube reads the error answer of a followed log with a sync call, which
+            # an async stream refuses: ask again without follow for the API's own error.
+            with anyio.fail_after(self.call_timeout):
+                async with aclosing(
+                    self.client.log(pod, container=container, tail_lines=1)
+                ) as once:  # type: ignore[type-var]
+                    async for _ in once:
+                        break
+            raise httpx.TransportError(f"the log stream of pod {pod} was refused") from None
 
     # -- watches --
 
