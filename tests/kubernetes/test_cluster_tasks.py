@@ -134,6 +134,9 @@ async def test_each_failure_class(cluster: Tenant, tmp_path: Path) -> None:
             found = failed[task_id]
             assert isinstance(found, TaskFailed), task_id
             assert (found.failure_reason, found.exit_code) == (reason, code), task_id
+        exited = failed["exit-3"]
+        assert isinstance(exited, TaskFailed)
+        assert "exited with code 3. Pod phase: Failed. Pod reason: Error" in exited.message
         # A pod that ended keeps its Job (for its TTL), marked reported; one that never
         # started is deleted with its Job.
         for task_id in ("exit-3", "oom", "evicted"):

@@ -16,11 +16,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="fakeapi")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--step", type=float, default=0.05, help="seconds between pod steps")
-    parser.add_argument(
-        "--forbid-root", action="store_true", help="refuse pods with root containers"
-    )
     parser.add_argument("--token", help="require this bearer token")
-    parser.add_argument("--reject-jobs", help="an admission webhook refuses every Job with this")
     parser.add_argument(
         "--deny", action="append", default=[], help="verb:resource[/sub] not allowed"
     )
@@ -28,9 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     api = FakeApi(
         step=args.step,
-        forbid_root=args.forbid_root,
         token=args.token,
-        reject_jobs=args.reject_jobs,
         watch_timeout=args.watch_timeout,
     )
     api.denied.update(args.deny)

@@ -21,8 +21,8 @@ An init container whose image is ``fake/exit-N`` fails the pod the same way. The
 kubelet resolves ``secretKeyRef`` variables from Secrets (a missing one is
 ``CreateContainerConfigError``, as on a real node), and the main container logs
 ``fake agent: TASK_ID=<value>`` and its arguments, so tests can see the wiring.
-A Job's pod is refused (Warning ``FailedCreate`` event on the Job) when the server
-runs with ``forbid_root`` and the pod has a root container: Pod Security admission.
+(Admission, RBAC and the controllers proper are the real control plane's:
+tests/kubernetes/real/.)
 """
 
 from __future__ import annotations
@@ -48,10 +48,9 @@ def _behaviour(image: str) -> str:
 class Cluster:
     """The controller loop state: logs, held pods, settings."""
 
-    def __init__(self, store: Store, *, step: float = 0.05, forbid_root: bool = False) -> None:
+    def __init__(self, store: Store, *, step: float = 0.05) -> None:
         self.store = store
         self.step = step
-        self.forbid_root = forbid_root
         self.logs: dict[tuple[str, str, str], list[str]] = {}
         self.log_times: dict[tuple[str, str, str], list[float]] = {}
         """When each line was written (for ``sinceSeconds``)."""
@@ -149,15 +148,6 @@ class Cluster:
             "status": {"phase": "Pending", "conditions": []},
         }
 
-    def _root_containers(self, pod: Obj) -> list[str]:
-        spec = pod["spec"]
-        pod_user = (spec.get("securityContext") or {}).get("runAsUser")
-        return [
-            c["name"]
-            for c in [*spec.get("initContainers", []), *spec.get("containers", [])]
-            if (c.get("securityContext") or {}).get("runAsUser", pod_user) == 0
-        ]
-
     def _run_job(self, job: Obj) -> None:
         # The Job or its pod deleted meanwhile (ApiError): a real controller moves on.
         with contextlib.suppress(ApiError):
@@ -167,16 +157,6 @@ class Cluster:
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         time.sleep(self.step)
         pod = self._pod_for(job)
-        if self.forbid_root and (root := self._root_containers(pod)):
-            self.event(
-                job,
-                "Warning",
-                "FailedCreate",
-                f'Error creating: pods "{pod["metadata"]["name"]}" is forbidden: violates '
-                f'PodSecurity "restricted:latest": runAsUser=0 (containers {", ".join(root)} '
-                "must not set runAsUser=0)",
-            )
-            return
         with self.store.lock:  # re-entrant: no pod for a Job that is being deleted
             current = self.store.get("jobs", namespace, name)
             if current["metadata"].get("deletionTimestamp"):

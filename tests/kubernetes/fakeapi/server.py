@@ -175,13 +175,6 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, store.get(resource, ns, name))
         elif method == "POST" and ns and name is None:
             body = self._body()
-            if resource == "jobs" and self.api.reject_jobs:
-                raise ApiError(
-                    403,
-                    "Forbidden",
-                    'admission webhook "policy.example.com" denied the request: '
-                    + self.api.reject_jobs,
-                )
             if query.get("fieldValidation") == "Strict":
                 strict_check(body)
             created = store.create(resource, ns, body, dry_run=dry_run)

@@ -14,15 +14,12 @@ class FakeApi:
         self,
         *,
         step: float = 0.05,
-        forbid_root: bool = False,
         token: str | None = None,
-        reject_jobs: str | None = None,
         watch_timeout: float = 300.0,
     ) -> None:
         self.store = Store()
-        self.cluster = Cluster(self.store, step=step, forbid_root=forbid_root)
+        self.cluster = Cluster(self.store, step=step)
         self.token = token
-        self.reject_jobs = reject_jobs
         self.watch_timeout = watch_timeout
         self.denied: set[str] = set()
         self.requests: list[Obj] = []

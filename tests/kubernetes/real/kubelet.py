@@ -464,10 +464,10 @@ class PodRunner:
             code = self.start(container, self.inits)
             if code is None:
                 return
-            self.terminate(container, self.inits, code)
             if code != 0:
                 self.status["phase"] = "Failed"
-                self.report()
+            self.terminate(container, self.inits, code)
+            if code != 0:
                 return
         self.status["phase"] = "Running"
         for container in self.spec["containers"]:
@@ -482,12 +482,14 @@ class PodRunner:
         if code is None:
             return
         code = self.work(main, code)
-        self.terminate(main, self.mains, code, oom=behaviour(main.get("image", "")) == "fake/oom")
-        for container in [*others, *self.sidecars]:
-            statuses = self.mains if container in others else self.inits
-            self.terminate(container, statuses, 0 if container in others else 143)
+        for container in others:
+            self.terminate(container, self.mains, 0)
+        # The phase comes with the last regular container's end, in one status update
+        # (a kubelet computes both from the same sync); sidecars do not count.
         self.status["phase"] = "Succeeded" if code == 0 else "Failed"
-        self.report()
+        self.terminate(main, self.mains, code, oom=behaviour(main.get("image", "")) == "fake/oom")
+        for container in self.sidecars:
+            self.terminate(container, self.inits, 143)
 
     def start(self, container: Obj, statuses: dict[str, Obj]) -> int | None:
         """Start a container (reported running); its exit code to come, or None when it
