@@ -19,7 +19,7 @@ if [ -z "$missing" ]; then
 	exit 0
 fi
 if [ "${1:-}" = --check ]; then
-	echo "missing:$missing in $out: run tools/kube/build.sh (a first build takes 15-40 minutes)" >&2
+	echo "missing:$missing in $out: run tools/kube/build.sh (a first build takes up to an hour on two cores)" >&2
 	exit 3
 fi
 mkdir -p "$out"
