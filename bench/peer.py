@@ -10,9 +10,15 @@ the moment it starts (so "agent running" is an event, not a poll) and then sleep
 
 Each round first runs a few tasks unmeasured (start-up's first-use costs, both workers).
 Rows: assignment → agent running; assignment → task_completed; server cancel →
-task_completed; idle RSS; RSS and open fds per running task at 100 (and 1,000 unless
-quick) sleeping agents; CPU seconds per 100 tasks (user + system of the worker
-process; the agents' own CPU is not counted).
+task_completed; reconnect → owed result delivered (a task ends while the server is away
+for :data:`DOWN` seconds; from the server's return to the result); idle RSS; RSS and
+open fds per running task at 100 (and 1,000 unless quick) sleeping agents; CPU seconds
+per 100 tasks (user + system of the worker process; the agents' own CPU is not counted).
+
+Docker rows: both workers in turn on one engine (the conformance docker world: a
+private ``dockerd`` unless ``DOCKER_HOST``, a local registry, the conformance images;
+the Go worker pulls every time), assignment → agent running / task_completed with the
+stand-in agent sidecar, whose start is a probe file it writes in a bind mount.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from pathlib import Path
 from typing import Final
 
 import trio
+from tests.conformance.docker_world import DockerWorld, docker_world
 from tests.conformance.session import Session
 from tests.conformance.workers import Settings, Worker, ozw_worker
+from tests.support.procs import alive
 
 from bench.stats import Row
 
@@ -36,6 +44,11 @@ echo "$$" >> "$BENCH_FIFO"
 exit 0
 """
 WARM_UP: Final = 3
+RECONNECTS: Final = 2
+DOCKER_TASKS: Final = 3
+"""Measured docker tasks per round and worker."""
+DOWN: Final = 2.0
+"""Seconds the server stays away in the reconnect measure (both workers back off)."""
 QUICK: Final = 10
 PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 TICK: Final = os.sysconf("SC_CLK_TCK")
@@ -48,6 +61,7 @@ class Starts:
         os.mkfifo(path)
         self.path = path
         self.times: list[float] = []
+        self.pids: list[int] = []
         # O_RDWR: the FIFO never reports end-of-file between agents.
         self._fd = os.open(path, os.O_RDWR)
         threading.Thread(target=self._read, daemon=True).start()
@@ -58,7 +72,10 @@ class Starts:
             now = time.perf_counter()
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            self.times.extend(now for line in lines if line)
+            for line in lines:
+                if line:
+                    self.times.append(now)
+                    self.pids.append(int(line))
 
 
 def rss(pid: int) -> int:
@@ -83,7 +100,7 @@ class Probe:
         self.session = session
         self.starts = starts
         self.results: dict[str, float] = {}
-        session.server.on_receive.append(self._note)
+        session.on_receive.append(self._note)
         self.pid = session.pid
 
     def _note(self, received: object) -> None:
@@ -142,6 +159,11 @@ async def measure_round(worker: Worker, samples: dict[str, list[float]], many: l
                     samples["server cancel → task_completed"].append(
                         await probe.result(f"cancel-{i}") - sent
                     )
+                for i in range(RECONNECTS):
+                    started += 1
+                    samples["reconnect → owed result delivered"].append(
+                        await owed_result(probe, f"owed-{i}", started)
+                    )
                 before = cpu_seconds(probe.pid)
                 for i in range(100):
                     await probe.assign(f"cpu-{i}")
@@ -172,11 +194,80 @@ async def measure_round(worker: Worker, samples: dict[str, list[float]], many: l
             session.close()
 
 
+DOCKER: Final = Settings(backend="docker", volumes=("{tmp}/shared:/shared",))
+"""The conformance docker world's settings; ``/shared`` is writable for the probes."""
+TICK_POLL: Final = 0.001
+
+
+async def touched(path: Path) -> float:
+    """When ``path`` appeared (polled each millisecond: a container gives no event)."""
+    # A file another process makes: no event to wait on, and a stat is cheap.
+    while not path.exists():  # noqa: ASYNC110, ASYNC240
+        await trio.sleep(TICK_POLL)
+    return time.perf_counter()
+
+
+async def measure_docker_round(
+    worker: Worker, world: DockerWorld, samples: dict[str, list[float]], n: int
+) -> None:
+    """One fresh worker process on the shared engine: one unmeasured task (pulls, the
+    sidecar volume), then ``n`` tasks one at a time. "Agent running" is the stand-in
+    agent's probe file appearing in a bind-mounted directory (``STANDIN_TOUCH``)."""
+    with tempfile.TemporaryDirectory(prefix="ozw-peer-docker-") as scratch:
+        session = Session(worker, DOCKER, Path(scratch) / "run", docker=world)
+        try:
+            async with trio.open_nursery() as nursery:
+                await session.start(nursery)
+                probe = Probe(session, Starts(Path(scratch) / "starts"))
+                for i in range(n + 1):
+                    task_id = f"docker-{i}"
+                    probes = session.tmp / "shared" / task_id
+                    probes.mkdir()
+                    env = {"STANDIN_TOUCH": f"/shared/{task_id}"}
+                    sent = time.perf_counter()
+                    await session.assign(
+                        task_id,
+                        None,
+                        env=env,
+                        docker_image=world.ref("task"),
+                        sidecar_image=world.ref("agent"),
+                    )
+                    with trio.fail_after(60):
+                        running = await touched(probes / ".standin-probe")
+                    done = await probe.result(task_id)
+                    if i:
+                        samples["docker: assignment → agent running"].append(running - sent)
+                        samples["docker: assignment → task_completed"].append(done - sent)
+                await session.sigterm()
+                nursery.cancel_scope.cancel()
+        finally:
+            session.close()
+            world.clean()
+
+
+async def owed_result(probe: Probe, task_id: str, started: int) -> float:
+    """A task ends while the server is away (for :data:`DOWN` seconds): the time from the
+    server's return to the owed result's arrival."""
+    session = probe.session
+    await probe.assign(task_id, sleep=0.2)
+    await probe.started(started)
+    pid = probe.starts.pids[started - 1]
+    await session.stop_server()
+    gone = time.perf_counter()
+    await session.until(lambda: not alive(pid), f"agent of {task_id} to exit")
+    await session.gone(session.workspaces / task_id)
+    await trio.sleep(max(0.0, gone + DOWN - time.perf_counter()))
+    back = time.perf_counter()
+    await session.start_server()
+    return await probe.result(task_id) - back
+
+
 UNITS: Final = {"RSS": "bytes", "fds": "count"}
 GOALS: Final = {
     "assignment → agent running": "≤ 1.0x the Go worker",
     "assignment → task_completed": "≤ 1.0x the Go worker",
     "server cancel → task_completed": "≤ 1.0x the Go worker",
+    "reconnect → owed result delivered": "≤ 1.0x the Go worker",
     "RSS": "≤ 1.0x the Go worker",
     "CPU seconds": "≤ 1.5x the Go worker",
     "idle RSS": "reported",
@@ -189,9 +280,12 @@ def bench_peer(go_binary: Path, rounds: int, many: list[int]) -> list[Row]:
         "assignment → agent running",
         "assignment → task_completed",
         "server cancel → task_completed",
+        "reconnect → owed result delivered",
         "idle RSS",
         "CPU seconds per 100 tasks",
         *(f"{what} per running task at {n}" for n in many for what in ("RSS", "fds")),
+        "docker: assignment → agent running",
+        "docker: assignment → task_completed",
     ]
     ours: dict[str, list[float]] = {key: [] for key in keys}
     theirs: dict[str, list[float]] = {key: [] for key in keys}
@@ -199,17 +293,23 @@ def bench_peer(go_binary: Path, rounds: int, many: list[int]) -> list[Row]:
     for _ in range(rounds):
         trio.run(measure_round, ozw_worker(), ours, many)
         trio.run(measure_round, go, theirs, many)
+    with docker_world() as world:
+        for _ in range(rounds):
+            trio.run(measure_docker_round, ozw_worker(), world, ours, DOCKER_TASKS)
+            trio.run(measure_docker_round, go, world, theirs, DOCKER_TASKS)
     rows = []
     for key in keys:
         unit = next((u for word, u in UNITS.items() if word in key), "s")
+        measure = key.removeprefix("docker: ")
+        backend = "direct" if measure == key else "docker"
         rows.append(
             Row(
-                f"peer: {key} (direct; ozw / Go)",
+                f"peer: {measure} ({backend}; ozw / Go)",
                 ours[key],
                 theirs[key],
                 unit=unit,
                 note="baseline = the Go worker, alternating rounds in one run",
-                goal=GOALS.get(key.split(" per running")[0].split(" per 100")[0], ""),
+                goal=GOALS.get(measure.split(" per running")[0].split(" per 100")[0], ""),
             )
         )
     return rows

@@ -23,7 +23,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from ozw.dev.server import DispatchServer
+from ozw.dev.server import DispatchServer, Received
 from tests.conformance.docker_world import DockerWorld, container_config
 from tests.conformance.workers import Launch, Settings, Worker, launch
 from tests.support.procs import alive
@@ -83,6 +83,8 @@ class Session:
         self.records.mkdir(parents=True)
         self.metrics_port = free_port()
         self.servers: list[DispatchServer] = []
+        self.on_receive: list[Callable[[Received], None]] = []
+        """Hooks every server of the session calls with each frame (bench/peer.py's clocks)."""
         self.timed_out: list[str] = []
         self.returncode: int | None = None
         self.exited = trio.Event()
@@ -110,6 +112,7 @@ class Session:
     async def _start_server(self) -> None:
         assert self._nursery is not None
         server = DispatchServer(API_KEY)
+        server.on_receive = self.on_receive
         scope = trio.CancelScope()
 
         async def serve(*, task_status: trio.TaskStatus[None]) -> None:
