@@ -262,6 +262,12 @@ async def owed_result(probe: Probe, task_id: str, started: int) -> float:
     return await probe.result(task_id) - back
 
 
+NOTES: Final = {
+    "reconnect → owed result delivered": f"; the server away {DOWN:.0f} s, then back on"
+    " its port: each worker's redial back-off decides the figure",
+    "docker": "; one engine and local registry, both pull the task and sidecar images for"
+    " every task; agent running = the stand-in agent's probe file in a bind mount",
+}
 UNITS: Final = {"RSS": "bytes", "fds": "count"}
 GOALS: Final = {
     "assignment → agent running": "≤ 1.0x the Go worker",
@@ -308,7 +314,8 @@ def bench_peer(go_binary: Path, rounds: int, many: list[int]) -> list[Row]:
                 ours[key],
                 theirs[key],
                 unit=unit,
-                note="baseline = the Go worker, alternating rounds in one run",
+                note="baseline = the Go worker, alternating rounds in one run"
+                + NOTES.get(measure if backend == "direct" else backend, ""),
                 goal=GOALS.get(measure.split(" per running")[0].split(" per 100")[0], ""),
             )
         )
