@@ -145,7 +145,9 @@ def test_check_shows_an_admission_refusal_of_the_dry_run(cluster: Tenant, tmp_pa
         # The policy takes effect once the API server has loaded it: ask until it has.
         result = plane.wait_for(
             "the admission policy to refuse the dry-run",
-            lambda: (found := _ozw("check", "--config", str(config))).returncode and found,
+            lambda: (
+                "refused" in _check_line(found := _ozw("check", "--config", str(config))) and found
+            ),
             timeout=60,
             step=1,
         )
