@@ -343,6 +343,8 @@ async def _command_cancel(s: Session) -> None:
     await dispatched(s, "t1")
     await s.cancel("t1")
     await s.hook("cancel", "t1")
+    # The result follows the cancel command's exit: wait for it, not for luck.
+    await s.terminal("t1")
     await dispatched(s, "t2")
 
 
