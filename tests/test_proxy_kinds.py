@@ -52,6 +52,14 @@ async def run_one_task(url: str, proxy: Proxy | None, tls: Tls, secure: bool) ->
 URL = "{scheme}://" + local_name() + ":{port}/api/v1/selfhosted/worker/ws"
 
 
+def chosen(secure: bool, environ: dict[str, str]) -> tuple[str, Proxy]:
+    """The server URL (its port still a ``{port}`` field) and the proxy ``environ`` picks."""
+    url = URL.format(scheme="wss" if secure else "ws", port="{port}")
+    proxy = choose_proxy(url.format(port=1), None, environ)
+    assert proxy is not None
+    return url, proxy
+
+
 @pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
 async def test_an_https_proxy_with_credentials_from_the_environment(
     tmp_path: Path, secure: bool, caplog: pytest.LogCaptureFixture
@@ -64,9 +72,7 @@ async def test_an_https_proxy_with_credentials_from_the_environment(
     ):
         variable = "HTTPS_PROXY" if secure else "HTTP_PROXY"
         environ = {variable: stunnel.url(f"{USER}:{PASSWORD}"), "ALL_PROXY": "http://nowhere:1"}
-        url = URL.format(scheme="wss" if secure else "ws", port="{port}")
-        proxy = choose_proxy(url.format(port=1), None, environ)
-        assert proxy is not None
+        url, proxy = chosen(secure, environ)
         assert (str(proxy), proxy.source) == (f"https://127.0.0.1:{stunnel.port}", variable)
         await run_one_task(url, proxy, tls, secure)
         # TLS to the proxy (stunnel), then CONNECT with the credentials (tinyproxy).
@@ -82,10 +88,7 @@ async def test_an_https_proxy_with_credentials_from_the_environment(
 async def test_a_socks5_proxy(tmp_path: Path, scheme: str, secure: bool) -> None:
     tls = make_tls(tmp_path)
     async with running_dante(tmp_path / "socks") as dante:
-        url = URL.format(scheme="wss" if secure else "ws", port="{port}")
-        environ = {"HTTPS_PROXY" if secure else "http_proxy": dante.url(scheme)}
-        proxy = choose_proxy(url.format(port=1), None, environ)
-        assert proxy is not None
+        url, proxy = chosen(secure, {"HTTPS_PROXY" if secure else "http_proxy": dante.url(scheme)})
         assert proxy.scheme == scheme
         await run_one_task(url, proxy, tls, secure)
         # danted connected to the dispatch server's address on the worker's behalf.
@@ -101,9 +104,8 @@ async def test_a_socks5_proxy_with_credentials(
     caplog.set_level(logging.DEBUG)
     tls = make_tls(tmp_path)
     async with running_microsocks(USER, PASSWORD) as socks:
-        url = URL.format(scheme="wss" if secure else "ws", port="{port}")
         environ = {"HTTPS_PROXY" if secure else "HTTP_PROXY": socks.url(f"{USER}:{PASSWORD}")}
-        proxy = choose_proxy(url.format(port=1), None, environ)
+        url, proxy = chosen(secure, environ)
         await run_one_task(url, proxy, tls, secure)
         # The proxy was given the server's name, not an address: as Go's SOCKS dialer.
         (target,) = socks.targets()

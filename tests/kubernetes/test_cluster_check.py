@@ -51,6 +51,13 @@ def _check_line(result: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
+def _refusal(result: subprocess.CompletedProcess[str], cluster: Tenant) -> str:
+    """The check's line, which must say the dry-run task Job was refused."""
+    line = _check_line(result)
+    assert f"a dry-run task Job was refused in namespace {cluster.name}" in line
+    return line
+
+
 async def test_check_passes_with_the_deploy_role(cluster: Tenant, tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)
@@ -155,8 +162,7 @@ def test_check_shows_an_admission_refusal_of_the_dry_run(cluster: Tenant, tmp_pa
         plane.kubectl(
             "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy
         )
-    line = _check_line(result)
-    assert f"a dry-run task Job was refused in namespace {cluster.name}" in line
+    line = _refusal(result, cluster)
     assert "images must come from registry.corp" in line
 
 
@@ -168,8 +174,7 @@ def test_check_shows_the_api_servers_validation_of_the_pod_template(
     config = _config(tmp_path, cluster, extra='pod_template = {dnsPolicy = "Sometimes"}')
     result = _ozw("check", "--config", str(config))
     assert result.returncode == 1
-    line = _check_line(result)
-    assert f"a dry-run task Job was refused in namespace {cluster.name}" in line
+    line = _refusal(result, cluster)
     assert 'spec.template.spec.dnsPolicy: Unsupported value: "Sometimes"' in line
 
 

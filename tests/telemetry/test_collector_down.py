@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from ozw.config import WorkerConfig
+from ozw.dev.server import DispatchServer
 from ozw.telemetry.export import FLUSH_DEADLINE
 from ozw.telemetry.otel_env import read_plan
 from ozw.wire.codec import TaskCancellation, TaskRejected
@@ -74,16 +75,27 @@ async def start(nursery: trio.Nursery, worker: Worker) -> trio.Event:
     return stopped
 
 
+async def launch(
+    nursery: trio.Nursery,
+    collector: Collector,
+    monkeypatch: pytest.MonkeyPatch,
+    max_concurrent_tasks: int = 0,
+) -> tuple[DispatchServer, ScriptedBackend, Worker, trio.Event]:
+    """Start ``collector``, a dispatch server and a worker pushing to the collector; the
+    event is set once the worker's run has returned."""
+    await nursery.start(collector.run)
+    server = await start_server(nursery)
+    backend = ScriptedBackend()
+    worker = otel_worker(collector, server.url, backend, monkeypatch, max_concurrent_tasks)
+    return server, backend, worker, await start(nursery, worker)
+
+
 async def test_a_dead_collector_changes_nothing_about_the_tasks(
     otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: Lines
 ) -> None:
     collector = Collector(otelcol, tmp_path)
-    backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:
-        await nursery.start(collector.run)
-        server = await start_server(nursery)
-        worker = otel_worker(collector, server.url, backend, monkeypatch)
-        stopped = await start(nursery, worker)
+        server, _, worker, stopped = await launch(nursery, collector, monkeypatch)
         with trio.fail_after(30):
             await worker.connection.wait_connected()
             await server.send(assignment("before"))
@@ -124,12 +136,8 @@ async def test_cancelled_and_rejected_tasks_spans(
     otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collector = Collector(otelcol, tmp_path)
-    backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:
-        await nursery.start(collector.run)
-        server = await start_server(nursery)
-        worker = otel_worker(collector, server.url, backend, monkeypatch, max_concurrent_tasks=1)
-        stopped = await start(nursery, worker)
+        server, backend, worker, stopped = await launch(nursery, collector, monkeypatch, 1)
         with trio.fail_after(30):
             await server.send(assignment("stop-me", "block"))
             await backend.started["stop-me"].wait()
@@ -157,12 +165,8 @@ async def test_a_frozen_collector_holds_up_neither_tasks_nor_the_stop(
     otelcol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collector = Collector(otelcol, tmp_path)
-    backend = ScriptedBackend()
     async with trio.open_nursery() as nursery:
-        await nursery.start(collector.run)
-        server = await start_server(nursery)
-        worker = otel_worker(collector, server.url, backend, monkeypatch)
-        stopped = await start(nursery, worker)
+        server, _, worker, stopped = await launch(nursery, collector, monkeypatch)
         collector.signal(signal.SIGSTOP)  # a collector that accepts and never answers
         try:
             with trio.fail_after(30):
