@@ -8,7 +8,7 @@ writes ``RECORDS/NAME-<OZ_RUN_ID>.json`` ({"env", "cwd", "stdin"}; stdin only fo
 ``dispatch``), then exits N (default 0) or, with ``block``, sleeps until killed.
 With ``CONFORMANCE_DISPATCH_SCRIPT`` set, ``dispatch`` and ``cancel`` then run that
 script (the Go worker's own example, when recording with its source) with the same
-input and exit with its status. Plain standard library.
+input and exit with its status (or, with ``block``, sleep on after it). Plain standard library.
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ def main() -> int:
         json.dump(record, stream)
     os.replace(f"{path}.tmp", path)
     script = os.environ.get(f"CONFORMANCE_{name.upper()}_SCRIPT")
+    status = 0
     if script:
-        return subprocess.run([sys.executable, script], input=stdin, text=True).returncode
-    if action == ["block"]:
+        status = subprocess.run([sys.executable, script], input=stdin, text=True).returncode
+    if action == ["block"]:  # after the script too: the worker must be the one to stop it
         while True:
             time.sleep(3600)
+    if script:
+        return status
     return int(action[1]) if action[:1] == ["exit"] else 0
 
 
