@@ -152,19 +152,25 @@ async def test_each_failure_class(cluster: Tenant, tmp_path: Path) -> None:
         await stop(ozw)
 
 
-async def test_an_init_container_failure(cluster: Tenant, tmp_path: Path) -> None:
-    template = '{initContainers = [{name = "prepare", image = "fake/exit-2"}]}'
+async def failure_under(cluster: Tenant, tmp_path: Path, task_id: str, template: str) -> TaskFailed:
+    """How a task whose pod has ``template`` fails (the worker stopped afterwards)."""
     async with scene(tmp_path, cluster, preflight="false", pod_template=template) as (
         server,
         start,
     ):
         ozw = await start()
         with trio.fail_after(60):
-            await server.send(task("init", "fake/agent:1"))
-            failed = await server.wait_for(terminal_for("init"))
-        assert isinstance(failed, TaskFailed)
-        assert (failed.failure_reason, failed.exit_code) == ("init_container", 2)
+            await server.send(task(task_id, "fake/agent:1"))
+            failed = await server.wait_for(terminal_for(task_id))
         await stop(ozw)
+    assert isinstance(failed, TaskFailed)
+    return failed
+
+
+async def test_an_init_container_failure(cluster: Tenant, tmp_path: Path) -> None:
+    template = '{initContainers = [{name = "prepare", image = "fake/exit-2"}]}'
+    failed = await failure_under(cluster, tmp_path, "init", template)
+    assert (failed.failure_reason, failed.exit_code) == ("init_container", 2)
 
 
 async def test_an_unschedulable_pod(cluster: Tenant, tmp_path: Path) -> None:
@@ -189,18 +195,9 @@ async def test_an_unschedulable_pod(cluster: Tenant, tmp_path: Path) -> None:
 
 async def test_a_volume_that_cannot_mount(cluster: Tenant, tmp_path: Path) -> None:
     template = '{volumes = [{name = "creds", secret = {secretName = "absent"}}]}'
-    async with scene(tmp_path, cluster, preflight="false", pod_template=template) as (
-        server,
-        start,
-    ):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task("mount", "fake/agent:1"))
-            failed = await server.wait_for(terminal_for("mount"))
-        assert isinstance(failed, TaskFailed)
-        assert failed.failure_reason == "volume_mount"
-        assert 'secret "absent" not found' in failed.message
-        await stop(ozw)
+    failed = await failure_under(cluster, tmp_path, "mount", template)
+    assert failed.failure_reason == "volume_mount"
+    assert 'secret "absent" not found' in failed.message
 
 
 async def test_a_pod_template_is_merged_and_accepted(cluster: Tenant, tmp_path: Path) -> None:
