@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import stat
 import textwrap
@@ -254,10 +255,20 @@ def calls_per_line_backend(
     engine: Engine, tmp_path: Path, **config: Any
 ) -> tuple[DockerBackend, Path]:
     """A backend whose docker CLI wrapper writes each call's arguments as a line, and
-    that file."""
+    that file; what engine connections carry is kept beside it (:func:`engine_requests`)."""
     calls = tmp_path / "calls"
-    recording = wrapper_docker(tmp_path, f'printf "%s\\n" "$*" >> {calls}')
-    return make_backend(engine, docker=recording, **config), calls
+    body = f"""
+        printf "%s\\n" "$*" >> {calls}
+        if [ "$1 $2" = "system dial-stdio" ]; then tee -a {calls}.http | $REAL "$@"; exit; fi
+        """
+    return make_backend(engine, docker=wrapper_docker(tmp_path, body), **config), calls
+
+
+def engine_requests(calls: Path) -> list[str]:
+    """``METHOD target`` of each engine API request since ``calls`` was last removed."""
+    http = calls.with_name(calls.name + ".http")
+    raw = http.read_bytes().decode(errors="replace") if http.exists() else ""
+    return [f"{m[1]} {m[2]}" for m in re.finditer(r"(GET|POST|DELETE|PUT) (\S+) HTTP/1\.1", raw)]
 
 
 def recording_docker(tmp_path: Path) -> tuple[str, Path]:

@@ -20,6 +20,7 @@ from tests.docker.runs import (
     agent,
     calls_per_line_backend,
     docker,
+    engine_requests,
     failure_of,
     make_backend,
     make_params,
@@ -141,13 +142,16 @@ async def test_a_present_image_is_inspected_once_and_again_after_a_failure(
 
     async def one() -> tuple[ExecuteResult | TaskFailure, list[str]]:
         calls.unlink(missing_ok=True)
+        calls.with_name("calls.http").unlink(missing_ok=True)
         outcome = (await run_agent_task(backend, images, "cached", image=image)).outcome
-        inspected = [c for c in calls.read_text().splitlines() if c.startswith("image inspect")]
+        # Asked on the task's engine connection, never with a CLI process of their own.
+        assert not [c for c in calls.read_text().splitlines() if c.startswith("image ")]
+        inspected = [r for r in engine_requests(calls) if r.startswith("GET /images/")]
         return outcome, inspected
 
     first, inspected = await one()
     assert first is ExecuteResult.COMPLETED
-    assert len(inspected) == 2  # the task image and the agent sidecar, at once
+    assert len(inspected) == 2  # the task image and the agent sidecar
     second, inspected = await one()
     assert second is ExecuteResult.COMPLETED
     assert inspected == []  # known: no inspection per task under never/if-not-present
@@ -156,7 +160,7 @@ async def test_a_present_image_is_inspected_once_and_again_after_a_failure(
     assert failure_of(third).reason is FailureReason.CONTAINER_CREATE  # by its old ID
     fourth, inspected = await one()
     assert failure_of(fourth).cause == f"image {image} is not present and pull_policy is 'never'"
-    assert inspected == [f"image inspect --format={{{{json .}}}} {image}"]  # looked again
+    assert inspected == [f"GET /images/{image}/json"]  # looked again
 
 
 @on_both_loops

@@ -1,5 +1,5 @@
 """What keeps a docker task's way short: the result reported before the container's
-removal, no inspection after an exit 0, a spare engine connection for the next task."""
+removal, no inspection after an exit 0, one engine connection kept for the next task."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.docker.runs import (
     agent,
     calls_per_line_backend,
     containers,
+    engine_requests,
     make_backend,
     make_params,
     new_task_id,
@@ -86,13 +87,16 @@ async def test_the_next_task_takes_the_spare_connection(
 
     async with backend:
         first = await one()
-        # Its own connection at the start, the next task's spare during its teardown.
-        dials = [i for i, call in enumerate(first) if call == "system dial-stdio"]
-        start = next(i for i, call in enumerate(first) if call.startswith("start --attach"))
-        assert len(dials) == 2, first
-        assert dials[0] < start < dials[1], first
+        # One connection, opened as setup starts; given back after the create, taken
+        # again for the teardown's inspection and removal, then kept as the spare.
+        assert first.count("system dial-stdio") == 1, first
+        assert first[0] == "system dial-stdio", first
+        assert backend.engines.has_spare
         second = await one()
-        # Nothing started on its way to the container: the first call is the start.
-        assert second[0].startswith("start --attach"), second
-        assert second.count("system dial-stdio") == 1, second  # the next spare
+        # The CLI starts only for the container's start: the rest is engine requests.
+        assert [call.split()[:2] for call in second] == [["start", "--attach"]], second
+        # The teardown's inspection and removal went on the kept connection.
+        last = [r.split("/")[0:2] for r in engine_requests(calls)[-2:]]
+        assert last == [["GET ", "containers"], ["DELETE ", "containers"]], last
+        assert backend.engines.has_spare
     assert not backend.engines.has_spare  # closed with the backend

@@ -166,9 +166,9 @@ async def test_kill_all_removes_running_containers_at_once(engine: Engine, image
 @pytest.mark.parametrize(
     ("command", "reason", "what"),
     [
-        ("image inspect", FailureReason.IMAGE_PULL, "inspecting image"),
+        # The engine connection's first request is the image inspection.
+        ("system dial-stdio", FailureReason.IMAGE_PULL, "inspecting image"),
         ("volume inspect", FailureReason.SIDECAR_PREP, "inspecting"),
-        ("system dial-stdio", FailureReason.CONTAINER_CREATE, "creating container"),
         ("container inspect", FailureReason.CONTAINER_WAIT, "inspecting container"),
     ],
 )

@@ -8,9 +8,11 @@ never a command line, a file, or the CLI's environment. The backend uses it for
 ``docker create``, whose command-line form can only take environment values through
 argv, a line-based env-file, or the CLI's own environment (see
 :mod:`~ozw.backends.docker.rules`), and for the per-task check that a sidecar
-volume still exists. A task takes its connection as its setup starts: the spare
-:class:`EngineConnections` opened ahead for it, whose CLI has started and connected
-while nothing waited for it, or else a new one.
+volume still exists, the image inspections of a task's setup, and the inspection
+and removal of its container at teardown. A task takes a connection as its setup
+starts and as its teardown starts: the spare :class:`EngineConnections` keeps (opened
+ahead, or given back by an earlier task once it was done with it), or else a new
+one. So tasks one after the other share one CLI process: none starts per task.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from ozw.backends.docker.rules import docker_error
 
 ERROR_WAIT = 5.0
 """How long to wait for the CLI's own error message once the connection failed."""
+NOT_FOUND = 404
+"""The engine's answer for an image, volume or container that does not exist."""
 PING_WAIT = 2.0
 """How long a spare connection may take to answer a ping before a fresh one is opened."""
 
@@ -225,6 +229,14 @@ class EngineConnections:
             if answered:
                 return spare
         return await EngineConnection.open(self.cli)
+
+    async def give_back(self, connection: EngineConnection) -> None:
+        """Keep ``connection`` as the spare when it still works and none is kept; else
+        close it. The next task then starts no CLI process to reach the engine."""
+        if self._spare is None and not self._closed and connection.usable:
+            self._spare = connection
+        else:
+            await connection.aclose()
 
     async def refill(self) -> None:
         """Open the spare for the next task, unless there is one (or this is closed)."""

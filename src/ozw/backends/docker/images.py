@@ -14,10 +14,12 @@ pulls and inspects for every task.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 
 from ozw.backends.docker.cli import CallResult, DockerCLI
+from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, EngineUnreachable
 from ozw.backends.docker.inspect import JSON_FORMAT, Daemon, LocalImage, parse_daemon, parse_image
 from ozw.config import PullPolicy
 from ozw.tasks.failures import FailureReason, TaskFailure
@@ -60,20 +62,42 @@ class Images:
             self.platform = daemon.platform
         return self.platform
 
-    async def inspect(self, reference: str) -> LocalImage | None:
-        """The local image ``reference`` names, or None when the daemon has none."""
+    async def inspect(
+        self, reference: str, engine: EngineConnection | None = None
+    ) -> LocalImage | None:
+        """The local image ``reference`` names, or None when the daemon has none. Asked
+        on ``engine`` (the task's connection) when given, else (or when it gives no clear
+        answer) with ``docker image inspect``."""
         with self.cli.bounded(FailureReason.IMAGE_PULL, f"inspecting image {reference}"):
+            if engine is not None and engine.usable:
+                with contextlib.suppress(EngineUnreachable):
+                    # A valid reference has no character a request target must escape.
+                    answer = await engine.request("GET", f"/images/{reference}/json")
+                    if answer.ok:
+                        return parse_image(reference, answer.body)
+                    if answer.status == NOT_FOUND:
+                        return None
             result = await self.cli.run("image", "inspect", JSON_FORMAT, reference)
         if not result.ok:
             return None
         return parse_image(reference, result.stdout)
 
-    async def ensure(self, reference: str, log: TaskLog, *, what: str = "image") -> LocalImage:
-        """Pull (per ``pull_policy``) and platform-check ``reference``. Raises IMAGE_PULL."""
+    async def ensure(
+        self,
+        reference: str,
+        log: TaskLog,
+        *,
+        what: str = "image",
+        engine: EngineConnection | None = None,
+    ) -> LocalImage:
+        """Pull (per ``pull_policy``) and platform-check ``reference``. Raises IMAGE_PULL.
+
+        The pull is the docker CLI's (its credential helpers and contexts); the
+        inspections go on ``engine`` when given."""
         policy = self.pull_policy
         if (known := self._known.get(reference)) is not None:
             return known
-        image = None if policy == "always" else await self.inspect(reference)
+        image = None if policy == "always" else await self.inspect(reference, engine)
         if image is None:
             if policy == "never":
                 raise TaskFailure(
@@ -81,7 +105,7 @@ class Images:
                     f"{what} {reference} is not present and pull_policy is 'never'",
                 )
             await self._pull(reference, log, what)
-            image = await self.inspect(reference)
+            image = await self.inspect(reference, engine)
             if image is None:
                 raise TaskFailure(
                     FailureReason.IMAGE_PULL, f"{what} {reference} vanished right after its pull"

@@ -10,6 +10,7 @@ is not what the engine prints.
 from __future__ import annotations
 
 import datetime
+import json
 from typing import TypeVar
 
 import attrs
@@ -107,7 +108,25 @@ def _ever_started(started_at: datetime.datetime | None) -> bool:
 
 def parse_state(raw: bytes | str) -> ContainerState:
     """``docker container inspect --format '{{json .State}}'``."""
-    state = _validated(_StateModel, raw, "docker container inspect")
+    return _container_state(_validated(_StateModel, raw, "docker container inspect"))
+
+
+def parse_container_state(raw: bytes | str) -> ContainerState:
+    """The state in the engine API's answer to ``GET /containers/{name}/json``."""
+    try:
+        state = json.loads(raw).get("State")
+    except (ValueError, AttributeError):
+        state = None
+    if not isinstance(state, dict):
+        raise ValueError("unexpected container inspect answer: no State")
+    try:
+        model = _StateModel.model_validate(state)
+    except pydantic.ValidationError as exc:
+        raise ValueError(f"unexpected container state: {exc.error_count()} problem(s)") from None
+    return _container_state(model)
+
+
+def _container_state(state: _StateModel) -> ContainerState:
     return ContainerState(
         status=state.status or "",
         running=bool(state.running),

@@ -13,6 +13,11 @@
              exited 0 (an OOM kill of a child is worth a warning), docker rm -f,
              docker volume rm of private volumes (unless cleanup is off)
 
+Image and container inspections, ``docker create`` and the removal are engine API
+requests on a connection through the CLI (:mod:`~ozw.backends.docker.engine_api`):
+a task one after another starts the CLI only to pull and for ``docker start``. The
+pull stays the CLI's own, for its credential helpers.
+
 A cancelled or lost container is stopped with ``kill_grace`` (killing the CLI does
 not stop a container); ``docker wait`` (the agent's own run time) is not bounded:
 that is ``task_timeout``'s job.
@@ -21,14 +26,17 @@ that is ``task_timeout``'s job.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import secrets
 from typing import TYPE_CHECKING
 
+import anyio
 import attrs
 
 from ozw.backends.base import ExecuteResult, TaskRun
-from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
+from ozw.backends.docker.cli import CLEANUP_TIMEOUT, REMOVAL_POLL
+from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, EngineUnreachable
 from ozw.backends.docker.gather import gather
 from ozw.backends.docker.images import ask_daemon
 from ozw.backends.docker.inspect import (
@@ -36,6 +44,7 @@ from ozw.backends.docker.inspect import (
     ContainerState,
     Daemon,
     LocalImage,
+    parse_container_state,
     parse_state,
 )
 from ozw.backends.docker.late_oom import SIGKILL_EXIT, late_oom_possible, oom_logged
@@ -60,6 +69,7 @@ from ozw.backends.docker.rules import (
     sidecar_problem,
 )
 from ozw.backends.execution import configured_environment, layered_environment
+from ozw.backends.execution.limits import cleanup_bound
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar, TaskParams
 from ozw.telemetry.logs import TaskLog
@@ -132,10 +142,18 @@ class DockerTaskRun(TaskRun):
         references = [self.params.image, *(sidecar.image for sidecar in sidecars)]
         try:
             images = await gather(
-                [functools.partial(backend.images.ensure, self.params.image, self.log)]
+                [
+                    functools.partial(
+                        backend.images.ensure, self.params.image, self.log, engine=self.engine
+                    )
+                ]
                 + [
                     functools.partial(
-                        backend.images.ensure, s.image, self.log, what="sidecar image"
+                        backend.images.ensure,
+                        s.image,
+                        self.log,
+                        what="sidecar image",
+                        engine=self.engine,
                     )
                     for s in sidecars
                 ]
@@ -249,7 +267,7 @@ class DockerTaskRun(TaskRun):
             ) from None
         finally:
             if engine is not None:
-                await engine.aclose()
+                await backend.engines.give_back(engine)
         if not answer.ok:
             # The image may be gone since it was inspected: look again next time.
             backend.images.forget([self.params.image])
@@ -341,16 +359,36 @@ class DockerTaskRun(TaskRun):
         held until it ends."""
         backend = self.backend
         name = self.container
-        if self.engine is not None:
-            await self.engine.aclose()
+        if self.engine is not None:  # setup ended before the container was created
+            await backend.engines.give_back(self.engine)
             self.engine = None
-        if self.took_engine:
-            # For the next task, while this one's container is removed.
-            await backend.engines.refill()
+        wanted = name is not None and (self.exited_zero or backend.cleanup)
+        engine = await self._teardown_engine() if wanted else None
+        try:
+            await self._teardown(name, engine)
+        finally:
+            if engine is not None:
+                await backend.engines.give_back(engine)
+            if self.took_engine:
+                # A spare for the next task, unless this one's was given back.
+                await backend.engines.refill()
+
+    async def _teardown_engine(self) -> EngineConnection | None:
+        """A connection for the container's last inspection and its removal (None when
+        none can start: the CLI then does both)."""
+        try:
+            with cleanup_bound(CLEANUP_TIMEOUT):
+                return await self.backend.engines.take()
+        except OSError:
+            pass
+        return None
+
+    async def _teardown(self, name: str | None, engine: EngineConnection | None) -> None:
+        backend = self.backend
         if self.exited_zero and name is not None:
-            inspected = await backend.cli.cleanup("container", "inspect", STATE_FORMAT, name)
-            if inspected is not None and inspected.ok:
-                self._warn_of_oom(parse_state(inspected.stdout))
+            state = await self._teardown_state(name, engine)
+            if state is not None:
+                self._warn_of_oom(state)
         if not backend.cleanup:
             if name is not None:
                 backend.cli.untrack(name)
@@ -360,7 +398,7 @@ class DockerTaskRun(TaskRun):
                 self.log.info("read-write sidecar volume %s kept (cleanup is off)", volume)
             return
         problems: list[str] = []
-        if name is not None and not await backend.cli.remove_containers(name):
+        if name is not None and not await self._remove(name, engine):
             problems.append(f"could not remove container {name}")
             backend.cli.untrack(name)
         for volume in self.private_volumes:
@@ -371,3 +409,38 @@ class DockerTaskRun(TaskRun):
             # No longer this task's: the sweep removes them once the daemon answers.
             backend.reaper.note()
             raise RuntimeError("; ".join(problems) + " (retried in the background)")
+
+    async def _teardown_state(
+        self, name: str, engine: EngineConnection | None
+    ) -> ContainerState | None:
+        """The ended container's state, asked on ``engine`` (else the CLI); None when
+        neither answers."""
+        with cleanup_bound(CLEANUP_TIMEOUT):
+            if engine is not None and engine.usable:
+                with contextlib.suppress(EngineUnreachable, ValueError):
+                    answer = await engine.request("GET", f"/containers/{name}/json")
+                    if answer.ok:
+                        return parse_container_state(answer.body)
+            inspected = await self.backend.cli.cleanup("container", "inspect", STATE_FORMAT, name)
+            if inspected is not None and inspected.ok:
+                return parse_state(inspected.stdout)
+        return None
+
+    async def _remove(self, name: str, engine: EngineConnection | None) -> bool:
+        """Remove the container (``rm -f``) on ``engine``, else (or when it gives no clear
+        answer) with the CLI; True when it is gone."""
+        cli = self.backend.cli
+        with cleanup_bound(CLEANUP_TIMEOUT):
+            while engine is not None and engine.usable:
+                try:
+                    answer = await engine.request("DELETE", f"/containers/{name}?force=1")
+                except EngineUnreachable:
+                    break
+                if answer.ok or answer.status == NOT_FOUND:
+                    cli.untrack(name)
+                    return True
+                if "is already in progress" not in answer.message:
+                    break
+                # A removal under way elsewhere (kill_all beside this teardown).
+                await anyio.sleep(REMOVAL_POLL)
+        return await cli.remove_containers(name)

@@ -40,7 +40,7 @@ from typing import Final
 import anyio
 
 from ozw.backends.docker.cli import DockerCLI
-from ozw.backends.docker.engine_api import EngineConnection, EngineUnreachable
+from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, EngineUnreachable
 from ozw.backends.docker.inspect import LocalImage
 from ozw.backends.docker.references import volume_name
 from ozw.backends.docker.rules import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER, ROLE_FILL
@@ -53,8 +53,6 @@ FILL_COMMAND: Final = "ozw-fill"
 """Command of helper containers, which are created but never started (an image without
 ``CMD`` cannot be created without one)."""
 FILLED_MARKER: Final = ".ozw-sidecar-filled"
-NOT_FOUND: Final = 404
-"""The engine's answer for a volume that does not exist."""
 
 
 def marker_tar(content: str) -> bytes:
