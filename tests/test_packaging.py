@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from tests.support.ozw_process import REPO, STANDIN_AGENT, OzwProcess
-from tests.support.proxy_servers import free_port
+from tests.support.ports import free_port
 from tests.support.worker import API_KEY, start_stoppable_server
 
 UNIT = REPO / "config" / "examples" / "ozw.service"

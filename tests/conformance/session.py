@@ -26,6 +26,7 @@ import trio
 from ozw.dev.server import DispatchServer, Received
 from tests.conformance.docker_world import DockerWorld, container_config
 from tests.conformance.workers import Launch, Settings, Worker, launch
+from tests.support.ports import free_port
 from tests.support.procs import alive
 from tests.support.tinyproxy import Tinyproxy, local_address, local_name, running_tinyproxy
 from tests.support.worker import API_KEY
@@ -38,13 +39,6 @@ HOOK: Final = Path(__file__).with_name("hook.py")
 
 class StepTimeout(Exception):
     """A step waited :data:`WAIT` seconds for something that did not happen."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Runtime(http.server.BaseHTTPRequestHandler):

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -31,6 +30,7 @@ import pytest
 from tests.docker.engine import NoEngine, docker_engine
 from tests.support.ozw_command import run_ozw
 from tests.support.ozw_process import REPO
+from tests.support.ports import free_port
 
 IMAGES_DIR = Path(__file__).parent / "images"
 BUSYBOX_CANDIDATES = ("/usr/bin/busybox", "/bin/busybox")
@@ -281,13 +281,6 @@ def _remove_leftovers(engine: Engine, prefix: str) -> None:
 # --- registries -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @attrs.frozen
 class Registry:
     """A local ``docker-registry`` at ``address``."""
@@ -313,7 +306,7 @@ def _registry(root: Path, name: str, htpasswd: Path | None) -> Iterator[Registry
     binary = shutil.which("docker-registry")
     if binary is None:
         _fail("docker-registry is not installed (apt-get install docker-registry)")
-    port = _free_port()
+    port = free_port()
     config = [
         "version: 0.1",
         "log:",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +18,8 @@ from typing import TypeVar
 
 import trio
 import trustme
+
+from tests.support.ports import free_port
 
 STUNNEL = shutil.which("stunnel4") or "/usr/bin/stunnel4"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"
@@ -54,13 +55,6 @@ class LoggedServer:
             await changed.wait()
             if changed is self._changed:  # set and not replaced: the log ended
                 return any(text in line for line in self.lines[seen:])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 Server = TypeVar("Server", bound=LoggedServer)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import trio
 
 from tests.support.ozw_process import REPO
+from tests.support.ports import free_port
 
 BUILD = REPO / "tools" / "build-otelcol.sh"
 READY = "Everything is ready"
@@ -25,13 +25,6 @@ def collector_binary() -> Path:
     """The collector of tools/otelcol, built once per release (a cache hit is instant)."""
     done = subprocess.run([str(BUILD)], capture_output=True, text=True, check=True)
     return Path(done.stdout.strip())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Collector:

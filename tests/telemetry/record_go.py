@@ -21,7 +21,8 @@ from typing import Any
 import trio
 
 from tests.support.ozw_process import STANDIN_AGENT
-from tests.telemetry.collector import Collector, attributes, collector_binary, free_port, spans_of
+from tests.support.ports import free_port
+from tests.telemetry.collector import Collector, attributes, collector_binary, spans_of
 from tests.telemetry.scenario import TASKS, WORKER_ID, dispatch_server, outcomes, worker_env
 from tests.telemetry.test_otlp import FIXTURES, shape
 

@@ -11,7 +11,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ozw_process import OzwProcess
-from tests.telemetry.collector import free_port
+from tests.support.ports import free_port
 from tests.telemetry.scenario import dispatch_server, ozw_args, worker_env
 from tests.telemetry.test_otlp import FIXTURES
 from tests.test_metrics import http_get

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import attrs
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.ports import free_port
 
 REPO: Final = Path(__file__).resolve().parents[3]
 BUILD: Final = REPO / "tools" / "kube" / "build.sh"
@@ -61,12 +62,6 @@ def binaries() -> Path:
     if done.returncode != 0:
         raise ControlPlaneError(done.stderr.strip())
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kubeconfig(path: Path, server: str, ca: Path, token: str, namespace: str = "default") -> Path:

@@ -75,17 +75,10 @@ class DirectTaskRun(TaskRun):
         """Create the workspace, run ``setup_command``, build the agent's environment."""
         workspace = self.workspace = await self.backend.open_workspace(self.params)
         self.log.info("workspace %s", workspace.path)
+        env_file: dict[str, str] = {}  # the workspace starts it empty
         if self._config.setup_command:
             await self._run_setup_command(self._config.setup_command, workspace)
-        try:
-            env_file = await anyio.to_thread.run_sync(read_env_file, workspace.env_file)
-        except FileNotFoundError:
-            self.log.warning("setup command removed the environment file %s", workspace.env_file)
-            env_file = {}
-        except (OSError, ValueError) as exc:
-            raise TaskFailure(
-                FailureReason.SETUP_COMMAND, f"cannot read the environment file: {exc}"
-            ) from exc
+            env_file = await self._read_env_file(workspace)
         forced = forced_agent_variables(
             gitconfig=workspace.gitconfig,
             harness=self.params.harness,
@@ -103,6 +96,18 @@ class DirectTaskRun(TaskRun):
         )
         require_valid_environment(env, FailureReason.AGENT_INVOCATION, "the agent")
         self.agent_env = env
+
+    async def _read_env_file(self, workspace: Workspace) -> dict[str, str]:
+        """What the setup command wrote to the environment file."""
+        try:
+            return await anyio.to_thread.run_sync(read_env_file, workspace.env_file)
+        except FileNotFoundError:
+            self.log.warning("setup command removed the environment file %s", workspace.env_file)
+            return {}
+        except (OSError, ValueError) as exc:
+            raise TaskFailure(
+                FailureReason.SETUP_COMMAND, f"cannot read the environment file: {exc}"
+            ) from exc
 
     async def _run_workspace_script(
         self, command: str, workspace: Workspace, *, setup: bool
