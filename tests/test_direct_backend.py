@@ -318,7 +318,6 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
         assert cwd == workspace
         assert "WARP_API_KEY" not in env  # the worker's own credential stays out
         assert env["OTHER_SECRET"] == "s3cret"  # the rest of the worker environment
-        assert env["CONFIGURED"] == "yes"
         assert env["OZ_WORKSPACE_ROOT"] == workspace
         assert env["OZ_WORKER_BACKEND"] == "direct"
         assert env["OZ_RUN_ID"] == "run-1"
@@ -329,6 +328,8 @@ async def test_scripts_get_the_worker_environment_and_oz_variables(
     assert "OZ_ENVIRONMENT_FILE" not in teardown_env
     assert setup_env["TASK_VAR"] == "task"
     assert "TASK_VAR" not in teardown_env  # as the Go worker: no task variable in teardown
+    assert setup_env["CONFIGURED"] == "yes"
+    assert "CONFIGURED" not in teardown_env  # nor a configured value
 
 
 @on_both_loops

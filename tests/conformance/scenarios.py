@@ -174,7 +174,11 @@ async def _setup_fails(s: Session) -> None:
 
 @scenario(
     "direct-setup-and-teardown-env",
-    Settings(setup_command="{hook} setup", teardown_command="{hook} teardown"),
+    Settings(
+        setup_command="{hook} setup",
+        teardown_command="{hook} teardown",
+        environment={"CONFIGURED_FOR_HOOKS": "configured"},
+    ),
 )
 async def _hooks_env(s: Session) -> None:
     await s.assign("t1", "echo done")

@@ -29,8 +29,9 @@ workspace; see :func:`script_environment`): the worker's environment *without*
 teardown often runs git in a workspace the agent controlled, where ``core.fsmonitor``
 and the like can run code the agent chose), the task environment (setup only: like
 the Go worker, teardown gets no task variable, for the same reason), the configured
-``environment`` (listing ``WARP_API_KEY`` there is the deliberate opt-in; it then
-reaches the agent too, like every configured entry), then ``OZ_WORKSPACE_ROOT`` (the
+``environment`` (teardown only its names listed without value; listing
+``WARP_API_KEY`` there is the deliberate opt-in; it then reaches the agent too, like
+every configured entry), then ``OZ_WORKSPACE_ROOT`` (the
 task's workspace), ``OZ_WORKER_BACKEND=direct``, ``OZ_RUN_ID``, ``GIT_CONFIG_GLOBAL``
 and, for setup only, ``OZ_ENVIRONMENT_FILE``.
 

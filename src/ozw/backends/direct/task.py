@@ -52,8 +52,14 @@ class DirectTaskRun(TaskRun):
     def _config(self) -> DirectConfig:
         return self.backend.config
 
-    def _configured(self) -> dict[str, str]:
-        return configured_environment(self._config.environment, self.backend.environ)
+    def _configured(self, *, values: bool = True) -> dict[str, str]:
+        entries = self._config.environment
+        if not values:
+            # Configured values are the agent's and the setup's, not teardown's (the Go
+            # worker's rule); a name listed without value still opts a worker variable
+            # in (``WARP_API_KEY`` for one).
+            entries = [entry for entry in entries if entry.value is None]
+        return configured_environment(entries, self.backend.environ)
 
     def _script_env(self, workspace: Workspace, *, setup: bool) -> dict[str, str]:
         oz = script_variables(
@@ -62,12 +68,12 @@ class DirectTaskRun(TaskRun):
             gitconfig=workspace.gitconfig,
             env_file=workspace.env_file if setup else None,
         )
-        # Teardown gets no task variables (the Go worker's rule): it often runs git in a
-        # workspace the agent controlled, where the task's secrets have no business.
+        # Teardown gets no task variables nor configured values (the Go worker's rule): it
+        # often runs git in a workspace the agent controlled, where secrets have no business.
         return script_environment(
             worker=self.backend.environ,
             task=self.params.env if setup else {},
-            configured=self._configured(),
+            configured=self._configured(values=setup),
             oz=oz,
         )
 
