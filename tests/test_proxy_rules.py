@@ -176,3 +176,17 @@ def test_unusable_proxy_urls_are_named_without_their_credentials(value: str, mes
     assert str(caught.value).startswith("HTTPS_PROXY: ")
     assert message in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+def test_a_cgi_environment_refuses_http_proxy_as_go_does() -> None:
+    # Go's httpproxy: with REQUEST_METHOD set, HTTP_PROXY may be a request's Proxy
+    # header (httpoxy), so a ws:// dial is refused; HTTPS_PROXY for wss:// still applies.
+    cgi = {"REQUEST_METHOD": "GET", "HTTP_PROXY": "http://h:1", "HTTPS_PROXY": "http://s:2"}
+    for name in ("HTTP_PROXY", "http_proxy"):
+        environ = {"REQUEST_METHOD": "GET", name: "http://h:1"}
+        with pytest.raises(ProxySettingError, match=f"^{name} is refused when REQUEST_METHOD"):
+            choose_proxy(WS, None, environ)
+    proxy = choose_proxy(WSS, None, cgi)
+    assert proxy is not None and proxy.host == "s"
+    assert choose_proxy(WS, "http://explicit:3128", cgi) is not None
+    assert choose_proxy(WS, None, {"REQUEST_METHOD": "GET"}) is None

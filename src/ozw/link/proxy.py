@@ -111,6 +111,13 @@ def choose_proxy(
     found = _first_set(environ, *names)
     if found is None:
         return None
+    if parts.scheme != "wss" and environ.get("REQUEST_METHOD"):
+        # Go's ProxyFromEnvironment refuses it too (golang.org/issue/16405, "httpoxy").
+        raise ProxySettingError(
+            f"{found[0]} is refused when REQUEST_METHOD is set: in a CGI environment it may"
+            " come from a request's Proxy header; unset REQUEST_METHOD, or give the proxy"
+            " as server.proxy_url"
+        )
     host = parts.hostname or ""
     port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
     no_proxy = _first_set(environ, "NO_PROXY", "no_proxy")
