@@ -277,3 +277,32 @@ async def test_a_failed_handshake_is_never_logged_without_its_cause(
         nursery.cancel_scope.cancel()
     assert "HandshakeError" not in caplog.text
     assert "reconnecting in" in caplog.text
+
+
+async def test_check_shows_where_telemetry_goes(tmp_path: Path) -> None:
+    # OTLP to a listener that answers, to a port nothing listens on, a bad value, and
+    # nothing set without metrics_addr (an operator from Go would lose metrics).
+    config = write_config(tmp_path, 9)
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    base = environment(None)
+    otlp = {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+    _, lines = await ozw_check(config, {**base, **otlp})
+    assert lines["telemetry"] == (
+        f"ok metrics: OTLP http/protobuf to http://127.0.0.1:{port}/v1/metrics; traces: off"
+    )
+    await listener.aclose()
+    _, lines = await ozw_check(config, {**base, **otlp})
+    assert lines["telemetry"].startswith("warn metrics: OTLP"), lines["telemetry"]
+    assert f"127.0.0.1:{port} cannot be reached (Connection refused)" in lines["telemetry"]
+    _, lines = await ozw_check(config, {**base, "OTEL_TRACES_EXPORTER": "zipkin"})
+    assert lines["telemetry"] == (
+        "FAIL OTEL_TRACES_EXPORTER='zipkin' is not one of otlp, console, none"
+    )
+    _, lines = await ozw_check(config, base)
+    assert lines["telemetry"].startswith(
+        "warn metrics: off; traces: off: OTLP metrics export is off"
+    )

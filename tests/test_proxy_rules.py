@@ -187,6 +187,7 @@ def test_a_cgi_environment_refuses_http_proxy_as_go_does() -> None:
         with pytest.raises(ProxySettingError, match=f"^{name} is refused when REQUEST_METHOD"):
             choose_proxy(WS, None, environ)
     proxy = choose_proxy(WSS, None, cgi)
-    assert proxy is not None and proxy.host == "s"
+    assert proxy is not None
+    assert proxy.host == "s"
     assert choose_proxy(WS, "http://explicit:3128", cgi) is not None
     assert choose_proxy(WS, None, {"REQUEST_METHOD": "GET"}) is None

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ozw.telemetry.otel_env import OtelPlan, OtelSettingError, read_plan
+from ozw.telemetry.otel_env import (
+    OtelPlan,
+    OtelSettingError,
+    OtlpProtocol,
+    describe_plan,
+    otlp_endpoint,
+    read_plan,
+)
 from ozw.telemetry.tracing import scrub
 from tests.support.ozw_command import one_error_line, run_ozw
 from tests.telemetry.scenario import ozw_config, worker_env
@@ -82,3 +89,47 @@ def test_a_bad_otel_value_stops_the_command_in_one_line(tmp_path: Path) -> None:
         "ozw: error: OTEL_METRICS_EXPORTER='prometeus' is not one of "
         "otlp, prometheus, console, none"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "signal", "protocol", "endpoint"),
+    [
+        ({}, "METRICS", "http/protobuf", "http://localhost:4318/v1/metrics"),
+        ({}, "TRACES", "grpc", "http://localhost:4317"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:1/"},
+            "TRACES",
+            "http/protobuf",
+            "http://c:1/v1/traces",
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:1"}, "METRICS", "grpc", "http://c:1"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:1",
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:2/x",
+            },
+            "METRICS",
+            "http/protobuf",
+            "http://m:2/x",  # a per-signal endpoint is used as it is
+        ),
+    ],
+)
+def test_the_otlp_endpoint_as_the_sdk_reads_it(
+    env: dict[str, str], signal: str, protocol: OtlpProtocol, endpoint: str
+) -> None:
+    assert otlp_endpoint(env, signal, protocol) == endpoint
+
+
+def test_the_plan_in_one_line() -> None:
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": "9999",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+    }
+    assert describe_plan(read_plan(env), env) == (
+        "metrics: Prometheus scrape on localhost:9999; traces: OTLP grpc to http://localhost:4317"
+    )
+    assert describe_plan(read_plan({}), {}) == "metrics: off; traces: off"
+    env = {"OTEL_METRICS_EXPORTER": "console", "OTEL_TRACES_EXPORTER": "none"}
+    assert describe_plan(read_plan(env), env) == "metrics: console; traces: off"

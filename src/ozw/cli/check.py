@@ -15,6 +15,7 @@ import shlex
 import shutil
 import socket
 import sys
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Literal
 
@@ -31,11 +32,18 @@ from ozw.config import (
     WorkerConfig,
     url_problem,
 )
+from ozw.exception_groups import cause
 from ozw.link.connection import why_lost, worker_url
 from ozw.link.dial import open_websocket
 from ozw.link.proxy import ProxySettingError, choose_proxy
 from ozw.tasks.failures import BackendUnavailable, TaskFailure
 from ozw.tasks.params import DEFAULT_IMAGE
+from ozw.telemetry.otel_env import (
+    OtelSettingError,
+    describe_plan,
+    otlp_endpoint,
+    read_plan,
+)
 
 if TYPE_CHECKING:
     from ozw.backends.docker import DockerBackend
@@ -185,6 +193,12 @@ async def unreachable(host: str, port: int) -> str | None:
     except socket.gaierror as exc:
         return f"cannot resolve {host}: {exc.strerror or exc}"
     except OSError as exc:
+        # trio tries each address and says only "all attempts ... failed": the first
+        # attempt's error is the cause an operator can act on.
+        if isinstance(exc.__cause__, BaseExceptionGroup):
+            first = cause(exc.__cause__)
+            if isinstance(first, OSError) and first.errno:
+                return os.strerror(first.errno)
         return exc.strerror or str(exc)
     await stream.aclose()
     return None
@@ -220,8 +234,45 @@ async def server_check(config: WorkerConfig, environ: Mapping[str, str]) -> Chec
     return Check(name, "ok", f"the server accepted the API key{via}")
 
 
+async def telemetry_check(config: WorkerConfig, environ: Mapping[str, str]) -> Check:
+    """Where metrics and traces go (the OTEL_* variables, ``metrics_addr``); a collector
+    that does not answer is a warning: the worker runs on without it."""
+    name = "telemetry"
+    try:
+        plan = read_plan(environ)
+    except OtelSettingError as exc:
+        return Check(name, "FAIL", str(exc))
+    detail = describe_plan(plan, environ)
+    if config.metrics_addr:
+        detail += f"; metrics_addr {config.metrics_addr} (/metrics, /healthz)"
+    elif plan.notice is not None:
+        return Check(name, "warn", f"{detail}: {plan.notice}")
+    for exporter, signal, protocol in (
+        (plan.metrics, "METRICS", plan.metrics_protocol),
+        (plan.traces, "TRACES", plan.traces_protocol),
+    ):
+        if exporter != "otlp":
+            continue
+        target = urllib.parse.urlsplit(otlp_endpoint(environ, signal, protocol))
+        default_port = 443 if target.scheme == "https" else 80
+        try:
+            port = target.port or default_port
+        except ValueError:
+            return Check(name, "FAIL", f"{detail}: the OTLP endpoint has no valid port")
+        problem = await unreachable(target.hostname or "", port)
+        if problem is not None:
+            return Check(
+                name,
+                "warn",
+                f"{detail}: {target.hostname}:{port} cannot be reached ({problem}); "
+                "the worker runs on and warns once a minute",
+            )
+    return Check(name, "ok", detail)
+
+
 async def run_checks(config: WorkerConfig, environ: Mapping[str, str]) -> list[Check]:
     checks = [Check("configuration", "ok", "valid"), *static_checks(config)]
+    checks.append(await telemetry_check(config, environ))
     checks += await backend_checks(config)
     checks.append(await server_check(config, environ))
     return checks

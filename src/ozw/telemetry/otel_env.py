@@ -119,3 +119,33 @@ def _port(text: str) -> int:
     if text.isdigit() and 0 < int(text) < 65536:
         return int(text)
     raise OtelSettingError(f"OTEL_EXPORTER_PROMETHEUS_PORT={text!r} is not a port (1-65535)")
+
+
+def otlp_endpoint(env: Mapping[str, str], signal: str, protocol: OtlpProtocol) -> str:
+    """Where the SDK's OTLP exporter of ``signal`` ("METRICS", "TRACES") sends: the
+    per-signal variable as it is, else the general one (plus ``/v1/<signal>`` over
+    HTTP), else the SDK's default."""
+    own = _get(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    if own is not None:
+        return own
+    general = _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if protocol == "grpc":
+        return general or "http://localhost:4317"
+    base = (general or "http://localhost:4318").rstrip("/")
+    return f"{base}/v1/{signal.lower()}"
+
+
+def describe_plan(plan: OtelPlan, env: Mapping[str, str]) -> str:
+    """One line: where metrics and traces go (``ozw check``)."""
+
+    def where(exporter: Exporter, signal: str, protocol: OtlpProtocol) -> str:
+        if exporter == "otlp":
+            return f"OTLP {protocol} to {otlp_endpoint(env, signal, protocol)}"
+        if exporter == "prometheus":
+            return f"Prometheus scrape on {plan.prometheus_address}"
+        return "console" if exporter == "console" else "off"
+
+    return (
+        f"metrics: {where(plan.metrics, 'METRICS', plan.metrics_protocol)}; "
+        f"traces: {where(plan.traces, 'TRACES', plan.traces_protocol)}"
+    )

@@ -58,7 +58,7 @@ class DirectTaskRun(TaskRun):
             # Configured values are the agent's and the setup's, not teardown's (the Go
             # worker's rule); a name listed without value still opts a worker variable
             # in (``WARP_API_KEY`` for one).
-            entries = [entry for entry in entries if entry.value is None]
+            entries = tuple(entry for entry in entries if entry.value is None)
         return configured_environment(entries, self.backend.environ)
 
     def _script_env(self, workspace: Workspace, *, setup: bool) -> dict[str, str]:
