@@ -1,11 +1,13 @@
 """charts/ozw on the real control plane: the API server accepts every object the
-chart renders from the Go chart's values (a server-side dry run), and with the
+chart renders from the Go chart's values (a server-side dry run; the PodMonitor against
+the Prometheus Operator's own CRD), and with the
 chart's ServiceAccount and Role, ``ozw check`` run with the chart's arguments and
 config finds every permission the Kubernetes backend needs."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,24 @@ from tests.support.worker_process import worker_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
+CRDS = REPO / "tools" / "kube" / "crds.sh"
+
+
+def install_podmonitor_crd(kube: ControlPlane) -> None:
+    """The Prometheus Operator's own PodMonitor CRD (tools/kube/crds.sh), established."""
+    env = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/local/go/bin"}
+    fetched = subprocess.run(
+        ["sh", str(CRDS)], capture_output=True, text=True, timeout=300, check=True, env=env
+    )
+    crd = Path(fetched.stdout.strip().splitlines()[-1])
+    # Server-side: the CRD is too big for the last-applied annotation.
+    kube.kubectl("apply", "--server-side", "-f", str(crd))
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/podmonitors.monitoring.coreos.com",
+    )  # fmt: skip
+
+
 def render_in(namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
     result = helm("template", "oz", str(REPO / "charts" / "ozw"), "-n", namespace, values=values)
     assert result.returncode == 0, result.stderr
@@ -35,14 +55,26 @@ async def test_the_chart_on_a_real_api_server(
 ) -> None:
     namespace = namespace_name(request.node.name)
     kube.namespace(namespace)
+    install_podmonitor_crd(kube)
     everything = {
         "warp": {"apiKeySecret": {"create": True, "value": "k"}},
-        "metrics": {"enabled": True},
+        "metrics": {"enabled": True, "podMonitor": {"create": True}},
     }
     docs = render_in(namespace, merged(GO_VALUES, REQUIRED, everything))
+    assert "PodMonitor" in {doc["kind"] for doc in docs}
     listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
     dry = kube.kubectl("-n", namespace, "apply", "--dry-run=server", "-f", "-", stdin=listed)
     assert len(dry.stdout.splitlines()) == len(docs), dry.stdout
+    # The PodMonitor met the operator's schema: one it breaks is refused.
+    monitor = by_kind(tuple(docs), "PodMonitor")
+    broken = json.loads(json.dumps(monitor))
+    broken["spec"]["podMetricsEndpoints"][0]["interval"] = "every thirty seconds"
+    refused = kube.kubectl(
+        "-n", namespace, "apply", "--dry-run=server", "-f", "-",
+        stdin=json.dumps(broken), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "spec.podMetricsEndpoints[0].interval" in refused.stderr, refused.stderr
     # The chart's identity, for real: its ServiceAccount, Role and RoleBinding.
     access = [doc for doc in docs if doc["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
     kube.kubectl(
