@@ -79,3 +79,20 @@ def test_check_passes_an_image_whose_registry_is_reachable(
     line = check_line(engine, tmp_path, image, "always")
     assert line.startswith("ok "), line
     assert line.endswith(f"every task pulls {image} from {registries.open.address} (reachable)")
+
+
+def test_the_agent_sidecar_oz_names_is_checked_as_a_warning(
+    engine: Engine, images: Images, tmp_path: Path
+) -> None:
+    # The server names the sidecar per task: what Oz names today is looked at, and a
+    # problem with it warns without failing the check.
+    config = tmp_path / "docker.toml"
+    config.write_text(
+        f'worker_id = "check-docker"\n[backend.docker]\n'
+        f'default_image = "{images.task}"\npull_policy = "never"\n'
+    )
+    result = engine.ozw("check", "--config", str(config))
+    (line,) = [line for line in result.stdout.splitlines() if " agent sidecar " in line]
+    assert line.startswith("warn "), line
+    assert "warpdotdev/warp-agent:latest is not present and pull_policy is 'never'" in line
+    assert line.endswith("(the image Oz names today; the server decides per task)")

@@ -37,7 +37,7 @@ from ozw.link.connection import why_lost, worker_url
 from ozw.link.dial import open_websocket
 from ozw.link.proxy import ProxySettingError, choose_proxy
 from ozw.tasks.failures import BackendUnavailable, TaskFailure
-from ozw.tasks.params import DEFAULT_IMAGE
+from ozw.tasks.params import AGENT_SIDECAR, DEFAULT_IMAGE
 from ozw.telemetry.otel_env import (
     OtelSettingError,
     describe_plan,
@@ -146,18 +146,30 @@ async def backend_checks(config: WorkerConfig) -> list[Check]:
                 from ozw.backends.docker import DockerBackend
 
                 assert isinstance(backend, DockerBackend)
+                policy = config.backend.pull_policy
                 image = config.backend.default_image or DEFAULT_IMAGE
-                checks.append(await _image_check(backend, image, config.backend.pull_policy))
+                checks.append(await _image_check(backend, image, policy))
+                # The server names the sidecar per task: a problem is only a warning.
+                sidecar = await _image_check(backend, AGENT_SIDECAR, policy, "agent sidecar")
+                if not sidecar.ok:
+                    sidecar = attrs.evolve(
+                        sidecar,
+                        level="warn",
+                        detail=f"{sidecar.detail} (the image Oz names today; the server "
+                        "decides per task)",
+                    )
+                checks.append(sidecar)
     except BackendUnavailable as exc:
         return [Check(name, "FAIL", str(exc))]
     return checks
 
 
-async def _image_check(backend: DockerBackend, image: str, policy: PullPolicy) -> Check:
-    """Whether the default image can be had the way ``policy`` gets it: present locally,
-    or (when the policy pulls it) its registry reachable from this host. Asked through
-    the backend's own image inspection (the one a task's setup uses)."""
-    name = "default image"
+async def _image_check(
+    backend: DockerBackend, image: str, policy: PullPolicy, name: str = "default image"
+) -> Check:
+    """Whether ``image`` can be had the way ``policy`` gets it: present locally, or (when
+    the policy pulls it) its registry reachable from this host. Asked through the
+    backend's own image inspection (the one a task's setup uses)."""
     try:
         found = await backend.images.inspect(image)
     except TaskFailure as exc:

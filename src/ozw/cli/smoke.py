@@ -29,7 +29,7 @@ from ozw.config import DockerConfig, WorkerConfig, format_duration
 from ozw.dev.local import open_local_worker
 from ozw.tasks.failures import BackendUnavailable, FailureReason
 from ozw.tasks.lifecycle import TaskOutcome, TaskResult
-from ozw.tasks.params import TaskParams
+from ozw.tasks.params import AGENT_SIDECAR, TaskParams
 from ozw.telemetry.logs import LOGGER_NAME, escape_controls
 from ozw.wire.codec import ProtocolError, TaskAssignment, decode_server_message, encode_message
 
@@ -37,7 +37,6 @@ TAIL_LINES = 20
 SAMPLE_PROMPT = "echo ozw smoke test: hello from the agent"
 HUNG_BACKEND_MARGIN = 30.0
 """Past ``timeout + kill_grace``, how long a stopped task's teardown may take."""
-AGENT_SIDECAR = "warpdotdev/warp-agent:latest"
 """The agent sidecar the Oz server names in its assignments (container backends)."""
 
 

@@ -39,6 +39,8 @@ from ozw.wire.codec import (
 DEFAULT_IMAGE: Final = "ubuntu:22.04"
 DEFAULT_SERVER_ROOT_URL: Final = "https://app.warp.dev"
 AGENT_SIDECAR_MOUNT: Final = "/agent"
+AGENT_SIDECAR: Final = "warpdotdev/warp-agent:latest"
+"""The agent sidecar image Oz names in its assignments today (the server decides)."""
 OZ_HARNESS: Final = "oz"
 
 _PUBLIC_SHARE: Final = {"VIEWER": "public:view", "EDITOR": "public:edit"}
