@@ -1,16 +1,19 @@
-"""The backend contract against the fake API server, under Trio and under asyncio.
+"""The backend contract on the real control plane (tests/kubernetes/real/), under Trio
+and under asyncio, as the deploy/ ServiceAccount of a fresh namespace.
 
 Backends use anyio only: each test runs once per event loop (tests/support/event_loops.py).
+The kubelet stand-in plays the node (images ``fake/...``: see its docstring).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import stat
 import sys
 from collections.abc import Iterator
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,45 +27,65 @@ from ozw.config import KubernetesConfig
 from ozw.tasks.failures import FailureReason, TaskFailure
 from ozw.tasks.params import Sidecar, TaskParams
 from ozw.telemetry.logs import TaskLog
-from tests.kubernetes.fake_cluster import FakeCluster, fake_cluster, write_kubeconfig
+from tests.kubernetes.real.tenant import Tenant
 from tests.support.event_loops import on_both_loops
 
-JOBS = "/apis/batch/v1/namespaces/agents/jobs"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    with fake_cluster(tmp_path) as running:
-        yield running
+def params(task_id: str, image: str) -> TaskParams:
+    return TaskParams(
+        task_id=task_id,
+        run_id=task_id,
+        execution_id=task_id,
+        env={"TASK_ID": task_id, "API_TOKEN": "hidden"},
+        image=image,
+        sidecars=(Sidecar("warp/agent:1", "/agent"),),
+        base_args=("agent", "run"),
+        harness=None,
+        environment_id=None,
+        server_root_url=None,
+        task={},
+    )
 
 
-def params(task_id: str, image: str, **extra: Any) -> TaskParams:
-    values: dict[str, Any] = {
-        "task_id": task_id,
-        "run_id": task_id,
-        "execution_id": f"{task_id}-exec",
-        "env": {"TASK_ID": task_id, "API_TOKEN": "hidden"},
-        "image": image,
-        "sidecars": (Sidecar("warp/agent:1", "/agent"),),
-        "base_args": ("agent", "run"),
-        "harness": None,
-        "environment_id": None,
-        "server_root_url": None,
-        "task": {},
-    }
-    values.update(extra)
-    return TaskParams(**values)
-
-
-def backend(cluster: FakeCluster, kubeconfig: Path | None = None) -> KubernetesBackend:
+def backend(cluster: Tenant, kubeconfig: Path | None = None, **extra: Any) -> KubernetesBackend:
     config = KubernetesConfig(
-        namespace="agents", kubeconfig=str(kubeconfig or cluster.kubeconfig), preflight=False
+        namespace=cluster.name,
+        kubeconfig=str(kubeconfig or cluster.kubeconfig),
+        preflight=False,
+        **extra,
     )
     return KubernetesBackend(config, worker_id="contract", environ={})
 
 
+async def gone(cluster: Tenant, resource: str) -> None:
+    """Wait until the garbage collector removed the namespace's ``resource``."""
+    await anyio.to_thread.run_sync(lambda: cluster.wait_gone(resource, f"the {resource} to go"))
+
+
+@contextmanager
+def records(name: str, level: int = logging.INFO) -> Iterator[list[str]]:
+    """The messages logged by logger ``name`` (and below) meanwhile."""
+    found: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    logger, handler = logging.getLogger(name), Keep()
+    previous = logger.level
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
 @on_both_loops
-async def test_a_task_completes_and_its_job_is_deleted(cluster: FakeCluster) -> None:
+async def test_a_task_completes_and_its_job_is_deleted(cluster: Tenant) -> None:
     async with backend(cluster) as kube:
         assert "permissions ok" in await kube.check()
         task = kube.open_task(params("ok", "fake/agent"), TaskLog("ok"))
@@ -70,24 +93,28 @@ async def test_a_task_completes_and_its_job_is_deleted(cluster: FakeCluster) -> 
         assert await task.execute() is ExecuteResult.COMPLETED
         await task.teardown()
 
-    assert cluster.get(JOBS)["items"] == []
+    assert cluster.items("jobs") == []
+    await gone(cluster, "pods")
+
+
+MISSING_VOLUME = {"volumes": [{"name": "creds", "secret": {"secretName": "absent"}}]}
 
 
 @on_both_loops
 @pytest.mark.parametrize(
-    ("image", "reason"),
+    ("image", "template", "reason"),
     [
-        ("fake/pull-error", FailureReason.IMAGE_PULL),
-        ("fake/bad-image", FailureReason.INVALID_IMAGE),
-        ("fake/oom", FailureReason.CONTAINER_OOM),
-        ("fake/evicted", FailureReason.EVICTED),
-        ("fake/mount-fail", FailureReason.VOLUME_MOUNT),
+        ("fake/pull-error", None, FailureReason.IMAGE_PULL),
+        ("fake/bad-image", None, FailureReason.INVALID_IMAGE),
+        ("fake/oom", None, FailureReason.CONTAINER_OOM),
+        ("fake/evicted", None, FailureReason.EVICTED),
+        ("fake/agent", MISSING_VOLUME, FailureReason.VOLUME_MOUNT),
     ],
 )
 async def test_failures_are_classified(
-    image: str, reason: FailureReason, cluster: FakeCluster
+    image: str, template: dict[str, Any] | None, reason: FailureReason, cluster: Tenant
 ) -> None:
-    async with backend(cluster) as kube:
+    async with backend(cluster, pod_template=template) as kube:
         task = kube.open_task(params("bad", image), TaskLog("bad"))
         await task.setup()
         with pytest.raises(TaskFailure) as caught:
@@ -95,33 +122,29 @@ async def test_failures_are_classified(
         assert caught.value.reason is reason
         await task.teardown()
 
-    jobs = cluster.get(JOBS)["items"]
+    jobs = cluster.items("jobs")
     if reason in (FailureReason.CONTAINER_OOM, FailureReason.EVICTED):
         assert len(jobs) == 1, "a failed pod's Job is kept for its TTL"
     else:
         assert jobs == [], "a Job whose pod cannot start is deleted"
-    assert cluster.get("/api/v1/namespaces/agents/secrets")["items"] == []
+    assert cluster.items("secrets") == []
 
 
 @on_both_loops
-async def test_an_unschedulable_pod_fails_after_its_timeout(cluster: FakeCluster) -> None:
-    config = KubernetesConfig(
-        namespace="agents",
-        kubeconfig=str(cluster.kubeconfig),
-        preflight=False,
-        unschedulable_timeout=0.5,
-    )
-    async with KubernetesBackend(config, worker_id="contract", environ={}) as kube:
-        task = kube.open_task(params("pending", "fake/unschedulable"), TaskLog("pending"))
+async def test_an_unschedulable_pod_fails_after_its_timeout(cluster: Tenant) -> None:
+    nowhere = {"nodeSelector": {"disktype": "none"}}
+    async with backend(cluster, pod_template=nowhere, unschedulable_timeout=0.5) as kube:
+        task = kube.open_task(params("pending", "fake/agent"), TaskLog("pending"))
         await task.setup()
         with pytest.raises(TaskFailure) as caught:
             await task.execute()
         assert caught.value.reason is FailureReason.UNSCHEDULABLE
-        assert "0/3 nodes are available" in caught.value.cause
+        assert "didn't match Pod's node affinity/selector" in caught.value.cause
+        await task.teardown()
 
 
 @on_both_loops
-async def test_cancellation_deletes_the_job(cluster: FakeCluster) -> None:
+async def test_cancellation_deletes_the_job(cluster: Tenant) -> None:
     async with backend(cluster) as kube:
         task = kube.open_task(params("cancel-me", "fake/hold"), TaskLog("cancel-me"))
         await task.setup()
@@ -129,70 +152,70 @@ async def test_cancellation_deletes_the_job(cluster: FakeCluster) -> None:
             await task.execute()
         await task.teardown()
 
-    assert cluster.get(JOBS)["items"] == []
-    assert cluster.get("/api/v1/namespaces/agents/pods")["items"] == []
+    assert cluster.items("jobs") == []
+    await gone(cluster, "pods")
 
 
 @on_both_loops
-async def test_watches_survive_drops_and_410_gone(cluster: FakeCluster) -> None:
-    async with backend(cluster) as kube:
-        log = TaskLog("dropped")
-        task = kube.open_task(params("dropped", "fake/hold"), log)
-        await task.setup()
-        result: list[ExecuteResult] = []
+async def test_watches_survive_a_restart_and_410_gone(cluster: Tenant) -> None:
+    plane = cluster.plane
+    with records("ozw.backends.kubernetes.client") as logged:
+        async with backend(cluster) as kube:
+            task = kube.open_task(params("dropped", "fake/hold"), TaskLog("dropped"))
+            await task.setup()
+            result: list[ExecuteResult] = []
 
-        async def execute() -> None:
-            result.append(await task.execute())
+            async def execute() -> None:
+                result.append(await task.execute())
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(execute)
-            # A watch of our own says when the pod runs.
-            selector = "job-name=" + job_name("dropped", "dropped-exec")
-            async with aclosing(kube.api().watch("Pod", labels=selector)) as pods:
-                async for _, pod in pods:
-                    if pod.get("status", {}).get("phase") == "Running":
-                        break
-            # The history is compacted and every watch dropped: reconnecting from the
-            # last version seen is answered 410 Gone, and the watch lists afresh.
-            await anyio.to_thread.run_sync(cluster.control, "compact")
-            await anyio.to_thread.run_sync(cluster.control, "cut-watches")
-            name = job_name("dropped", "dropped-exec")
-            await anyio.to_thread.run_sync(
-                lambda: cluster.control(f"release/agents/{name}", exit="0")
-            )
-        assert result == [ExecuteResult.COMPLETED]
-        await task.teardown()
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(execute)
+                    # A watch of our own says when the pod runs.
+                    selector = "job-name=" + job_name("dropped", "dropped")
+                    async with aclosing(kube.api().watch("Pod", labels=selector)) as pods:
+                        async for _, pod in pods:
+                            if pod.get("status", {}).get("phase") == "Running":
+                                break
+                    # A change the watches have not seen, the history compacted, every
+                    # watch dropped: reopening from the last version seen is answered
+                    # 410 Gone, and the watch lists afresh.
+                    await anyio.to_thread.run_sync(
+                        lambda: plane.kubectl("-n", cluster.name, "create", "configmap", "unseen")
+                    )
+                    await anyio.to_thread.run_sync(plane.compact_etcd)
+                    await anyio.to_thread.run_sync(plane.restart_apiserver)
+                    await anyio.to_thread.run_sync(lambda: cluster.release("dropped", 0))
+            assert result == [ExecuteResult.COMPLETED]
+            await task.teardown()
 
-    watches = [r for r in cluster.requests() if r["query"].get("watch") == "true"]
-    assert len(watches) > 2, "the watches were reopened"
+    afresh = [line for line in logged if re.search(r"watch: version \d+ is gone", line)]
+    assert afresh, logged
 
 
 @on_both_loops
-async def test_exec_credentials_run_through_anyio(tmp_path: Path) -> None:
-    plugin = tmp_path / "get-token"
+async def test_exec_credentials_run_through_anyio(cluster: Tenant, tmp_path: Path) -> None:
+    """The token comes only from an exec plugin (run by lightkube through anyio)."""
+    config = json.loads(cluster.kubeconfig.read_text())
+    (user,) = config["users"]
     credential = {
         "apiVersion": "client.authentication.k8s.io/v1beta1",
         "kind": "ExecCredential",
-        "status": {"token": "from-plugin"},
+        "status": {"token": user["user"].pop("token")},
     }
+    plugin = tmp_path / "get-token"
     plugin.write_text(f"#!{sys.executable}\nprint({json.dumps(json.dumps(credential))})\n")
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
-    with fake_cluster(tmp_path / "locked", "--token", "from-plugin") as locked:
-        kubeconfig = write_kubeconfig(
-            tmp_path / "exec-kubeconfig",
-            locked.url,
-            "agents",
-            {
-                "exec": {
-                    "apiVersion": "client.authentication.k8s.io/v1beta1",
-                    "command": str(plugin),
-                    "args": [],
-                }
-            },
-        )
+    user["user"]["exec"] = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "command": str(plugin),
+        "args": [],
+    }
+    kubeconfig = tmp_path / "exec-kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
 
-        async with backend(locked, kubeconfig) as kube:
-            assert "permissions ok" in await kube.check()
+    async with backend(cluster, kubeconfig) as kube:
+        assert "permissions ok" in await kube.check()
 
 
 class AgentLines(logging.Handler):
@@ -219,14 +242,13 @@ class AgentLines(logging.Handler):
 
 @on_both_loops
 async def test_a_log_stream_that_ends_while_the_agent_runs_is_followed_again(
-    cluster: FakeCluster,
+    cluster: Tenant,
 ) -> None:
     relayed = AgentLines("resumed")
     task_logger = logging.getLogger("ozw.task")
     level = task_logger.level
     task_logger.setLevel(logging.INFO)
     task_logger.addHandler(relayed)
-    name = job_name("resumed", "resumed-exec")
     try:
         async with backend(cluster) as kube:
             task = kube.open_task(params("resumed", "fake/hold"), TaskLog("resumed"))
@@ -236,28 +258,31 @@ async def test_a_log_stream_that_ends_while_the_agent_runs_is_followed_again(
             async def execute() -> None:
                 result.append(await task.execute())
 
-            with anyio.fail_after(60):
+            with anyio.fail_after(120):
                 async with anyio.create_task_group() as group:
                     group.start_soon(execute)
                     await relayed.seen("fake agent: working")
-                    # Every followed log ends (a kubelet restart); the agent goes on.
-                    await anyio.to_thread.run_sync(cluster.control, "cut-logs")
+                    # The API server restarts: every followed log ends; the agent goes on.
+                    await anyio.to_thread.run_sync(cluster.plane.restart_apiserver)
                     await anyio.to_thread.run_sync(
-                        lambda: cluster.control(f"say/agents/{name}", line="after-the-cut")
+                        lambda: cluster.say("resumed", "after-the-restart")
                     )
-                    await relayed.seen("after-the-cut")
-                    await anyio.to_thread.run_sync(
-                        lambda: cluster.control(f"release/agents/{name}", exit="0")
-                    )
+                    await relayed.seen("after-the-restart")
+                    await anyio.to_thread.run_sync(lambda: cluster.release("resumed", 0))
+            (pod,) = cluster.pods_of("resumed")
             await task.teardown()
     finally:
         task_logger.removeHandler(relayed)
         task_logger.setLevel(level)
     assert result == [ExecuteResult.COMPLETED]
-    assert relayed.lines.count("after-the-cut") == 1
+    assert relayed.lines.count("after-the-restart") == 1
     assert relayed.lines[-1] == "fake agent: exiting 0"
+    # The kubelet stand-in logs each log request the API server passes on to it.
+    path = f"/containerLogs/{cluster.name}/{pod['metadata']['name']}/task?"
     follows = [
-        r for r in cluster.requests() if r["path"].endswith("/log") and r["query"].get("follow")
+        line
+        for line in cluster.plane.logs()["kubelet"].read_text().splitlines()
+        if path in line and "follow=true" in line
     ]
     assert len(follows) >= 2, "the log was followed again"
-    assert "sinceSeconds" in follows[-1]["query"], "from just before its last line"
+    assert "sinceSeconds=" in follows[-1], "from just before its last line"

@@ -18,7 +18,8 @@ What a container does is decided by its image, as if images had known behaviour:
 ``fake/pull-error``     ``ErrImagePull``, then ``ImagePullBackOff``, for ever
 ``fake/bad-image``      ``InvalidImageName``
 ``fake/evicted``        the pod is evicted while running
-``fake/hold``           runs until its pod is annotated ``ozw.test/exit: "N"``
+``fake/hold``           runs until its pod is annotated ``ozw.test/exit: "N"``;
+                        meanwhile logs each new value of ``ozw.test/say``
 anything else           exits 0
 =====================  =========================================================
 
@@ -48,6 +49,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 EXIT_ANNOTATION = "ozw.test/exit"
+SAY_ANNOTATION = "ozw.test/say"
 STEP = 0.1
 _EXIT = re.compile(r"fake/exit-(\d+)")
 
@@ -569,7 +571,11 @@ class PodRunner:
             )
             return 137
         if kind == "fake/hold":
+            said = None
             while (exit_code := self.released()) is None:
+                line = (self.pod()["metadata"].get("annotations") or {}).get(SAY_ANNOTATION)
+                if line is not None and line != said:
+                    self.node.logs.write(key, said := line)
                 self.wait(0.2)
             code = exit_code
         self.wait()

@@ -15,6 +15,8 @@ from tests.kubernetes.real.control_plane import REPO, ControlPlane
 DEPLOY = REPO / "deploy" / "kubernetes"
 RELEASE = "ozw.test/exit"
 """The pod annotation the kubelet stand-in ends a ``fake/hold`` container on."""
+SAY = "ozw.test/say"
+"""The pod annotation whose new values a ``fake/hold`` container logs."""
 
 
 @attrs.define
@@ -41,11 +43,18 @@ class Tenant:
 
     def release(self, task_id: str, code: int) -> None:
         """End the held task container of ``task_id``'s pod with exit ``code``."""
+        self._annotate(task_id, RELEASE, str(code))
+
+    def say(self, task_id: str, line: str) -> None:
+        """Have the held task container of ``task_id``'s pod log ``line``."""
+        self._annotate(task_id, SAY, line)
+
+    def _annotate(self, task_id: str, key: str, value: str) -> None:
         for pod in self.pods_of(task_id):
             self.plane.call(
                 "PATCH",
                 self.path("pods", pod["metadata"]["name"]),
-                {"metadata": {"annotations": {RELEASE: str(code)}}},
+                {"metadata": {"annotations": {key: value}}},
                 content_type="application/merge-patch+json",
             )
 
