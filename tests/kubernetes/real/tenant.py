@@ -58,6 +58,25 @@ class Tenant:
                 content_type="application/merge-patch+json",
             )
 
+    def revoke(self, verb: str, resource: str) -> None:
+        """Take ``verb`` on ``resource`` (``pods/log`` for a subresource) out of the
+        worker's Role, and wait until the API server's authorizer has seen the change."""
+        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.name}/roles/ozw"
+        role = self.plane.call("GET", path)
+        for rule in role["rules"]:
+            if rule["resources"] == [resource]:
+                rule["verbs"].remove(verb)
+        role["rules"] = [rule for rule in role["rules"] if rule["verbs"]]
+        self.plane.call("PUT", path, role)
+        kind, _, sub = resource.partition("/")
+        ask = ["-n", self.name, "auth", "can-i", verb, kind]
+        ask += [f"--subresource={sub}"] if sub else []
+        account = f"system:serviceaccount:{self.name}:ozw"
+        self.plane.wait_for(
+            f"the Role to lose {verb} {resource}",
+            lambda: self.plane.kubectl(*ask, f"--as={account}", check=False).stdout.strip() == "no",
+        )
+
     def wait_gone(self, resource: str, what: str, timeout: float = 60) -> None:
         """Wait until the namespace holds no ``resource`` (the controllers' work)."""
         self.plane.wait_for(what, lambda: not self.items(resource), timeout=timeout)
