@@ -18,7 +18,7 @@ import yaml
 
 from ozw.backends.kubernetes.preflight import PERMISSIONS
 from ozw.config import CliOverrides, KubernetesConfig, load_config
-from tests.kubernetes.fake_cluster import KUBECTL, REPO
+from tests.kubernetes.real.control_plane import KUBECTL, REPO
 
 HELM_VERSION = "v4.3.2"
 HELM = Path(

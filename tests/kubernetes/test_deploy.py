@@ -13,7 +13,7 @@ import yaml
 
 from ozw.backends.kubernetes.preflight import PERMISSIONS
 from ozw.config import CliOverrides, KubernetesConfig, load_config
-from tests.kubernetes.fake_cluster import KUBECTL, REPO
+from tests.kubernetes.real.control_plane import KUBECTL, REPO
 
 VERSIONS = ("1.28.0", "1.31.0", "1.34.0", "1.37.0")
 

@@ -3,11 +3,13 @@ plane's cases are in test_cluster_check.py)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
-from tests.kubernetes.fake_cluster import REPO, fake_cluster
+from tests.kubernetes.real.control_plane import REPO
 from tests.support.ozw_command import run_ozw
+from tests.support.ports import free_port
 from tests.support.worker import API_KEY
 from tests.support.worker_process import write_worker_config
 
@@ -17,15 +19,26 @@ def _ozw(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_without_a_reachable_cluster(tmp_path: Path) -> None:
-    with fake_cluster(tmp_path) as cluster:
-        backend = f'[backend.kubernetes]\nnamespace = "agents"\nkubeconfig = "{cluster.kubeconfig}"'
-        config = write_worker_config(tmp_path, 9, worker_id="k8s-worker", backend=backend)
-        cluster.process.kill()
-        cluster.process.wait()
-        result = _ozw("check", "--config", str(config))
+    server = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": server}}],
+                "users": [{"name": "user", "user": {"token": "unused"}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "user"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    backend = f'[backend.kubernetes]\nnamespace = "agents"\nkubeconfig = "{kubeconfig}"'
+    config = write_worker_config(tmp_path, 9, worker_id="k8s-worker", backend=backend)
+    result = _ozw("check", "--config", str(config))
     assert result.returncode == 1
     (line,) = [x for x in result.stdout.splitlines() if "backend kubernetes" in x]
-    assert "cannot reach the API server at http://127.0.0.1:" in line
+    assert f"cannot reach the API server at {server}" in line
     assert "Traceback" not in result.stdout + result.stderr
 
 

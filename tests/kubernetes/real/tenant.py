@@ -88,9 +88,17 @@ def namespace_name(test: str) -> str:
     return f"{slug}-{hashlib.sha256(test.encode()).hexdigest()[:6]}"
 
 
-def tenant(plane: ControlPlane, test: str, tmp_path: Path, *, role: Path | None = None) -> Tenant:
-    """A namespace with the deploy/ ServiceAccount, Role (or ``role``) and RoleBinding."""
-    name = namespace_name(test)
+def tenant(
+    plane: ControlPlane,
+    test: str,
+    tmp_path: Path,
+    *,
+    role: Path | None = None,
+    namespace: str | None = None,
+) -> Tenant:
+    """A namespace (``test``'s, or ``namespace``) with the deploy/ ServiceAccount, Role
+    (or ``role``) and RoleBinding."""
+    name = namespace or namespace_name(test)
     plane.namespace(name)
     files = [
         DEPLOY / "serviceaccount.yaml",
