@@ -78,8 +78,10 @@ async def test_check_reports_each_prerequisite(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         server = await start_server(nursery)  # check dials it with the key
         config = direct_config(tmp_path, port=server.port or 0)
+        # Metrics somewhere (else check warns that none go anywhere).
+        served = {**env, "WARP_API_KEY": API_KEY, "OTEL_METRICS_EXPORTER": "prometheus"}
         good = await trio.to_thread.run_sync(
-            lambda: ozw("check", "--config", str(config), env={**env, "WARP_API_KEY": API_KEY})
+            lambda: ozw("check", "--config", str(config), env=served)
         )
         nursery.cancel_scope.cancel()
     assert good.returncode == 0, good.stdout
@@ -87,6 +89,9 @@ async def test_check_reports_each_prerequisite(tmp_path: Path) -> None:
     lines = good.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["ok"] * len(lines)
     assert any("api key" in line and "present" in line for line in lines)
+    assert any(
+        "telemetry" in line and "Prometheus scrape on localhost:9464" in line for line in lines
+    )
 
     missing = (
         direct_config(tmp_path, 'setup_command = "true"')
