@@ -228,10 +228,11 @@ class ControlPlane:
             return json.load(response)
 
     def restart_apiserver(self) -> None:
-        """Stop kube-apiserver and start it again on the same port: every open watch
-        breaks and its watch cache starts from etcd's current revision."""
+        """Kill kube-apiserver and start it again on the same port: every open watch
+        and followed log breaks, and its watch cache starts from etcd's current revision.
+        (A SIGTERM'd one stops listening but keeps its open streams until they end.)"""
         apiserver = self.processes["kube-apiserver"]
-        apiserver.stop()
+        apiserver.stop(signal.SIGKILL)
         apiserver.start()
         self._wait_ready()
 
