@@ -12,7 +12,7 @@ import logging
 import re
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,23 +65,46 @@ async def gone(cluster: Tenant, resource: str) -> None:
 
 
 @contextmanager
-def records(name: str, level: int = logging.INFO) -> Iterator[list[str]]:
-    """The messages logged by logger ``name`` (and below) meanwhile."""
-    found: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            found.append(record.getMessage())
-
-    logger, handler = logging.getLogger(name), Keep()
+def attached(name: str, handler: logging.Handler) -> Iterator[None]:
+    """``handler`` sees logger ``name``'s INFO records (and its children's) meanwhile."""
+    logger = logging.getLogger(name)
     previous = logger.level
-    logger.setLevel(level)
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
-        yield found
+        yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+
+
+class Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.found.append(record.getMessage())
+
+
+async def run_held(
+    kube: KubernetesBackend, task_id: str, meanwhile: Callable[[], Awaitable[None]]
+) -> None:
+    """Run a ``fake/hold`` task to completion while ``meanwhile`` (which ends by
+    releasing it) runs."""
+    task = kube.open_task(params(task_id, "fake/hold"), TaskLog(task_id))
+    await task.setup()
+    result: list[ExecuteResult] = []
+
+    async def execute() -> None:
+        result.append(await task.execute())
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as group:
+            group.start_soon(execute)
+            await meanwhile()
+    assert result == [ExecuteResult.COMPLETED]
+    await task.teardown()
 
 
 @on_both_loops
@@ -159,38 +182,31 @@ async def test_cancellation_deletes_the_job(cluster: Tenant) -> None:
 @on_both_loops
 async def test_watches_survive_a_restart_and_410_gone(cluster: Tenant) -> None:
     plane = cluster.plane
-    with records("ozw.backends.kubernetes.client") as logged:
+    logged = Messages()
+    with attached("ozw.backends.kubernetes.client", logged):
         async with backend(cluster) as kube:
-            task = kube.open_task(params("dropped", "fake/hold"), TaskLog("dropped"))
-            await task.setup()
-            result: list[ExecuteResult] = []
 
-            async def execute() -> None:
-                result.append(await task.execute())
+            async def meanwhile() -> None:
+                # A watch of our own says when the pod runs.
+                selector = "job-name=" + job_name("dropped", "dropped")
+                async with aclosing(kube.api().watch("Pod", labels=selector)) as pods:
+                    async for _, pod in pods:
+                        if pod.get("status", {}).get("phase") == "Running":
+                            break
+                # A change the watches have not seen, the history compacted, every watch
+                # dropped: reopening from the last version seen is answered 410 Gone, and
+                # the watch lists afresh.
+                await anyio.to_thread.run_sync(
+                    lambda: plane.kubectl("-n", cluster.name, "create", "configmap", "unseen")
+                )
+                await anyio.to_thread.run_sync(plane.compact_etcd)
+                await anyio.to_thread.run_sync(plane.restart_apiserver)
+                await anyio.to_thread.run_sync(lambda: cluster.release("dropped", 0))
 
-            with anyio.fail_after(120):
-                async with anyio.create_task_group() as group:
-                    group.start_soon(execute)
-                    # A watch of our own says when the pod runs.
-                    selector = "job-name=" + job_name("dropped", "dropped")
-                    async with aclosing(kube.api().watch("Pod", labels=selector)) as pods:
-                        async for _, pod in pods:
-                            if pod.get("status", {}).get("phase") == "Running":
-                                break
-                    # A change the watches have not seen, the history compacted, every
-                    # watch dropped: reopening from the last version seen is answered
-                    # 410 Gone, and the watch lists afresh.
-                    await anyio.to_thread.run_sync(
-                        lambda: plane.kubectl("-n", cluster.name, "create", "configmap", "unseen")
-                    )
-                    await anyio.to_thread.run_sync(plane.compact_etcd)
-                    await anyio.to_thread.run_sync(plane.restart_apiserver)
-                    await anyio.to_thread.run_sync(lambda: cluster.release("dropped", 0))
-            assert result == [ExecuteResult.COMPLETED]
-            await task.teardown()
+            await run_held(kube, "dropped", meanwhile)
 
-    afresh = [line for line in logged if re.search(r"watch: version \d+ is gone", line)]
-    assert afresh, logged
+    afresh = [line for line in logged.found if re.search(r"watch: version \d+ is gone", line)]
+    assert afresh, logged.found
 
 
 @on_both_loops
@@ -245,39 +261,24 @@ async def test_a_log_stream_that_ends_while_the_agent_runs_is_followed_again(
     cluster: Tenant,
 ) -> None:
     relayed = AgentLines("resumed")
-    task_logger = logging.getLogger("ozw.task")
-    level = task_logger.level
-    task_logger.setLevel(logging.INFO)
-    task_logger.addHandler(relayed)
-    try:
+    pods: list[dict[str, Any]] = []
+    with attached("ozw.task", relayed):
         async with backend(cluster) as kube:
-            task = kube.open_task(params("resumed", "fake/hold"), TaskLog("resumed"))
-            await task.setup()
-            result: list[ExecuteResult] = []
 
-            async def execute() -> None:
-                result.append(await task.execute())
+            async def meanwhile() -> None:
+                await relayed.seen("fake agent: working")
+                pods.extend(await anyio.to_thread.run_sync(cluster.pods_of, "resumed"))
+                # The API server restarts: every followed log ends; the agent goes on.
+                await anyio.to_thread.run_sync(cluster.plane.restart_apiserver)
+                await anyio.to_thread.run_sync(lambda: cluster.say("resumed", "after-the-restart"))
+                await relayed.seen("after-the-restart")
+                await anyio.to_thread.run_sync(lambda: cluster.release("resumed", 0))
 
-            with anyio.fail_after(120):
-                async with anyio.create_task_group() as group:
-                    group.start_soon(execute)
-                    await relayed.seen("fake agent: working")
-                    # The API server restarts: every followed log ends; the agent goes on.
-                    await anyio.to_thread.run_sync(cluster.plane.restart_apiserver)
-                    await anyio.to_thread.run_sync(
-                        lambda: cluster.say("resumed", "after-the-restart")
-                    )
-                    await relayed.seen("after-the-restart")
-                    await anyio.to_thread.run_sync(lambda: cluster.release("resumed", 0))
-            (pod,) = cluster.pods_of("resumed")
-            await task.teardown()
-    finally:
-        task_logger.removeHandler(relayed)
-        task_logger.setLevel(level)
-    assert result == [ExecuteResult.COMPLETED]
+            await run_held(kube, "resumed", meanwhile)
     assert relayed.lines.count("after-the-restart") == 1
     assert relayed.lines[-1] == "fake agent: exiting 0"
     # The kubelet stand-in logs each log request the API server passes on to it.
+    (pod,) = pods
     path = f"/containerLogs/{cluster.name}/{pod['metadata']['name']}/task?"
     follows = [
         line
