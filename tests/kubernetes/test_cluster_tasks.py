@@ -83,6 +83,31 @@ async def hold(server: DispatchServer, ozw: OzwProcess, task_id: str) -> None:
     await ozw.wait_line(rf"task={task_id} \[agent\] fake agent: working")
 
 
+@contextlib.asynccontextmanager
+async def ended(
+    tmp_path: Path, cluster: Tenant, task_id: str, image: str, top: str = "", **extra: str
+) -> AsyncIterator[TaskCompleted | TaskFailed]:
+    """One ``ozw`` (configured with ``top`` and ``extra``, preflight off) runs ``task_id``
+    in ``image``; the body sees its end, then the worker stops."""
+    async with scene(tmp_path, cluster, top, preflight="false", **extra) as (server, start):
+        ozw = await start()
+        with trio.fail_after(60):
+            await server.send(task(task_id, image))
+            end = await server.wait_for(terminal_for(task_id))
+        assert isinstance(end, TaskCompleted | TaskFailed)
+        yield end
+        await stop(ozw)
+
+
+async def failed_under(
+    tmp_path: Path, cluster: Tenant, task_id: str, image: str = "fake/agent:1", **extra: str
+) -> TaskFailed:
+    """How ``task_id`` (in ``image``) fails on a worker configured with ``extra``."""
+    async with ended(tmp_path, cluster, task_id, image, **extra) as end:
+        assert isinstance(end, TaskFailed), end
+    return end
+
+
 async def until(what: str, probe: Callable[[], object], cluster: Tenant) -> None:
     await trio.to_thread.run_sync(lambda: cluster.plane.wait_for(what, probe))
 
@@ -152,50 +177,25 @@ async def test_each_failure_class(cluster: Tenant, tmp_path: Path) -> None:
         await stop(ozw)
 
 
-async def failure_under(cluster: Tenant, tmp_path: Path, task_id: str, template: str) -> TaskFailed:
-    """How a task whose pod has ``template`` fails (the worker stopped afterwards)."""
-    async with scene(tmp_path, cluster, preflight="false", pod_template=template) as (
-        server,
-        start,
-    ):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task(task_id, "fake/agent:1"))
-            failed = await server.wait_for(terminal_for(task_id))
-        await stop(ozw)
-    assert isinstance(failed, TaskFailed)
-    return failed
-
-
 async def test_an_init_container_failure(cluster: Tenant, tmp_path: Path) -> None:
     template = '{initContainers = [{name = "prepare", image = "fake/exit-2"}]}'
-    failed = await failure_under(cluster, tmp_path, "init", template)
+    failed = await failed_under(tmp_path, cluster, "init", pod_template=template)
     assert (failed.failure_reason, failed.exit_code) == ("init_container", 2)
 
 
 async def test_an_unschedulable_pod(cluster: Tenant, tmp_path: Path) -> None:
     template = '{nodeSelector = {"disktype" = "none"}}'
-    async with scene(
-        tmp_path,
-        cluster,
-        preflight="false",
-        pod_template=template,
-        unschedulable_timeout='"1s"',
-    ) as (server, start):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task("nowhere", "fake/agent:1"))
-            failed = await server.wait_for(terminal_for("nowhere"))
-        assert isinstance(failed, TaskFailed)
-        assert failed.failure_reason == "unschedulable"
-        assert "didn't match Pod's node affinity/selector" in failed.message
-        await until("the Job to go", lambda: cluster.job("nowhere") is None, cluster)
-        await stop(ozw)
+    failed = await failed_under(
+        tmp_path, cluster, "nowhere", pod_template=template, unschedulable_timeout='"1s"'
+    )
+    assert failed.failure_reason == "unschedulable"
+    assert "didn't match Pod's node affinity/selector" in failed.message
+    await until("the Job to go", lambda: cluster.job("nowhere") is None, cluster)
 
 
 async def test_a_volume_that_cannot_mount(cluster: Tenant, tmp_path: Path) -> None:
     template = '{volumes = [{name = "creds", secret = {secretName = "absent"}}]}'
-    failed = await failure_under(cluster, tmp_path, "mount", template)
+    failed = await failed_under(tmp_path, cluster, "mount", pod_template=template)
     assert failed.failure_reason == "volume_mount"
     assert 'secret "absent" not found' in failed.message
 
@@ -211,16 +211,8 @@ async def test_a_pod_template_is_merged_and_accepted(cluster: Tenant, tmp_path: 
         ' tolerations = [{key = "dedicated", operator = "Exists", effect = "NoSchedule"}],'
         ' nodeSelector = {"kubernetes.io/os" = "linux"}}'
     )
-    async with scene(tmp_path, cluster, preflight="false", pod_template=template) as (
-        server,
-        start,
-    ):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task("templated", "fake/agent:1"))
-            done = await server.wait_for(terminal_for("templated"))
+    async with ended(tmp_path, cluster, "templated", "fake/agent:1", pod_template=template) as done:
         assert isinstance(done, TaskCompleted), getattr(done, "message", done)
-        await stop(ozw)
     check = await trio.to_thread.run_sync(
         lambda: run_ozw(
             "check",
@@ -251,39 +243,25 @@ async def test_cancellation_deletes_the_job(cluster: Tenant, tmp_path: Path) -> 
 
 
 async def test_task_timeout_deletes_the_job(cluster: Tenant, tmp_path: Path) -> None:
-    async with scene(tmp_path, cluster, 'task_timeout = "3s"', preflight="false") as (
-        server,
-        start,
-    ):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task("slow", "fake/hold"))
-            failed = await server.wait_for(terminal_for("slow"))
+    async with ended(tmp_path, cluster, "slow", "fake/hold", 'task_timeout = "3s"') as failed:
         assert isinstance(failed, TaskFailed)
         assert failed.failure_reason == "task_timeout"
         assert cluster.job("slow") is None
         await until("the pod to be collected", lambda: not cluster.items("pods"), cluster)
-        await stop(ozw)
 
 
 async def test_a_failed_job_is_removed_by_the_ttl_controller(
     cluster: Tenant, tmp_path: Path
 ) -> None:
-    async with scene(tmp_path, cluster, preflight="false", ttl_seconds_after_finished="2") as (
-        server,
-        start,
-    ):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task("expires", "fake/exit-5"))
-            failed = await server.wait_for(terminal_for("expires"))
-            assert isinstance(failed, TaskFailed)
-            assert cluster.job("expires") is not None
+    async with ended(
+        tmp_path, cluster, "expires", "fake/exit-5", ttl_seconds_after_finished="2"
+    ) as failed:
+        assert isinstance(failed, TaskFailed)
+        assert cluster.job("expires") is not None
         await until(
             "the TTL controller to remove the Job", lambda: not cluster.items("jobs"), cluster
         )
         await until("its pod to be collected", lambda: not cluster.items("pods"), cluster)
-        await stop(ozw)
 
 
 async def kill_9(ozw: OzwProcess) -> int:
@@ -381,17 +359,10 @@ async def test_a_finished_unreported_job_is_reported_at_start(
 
 async def test_an_active_deadline(cluster: Tenant, tmp_path: Path) -> None:
     """The Job controller fails the Job at its deadline and stops its pod."""
-    async with scene(tmp_path, cluster, preflight="false", active_deadline_seconds="2") as (
-        server,
-        start,
-    ):
-        ozw = await start()
-        with trio.fail_after(60):
-            await server.send(task("overdue", "fake/hold"))
-            failed = await server.wait_for(terminal_for("overdue"))
-        assert isinstance(failed, TaskFailed)
-        assert failed.failure_reason == "active_deadline", failed.message
-        await stop(ozw)
+    failed = await failed_under(
+        tmp_path, cluster, "overdue", "fake/hold", active_deadline_seconds="2"
+    )
+    assert failed.failure_reason == "active_deadline", failed.message
 
 
 async def test_a_refused_log_stream_does_not_fail_the_task(cluster: Tenant, tmp_path: Path) -> None:
