@@ -32,6 +32,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.kubernetes.real.kubelet import Api
 from tests.support.ports import free_port
 
 REPO: Final = Path(__file__).resolve().parents[3]
@@ -122,9 +123,11 @@ class ControlPlane:
     processes: dict[str, Process]
     admin_kubeconfig: Path
     _context: ssl.SSLContext = attrs.field(init=False)
+    _api: Api = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._context = ssl.create_default_context(cafile=str(self.ca))
+        self._api = Api(self.url, str(self.ca), self.tokens)
 
     # -- plain API calls (admin unless another identity is named) --
 
@@ -137,12 +140,7 @@ class ControlPlane:
         user: str = "admin",
         content_type: str = "application/json",
     ) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.tokens[user]}")
-        request.add_header("Content-Type", content_type)
-        with urllib.request.urlopen(request, timeout=30, context=self._context) as response:
-            return json.load(response)
+        return self._api.call(method, path, body, user=user, content_type=content_type)
 
     def get(self, path: str) -> Any:
         """The object at ``path``, or None when there is none."""

@@ -192,6 +192,19 @@ class EngineConnection:
         await self.aclose()
 
 
+async def answer_on(
+    engine: EngineConnection | None, method: str, target: str
+) -> ApiResponse | None:
+    """The engine's answer on ``engine``; None when there is no usable connection or it
+    gave no answer (the caller then asks the docker CLI instead)."""
+    if engine is None or not engine.usable:
+        return None
+    try:
+        return await engine.request(method, target)
+    except EngineUnreachable:
+        return None
+
+
 class EngineConnections:
     """Hands out engine connections, keeping one opened ahead for the next task.
 

@@ -14,12 +14,11 @@ pulls and inspects for every task.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 
 from ozw.backends.docker.cli import CallResult, DockerCLI
-from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, EngineUnreachable
+from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, answer_on
 from ozw.backends.docker.inspect import JSON_FORMAT, Daemon, LocalImage, parse_daemon, parse_image
 from ozw.config import PullPolicy
 from ozw.tasks.failures import FailureReason, TaskFailure
@@ -69,14 +68,12 @@ class Images:
         on ``engine`` (the task's connection) when given, else (or when it gives no clear
         answer) with ``docker image inspect``."""
         with self.cli.bounded(FailureReason.IMAGE_PULL, f"inspecting image {reference}"):
-            if engine is not None and engine.usable:
-                with contextlib.suppress(EngineUnreachable):
-                    # A valid reference has no character a request target must escape.
-                    answer = await engine.request("GET", f"/images/{reference}/json")
-                    if answer.ok:
-                        return parse_image(reference, answer.body)
-                    if answer.status == NOT_FOUND:
-                        return None
+            # A valid reference has no character a request target must escape.
+            answer = await answer_on(engine, "GET", f"/images/{reference}/json")
+            if answer is not None and answer.ok:
+                return parse_image(reference, answer.body)
+            if answer is not None and answer.status == NOT_FOUND:
+                return None
             result = await self.cli.run("image", "inspect", JSON_FORMAT, reference)
         if not result.ok:
             return None

@@ -36,7 +36,12 @@ import attrs
 
 from ozw.backends.base import ExecuteResult, TaskRun
 from ozw.backends.docker.cli import CLEANUP_TIMEOUT, REMOVAL_POLL
-from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, EngineUnreachable
+from ozw.backends.docker.engine_api import (
+    NOT_FOUND,
+    EngineConnection,
+    EngineUnreachable,
+    answer_on,
+)
 from ozw.backends.docker.gather import gather
 from ozw.backends.docker.images import ask_daemon
 from ozw.backends.docker.inspect import (
@@ -141,22 +146,10 @@ class DockerTaskRun(TaskRun):
         sidecars = self.params.sidecars
         references = [self.params.image, *(sidecar.image for sidecar in sidecars)]
         try:
+            ensure = functools.partial(backend.images.ensure, log=self.log, engine=self.engine)
             images = await gather(
-                [
-                    functools.partial(
-                        backend.images.ensure, self.params.image, self.log, engine=self.engine
-                    )
-                ]
-                + [
-                    functools.partial(
-                        backend.images.ensure,
-                        s.image,
-                        self.log,
-                        what="sidecar image",
-                        engine=self.engine,
-                    )
-                    for s in sidecars
-                ]
+                [functools.partial(ensure, self.params.image)]
+                + [functools.partial(ensure, s.image, what="sidecar image") for s in sidecars]
             )
             self.image = images[0]
             volumes = await gather(
@@ -416,11 +409,10 @@ class DockerTaskRun(TaskRun):
         """The ended container's state, asked on ``engine`` (else the CLI); None when
         neither answers."""
         with cleanup_bound(CLEANUP_TIMEOUT):
-            if engine is not None and engine.usable:
-                with contextlib.suppress(EngineUnreachable, ValueError):
-                    answer = await engine.request("GET", f"/containers/{name}/json")
-                    if answer.ok:
-                        return parse_container_state(answer.body)
+            answer = await answer_on(engine, "GET", f"/containers/{name}/json")
+            if answer is not None and answer.ok:
+                with contextlib.suppress(ValueError):
+                    return parse_container_state(answer.body)
             inspected = await self.backend.cli.cleanup("container", "inspect", STATE_FORMAT, name)
             if inspected is not None and inspected.ok:
                 return parse_state(inspected.stdout)
@@ -431,11 +423,8 @@ class DockerTaskRun(TaskRun):
         answer) with the CLI; True when it is gone."""
         cli = self.backend.cli
         with cleanup_bound(CLEANUP_TIMEOUT):
-            while engine is not None and engine.usable:
-                try:
-                    answer = await engine.request("DELETE", f"/containers/{name}?force=1")
-                except EngineUnreachable:
-                    break
+            target = f"/containers/{name}?force=1"
+            while (answer := await answer_on(engine, "DELETE", target)) is not None:
                 if answer.ok or answer.status == NOT_FOUND:
                     cli.untrack(name)
                     return True

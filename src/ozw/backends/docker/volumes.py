@@ -28,7 +28,6 @@ Choices where the contract is silent:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import secrets
 import tarfile
@@ -40,7 +39,11 @@ from typing import Final
 import anyio
 
 from ozw.backends.docker.cli import DockerCLI
-from ozw.backends.docker.engine_api import NOT_FOUND, EngineConnection, EngineUnreachable
+from ozw.backends.docker.engine_api import (
+    NOT_FOUND,
+    EngineConnection,
+    answer_on,
+)
 from ozw.backends.docker.inspect import LocalImage
 from ozw.backends.docker.references import volume_name
 from ozw.backends.docker.rules import LABEL_IMAGE, LABEL_ROLE, LABEL_WORKER, ROLE_FILL
@@ -93,11 +96,9 @@ class SidecarVolumes:
         """Whether ``volume`` exists: asked on ``engine`` when given, else (or when it
         gives no clear answer) with ``docker volume inspect``."""
         with self.cli.bounded(FailureReason.SIDECAR_PREP, f"inspecting {volume}"):
-            if engine is not None:
-                with contextlib.suppress(EngineUnreachable):
-                    answer = await engine.request("GET", f"/volumes/{urllib.parse.quote(volume)}")
-                    if answer.ok or answer.status == NOT_FOUND:
-                        return answer.ok
+            answer = await answer_on(engine, "GET", f"/volumes/{urllib.parse.quote(volume)}")
+            if answer is not None and (answer.ok or answer.status == NOT_FOUND):
+                return answer.ok
             return (await self.cli.run("volume", "inspect", volume)).ok
 
     async def prepare_sidecar_volume(
